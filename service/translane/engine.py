@@ -1,0 +1,333 @@
+"""The translation engine: segments → pieces → lane → governor → provider, with retries and fallback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from .config import Config, ModelConfig
+from .errors import (
+    ModelUnavailable,
+    Overloaded,
+    ProviderError,
+    ProviderQuotaExhausted,
+    ProviderRateLimited,
+    TranslaneError,
+)
+from .estimate import TokenEstimator
+from .governor import Governor
+from .lanes import INTERACTIVE, Lane, Ticket
+from .segment import Piece, join_pieces, split_text
+from .tokens import count_tokens
+from .upstream import Completion, SegmentCall, UpstreamClient, prompt_tokens
+
+__all__ = ["Engine", "Job", "JobResult", "SegmentDelta", "Stats"]
+
+log = logging.getLogger("translane.engine")
+
+# Share of a model's input limit a piece may fill: our tokenizer is not the
+# provider's, and the provider rejects over-long input outright.
+INPUT_HEADROOM = 0.85
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One validated translation request."""
+
+    segments: tuple[str, ...]
+    target_language: str
+    model: str
+    deadline: float
+    source_language: str = ""
+    task_id: str = ""
+    priority: int = INTERACTIVE
+    max_output_tokens: int = 0
+    glossary: tuple[tuple[str, str], ...] = ()
+    mime_type: str = "text/plain"
+
+
+@dataclass(slots=True)
+class Stats:
+    """Usage and timing of a job, summed over its calls."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    cost: float = 0.0
+    currency: str = ""
+    estimated: bool = False
+    queued_s: float = 0.0
+    governed_s: float = 0.0
+    upstream_s: float = 0.0
+    calls: int = 0
+    retries: int = 0
+    fallbacks: int = 0
+
+    def add(self, model: ModelConfig, c: Completion) -> None:
+        self.prompt_tokens += c.prompt_tokens
+        self.completion_tokens += c.completion_tokens
+        self.cached_tokens += c.cached_tokens
+        self.cost += model.cost(c.prompt_tokens, c.completion_tokens, c.cached_tokens)
+        self.currency = self.currency or model.currency
+        self.estimated = self.estimated or c.estimated
+        self.calls += 1
+
+
+@dataclass(slots=True)
+class JobResult:
+    texts: list[str]
+    models: list[str]
+    stats: Stats
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentDelta:
+    """A streamed piece of segment `index`; `done` marks the segment's end."""
+
+    index: int
+    text: str
+    model: str
+    done: bool = False
+
+
+@dataclass(slots=True)
+class _Outcome:
+    text: str
+    model: str
+
+
+Sink = Callable[[str], None]
+
+
+async def _all(coros: list[Coroutine[Any, Any, _Outcome]]) -> list[_Outcome]:
+    """Run all at once, in order; on the first failure cancel the rest and raise that failure."""
+    if len(coros) == 1:
+        return [await coros[0]]
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(c) for c in coros]
+    except BaseExceptionGroup as group:
+        exc: BaseException = group
+        while isinstance(exc, BaseExceptionGroup):
+            exc = exc.exceptions[0]
+        raise exc from None
+    return [t.result() for t in tasks]
+
+
+class Engine:
+    """Runs jobs through lanes and the governor to the provider. Build with `Engine.open`."""
+
+    def __init__(self, config: Config, upstream: UpstreamClient, governor: Governor) -> None:
+        self.config = config
+        self.upstream = upstream
+        self.governor = governor
+        self._loop = asyncio.get_running_loop()
+        self.lanes = {name: Lane(lc, governor) for name, lc in config.lanes.items()}
+        self.estimators = {
+            n: TokenEstimator(m.output_ratio, m.max_output_tokens) for n, m in config.models.items()
+        }
+        self._rng = random.Random()
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, config: Config, governor: Governor | None = None) -> AsyncIterator[Engine]:
+        """Build the engine and its upstream session; close them on exit."""
+        loop = asyncio.get_running_loop()
+        gov = governor or Governor(config.models, config.governor, loop.time())
+        async with UpstreamClient(config) as upstream:
+            yield cls(config, upstream, gov)
+
+    # -- public ---------------------------------------------------------------
+
+    async def translate(self, job: Job) -> JobResult:
+        """Translate every segment; results come back in request order."""
+        stats = Stats()
+        outcomes = await _all([self._segment(job, text, stats, None) for text in job.segments])
+        return JobResult([o.text for o in outcomes], [o.model for o in outcomes], stats)
+
+    async def stream(self, job: Job, stats: Stats) -> AsyncIterator[SegmentDelta]:
+        """Stream deltas in segment order; all segments run at once, later ones are buffered."""
+        queues: list[asyncio.Queue[str | _Outcome | BaseException]] = [
+            asyncio.Queue() for _ in job.segments
+        ]
+
+        async def run(i: int, text: str) -> None:
+            q = queues[i]
+            try:
+                q.put_nowait(await self._segment(job, text, stats, q.put_nowait))
+            except BaseException as exc:  # handed to the consumer, which re-raises it
+                q.put_nowait(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+
+        tasks = [asyncio.create_task(run(i, t)) for i, t in enumerate(job.segments)]
+        try:
+            for i, q in enumerate(queues):
+                while True:
+                    item = await q.get()
+                    if isinstance(item, BaseException):
+                        raise item
+                    if isinstance(item, _Outcome):
+                        yield SegmentDelta(i, "", item.model, done=True)
+                        break
+                    yield SegmentDelta(i, item, "")
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def chain(self, model: str) -> list[ModelConfig]:
+        """The model and its fallbacks, in order, each once."""
+        out: list[ModelConfig] = []
+        todo = [model]
+        while todo:
+            name = todo.pop(0)
+            m = self.config.models[name]
+            if m not in out:
+                out.append(m)
+                todo.extend(m.fallbacks)
+        return out
+
+    # -- one segment ----------------------------------------------------------
+
+    async def _segment(self, job: Job, text: str, stats: Stats, sink: Sink | None) -> _Outcome:
+        model = self.config.models[job.model]
+        if not text.strip():
+            return _Outcome(text, model.name)
+        overhead = prompt_tokens(model, SegmentCall("", job.target_language, job.source_language,
+                                                    glossary=job.glossary, mime_type=job.mime_type))
+        limit = max(16, int(model.max_input_tokens * INPUT_HEADROOM) - overhead)
+        pieces = split_text(text, limit, count_tokens)
+        if len(pieces) == 1:
+            return await self._call(job, text, stats, sink)
+        if sink is not None:
+            # Streaming keeps order by running a long segment's pieces one after another.
+            outs: list[_Outcome] = []
+            for p in pieces:
+                outs.append(await self._call(job, p.text, stats, sink))
+                if p.sep:
+                    sink(p.sep)
+            return self._joined(pieces, outs)
+        return self._joined(pieces, await _all([self._call(job, p.text, stats, None) for p in pieces]))
+
+    @staticmethod
+    def _joined(pieces: list[Piece], outs: list[_Outcome]) -> _Outcome:
+        return _Outcome(join_pieces(pieces, [o.text for o in outs]), outs[0].model)
+
+    async def _admit(self, job: Job, call: SegmentCall, stats: Stats) -> tuple[Ticket, ModelConfig, int]:
+        """A ticket on the first model of the chain that can start in time."""
+        chain = self.chain(job.model)
+        last: TranslaneError | None = None
+        for i, model in enumerate(chain):
+            now = self._loop.time()
+            if not self.governor.is_available(model.name, now):
+                last = ModelUnavailable(f"model {model.name} is out of rotation (provider spending limit)")
+                continue
+            if i < len(chain) - 1 and self.governor.is_paused(model.name, now):
+                last = ModelUnavailable(f"model {model.name} is paused by provider rate limits")
+                continue
+            counted = prompt_tokens(model, call)
+            tokens = self.estimators[model.name].estimate(counted, job.max_output_tokens)
+            try:
+                ticket = await self.lanes[model.lane].admit(model, tokens, job.priority, job.deadline)
+            except (Overloaded, ModelUnavailable) as exc:
+                last = exc
+                continue
+            if i:
+                stats.fallbacks += 1
+            return ticket, model, counted
+        assert last is not None
+        raise last
+
+    async def _call(self, job: Job, text: str, stats: Stats, sink: Sink | None) -> _Outcome:
+        call = SegmentCall(text, job.target_language, job.source_language,
+                           job.max_output_tokens, job.glossary, job.mime_type)
+        attempt = 0
+        while True:
+            ticket, model, counted = await self._admit(job, call, stats)
+            stats.queued_s = max(stats.queued_s, ticket.queued_s)
+            stats.governed_s = max(stats.governed_s, ticket.governed_s)
+            started = self._loop.time()
+            streamed: list[str] = []
+            try:
+                completion = await self._request(model, call, job, sink, streamed)
+            except ProviderError as exc:
+                self._on_error(ticket, model, exc, counted)
+                attempt += 1
+                if not self._should_retry(exc, attempt, job, bool(streamed)):
+                    raise
+                delay = self._backoff(model, attempt, exc)
+                if self._loop.time() + delay >= job.deadline:
+                    raise
+                stats.retries += 1
+                log.debug("retrying %s after %s in %.2fs", model.name, exc.code or exc.status, delay)
+                await asyncio.sleep(delay)
+                continue
+            except BaseException:
+                # Cancelled (or broken) mid-call: the provider has counted the
+                # prompt and what it streamed; give back the rest.
+                self.governor.settle(ticket.reservation, counted + count_tokens("".join(streamed)),
+                                     self._loop.time())
+                raise
+            finally:
+                stats.upstream_s = max(stats.upstream_s, self._loop.time() - started)
+                ticket.release()
+            self.governor.settle(ticket.reservation, completion.prompt_tokens + completion.completion_tokens,
+                                 self._loop.time())
+            self.governor.on_success(model.name)
+            if not completion.estimated:
+                self.estimators[model.name].learn(counted, completion.prompt_tokens, completion.completion_tokens)
+            stats.add(model, completion)
+            return _Outcome(completion.text, model.name)
+
+    async def _request(self, model: ModelConfig, call: SegmentCall, job: Job,
+                       sink: Sink | None, streamed: list[str]) -> Completion:
+        timeout = job.deadline - self._loop.time()
+        if sink is None:
+            return await self.upstream.complete(model, call, timeout)
+        completion: Completion | None = None
+        async for item in self.upstream.stream(model, call, timeout):
+            if isinstance(item, str):
+                streamed.append(item)
+                sink(item)
+            else:
+                completion = item
+        assert completion is not None
+        return completion
+
+    def _on_error(self, ticket: Ticket, model: ModelConfig, exc: ProviderError, counted: int) -> None:
+        now = self._loop.time()
+        if isinstance(exc, ProviderRateLimited):
+            # Turned away: no tokens were used, but the request still counts.
+            self.governor.settle(ticket.reservation, 0, now)
+            self.governor.on_rate_limited(model.name, exc.code, exc.retry_after_s, now)
+        elif isinstance(exc, ProviderQuotaExhausted):
+            self.governor.settle(ticket.reservation, 0, now)
+            self.governor.disable(model.name, now)
+            log.error("model %s taken out of rotation: %s", model.name, exc.message)
+        else:
+            self.governor.settle(ticket.reservation, counted, now)
+
+    def _should_retry(self, exc: ProviderError, attempt: int, job: Job, streamed: bool) -> bool:
+        provider = self.config.providers[self.config.models[job.model].provider]
+        if streamed or attempt > provider.max_retries:
+            return False
+        if isinstance(exc, ProviderQuotaExhausted):
+            # Another model in the chain may still serve.
+            return len(self.chain(job.model)) > 1
+        return exc.retryable
+
+    def _backoff(self, model: ModelConfig, attempt: int, exc: ProviderError) -> float:
+        p = self.config.providers[model.provider]
+        if exc.retry_after_s is not None:
+            return min(exc.retry_after_s, p.retry_max_s)
+        # Full jitter keeps retries from arriving together.
+        return self._rng.uniform(0, min(p.retry_max_s, p.retry_base_s * 2 ** (attempt - 1)))
+
+    def snapshot(self) -> dict[str, dict[str, float]]:
+        return {name: lane.snapshot() for name, lane in self.lanes.items()}

@@ -1,0 +1,43 @@
+"""Estimating a call's tokens before it is made, and learning the estimate from real usage."""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["TokenEstimator"]
+
+
+class TokenEstimator:
+    """Per-model guess of prompt and completion tokens, corrected by settled usage.
+
+    The guess errs high on purpose: an over-estimate is refunded when the call
+    settles, an under-estimate becomes debt the next calls wait for.
+    """
+
+    __slots__ = ("max_output_tokens", "output_ratio", "prompt_ratio", "samples")
+
+    # Headroom over the learned ratios, and how fast they follow new usage.
+    MARGIN = 1.1
+    ALPHA = 0.05
+
+    def __init__(self, output_ratio: float, max_output_tokens: int) -> None:
+        self.output_ratio = output_ratio
+        self.prompt_ratio = 1.0
+        self.max_output_tokens = max_output_tokens
+        self.samples = 0
+
+    def estimate(self, counted_prompt: int, max_output: int = 0) -> int:
+        """Tokens to reserve for a call whose prompt counts `counted_prompt` locally."""
+        cap = min(max_output or self.max_output_tokens, self.max_output_tokens)
+        prompt = math.ceil(counted_prompt * max(1.0, self.prompt_ratio) * self.MARGIN)
+        output = min(cap, math.ceil(counted_prompt * self.output_ratio * self.MARGIN) + 16)
+        return prompt + output
+
+    def learn(self, counted_prompt: int, prompt_tokens: int, completion_tokens: int) -> None:
+        """Fold one call's real usage into the ratios."""
+        if counted_prompt <= 0:
+            return
+        a = self.ALPHA if self.samples >= 20 else 1.0 / (self.samples + 1)
+        self.samples += 1
+        self.prompt_ratio += a * (prompt_tokens / counted_prompt - self.prompt_ratio)
+        self.output_ratio += a * (completion_tokens / counted_prompt - self.output_ratio)

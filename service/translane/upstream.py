@@ -1,0 +1,290 @@
+"""The upstream client: one pooled aiohttp session, both API styles, streaming or not.
+
+One call here is one HTTP request: retries, rate limits and fallbacks are the
+engine's business, because every retry must pass the governor again.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from .config import Config, ModelConfig, ProviderConfig
+from .errors import (
+    ProviderConnectionError,
+    ProviderError,
+    ProviderServerError,
+    ProviderTimeout,
+    provider_error,
+)
+from .languages import language_name
+from .tokens import count_tokens
+
+__all__ = ["Completion", "SegmentCall", "UpstreamClient", "prompt_tokens"]
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentCall:
+    """What one upstream call translates."""
+
+    text: str
+    target_language: str
+    source_language: str = ""
+    max_output_tokens: int = 0
+    glossary: tuple[tuple[str, str], ...] = ()
+    mime_type: str = "text/plain"
+
+
+@dataclass(slots=True)
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+    # True when the provider sent no usage and the figures were counted here.
+    estimated: bool = False
+
+
+def _system_prompt(call: SegmentCall) -> str:
+    src = f" from {language_name(call.source_language)}" if call.source_language else ""
+    lines = [
+        f"You are a professional translator. Translate the user's text{src} into "
+        f"{language_name(call.target_language)}. Reply with the translation only, no notes. "
+        "Keep placeholders such as {0} and <b0></b0> exactly as they are."
+    ]
+    if call.mime_type == "text/html":
+        lines.append("The text is HTML: translate only the text, keep every tag and attribute.")
+    if call.glossary:
+        lines.append("Use these translations for these terms:")
+        lines.extend(f"- {s} => {t}" for s, t in call.glossary)
+    return "\n".join(lines)
+
+
+def _messages(call: SegmentCall) -> list[dict[str, str]]:
+    return [
+        {"role": "system", "content": _system_prompt(call)},
+        {"role": "user", "content": call.text},
+    ]
+
+
+def prompt_tokens(model: ModelConfig, call: SegmentCall) -> int:
+    """Prompt tokens of the request we would send, counted locally."""
+    if model.api_style == "responses":
+        return count_tokens(call.text)
+    return sum(count_tokens(m["content"]) + 4 for m in _messages(call))
+
+
+def _body(model: ModelConfig, call: SegmentCall, stream: bool) -> dict[str, Any]:
+    max_out = min(call.max_output_tokens or model.max_output_tokens, model.max_output_tokens)
+    body: dict[str, Any]
+    if model.api_style == "responses":
+        options = {"target_language": call.target_language}
+        if call.source_language:
+            options["source_language"] = call.source_language
+        body = {
+            "model": model.wire_name,
+            "input": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "input_text", "text": call.text, "translation_options": options}
+                    ],
+                }
+            ],
+            "max_output_tokens": max_out,
+        }
+    else:
+        body = {"model": model.wire_name, "messages": _messages(call), "max_tokens": max_out}
+        if stream:
+            body["stream_options"] = {"include_usage": True}
+    if stream:
+        body["stream"] = True
+    body.update(model.extra_body)
+    return body
+
+
+def _retry_after(headers: Any) -> float | None:
+    value = headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value)
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+def _usage(model: ModelConfig, call: SegmentCall, text: str, usage: Any) -> Completion:
+    if isinstance(usage, dict):
+        prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
+        completion = usage.get("completion_tokens", usage.get("output_tokens"))
+        details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
+        if isinstance(prompt, int) and isinstance(completion, int):
+            cached = details.get("cached_tokens", 0) if isinstance(details, dict) else 0
+            return Completion(text, prompt, completion, int(cached or 0))
+    return Completion(text, prompt_tokens(model, call), count_tokens(text), 0, estimated=True)
+
+
+def _response_text(data: Any) -> str:
+    # Ark Responses: the text is in the output message's output_text parts.
+    for item in data.get("output") or []:
+        if item.get("type", "message") == "message":
+            parts = [c.get("text", "") for c in item.get("content") or [] if c.get("type", "output_text") == "output_text"]
+            return "".join(parts)
+    return str(data.get("output_text", ""))
+
+
+class UpstreamClient:
+    """Pooled HTTP client for every configured provider. Use as an async context manager."""
+
+    def __init__(self, config: Config, trace_configs: Sequence[aiohttp.TraceConfig] = ()) -> None:
+        self._config = config
+        self._trace_configs = list(trace_configs)
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+        self._headers = {name: self._provider_headers(p) for name, p in config.providers.items()}
+
+    @staticmethod
+    def _provider_headers(p: ProviderConfig) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if p.api_key:
+            headers["Authorization"] = f"Bearer {p.api_key}"
+        return headers
+
+    async def __aenter__(self) -> UpstreamClient:
+        if self._closed:
+            raise RuntimeError("UpstreamClient cannot be reopened once closed")
+        if self._session is None:
+            # Lanes bound concurrency; the pool must not add a second, hidden limit.
+            connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                trace_configs=self._trace_configs or None,
+                json_serialize=json.dumps,
+                auto_decompress=True,
+            )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the pooled session (idempotent)."""
+        self._closed = True
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    def _post(self, model: ModelConfig, body: dict[str, Any], timeout_s: float) -> Any:
+        if self._session is None:
+            raise RuntimeError("UpstreamClient is not open")
+        provider = self._config.providers[model.provider]
+        path = "/responses" if model.api_style == "responses" else "/chat/completions"
+        timeout = aiohttp.ClientTimeout(total=max(0.001, min(timeout_s, provider.timeout_s)),
+                                        sock_connect=provider.connect_timeout_s)
+        return self._session.post(provider.base_url + path, json=body,
+                                  headers=self._headers[model.provider], timeout=timeout)
+
+    @staticmethod
+    async def _raise_for(resp: aiohttp.ClientResponse) -> None:
+        if resp.status < 400:
+            return
+        code, message = "", resp.reason or ""
+        try:
+            data = await resp.json(content_type=None)
+            err = data.get("error") if isinstance(data, dict) else None
+            if isinstance(err, dict):
+                code = str(err.get("code") or err.get("type") or "")
+                message = str(err.get("message") or message)
+        except (ValueError, aiohttp.ClientError):
+            pass
+        raise provider_error(resp.status, code, message, _retry_after(resp.headers))
+
+    async def complete(self, model: ModelConfig, call: SegmentCall, timeout_s: float) -> Completion:
+        """One non-streaming call."""
+        body = _body(model, call, stream=False)
+        try:
+            async with self._post(model, body, timeout_s) as resp:
+                await self._raise_for(resp)
+                data = await resp.json(content_type=None)
+        except ProviderError:
+            raise
+        except TimeoutError as exc:
+            raise ProviderTimeout(f"no answer from {model.name} within {timeout_s:.1f}s") from exc
+        except (aiohttp.ClientError, ValueError) as exc:
+            raise ProviderConnectionError(f"{model.name}: {type(exc).__name__}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ProviderServerError(f"{model.name}: answer is not a JSON object")
+        if model.api_style == "responses":
+            text = _response_text(data)
+        else:
+            choices = data.get("choices") or [{}]
+            text = str((choices[0].get("message") or {}).get("content") or "")
+        return _usage(model, call, text, data.get("usage"))
+
+    async def stream(self, model: ModelConfig, call: SegmentCall, timeout_s: float) -> AsyncIterator[str | Completion]:
+        """One streaming call: yields text deltas, then one Completion with the usage."""
+        body = _body(model, call, stream=True)
+        parts: list[str] = []
+        usage: Any = None
+        try:
+            async with self._post(model, body, timeout_s) as resp:
+                await self._raise_for(resp)
+                async for event, data in _sse(resp):
+                    if data == "[DONE]":
+                        break
+                    payload = json.loads(data)
+                    kind = payload.get("type") or event
+                    if model.api_style == "responses":
+                        if kind == "response.output_text.delta":
+                            delta = str(payload.get("delta", ""))
+                        elif kind == "response.completed":
+                            usage = (payload.get("response") or {}).get("usage")
+                            continue
+                        elif kind in ("response.failed", "error"):
+                            err = payload.get("error") or (payload.get("response") or {}).get("error") or {}
+                            raise provider_error(500, str(err.get("code", "")), str(err.get("message", "stream failed")))
+                        else:
+                            continue
+                    else:
+                        if payload.get("error"):
+                            err = payload["error"]
+                            raise provider_error(500, str(err.get("code", "")), str(err.get("message", "")))
+                        if payload.get("usage"):
+                            usage = payload["usage"]
+                        choices = payload.get("choices") or []
+                        delta = str((choices[0].get("delta") or {}).get("content") or "") if choices else ""
+                    if delta:
+                        parts.append(delta)
+                        yield delta
+        except ProviderError:
+            raise
+        except TimeoutError as exc:
+            raise ProviderTimeout(f"stream from {model.name} stalled past {timeout_s:.1f}s") from exc
+        except (aiohttp.ClientError, ValueError) as exc:
+            raise ProviderConnectionError(f"{model.name}: {type(exc).__name__}: {exc}") from exc
+        yield _usage(model, call, "".join(parts), usage)
+
+
+async def _sse(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, str]]:
+    """Server-sent events as (event, data) pairs."""
+    event, data = "", []
+    async for raw in resp.content:
+        line = raw.decode("utf-8").rstrip("\r\n")
+        if not line:
+            if data:
+                yield event, "\n".join(data)
+            event, data = "", []
+        elif line.startswith("data:"):
+            data.append(line[5:].lstrip(" "))
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+    if data:
+        yield event, "\n".join(data)
+
