@@ -1,0 +1,1 @@
+"""The HTTP shim: OpenAI-format and Immersive Translate clients onto translane gRPC."""

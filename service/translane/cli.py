@@ -1,0 +1,287 @@
+"""The `translane` command: up, serve, sim, shim, translate, models."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import uvloop
+
+from .config import Config, ConfigError, load_config
+
+__all__ = ["main"]
+
+log = logging.getLogger("translane")
+
+DEFAULT_GRPC_PORT = 50051
+DEFAULT_SHIM_PORT = 8000
+DEFAULT_SIM_PORT = 8900
+
+
+def _env_port(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value else default
+
+
+def _config(args: argparse.Namespace) -> Config:
+    cfg = load_config(args.models_file)
+    server = cfg.server
+    changes: dict[str, Any] = {}
+    if getattr(args, "host", None):
+        changes["host"] = args.host
+    if getattr(args, "port", None) is not None:
+        changes["port"] = args.port
+    if getattr(args, "metrics_port", None) is not None:
+        changes["metrics_port"] = args.metrics_port
+    if changes:
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, server=dataclasses.replace(server, **changes))
+    if getattr(args, "upstream_url", None):
+        cfg = cfg.with_upstream_url(args.upstream_url)
+    return cfg
+
+
+def _setup_logging(level: str) -> None:
+    from .logs import setup_logging
+
+    setup_logging(level)
+
+
+# -- commands -------------------------------------------------------------------
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from .server import serve
+
+    await serve(_config(args))
+    return 0
+
+
+def _sim_config(cfg: Config, args: argparse.Namespace) -> Any:
+    from .sim import SimConfig
+
+    return SimConfig.from_config(
+        cfg,
+        limit_scale=args.limit_scale,
+        window_s=args.window_s,
+        ttft_s=args.ttft_s,
+        tokens_per_s=args.tokens_per_s,
+        error_rate=args.error_rate,
+        rate_limit_rate=args.rate_limit_rate,
+        seed=args.seed,
+    )
+
+
+async def _sim(args: argparse.Namespace) -> int:
+    from .sim import run_sim
+
+    cfg = load_config(args.models_file)
+    log.info("simulated provider on http://%s:%d/api/v3 (not a real translation)", args.host, args.port)
+    await _until_signal(run_sim(_sim_config(cfg, args), args.host, args.port))
+    return 0
+
+
+async def _until_signal(*coros: Any) -> None:
+    """Run coroutines until SIGINT/SIGTERM or until one of them ends."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    waiter = asyncio.ensure_future(stop.wait())
+    try:
+        done, _ = await asyncio.wait([*tasks, waiter], return_when=asyncio.FIRST_COMPLETED)
+        for t in done:
+            if t is not waiter and t.exception() is not None:
+                raise t.exception()  # type: ignore[misc]
+    finally:
+        for t in [*tasks, waiter]:
+            t.cancel()
+        await asyncio.gather(*tasks, waiter, return_exceptions=True)
+
+
+async def _shim(args: argparse.Namespace) -> int:
+    from gateway_shim import ShimConfig, run_shim
+
+    shim_cfg = ShimConfig.from_env(host=args.host, port=args.port, grpc_target=args.grpc_target)
+    await _until_signal(run_shim(shim_cfg))
+    return 0
+
+
+async def _up(args: argparse.Namespace) -> int:
+    from .server import serve
+
+    cfg = _config(args)
+    coros: list[Any] = []
+    keyed = bool(os.environ.get("ARK_API_KEY"))
+    if not keyed or args.sim:
+        from .sim import run_sim
+
+        sim_url = f"http://127.0.0.1:{args.sim_port}/api/v3"
+        cfg = cfg.with_upstream_url(sim_url)
+        coros.append(run_sim(_sim_config(cfg, args), "127.0.0.1", args.sim_port))
+        log.info("no ARK_API_KEY: using the simulated provider at %s (translations are marked [sim])", sim_url)
+    else:
+        log.info("ARK_API_KEY set: using the real provider")
+    coros.append(serve(cfg))
+    try:
+        from gateway_shim import ShimConfig, run_shim
+    except ImportError:
+        run_shim = None  # type: ignore[assignment]
+    if run_shim is not None and not args.no_shim:
+        shim_cfg = ShimConfig.from_env(host="127.0.0.1", port=args.shim_port,
+                                       grpc_target=f"127.0.0.1:{cfg.server.port}")
+        coros.append(run_shim(shim_cfg))
+    await _until_signal(*coros)
+    return 0
+
+
+async def _translate(args: argparse.Namespace) -> int:
+    import grpc
+
+    from .v1 import translate_pb2 as pb
+    from .v1 import translate_pb2_grpc as pb_grpc
+
+    texts = args.text or [sys.stdin.read()]
+    req = pb.TranslateRequest(
+        segments=texts, target_language=args.to, source_language=args.source, model=args.model,
+        task_id=args.task_id, priority=pb.PRIORITY_BATCH if args.batch else pb.PRIORITY_INTERACTIVE,
+    )
+    async with grpc.aio.insecure_channel(args.target) as channel:
+        stub = pb_grpc.TranslatorStub(channel)
+        try:
+            if args.stream:
+                current = 0
+                async for chunk in stub.TranslateStream(req, timeout=args.timeout):
+                    if chunk.final:
+                        usage = chunk.usage
+                    elif chunk.segment_done:
+                        print(flush=True)
+                        current += 1
+                    else:
+                        print(chunk.delta, end="", flush=True)
+            else:
+                resp = await stub.Translate(req, timeout=args.timeout)
+                for t in resp.translations:
+                    print(t.text)
+                usage = resp.usage
+        except grpc.aio.AioRpcError as exc:
+            print(f"translane: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+    if args.verbose:
+        print(f"[{usage.prompt_tokens}+{usage.completion_tokens} tokens, {usage.cost:.6f} {usage.currency}"
+              f"{', estimated' if usage.estimated else ''}]", file=sys.stderr)
+    return 0
+
+
+async def _models(args: argparse.Namespace) -> int:
+    import grpc
+
+    from .v1 import translate_pb2 as pb
+    from .v1 import translate_pb2_grpc as pb_grpc
+
+    async with grpc.aio.insecure_channel(args.target) as channel:
+        resp = await pb_grpc.TranslatorStub(channel).ListModels(pb.ListModelsRequest(), timeout=10)
+    for m in resp.models:
+        star = "*" if m.name == resp.default_model else " "
+        print(f"{star} {m.name:34} lane={m.lane:5} rpm={m.rpm} tpm={m.tpm} concurrency={m.max_concurrency}"
+              f" api={m.api_style}{'' if m.available else ' (out of rotation)'}")
+    return 0
+
+
+# -- parser ------------------------------------------------------------------------
+
+
+def _sim_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("simulated provider")
+    g.add_argument("--limit-scale", type=float, default=1.0, help="scale every model's RPM/TPM")
+    g.add_argument("--window-s", type=float, default=60.0, help="sliding window for RPM/TPM (seconds)")
+    g.add_argument("--ttft-s", type=float, default=0.05, help="time to first token (seconds)")
+    g.add_argument("--tokens-per-s", type=float, default=400.0, help="output speed; 0 = instant")
+    g.add_argument("--error-rate", type=float, default=0.0, help="share of calls answered 500")
+    g.add_argument("--rate-limit-rate", type=float, default=0.0, help="share of calls answered 429")
+    g.add_argument("--seed", type=int, default=0)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="translane", description=__doc__)
+    p.add_argument("--log-level", default=os.environ.get("TRANSLANE_LOG_LEVEL", "INFO"))
+    p.add_argument("--models-file", default=None, help="models file (TOML/YAML); default $TRANSLANE_MODELS_FILE "
+                   "or the shipped one")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="simulated provider (unless ARK_API_KEY is set) + gRPC server + HTTP shim")
+    up.add_argument("--port", type=int, default=_env_port("TRANSLANE_GRPC_PORT", DEFAULT_GRPC_PORT))
+    up.add_argument("--shim-port", type=int, default=_env_port("TRANSLANE_SHIM_PORT", DEFAULT_SHIM_PORT))
+    up.add_argument("--sim-port", type=int, default=_env_port("TRANSLANE_SIM_PORT", DEFAULT_SIM_PORT))
+    up.add_argument("--sim", action="store_true", help="use the simulated provider even with ARK_API_KEY set")
+    up.add_argument("--no-shim", action="store_true")
+    _sim_flags(up)
+    up.set_defaults(func=_up, host="127.0.0.1")
+
+    serve = sub.add_parser("serve", help="the gRPC server")
+    serve.add_argument("--host", default=None, help="default: server.host or $TRANSLANE_GRPC_HOST")
+    serve.add_argument("--port", type=int, default=None, help="default: server.port or $TRANSLANE_GRPC_PORT")
+    serve.add_argument("--metrics-port", type=int, default=None, help="Prometheus port; 0 = off")
+    serve.add_argument("--upstream-url", default=None, help="send every provider's calls here instead")
+    serve.set_defaults(func=_serve)
+
+    sim = sub.add_parser("sim", help="the simulated provider (OpenAI chat + Ark responses)")
+    sim.add_argument("--host", default=os.environ.get("TRANSLANE_SIM_HOST", "127.0.0.1"))
+    sim.add_argument("--port", type=int, default=_env_port("TRANSLANE_SIM_PORT", DEFAULT_SIM_PORT))
+    _sim_flags(sim)
+    sim.set_defaults(func=_sim)
+
+    shim = sub.add_parser("shim", help="the HTTP shim (OpenAI format + Immersive Translate custom API)")
+    shim.add_argument("--host", default=None, help="default $TRANSLANE_SHIM_HOST or 127.0.0.1")
+    shim.add_argument("--port", type=int, default=None, help=f"default $TRANSLANE_SHIM_PORT or {DEFAULT_SHIM_PORT}")
+    shim.add_argument("--grpc-target", default=None, help="default $TRANSLANE_GRPC_TARGET or 127.0.0.1:50051")
+    shim.set_defaults(func=_shim)
+
+    tr = sub.add_parser("translate", help="translate text through a running server")
+    tr.add_argument("text", nargs="*", help="segments to translate (default: stdin as one segment)")
+    tr.add_argument("--to", required=True, help="target language code, e.g. zh, en, ja")
+    tr.add_argument("--from", dest="source", default="", help="source language code (default: detect)")
+    tr.add_argument("--model", default="", help="model name (default: the server's default)")
+    tr.add_argument("--task-id", default="")
+    tr.add_argument("--batch", action="store_true", help="batch priority")
+    tr.add_argument("--stream", action="store_true", help="print deltas as they arrive")
+    tr.add_argument("--timeout", type=float, default=120.0)
+    tr.add_argument("-v", "--verbose", action="store_true", help="print usage and cost to stderr")
+    tr.add_argument("--target", default=os.environ.get("TRANSLANE_GRPC_TARGET", f"127.0.0.1:{DEFAULT_GRPC_PORT}"))
+    tr.set_defaults(func=_translate)
+
+    models = sub.add_parser("models", help="list a running server's models")
+    models.add_argument("--target", default=os.environ.get("TRANSLANE_GRPC_TARGET", f"127.0.0.1:{DEFAULT_GRPC_PORT}"))
+    models.set_defaults(func=_models)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `translane` command."""
+    args = _parser().parse_args(argv)
+    _setup_logging(args.log_level)
+    try:
+        return uvloop.run(args.func(args))
+    except ConfigError as exc:
+        print(f"translane: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:
+        print(f"translane: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())

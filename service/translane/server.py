@@ -1,0 +1,245 @@
+"""The gRPC server: the Translator servicer, health, reflection, and a graceful lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import signal
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from google.protobuf import duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from .config import Config, ModelConfig
+from .engine import Engine, Job, Stats
+from .errors import InvalidRequest, TranslaneError, UnknownModel, grpc_status_of
+from .lanes import BATCH, INTERACTIVE
+from .languages import normalize_language
+from .v1 import translate_pb2 as pb
+from .v1 import translate_pb2_grpc as pb_grpc
+
+__all__ = ["SERVICE_NAME", "TranslatorService", "running_server", "serve"]
+
+log = logging.getLogger("translane.server")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Translator"].full_name
+MIME_TYPES = ("text/plain", "text/html")
+
+
+def _usage(stats: Stats) -> pb.Usage:
+    return pb.Usage(
+        prompt_tokens=stats.prompt_tokens,
+        completion_tokens=stats.completion_tokens,
+        total_tokens=stats.prompt_tokens + stats.completion_tokens,
+        cached_tokens=stats.cached_tokens,
+        cost=round(stats.cost, 8),
+        currency=stats.currency,
+        estimated=stats.estimated,
+    )
+
+
+def _timing(stats: Stats, started: float) -> pb.Timing:
+    return pb.Timing(
+        queued_ms=stats.queued_s * 1000,
+        governed_ms=stats.governed_s * 1000,
+        upstream_ms=stats.upstream_s * 1000,
+        total_ms=(time.perf_counter() - started) * 1000,
+    )
+
+
+def _trailers(exc: TranslaneError, code: grpc.StatusCode) -> tuple[tuple[str, str | bytes], ...]:
+    if exc.retry_after_s is None:
+        return ()
+    delay = max(0.001, exc.retry_after_s)
+    detail = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(
+        seconds=int(delay), nanos=int((delay % 1) * 1e9)))
+    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=exc.message)
+    status.details.add().Pack(detail)
+    return (
+        ("retry-after", str(math.ceil(delay))),
+        ("grpc-status-details-bin", status.SerializeToString()),
+    )
+
+
+class TranslatorService(pb_grpc.TranslatorServicer):
+    """translane.v1.Translator backed by an Engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.config: Config = engine.config
+        self._loop = asyncio.get_running_loop()
+
+    # -- validation -----------------------------------------------------------
+
+    def _job(self, req: pb.TranslateRequest, context: grpc.aio.ServicerContext[Any, Any]) -> Job:
+        cfg = self.config
+        if not req.segments:
+            raise InvalidRequest("segments: at least one segment is required")
+        if len(req.segments) > cfg.server.max_segments:
+            raise InvalidRequest(
+                f"segments: {len(req.segments)} segments, over the limit of {cfg.server.max_segments}")
+        for i, s in enumerate(req.segments):
+            if len(s) > cfg.server.max_segment_chars:
+                raise InvalidRequest(
+                    f"segments[{i}]: {len(s)} characters, over the limit of {cfg.server.max_segment_chars}")
+        target = normalize_language(req.target_language)
+        if not target:
+            raise InvalidRequest("target_language: required (a language code such as 'zh' or 'en')")
+        source = normalize_language(req.source_language)
+        if req.mime_type and req.mime_type not in MIME_TYPES:
+            raise InvalidRequest(f"mime_type: must be one of {', '.join(MIME_TYPES)}, got {req.mime_type!r}")
+        model = self._model_for(req.model, target)
+        remaining = context.time_remaining()
+        budget = cfg.server.default_deadline_s if remaining is None else min(remaining, cfg.server.default_deadline_s)
+        return Job(
+            segments=tuple(req.segments),
+            target_language=target,
+            source_language=source,
+            model=model.name,
+            deadline=self._loop.time() + budget,
+            task_id=req.task_id,
+            priority=BATCH if req.priority == pb.PRIORITY_BATCH else INTERACTIVE,
+            max_output_tokens=req.max_output_tokens,
+            glossary=tuple((g.source, g.target) for g in req.glossary if g.source),
+            mime_type=req.mime_type or "text/plain",
+        )
+
+    def _model_for(self, requested: str, target: str) -> ModelConfig:
+        cfg = self.config
+        model = cfg.model(requested)
+        if model is None:
+            raise UnknownModel(f"model: unknown model {requested!r}; configured: {', '.join(cfg.models)}")
+        # A model that does not speak the target hands over to the first fallback that does.
+        for m in self.engine.chain(model.name):
+            if not m.languages or target in m.languages:
+                return m
+        raise InvalidRequest(
+            f"target_language: {target!r} is not supported by {model.name} or its fallbacks "
+            f"(supported: {', '.join(model.languages)})")
+
+    async def _abort(self, context: grpc.aio.ServicerContext[Any, Any], exc: TranslaneError) -> None:
+        code = grpc_status_of(exc)
+        await context.abort(code, exc.message, trailing_metadata=_trailers(exc, code))
+
+    # -- RPCs -----------------------------------------------------------------
+
+    async def Translate(
+        self, request: pb.TranslateRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.TranslateResponse:
+        started = time.perf_counter()
+        try:
+            job = self._job(request, context)
+            result = await self.engine.translate(job)
+        except TranslaneError as exc:
+            await self._abort(context, exc)
+            raise AssertionError("unreachable") from exc
+        return pb.TranslateResponse(
+            translations=[
+                pb.Translation(text=t, model=m, detected_source_language=job.source_language)
+                for t, m in zip(result.texts, result.models, strict=True)
+            ],
+            model=result.models[0],
+            usage=_usage(result.stats),
+            timing=_timing(result.stats, started),
+            task_id=request.task_id,
+        )
+
+    async def TranslateStream(
+        self, request: pb.TranslateRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.TranslateChunk]:
+        started = time.perf_counter()
+        stats = Stats()
+        try:
+            job = self._job(request, context)
+            async for d in self.engine.stream(job, stats):
+                yield pb.TranslateChunk(segment_index=d.index, delta=d.text, model=d.model,
+                                        segment_done=d.done, usage=_usage(stats), task_id=request.task_id)
+        except TranslaneError as exc:
+            await self._abort(context, exc)
+            return
+        yield pb.TranslateChunk(final=True, usage=_usage(stats), timing=_timing(stats, started),
+                                task_id=request.task_id, segment_index=max(0, len(request.segments) - 1))
+
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListModelsResponse:
+        now = self._loop.time()
+        return pb.ListModelsResponse(
+            default_model=self.config.default_model,
+            models=[
+                pb.ModelInfo(
+                    name=m.name, lane=m.lane, provider=m.provider, api_style=m.api_style,
+                    rpm=m.rpm, tpm=m.tpm, max_concurrency=m.max_concurrency,
+                    max_input_tokens=m.max_input_tokens, max_output_tokens=m.max_output_tokens,
+                    context_tokens=m.context_tokens, input_price_per_mtok=m.input_price_per_mtok,
+                    output_price_per_mtok=m.output_price_per_mtok, currency=m.currency,
+                    fallbacks=list(m.fallbacks), available=self.engine.governor.is_available(m.name, now),
+                )
+                for m in self.config.models.values()
+            ],
+        )
+
+
+class RunningServer:
+    """A started server: its bound port, health servicer and engine."""
+
+    def __init__(self, server: grpc.aio.Server, port: int, health_servicer: health.aio.HealthServicer,
+                 engine: Engine) -> None:
+        self.server = server
+        self.port = port
+        self.health = health_servicer
+        self.engine = engine
+
+
+@contextlib.asynccontextmanager
+async def running_server(config: Config, *, grace_s: float | None = None) -> AsyncIterator[RunningServer]:
+    """Start the gRPC server on config.server.host:port; on exit go NOT_SERVING and stop gracefully."""
+    async with Engine.open(config) as engine:
+        server = grpc.aio.server(options=[
+            ("grpc.max_receive_message_length", 32 * 1024 * 1024),
+            ("grpc.so_reuseport", 0),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ])
+        pb_grpc.add_TranslatorServicer_to_server(TranslatorService(engine), server)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        port = server.add_insecure_port(f"{config.server.host}:{config.server.port}")
+        if port == 0:
+            raise OSError(f"cannot bind {config.server.host}:{config.server.port}")
+        await server.start()
+        for name in ("", SERVICE_NAME):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        try:
+            yield RunningServer(server, port, health_servicer, engine)
+        finally:
+            # Stop taking new work first, so load balancers drain us, then finish in-flight calls.
+            await health_servicer.enter_graceful_shutdown()
+            await server.stop(config.server.grace_s if grace_s is None else grace_s)
+
+
+async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
+    """Run the server until SIGTERM or SIGINT; SIGHUP puts disabled models back in rotation."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with running_server(config) as running:
+        loop.add_signal_handler(signal.SIGHUP, running.engine.governor.enable_all)
+        log.info("translane serving on %s:%d (models file %s, default model %s, governor %s)",
+                 config.server.host, running.port, config.source, config.default_model, config.governor.kind)
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        log.info("stopping: health NOT_SERVING, grace %.1fs", config.server.grace_s)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.remove_signal_handler(sig)
