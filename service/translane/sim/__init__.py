@@ -1,0 +1,9 @@
+"""A simulated Volcengine Ark: OpenAI-compatible, with its rate limits, latency and faults.
+
+Tests, benchmarks and the no-key demo point translane at it instead of the real provider.
+"""
+
+from ._app import create_app, run_sim
+from ._config import SimConfig, SimModelLimits
+
+__all__ = ["SimConfig", "SimModelLimits", "create_app", "run_sim"]

@@ -1,0 +1,113 @@
+"""The simulated provider's configuration: per-model limits plus latency and fault knobs."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from translane.config import API_STYLES, Config
+
+__all__ = ["RUNTIME_FIELDS", "SimConfig", "SimModelLimits"]
+
+# Knobs that POST /_sim/config may change while the simulator runs.
+RUNTIME_FIELDS: tuple[str, ...] = (
+    "ttft_s",
+    "tokens_per_s",
+    "error_rate",
+    "rate_limit_rate",
+    "spend_limit_rate",
+    "reset_rate",
+    "stall_rate",
+    "stall_s",
+)
+_RATES = ("error_rate", "rate_limit_rate", "spend_limit_rate", "reset_rate", "stall_rate")
+_DURATIONS = ("window_s", "ttft_s", "tokens_per_s", "stall_s")
+
+
+@dataclass(frozen=True, slots=True)
+class SimModelLimits:
+    """What the simulated provider enforces for one model."""
+
+    rpm: int
+    tpm: int
+    max_concurrency: int
+    max_input_tokens: int
+    api_style: str
+
+    def __post_init__(self) -> None:
+        for name in ("rpm", "tpm", "max_concurrency", "max_input_tokens"):
+            value = getattr(self, name)
+            if value < 1:
+                raise ValueError(f"SimModelLimits.{name}: must be >= 1, got {value!r}")
+        if self.api_style not in API_STYLES:
+            raise ValueError(f"SimModelLimits.api_style: must be one of {API_STYLES}")
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    """Limits per model id (as the client sends it), latency and fault injection."""
+
+    models: Mapping[str, SimModelLimits]
+    window_s: float = 60.0
+    ttft_s: float = 0.0
+    tokens_per_s: float = 0.0
+    error_rate: float = 0.0
+    rate_limit_rate: float = 0.0
+    # Share of calls answered 429 SetLimitExceeded: the account's spending limit.
+    spend_limit_rate: float = 0.0
+    reset_rate: float = 0.0
+    stall_rate: float = 0.0
+    stall_s: float = 30.0
+    retry_after: bool = True
+    api_key: str = field(default="", repr=False)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        # Frozen, so callers can't mutate the mapping they handed in behind our back.
+        object.__setattr__(self, "models", MappingProxyType(dict(self.models)))
+        if self.window_s <= 0:
+            raise ValueError(f"SimConfig.window_s: must be > 0, got {self.window_s!r}")
+        for name in _DURATIONS:
+            if getattr(self, name) < 0:
+                raise ValueError(f"SimConfig.{name}: must be >= 0, got {getattr(self, name)!r}")
+        for name in _RATES:
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"SimConfig.{name}: must be within [0, 1], got {value!r}")
+
+    @classmethod
+    def from_config(cls, cfg: Config, *, limit_scale: float = 1.0, **overrides: Any) -> SimConfig:
+        """Limits from a translane models file, RPM/TPM scaled by `limit_scale`."""
+        if limit_scale <= 0:
+            raise ValueError(f"limit_scale: must be > 0, got {limit_scale!r}")
+        # Keyed by wire_name: that is the model id translane puts on the wire.
+        models = {
+            m.wire_name: SimModelLimits(
+                rpm=max(1, round(m.rpm * limit_scale)),
+                tpm=max(1, round(m.tpm * limit_scale)),
+                max_concurrency=m.max_concurrency,
+                max_input_tokens=m.max_input_tokens,
+                api_style=m.api_style,
+            )
+            for m in cfg.models.values()
+        }
+        return cls(models=models, **overrides)
+
+    def with_runtime(self, changes: Mapping[str, Any]) -> SimConfig:
+        """Copy with some RUNTIME_FIELDS changed; ValueError names a bad key or value."""
+        clean: dict[str, Any] = {}
+        for key, value in changes.items():
+            if key not in RUNTIME_FIELDS:
+                known = ", ".join(RUNTIME_FIELDS)
+                raise ValueError(f"{key}: not a runtime setting (one of {known})")
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"{key}: expected a number, got {value!r}")
+            clean[key] = float(value)
+        return dataclasses.replace(self, **clean)
+
+    def runtime(self) -> dict[str, float]:
+        """The current RUNTIME_FIELDS values."""
+        return {name: float(getattr(self, name)) for name in RUNTIME_FIELDS}
