@@ -102,7 +102,7 @@ async def _until_signal(*coros: Any) -> None:
         done, _ = await asyncio.wait([*tasks, waiter], return_when=asyncio.FIRST_COMPLETED)
         for t in done:
             if t is not waiter and t.exception() is not None:
-                raise t.exception()  # type: ignore[misc]
+                raise t.exception()
     finally:
         for t in [*tasks, waiter]:
             t.cancel()
@@ -136,10 +136,11 @@ async def _up(args: argparse.Namespace) -> int:
     try:
         from gateway_shim import ShimConfig, run_shim
     except ImportError:
-        run_shim = None  # type: ignore[assignment]
+        run_shim = None
     if run_shim is not None and not args.no_shim:
-        shim_cfg = ShimConfig.from_env(host="127.0.0.1", port=args.shim_port,
-                                       grpc_target=f"127.0.0.1:{cfg.server.port}")
+        shim_cfg = ShimConfig.from_env(
+            host="127.0.0.1", port=args.shim_port, grpc_target=f"127.0.0.1:{cfg.server.port}"
+        )
         coros.append(run_shim(shim_cfg))
     await _until_signal(*coros)
     return 0
@@ -153,8 +154,12 @@ async def _translate(args: argparse.Namespace) -> int:
 
     texts = args.text or [sys.stdin.read()]
     req = pb.TranslateRequest(
-        segments=texts, target_language=args.to, source_language=args.source, model=args.model,
-        task_id=args.task_id, priority=pb.PRIORITY_BATCH if args.batch else pb.PRIORITY_INTERACTIVE,
+        segments=texts,
+        target_language=args.to,
+        source_language=args.source,
+        model=args.model,
+        task_id=args.task_id,
+        priority=pb.PRIORITY_BATCH if args.batch else pb.PRIORITY_INTERACTIVE,
     )
     async with grpc.aio.insecure_channel(args.target) as channel:
         stub = pb_grpc.TranslatorStub(channel)
@@ -178,8 +183,11 @@ async def _translate(args: argparse.Namespace) -> int:
             print(f"translane: {exc.code().name}: {exc.details()}", file=sys.stderr)
             return 1
     if args.verbose:
-        print(f"[{usage.prompt_tokens}+{usage.completion_tokens} tokens, {usage.cost:.6f} {usage.currency}"
-              f"{', estimated' if usage.estimated else ''}]", file=sys.stderr)
+        print(
+            f"[{usage.prompt_tokens}+{usage.completion_tokens} tokens, {usage.cost:.6f} {usage.currency}"
+            f"{', estimated' if usage.estimated else ''}]",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -193,8 +201,10 @@ async def _models(args: argparse.Namespace) -> int:
         resp = await pb_grpc.TranslatorStub(channel).ListModels(pb.ListModelsRequest(), timeout=10)
     for m in resp.models:
         star = "*" if m.name == resp.default_model else " "
-        print(f"{star} {m.name:34} lane={m.lane:5} rpm={m.rpm} tpm={m.tpm} concurrency={m.max_concurrency}"
-              f" api={m.api_style}{'' if m.available else ' (out of rotation)'}")
+        print(
+            f"{star} {m.name:34} lane={m.lane:5} rpm={m.rpm} tpm={m.tpm} concurrency={m.max_concurrency}"
+            f" api={m.api_style}{'' if m.available else ' (out of rotation)'}"
+        )
     return 0
 
 
@@ -215,8 +225,9 @@ def _sim_flags(p: argparse.ArgumentParser) -> None:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="translane", description=__doc__)
     p.add_argument("--log-level", default=os.environ.get("TRANSLANE_LOG_LEVEL", "INFO"))
-    p.add_argument("--models-file", default=None, help="models file (TOML/YAML); default $TRANSLANE_MODELS_FILE "
-                   "or the shipped one")
+    p.add_argument(
+        "--models-file", default=None, help="models file (TOML/YAML); default $TRANSLANE_MODELS_FILE or the shipped one"
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="simulated provider (unless ARK_API_KEY is set) + gRPC server + HTTP shim")
@@ -271,7 +282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _setup_logging(args.log_level)
     try:
-        return uvloop.run(args.func(args))
+        code: int = uvloop.run(args.func(args))
+        return code
     except ConfigError as exc:
         print(f"translane: bad configuration: {exc}", file=sys.stderr)
         return 2

@@ -143,9 +143,7 @@ class Config:
 
     def with_upstream_url(self, url: str) -> Config:
         """Copy with every provider pointed at `url` (the simulated provider, say)."""
-        providers = {
-            n: dataclasses.replace(p, base_url=url.rstrip("/")) for n, p in self.providers.items()
-        }
+        providers = {n: dataclasses.replace(p, base_url=url.rstrip("/")) for n, p in self.providers.items()}
         return dataclasses.replace(self, providers=MappingProxyType(providers))
 
 
@@ -175,10 +173,8 @@ class _Table:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise ConfigError(
-                f"{self._name(key)}: expected {kind.__name__}, got {type(value).__name__} {value!r}"
-            )
-        return cast(T, value)
+            raise ConfigError(f"{self._name(key)}: expected {kind.__name__}, got {type(value).__name__} {value!r}")
+        return value
 
     def positive(self, key: str, kind: type[T], default: T | None = None) -> T:
         value = self.get(key, kind, default)

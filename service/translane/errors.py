@@ -1,20 +1,20 @@
 """translane's one error tree, and its mapping to gRPC status codes.
 
-    TranslaneError
-    ├── InvalidRequest              the caller asked for something we cannot do
-    │   └── UnknownModel
-    ├── Overloaded                  shed before reaching the provider (queue full,
-    │                               deadline cannot be met); carries retry_after_s
-    ├── ModelUnavailable            every candidate model is paused or disabled
-    └── ProviderError               the provider answered with an error, or not at all
-        ├── ProviderRateLimited     429 that a retry may cure
-        ├── ProviderQuotaExhausted  spending limit reached (SetLimitExceeded): fatal
-        ├── ProviderRejected        400: the request itself is wrong, never retried
-        ├── ProviderAuthError       401/403: our key or account is wrong
-        ├── ProviderModelNotFound   404: model not opened / no such endpoint
-        ├── ProviderServerError     5xx: retried
-        ├── ProviderConnectionError reset, refused, truncated stream: retried
-        └── ProviderTimeout         no answer in time
+TranslaneError
+├── InvalidRequest              the caller asked for something we cannot do
+│   └── UnknownModel
+├── Overloaded                  shed before reaching the provider (queue full,
+│                               deadline cannot be met); carries retry_after_s
+├── ModelUnavailable            every candidate model is paused or disabled
+└── ProviderError               the provider answered with an error, or not at all
+    ├── ProviderRateLimited     429 that a retry may cure
+    ├── ProviderQuotaExhausted  spending limit reached (SetLimitExceeded): fatal
+    ├── ProviderRejected        400: the request itself is wrong, never retried
+    ├── ProviderAuthError       401/403: our key or account is wrong
+    ├── ProviderModelNotFound   404: model not opened / no such endpoint
+    ├── ProviderServerError     5xx: retried
+    ├── ProviderConnectionError reset, refused, truncated stream: retried
+    └── ProviderTimeout         no answer in time
 """
 
 from __future__ import annotations
@@ -119,9 +119,7 @@ class ProviderTimeout(ProviderError):
     retryable = True
 
 
-def provider_error(
-    status: int, code: str, message: str, retry_after_s: float | None = None
-) -> ProviderError:
+def provider_error(status: int, code: str, message: str, retry_after_s: float | None = None) -> ProviderError:
     """Map a provider's HTTP status and error code (Ark or OpenAI style) into our tree."""
     text = f"provider answered {status} {code}: {message}".strip()
     kind: type[ProviderError]

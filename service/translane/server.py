@@ -58,8 +58,9 @@ def _trailers(exc: TranslaneError, code: grpc.StatusCode) -> tuple[tuple[str, st
     if exc.retry_after_s is None:
         return ()
     delay = max(0.001, exc.retry_after_s)
-    detail = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(
-        seconds=int(delay), nanos=int((delay % 1) * 1e9)))
+    detail = error_details_pb2.RetryInfo(
+        retry_delay=duration_pb2.Duration(seconds=int(delay), nanos=int((delay % 1) * 1e9))
+    )
     status = status_pb2.Status(code=getattr(code_pb2, code.name), message=exc.message)
     status.details.add().Pack(detail)
     return (
@@ -83,12 +84,12 @@ class TranslatorService(pb_grpc.TranslatorServicer):
         if not req.segments:
             raise InvalidRequest("segments: at least one segment is required")
         if len(req.segments) > cfg.server.max_segments:
-            raise InvalidRequest(
-                f"segments: {len(req.segments)} segments, over the limit of {cfg.server.max_segments}")
+            raise InvalidRequest(f"segments: {len(req.segments)} segments, over the limit of {cfg.server.max_segments}")
         for i, s in enumerate(req.segments):
             if len(s) > cfg.server.max_segment_chars:
                 raise InvalidRequest(
-                    f"segments[{i}]: {len(s)} characters, over the limit of {cfg.server.max_segment_chars}")
+                    f"segments[{i}]: {len(s)} characters, over the limit of {cfg.server.max_segment_chars}"
+                )
         target = normalize_language(req.target_language)
         if not target:
             raise InvalidRequest("target_language: required (a language code such as 'zh' or 'en')")
@@ -122,7 +123,8 @@ class TranslatorService(pb_grpc.TranslatorServicer):
                 return m
         raise InvalidRequest(
             f"target_language: {target!r} is not supported by {model.name} or its fallbacks "
-            f"(supported: {', '.join(model.languages)})")
+            f"(supported: {', '.join(model.languages)})"
+        )
 
     async def _abort(self, context: grpc.aio.ServicerContext[Any, Any], exc: TranslaneError) -> None:
         code = grpc_status_of(exc)
@@ -159,13 +161,24 @@ class TranslatorService(pb_grpc.TranslatorServicer):
         try:
             job = self._job(request, context)
             async for d in self.engine.stream(job, stats):
-                yield pb.TranslateChunk(segment_index=d.index, delta=d.text, model=d.model,
-                                        segment_done=d.done, usage=_usage(stats), task_id=request.task_id)
+                yield pb.TranslateChunk(
+                    segment_index=d.index,
+                    delta=d.text,
+                    model=d.model,
+                    segment_done=d.done,
+                    usage=_usage(stats),
+                    task_id=request.task_id,
+                )
         except TranslaneError as exc:
             await self._abort(context, exc)
             return
-        yield pb.TranslateChunk(final=True, usage=_usage(stats), timing=_timing(stats, started),
-                                task_id=request.task_id, segment_index=max(0, len(request.segments) - 1))
+        yield pb.TranslateChunk(
+            final=True,
+            usage=_usage(stats),
+            timing=_timing(stats, started),
+            task_id=request.task_id,
+            segment_index=max(0, len(request.segments) - 1),
+        )
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -175,12 +188,21 @@ class TranslatorService(pb_grpc.TranslatorServicer):
             default_model=self.config.default_model,
             models=[
                 pb.ModelInfo(
-                    name=m.name, lane=m.lane, provider=m.provider, api_style=m.api_style,
-                    rpm=m.rpm, tpm=m.tpm, max_concurrency=m.max_concurrency,
-                    max_input_tokens=m.max_input_tokens, max_output_tokens=m.max_output_tokens,
-                    context_tokens=m.context_tokens, input_price_per_mtok=m.input_price_per_mtok,
-                    output_price_per_mtok=m.output_price_per_mtok, currency=m.currency,
-                    fallbacks=list(m.fallbacks), available=self.engine.governor.is_available(m.name, now),
+                    name=m.name,
+                    lane=m.lane,
+                    provider=m.provider,
+                    api_style=m.api_style,
+                    rpm=m.rpm,
+                    tpm=m.tpm,
+                    max_concurrency=m.max_concurrency,
+                    max_input_tokens=m.max_input_tokens,
+                    max_output_tokens=m.max_output_tokens,
+                    context_tokens=m.context_tokens,
+                    input_price_per_mtok=m.input_price_per_mtok,
+                    output_price_per_mtok=m.output_price_per_mtok,
+                    currency=m.currency,
+                    fallbacks=list(m.fallbacks),
+                    available=self.engine.governor.is_available(m.name, now),
                 )
                 for m in self.config.models.values()
             ],
@@ -190,8 +212,9 @@ class TranslatorService(pb_grpc.TranslatorServicer):
 class RunningServer:
     """A started server: its bound port, health servicer and engine."""
 
-    def __init__(self, server: grpc.aio.Server, port: int, health_servicer: health.aio.HealthServicer,
-                 engine: Engine) -> None:
+    def __init__(
+        self, server: grpc.aio.Server, port: int, health_servicer: health.aio.HealthServicer, engine: Engine
+    ) -> None:
         self.server = server
         self.port = port
         self.health = health_servicer
@@ -202,17 +225,18 @@ class RunningServer:
 async def running_server(config: Config, *, grace_s: float | None = None) -> AsyncIterator[RunningServer]:
     """Start the gRPC server on config.server.host:port; on exit go NOT_SERVING and stop gracefully."""
     async with Engine.open(config) as engine:
-        server = grpc.aio.server(options=[
-            ("grpc.max_receive_message_length", 32 * 1024 * 1024),
-            ("grpc.so_reuseport", 0),
-            ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-        ])
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", 32 * 1024 * 1024),
+                ("grpc.so_reuseport", 0),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ]
+        )
         pb_grpc.add_TranslatorServicer_to_server(TranslatorService(engine), server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         port = server.add_insecure_port(f"{config.server.host}:{config.server.port}")
         if port == 0:
             raise OSError(f"cannot bind {config.server.host}:{config.server.port}")
@@ -235,8 +259,14 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with running_server(config) as running:
         loop.add_signal_handler(signal.SIGHUP, running.engine.governor.enable_all)
-        log.info("translane serving on %s:%d (models file %s, default model %s, governor %s)",
-                 config.server.host, running.port, config.source, config.default_model, config.governor.kind)
+        log.info(
+            "translane serving on %s:%d (models file %s, default model %s, governor %s)",
+            config.server.host,
+            running.port,
+            config.source,
+            config.default_model,
+            config.governor.kind,
+        )
         if ready is not None:
             ready.set()
         await stop.wait()

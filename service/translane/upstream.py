@@ -92,9 +92,7 @@ def _body(model: ModelConfig, call: SegmentCall, stream: bool) -> dict[str, Any]
             "input": [
                 {
                     "role": "user",
-                    "content": [
-                        {"type": "input_text", "text": call.text, "translation_options": options}
-                    ],
+                    "content": [{"type": "input_text", "text": call.text, "translation_options": options}],
                 }
             ],
             "max_output_tokens": max_out,
@@ -135,7 +133,9 @@ def _response_text(data: Any) -> str:
     # Ark Responses: the text is in the output message's output_text parts.
     for item in data.get("output") or []:
         if item.get("type", "message") == "message":
-            parts = [c.get("text", "") for c in item.get("content") or [] if c.get("type", "output_text") == "output_text"]
+            parts = [
+                c.get("text", "") for c in item.get("content") or [] if c.get("type", "output_text") == "output_text"
+            ]
             return "".join(parts)
     return str(data.get("output_text", ""))
 
@@ -186,10 +186,12 @@ class UpstreamClient:
             raise RuntimeError("UpstreamClient is not open")
         provider = self._config.providers[model.provider]
         path = "/responses" if model.api_style == "responses" else "/chat/completions"
-        timeout = aiohttp.ClientTimeout(total=max(0.001, min(timeout_s, provider.timeout_s)),
-                                        sock_connect=provider.connect_timeout_s)
-        return self._session.post(provider.base_url + path, json=body,
-                                  headers=self._headers[model.provider], timeout=timeout)
+        timeout = aiohttp.ClientTimeout(
+            total=max(0.001, min(timeout_s, provider.timeout_s)), sock_connect=provider.connect_timeout_s
+        )
+        return self._session.post(
+            provider.base_url + path, json=body, headers=self._headers[model.provider], timeout=timeout
+        )
 
     @staticmethod
     async def _raise_for(resp: aiohttp.ClientResponse) -> None:
@@ -249,7 +251,9 @@ class UpstreamClient:
                             continue
                         elif kind in ("response.failed", "error"):
                             err = payload.get("error") or (payload.get("response") or {}).get("error") or {}
-                            raise provider_error(500, str(err.get("code", "")), str(err.get("message", "stream failed")))
+                            raise provider_error(
+                                500, str(err.get("code", "")), str(err.get("message", "stream failed"))
+                            )
                         else:
                             continue
                     else:
@@ -274,7 +278,7 @@ class UpstreamClient:
 
 async def _sse(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, str]]:
     """Server-sent events as (event, data) pairs."""
-    event, data = "", []
+    event, data = "", list[str]()
     async for raw in resp.content:
         line = raw.decode("utf-8").rstrip("\r\n")
         if not line:
@@ -287,4 +291,3 @@ async def _sse(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, str]]:
             event = line[6:].strip()
     if data:
         yield event, "\n".join(data)
-

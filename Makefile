@@ -1,0 +1,46 @@
+# translane: two commands for newcomers — `make up` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-dev
+
+.PHONY: up test install protos lint typecheck bench redis clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Run the simulated provider, the gRPC server (:50051) and the HTTP shim (:8000).
+up: $(STAMP)
+	$(VENV)/bin/translane up
+
+## The whole suite: lint, type check, tests (installs redis-server if missing).
+test: $(STAMP) redis
+	$(VENV)/bin/ruff check service gateway_shim tests bench
+	$(VENV)/bin/mypy
+	$(PY) -m pytest -q
+
+## Regenerate the committed protobuf code (pinned grpcio-tools + mypy-protobuf).
+protos: $(STAMP)
+	PYTHON=$(PY) scripts/gen_protos.sh
+
+## redis-server for the shared-governor tests (Debian package).
+redis:
+	@scripts/ensure_redis.sh
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check service gateway_shim tests bench
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+bench: $(STAMP)
+	$(PY) bench/overhead.py
+	$(PY) bench/governor.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
