@@ -128,9 +128,7 @@ class Engine:
         self.governor = governor
         self._loop = asyncio.get_running_loop()
         self.lanes = {name: Lane(lc, governor) for name, lc in config.lanes.items()}
-        self.estimators = {
-            n: TokenEstimator(m.output_ratio, m.max_output_tokens) for n, m in config.models.items()
-        }
+        self.estimators = {n: TokenEstimator(m.output_ratio, m.max_output_tokens) for n, m in config.models.items()}
         self._rng = random.Random()
 
     @classmethod
@@ -152,9 +150,7 @@ class Engine:
 
     async def stream(self, job: Job, stats: Stats) -> AsyncIterator[SegmentDelta]:
         """Stream deltas in segment order; all segments run at once, later ones are buffered."""
-        queues: list[asyncio.Queue[str | _Outcome | BaseException]] = [
-            asyncio.Queue() for _ in job.segments
-        ]
+        queues: list[asyncio.Queue[str | _Outcome | BaseException]] = [asyncio.Queue() for _ in job.segments]
 
         async def run(i: int, text: str) -> None:
             q = queues[i]
@@ -199,8 +195,10 @@ class Engine:
         model = self.config.models[job.model]
         if not text.strip():
             return _Outcome(text, model.name)
-        overhead = prompt_tokens(model, SegmentCall("", job.target_language, job.source_language,
-                                                    glossary=job.glossary, mime_type=job.mime_type))
+        overhead = prompt_tokens(
+            model,
+            SegmentCall("", job.target_language, job.source_language, glossary=job.glossary, mime_type=job.mime_type),
+        )
         limit = max(16, int(model.max_input_tokens * INPUT_HEADROOM) - overhead)
         pieces = split_text(text, limit, count_tokens)
         if len(pieces) == 1:
@@ -245,8 +243,9 @@ class Engine:
         raise last
 
     async def _call(self, job: Job, text: str, stats: Stats, sink: Sink | None) -> _Outcome:
-        call = SegmentCall(text, job.target_language, job.source_language,
-                           job.max_output_tokens, job.glossary, job.mime_type)
+        call = SegmentCall(
+            text, job.target_language, job.source_language, job.max_output_tokens, job.glossary, job.mime_type
+        )
         attempt = 0
         while True:
             ticket, model, counted = await self._admit(job, call, stats)
@@ -261,7 +260,7 @@ class Engine:
                 attempt += 1
                 if not self._should_retry(exc, attempt, job, bool(streamed)):
                     raise
-                delay = self._backoff(model, attempt, exc)
+                delay = 0.0 if self._fallback_ready(job, model) else self._backoff(model, attempt, exc)
                 if self._loop.time() + delay >= job.deadline:
                     raise
                 stats.retries += 1
@@ -271,22 +270,23 @@ class Engine:
             except BaseException:
                 # Cancelled (or broken) mid-call: the provider has counted the
                 # prompt and what it streamed; give back the rest.
-                self.governor.settle(ticket.reservation, counted + count_tokens("".join(streamed)),
-                                     self._loop.time())
+                self.governor.settle(ticket.reservation, counted + count_tokens("".join(streamed)), self._loop.time())
                 raise
             finally:
                 stats.upstream_s = max(stats.upstream_s, self._loop.time() - started)
                 ticket.release()
-            self.governor.settle(ticket.reservation, completion.prompt_tokens + completion.completion_tokens,
-                                 self._loop.time())
+            self.governor.settle(
+                ticket.reservation, completion.prompt_tokens + completion.completion_tokens, self._loop.time()
+            )
             self.governor.on_success(model.name)
             if not completion.estimated:
                 self.estimators[model.name].learn(counted, completion.prompt_tokens, completion.completion_tokens)
             stats.add(model, completion)
             return _Outcome(completion.text, model.name)
 
-    async def _request(self, model: ModelConfig, call: SegmentCall, job: Job,
-                       sink: Sink | None, streamed: list[str]) -> Completion:
+    async def _request(
+        self, model: ModelConfig, call: SegmentCall, job: Job, sink: Sink | None, streamed: list[str]
+    ) -> Completion:
         timeout = job.deadline - self._loop.time()
         if sink is None:
             return await self.upstream.complete(model, call, timeout)
@@ -321,6 +321,16 @@ class Engine:
             # Another model in the chain may still serve.
             return len(self.chain(job.model)) > 1
         return exc.retryable
+
+    def _fallback_ready(self, job: Job, failed: ModelConfig) -> bool:
+        """True when the failed model is now paused and a later model in the chain can take the retry."""
+        now = self._loop.time()
+        if not self.governor.is_paused(failed.name, now) and self.governor.is_available(failed.name, now):
+            return False
+        return any(
+            m is not failed and self.governor.is_available(m.name, now) and not self.governor.is_paused(m.name, now)
+            for m in self.chain(job.model)
+        )
 
     def _backoff(self, model: ModelConfig, attempt: int, exc: ProviderError) -> float:
         p = self.config.providers[model.provider]

@@ -62,7 +62,8 @@ class TokenBucket:
         """Seconds until `amount` (clamped to the capacity) can be taken."""
         self._refill(now, rate)
         need = min(amount, self.capacity)
-        if self.level >= need:
+        # The tolerance keeps float rounding from producing waits too small to advance a clock.
+        if self.level >= need - 1e-6:
             return 0.0
         return (need - self.level) / rate
 
@@ -112,10 +113,7 @@ class ModelBudget:
     def rate_factor(self, now: float) -> float:
         if self.factor >= 1.0:
             return 1.0
-        f = min(1.0, self.factor + max(0.0, now - self.factor_at) * self.cfg.recover_per_s)
-        if f >= 1.0:
-            self.factor = 1.0
-        return f
+        return min(1.0, self.factor + max(0.0, now - self.factor_at) * self.cfg.recover_per_s)
 
     def wait_time(self, tokens: int, now: float) -> float:
         """Seconds until 1 request and `tokens` tokens can be reserved (0 = now)."""
@@ -199,9 +197,7 @@ class Governor:
 
     kind = "local"
 
-    def __init__(
-        self, models: Mapping[str, ModelConfig], cfg: GovernorConfig, now: float, share: float = 1.0
-    ) -> None:
+    def __init__(self, models: Mapping[str, ModelConfig], cfg: GovernorConfig, now: float, share: float = 1.0) -> None:
         self.cfg = cfg
         self.budgets = {name: ModelBudget(m, cfg, now, share) for name, m in models.items()}
 

@@ -135,7 +135,8 @@ class Lane:
                 t = fut.result()
                 self.governor.refund(t.reservation, self._clock())
                 t.release()
-            elif not fut.done():
+            else:
+                # Awaiting task cancelled: asyncio has cancelled `fut` too.
                 fut.cancel()
                 self._forget(w)
             raise
@@ -167,6 +168,7 @@ class Lane:
             heap.remove(w)
             heapq.heapify(heap)
             self._count(w, -1)
+            self._dispatch()
 
     def _wait_estimate(self, model: str, tokens: int, priority: int, now: float) -> float:
         counts = self._waiting.get(model, [0, 0])

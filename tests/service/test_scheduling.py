@@ -1,0 +1,125 @@
+"""Lanes, governor and fallback through the real server and the simulated provider."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import grpc
+import pytest
+from translane.config import Config, load_config
+from translane.server import RunningServer
+from translane.sim import SimConfig
+from translane.v1 import translate_pb2 as pb
+from translane.v1 import translate_pb2_grpc as pb_grpc
+
+from ..conftest import Sim, server_config
+
+MODEL = "doubao-seed-translation-250915"
+FALLBACK = "doubao-seed-1-6-flash-250828"
+
+
+def with_lane(cfg: Config, lane: str, **changes: int) -> Config:
+    lanes = dict(cfg.lanes)
+    lanes[lane] = dataclasses.replace(lanes[lane], **changes)
+    return dataclasses.replace(cfg, lanes=lanes)
+
+
+def sim_with(model: str, **limits: int) -> SimConfig:
+    cfg = SimConfig.from_config(load_config(env={}), ttft_s=0.05)
+    models = dict(cfg.models)
+    models[model] = dataclasses.replace(models[model], **limits)
+    return dataclasses.replace(cfg, models=models)
+
+
+class TestBurstAboveConcurrency:
+    @pytest.fixture
+    def sim_config(self) -> SimConfig:
+        return sim_with(MODEL, max_concurrency=5)
+
+    @pytest.fixture
+    def config(self, sim: Sim) -> Config:
+        return with_lane(server_config(sim), "slow", max_concurrency=5)
+
+    async def test_provider_never_sees_more_than_the_lane_in_flight(
+        self, stub: pb_grpc.TranslatorStub, sim: Sim
+    ) -> None:
+        calls = [
+            stub.Translate(pb.TranslateRequest(segments=[f"text {i}", f"more {i}"], target_language="zh"), timeout=20)
+            for i in range(30)
+        ]
+        results = await asyncio.gather(*calls)
+        assert all(r.translations[1].text.endswith(f"more {i}") for i, r in enumerate(results))
+        stats = (await sim.stats())["models"][MODEL]
+        assert stats["requests"] == 60
+        assert stats["max_in_flight"] == 5  # the lane filled up, and never went past
+        assert stats["rate_limited"] == 0
+
+
+class TestFallbackWhenPaused:
+    @pytest.fixture
+    def sim_config(self) -> SimConfig:
+        # The provider allows this account far less than the models file claims.
+        return sim_with(MODEL, rpm=2)
+
+    async def test_429_pauses_the_model_and_the_retry_goes_to_the_fallback(
+        self, stub: pb_grpc.TranslatorStub, sim: Sim, server: RunningServer
+    ) -> None:
+        served = []
+        for i in range(4):
+            r = await stub.Translate(pb.TranslateRequest(segments=[f"hello {i}"], target_language="zh"), timeout=10)
+            served.append(r.model)
+        assert served == [MODEL, MODEL, FALLBACK, FALLBACK]
+        stats = (await sim.stats())["models"]
+        assert stats[MODEL]["rate_limited"] == 1  # one 429 taught the governor; no storm followed
+        gov = server.engine.governor
+        loop_now = asyncio.get_running_loop().time()
+        assert gov.is_paused(MODEL, loop_now)
+        assert gov.budgets[MODEL].rate_factor(loop_now) < 1.0
+
+
+class TestSpendingLimit:
+    async def test_set_limit_exceeded_takes_models_out_of_rotation(
+        self, stub: pb_grpc.TranslatorStub, sim: Sim, server: RunningServer
+    ) -> None:
+        await sim.set(spend_limit_rate=1.0)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Translate(pb.TranslateRequest(segments=["hi"], target_language="zh"), timeout=10)
+        assert info.value.code() in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE)
+        models = {m.name: m.available for m in (await stub.ListModels(pb.ListModelsRequest(), timeout=5)).models}
+        assert models[MODEL] is False and models[FALLBACK] is False
+        calls_before = sum(m["errors"] for m in (await sim.stats())["models"].values())
+        with pytest.raises(grpc.aio.AioRpcError) as again:
+            await stub.Translate(pb.TranslateRequest(segments=["hi"], target_language="zh"), timeout=10)
+        assert again.value.code() == grpc.StatusCode.UNAVAILABLE
+        # Out of rotation means the provider is not called at all.
+        assert sum(m["errors"] for m in (await sim.stats())["models"].values()) == calls_before
+        await sim.set(spend_limit_rate=0.0)
+        server.engine.governor.enable_all()  # what SIGHUP does
+        r = await stub.Translate(pb.TranslateRequest(segments=["hi"], target_language="zh"), timeout=10)
+        assert r.model == MODEL
+
+
+class TestCancellation:
+    @pytest.fixture
+    def sim_config(self) -> SimConfig:
+        return SimConfig.from_config(load_config(env={}), ttft_s=2.0)
+
+    async def test_cancelled_call_releases_its_slot_and_refunds_its_tokens(
+        self, stub: pb_grpc.TranslatorStub, server: RunningServer
+    ) -> None:
+        budget = server.engine.governor.budgets[MODEL]
+        lane = server.engine.lanes["slow"]
+        loop = asyncio.get_running_loop()
+        start = budget.snapshot(loop.time())["token_level"]
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Translate(pb.TranslateRequest(segments=["word " * 200], target_language="zh"), timeout=0.3)
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        for _ in range(50):
+            if lane.in_flight == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert lane.in_flight == 0
+        level = budget.snapshot(loop.time())["token_level"]
+        # Only the prompt stays charged (the provider saw it); the output estimate came back.
+        assert start - level < 260
