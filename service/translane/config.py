@@ -99,13 +99,13 @@ class ModelConfig:
 class GovernorConfig:
     kind: Literal["local", "redis"] = "local"
     window_s: float = 60.0
-    burst_fraction: float = 0.005
-    jitter_allowance_s: float = 0.05
+    burst_fraction: float = 0.002
+    jitter_allowance_s: float = 0.3
     # On a provider 429: multiply the admitted rate by this, pause for Retry-After.
     backoff_factor: float = 0.5
     min_rate_fraction: float = 0.1
     # Share of the full rate regained per second after a backoff.
-    recover_per_s: float = 0.02
+    recover_per_s: float = 0.05
     default_pause_s: float = 1.0
     # Time a model stays out of rotation after the provider's spending-limit error.
     disable_s: float = 600.0

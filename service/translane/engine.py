@@ -23,7 +23,7 @@ from .estimate import TokenEstimator
 from .governor import Governor
 from .lanes import INTERACTIVE, Lane, Ticket
 from .segment import Piece, join_pieces, split_text
-from .tokens import count_tokens
+from .tokens import count_tokens, warm_up
 from .upstream import Completion, SegmentCall, UpstreamClient, prompt_tokens
 
 __all__ = ["Engine", "Job", "JobResult", "SegmentDelta", "Stats"]
@@ -135,6 +135,7 @@ class Engine:
     @contextlib.asynccontextmanager
     async def open(cls, config: Config, governor: Governor | None = None) -> AsyncIterator[Engine]:
         """Build the engine and its upstream session; close them on exit."""
+        warm_up()  # not inside the first request, where it would stall the loop
         loop = asyncio.get_running_loop()
         gov = governor or Governor(config.models, config.governor, loop.time())
         async with UpstreamClient(config) as upstream:
@@ -268,9 +269,12 @@ class Engine:
                 await asyncio.sleep(delay)
                 continue
             except BaseException:
-                # Cancelled (or broken) mid-call: the provider has counted the
-                # prompt and what it streamed; give back the rest.
-                self.governor.settle(ticket.reservation, counted + count_tokens("".join(streamed)), self._loop.time())
+                # Cancelled (or broken) mid-call. The provider counted the call
+                # when it arrived and may finish generating it anyway, so the
+                # reservation stands (more, if more was streamed). Only work
+                # that never left the queue is refunded (see Lane.admit).
+                used = counted + count_tokens("".join(streamed))
+                self.governor.settle(ticket.reservation, max(used, ticket.reservation.tokens), self._loop.time())
                 raise
             finally:
                 stats.upstream_s = max(stats.upstream_s, self._loop.time() - started)
@@ -311,7 +315,9 @@ class Engine:
             self.governor.disable(model.name, now)
             log.error("model %s taken out of rotation: %s", model.name, exc.message)
         else:
-            self.governor.settle(ticket.reservation, counted, now)
+            # It reached the provider, which may count all of it (a timeout or a
+            # 5xx says nothing about what was generated): the reservation stands.
+            self.governor.settle(ticket.reservation, max(counted, ticket.reservation.tokens), now)
 
     def _should_retry(self, exc: ProviderError, attempt: int, job: Job, streamed: bool) -> bool:
         provider = self.config.providers[self.config.models[job.model].provider]

@@ -19,6 +19,7 @@ class TokenEstimator:
     # Headroom over the learned ratios, and how fast they follow new usage.
     MARGIN = 1.1
     ALPHA = 0.05
+    WARM_SAMPLES = 10
 
     def __init__(self, output_ratio: float, max_output_tokens: int) -> None:
         self.output_ratio = output_ratio
@@ -29,15 +30,27 @@ class TokenEstimator:
     def estimate(self, counted_prompt: int, max_output: int = 0) -> int:
         """Tokens to reserve for a call whose prompt counts `counted_prompt` locally."""
         cap = min(max_output or self.max_output_tokens, self.max_output_tokens)
-        prompt = math.ceil(counted_prompt * max(1.0, self.prompt_ratio) * self.MARGIN)
-        output = min(cap, math.ceil(counted_prompt * self.output_ratio * self.MARGIN) + 16)
+        # Once the ratios are learned the headroom shrinks: every token of
+        # over-estimate on a call in flight is a token the refund hands back
+        # while the provider still counts the call (see governor.py).
+        if self.learned:
+            prompt_margin, output_margin, extra = 1.02, 1.05, 4
+        else:
+            prompt_margin, output_margin, extra = self.MARGIN, self.MARGIN, 16
+        prompt = math.ceil(counted_prompt * max(1.0, self.prompt_ratio) * prompt_margin)
+        output = min(cap, math.ceil(counted_prompt * self.output_ratio * output_margin) + extra)
         return prompt + output
+
+    @property
+    def learned(self) -> bool:
+        """True once enough real usage has been seen for the ratios to be trusted."""
+        return self.samples >= self.WARM_SAMPLES
 
     def learn(self, counted_prompt: int, prompt_tokens: int, completion_tokens: int) -> None:
         """Fold one call's real usage into the ratios."""
         if counted_prompt <= 0:
             return
-        a = self.ALPHA if self.samples >= 20 else 1.0 / (self.samples + 1)
+        a = self.ALPHA if self.learned else 1.0 / (self.samples + 1)
         self.samples += 1
         self.prompt_ratio += a * (prompt_tokens / counted_prompt - self.prompt_ratio)
         self.output_ratio += a * (completion_tokens / counted_prompt - self.output_ratio)

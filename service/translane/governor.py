@@ -8,9 +8,18 @@ window of `W` seconds. A bucket of capacity `b` refilling at `r` admits at most
 
 and start each bucket holding `b`, never full at `L`. No window can then see
 more than `L`, and the utilisation this costs is `(b + L*j/W) / L`, which is
-`burst_fraction + j/W` (0.5% + 0.08% with the shipped defaults). Settling with
+`burst_fraction + j/W` (0.2% + 0.5% with the shipped defaults; the
+token bucket's capacity is at least one full-size call, 0.45% of TPM for the
+translation model). Settling with
 real usage refunds over-estimates (up to the capacity) and charges
-under-estimates as debt, so the long-run rate is the real one.
+under-estimates as debt, so the long-run rate is the real one. A refund lands
+while the provider still counts the original call, so a window can pass the
+bound by the over-estimates refunded from calls that began before it, less
+those still in flight at its end. In steady flow the two cancel; while the
+estimator is still learning a model they need not, so it learns fast and keeps
+little headroom once learned, and the jitter allowance absorbs the rest.
+Deferring refunds by a window does not help: the deferred credit still lands
+inside windows that began after the original call.
 
 The governor is pure arithmetic on a clock passed in by the caller: it never
 sleeps and owns no timers. The lane scheduler asks it how long to wait and
@@ -24,6 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .config import GovernorConfig, ModelConfig
+from .estimate import TokenEstimator
 
 __all__ = ["Governor", "ModelBudget", "Reservation", "TokenBucket"]
 
@@ -94,8 +104,9 @@ class ModelBudget:
         self.cfg = cfg
         w, j = cfg.window_s, cfg.jitter_allowance_s
         rpm, tpm = model.rpm * share, model.tpm * share
-        # One call's tokens must fit in the bucket, or the call could never start.
-        biggest_call = model.max_input_tokens + model.max_output_tokens
+        # The largest reservation a full-size input makes must fit in the bucket:
+        # the window bound below holds for calls no bigger than the capacity.
+        biggest_call = TokenEstimator(model.output_ratio, model.max_output_tokens).estimate(model.max_input_tokens)
         req_burst = max(1.0, math.floor(rpm * cfg.burst_fraction))
         tok_burst = max(min(float(biggest_call), tpm / 2), tpm * cfg.burst_fraction)
         self.request_rate = max(rpm - req_burst - rpm * j / w, rpm * 0.5) / w

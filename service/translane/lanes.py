@@ -94,8 +94,10 @@ class Lane:
         self.queued = 0
         self.granted = 0
         self.shed = 0
-        # Moving average of how long a call holds a slot, per model.
+        # Moving averages per model: how long a call holds a slot, and the
+        # share of grants that went to interactive work.
         self._service_s: dict[str, float] = {}
+        self._interactive_share: dict[str, float] = {}
 
     # -- admission ---------------------------------------------------------
 
@@ -108,7 +110,7 @@ class Lane:
         if self.in_flight < self.max_concurrency and not self._heaps.get(name):
             got = self.governor.try_reserve(name, tokens, now)
             if isinstance(got, Reservation):
-                return self._grant(name, got, now, now, -1.0)
+                return self._grant(name, got, now, now, -1.0, priority)
         if self.queued >= self.max_queue:
             self.shed += 1
             raise Overloaded(
@@ -116,7 +118,9 @@ class Lane:
                 retry_after_s=self._wait_estimate(name, tokens, priority, now),
             )
         wait = self._wait_estimate(name, tokens, priority, now)
-        if now + wait + self._service_s.get(name, 0.0) > deadline:
+        # The estimate is a forecast: leave it 20% headroom rather than admit
+        # work that would time out in the queue.
+        if now + wait * 1.2 + self._service_s.get(name, 0.0) > deadline:
             self.shed += 1
             raise Overloaded(
                 f"model {name} cannot start within the deadline (about {wait:.2f}s of queue)",
@@ -141,9 +145,13 @@ class Lane:
                 self._forget(w)
             raise
 
-    def _grant(self, model: str, r: Reservation, now: float, enqueued: float, gov_since: float) -> Ticket:
+    def _grant(
+        self, model: str, r: Reservation, now: float, enqueued: float, gov_since: float, priority: int
+    ) -> Ticket:
         self.in_flight += 1
         self.granted += 1
+        share = self._interactive_share.get(model, 0.0)
+        self._interactive_share[model] = share + 0.01 * ((priority == INTERACTIVE) - share)
         governed = now - gov_since if gov_since >= 0 else 0.0
         return Ticket(self, model, r, queued_s=max(0.0, now - enqueued - governed), governed_s=governed, started=now)
 
@@ -176,6 +184,9 @@ class Lane:
         ahead = counts[INTERACTIVE] if priority == INTERACTIVE else counts[0] + counts[1]
         ahead_tokens = toks[INTERACTIVE] if priority == INTERACTIVE else toks[0] + toks[1]
         by_rate = self.governor.time_to_serve(model, ahead + 1, ahead_tokens + tokens, now)
+        if priority != INTERACTIVE:
+            # Interactive work arriving later goes first: batch gets what it leaves.
+            by_rate /= max(0.05, 1.0 - self._interactive_share.get(model, 0.0))
         # Slots free up at in_flight / service_time per second.
         service = self._service_s.get(model, 0.0)
         behind_slots = self.queued - self.max_concurrency + self.in_flight + 1
@@ -199,18 +210,22 @@ class Lane:
             heads.sort()
             granted = False
             for w in heads:
-                if w.deadline <= now:
+                # Never start what cannot finish: a call needs about half its
+                # usual time before the deadline to be worth sending.
+                if w.deadline <= now + 0.5 * self._service_s.get(w.model, 0.0):
                     heapq.heappop(self._heaps[w.model])
                     self._count(w, -1)
                     self.shed += 1
-                    w.future.set_exception(Overloaded(f"deadline passed while queued for model {w.model}"))
+                    w.future.set_exception(
+                        Overloaded(f"model {w.model} could not start before the deadline", retry_after_s=1.0)
+                    )
                     granted = True  # the heads changed: look again
                     break
                 got = self.governor.try_reserve(w.model, w.tokens, now)
                 if isinstance(got, Reservation):
                     heapq.heappop(self._heaps[w.model])
                     self._count(w, -1)
-                    w.future.set_result(self._grant(w.model, got, now, w.enqueued, w.governed_since))
+                    w.future.set_result(self._grant(w.model, got, now, w.enqueued, w.governed_since, w.key[0]))
                     granted = True
                     break
                 if w.governed_since < 0:

@@ -34,6 +34,29 @@ NAMES: dict[str, str] = {
     "sv": "Swedish",
     "tr": "Turkish",
     "uk": "Ukrainian",
+    # Beyond the translation model's 28: served by the chat models it falls back to.
+    "hi": "Hindi",
+    "he": "Hebrew",
+    "fa": "Persian",
+    "el": "Greek",
+    "bg": "Bulgarian",
+    "sk": "Slovak",
+    "sl": "Slovenian",
+    "sr": "Serbian",
+    "lt": "Lithuanian",
+    "lv": "Latvian",
+    "et": "Estonian",
+    "ca": "Catalan",
+    "bn": "Bengali",
+    "ur": "Urdu",
+    "ta": "Tamil",
+    "fil": "Filipino",
+    "km": "Khmer",
+    "lo": "Lao",
+    "my": "Burmese",
+    "mn": "Mongolian",
+    "kk": "Kazakh",
+    "sw": "Swahili",
 }
 
 # Region and script variants clients send, folded onto the codes above.
@@ -49,6 +72,10 @@ ALIASES: dict[str, str] = {
     "nn": "nb",
     "in": "id",
     "iw": "he",
+    "tl": "fil",
+    "zh-hans-cn": "zh",
+    "zh-hant-tw": "zh-Hant",
+    "zh-hant-hk": "zh-Hant",
     "auto": "",
 }
 

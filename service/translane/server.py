@@ -31,6 +31,7 @@ log = logging.getLogger("translane.server")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Translator"].full_name
 MIME_TYPES = ("text/plain", "text/html")
+DEADLINE_MARGIN_S = 0.02
 
 
 def _usage(stats: Stats) -> pb.Usage:
@@ -104,7 +105,8 @@ class TranslatorService(pb_grpc.TranslatorServicer):
             target_language=target,
             source_language=source,
             model=model.name,
-            deadline=self._loop.time() + budget,
+            # Answer a little before the caller's deadline, so a shed request hears why.
+            deadline=self._loop.time() + budget - DEADLINE_MARGIN_S,
             task_id=req.task_id,
             priority=BATCH if req.priority == pb.PRIORITY_BATCH else INTERACTIVE,
             max_output_tokens=req.max_output_tokens,
@@ -127,6 +129,8 @@ class TranslatorService(pb_grpc.TranslatorServicer):
         )
 
     async def _abort(self, context: grpc.aio.ServicerContext[Any, Any], exc: TranslaneError) -> None:
+        if context.done():
+            return  # the caller is gone (cancelled or past its deadline): nobody to tell
         code = grpc_status_of(exc)
         await context.abort(code, exc.message, trailing_metadata=_trailers(exc, code))
 

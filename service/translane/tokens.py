@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import math
 
-__all__ = ["count_tokens", "tokenizer_name"]
+__all__ = ["count_tokens", "tokenizer_name", "warm_up"]
 
 
 @functools.cache
@@ -34,3 +34,8 @@ def count_tokens(text: str) -> int:
         # Overestimates on purpose: a reservation must not come in low.
         return math.ceil(len(text.encode("utf-8")) / 2)
     return len(enc.encode(text, disallowed_special=()))  # type: ignore[attr-defined]
+
+
+def warm_up() -> None:
+    """Load the tokenizer now: loading it inside the first request stalls the event loop."""
+    count_tokens("warm up")

@@ -8,6 +8,7 @@ import math
 
 import pytest
 from translane.config import GovernorConfig, ModelConfig, load_config
+from translane.estimate import TokenEstimator
 from translane.governor import Governor, Reservation
 
 CFG = GovernorConfig()
@@ -66,7 +67,9 @@ def test_buckets_start_at_their_burst_not_full() -> None:
     g = governor()
     b = g.budgets[SLOW.name]
     assert b.requests.level == b.requests.capacity == math.floor(SLOW.rpm * CFG.burst_fraction)
-    assert b.tokens.capacity >= SLOW.max_input_tokens + SLOW.max_output_tokens
+    full_size_call = TokenEstimator(SLOW.output_ratio, SLOW.max_output_tokens).estimate(SLOW.max_input_tokens)
+    assert b.tokens.capacity >= full_size_call
+    assert b.tokens.capacity < SLOW.tpm * 0.006  # the capacity is what the window bound costs
     assert b.requests.capacity < SLOW.rpm / 100  # far from "full at the limit"
 
 

@@ -10,6 +10,7 @@ import pytest
 from translane.config import Config, load_config
 from translane.server import RunningServer
 from translane.sim import SimConfig
+from translane.tokens import count_tokens
 from translane.v1 import translate_pb2 as pb
 from translane.v1 import translate_pb2_grpc as pb_grpc
 
@@ -105,8 +106,16 @@ class TestCancellation:
     def sim_config(self) -> SimConfig:
         return SimConfig.from_config(load_config(env={}), ttft_s=2.0)
 
-    async def test_cancelled_call_releases_its_slot_and_refunds_its_tokens(
-        self, stub: pb_grpc.TranslatorStub, server: RunningServer
+    @pytest.fixture
+    def config(self, sim: Sim) -> Config:
+        # A token budget that refills slowly enough (10 tokens/s) to read what a call kept.
+        cfg = server_config(sim)
+        models = dict(cfg.models)
+        models[MODEL] = dataclasses.replace(models[MODEL], tpm=600)
+        return dataclasses.replace(cfg, models=models)
+
+    async def test_cancelled_call_releases_its_slot_and_keeps_what_the_provider_counted(
+        self, stub: pb_grpc.TranslatorStub, server: RunningServer, sim: Sim
     ) -> None:
         budget = server.engine.governor.budgets[MODEL]
         lane = server.engine.lanes["slow"]
@@ -119,7 +128,38 @@ class TestCancellation:
             if lane.in_flight == 0:
                 break
             await asyncio.sleep(0.02)
-        assert lane.in_flight == 0
-        level = budget.snapshot(loop.time())["token_level"]
-        # Only the prompt stays charged (the provider saw it); the output estimate came back.
-        assert start - level < 260
+        assert lane.in_flight == 0  # the slot came back at once
+        # The provider counted the call on arrival, so the reservation stands: not refunded, not doubled.
+        admitted_tokens = (await sim.stats())["models"][MODEL]["admitted_tokens"]
+        spent = start - budget.snapshot(loop.time())["token_level"]
+        reserved = server.engine.estimators[MODEL].estimate(count_tokens("word " * 200))
+        assert admitted_tokens <= reserved
+        assert reserved - 10 <= spent <= reserved
+
+
+class TestQueuedCancellation:
+    @pytest.fixture
+    def sim_config(self) -> SimConfig:
+        return SimConfig.from_config(load_config(env={}), ttft_s=1.0)
+
+    @pytest.fixture
+    def config(self, sim: Sim) -> Config:
+        return with_lane(server_config(sim), "slow", max_concurrency=1)
+
+    async def test_cancelled_while_queued_is_refunded_and_never_sent(
+        self, stub: pb_grpc.TranslatorStub, server: RunningServer, sim: Sim
+    ) -> None:
+        lane = server.engine.lanes["slow"]
+        first = asyncio.ensure_future(
+            stub.Translate(pb.TranslateRequest(segments=["first"], target_language="zh"), timeout=10)
+        )
+        await asyncio.sleep(0.2)
+        assert lane.in_flight == 1
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Translate(pb.TranslateRequest(segments=["second"], target_language="zh"), timeout=0.3)
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        await asyncio.sleep(0.05)
+        assert lane.queued == 0  # it left the queue when its deadline passed
+        await first
+        stats = (await sim.stats())["models"][MODEL]
+        assert stats["admitted"] == 1  # the provider never saw the second call

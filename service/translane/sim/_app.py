@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from translane.tokens import count_tokens
+from translane.tokens import count_tokens, warm_up
 
 from . import _chat, _responses
 from ._call import Answer, Call, SimError, error_body, split_pieces, translate
@@ -225,6 +225,8 @@ class _Simulator:
 
 def create_app(config: SimConfig) -> web.Application:
     """The simulated provider as an aiohttp application."""
+    # A stall on the first call would bunch up arrivals and skew the windows.
+    warm_up()
     sim = _Simulator(config)
     app = web.Application()
     for prefix in _PREFIXES:

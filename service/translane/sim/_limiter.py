@@ -31,6 +31,8 @@ class ModelLimiter:
     """
 
     __slots__ = (
+        "admitted",
+        "admitted_tokens",
         "_arrivals",
         "_window_tokens",
         "completion_tokens",
@@ -61,6 +63,9 @@ class ModelLimiter:
         self._arrivals.clear()
         self._window_tokens = 0
         self.requests = 0
+        # Calls admitted against the limits (counted at arrival, as the windows are).
+        self.admitted = 0
+        self.admitted_tokens = 0
         self.rate_limited = 0
         self.errors = 0
         self.prompt_tokens = 0
@@ -97,6 +102,8 @@ class ModelLimiter:
             )
         arrivals.append((now, tokens))
         self._window_tokens += tokens
+        self.admitted += 1
+        self.admitted_tokens += tokens
         self.in_flight += 1
         if self.in_flight > self.max_in_flight:
             self.max_in_flight = self.in_flight
@@ -126,6 +133,8 @@ class ModelLimiter:
         """The counters as /_sim/stats reports them."""
         return {
             "requests": self.requests,
+            "admitted": self.admitted,
+            "admitted_tokens": self.admitted_tokens,
             "rate_limited": self.rate_limited,
             "errors": self.errors,
             "prompt_tokens": self.prompt_tokens,

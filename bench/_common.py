@@ -1,0 +1,109 @@
+"""Helpers the benchmark scripts share: child processes on loopback, load schedules, percentiles."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TRANSLANE = [sys.executable, "-m", "translane.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def wait_port(port: int, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout_s}s")
+
+
+@contextlib.contextmanager
+def process(args: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """Start `translane ARGS`, wait for its port, stop it with SIGTERM on exit."""
+    full_env = dict(os.environ, **(env or {}))
+    full_env.setdefault("TRANSLANE_LOG_LEVEL", "WARNING")
+    proc = subprocess.Popen([*TRANSLANE, *args], env=full_env, cwd=ROOT)
+    try:
+        wait_port(port)
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    k = min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))
+    return s[k]
+
+
+async def open_loop(rate: float, duration_s: float, call: Callable[[], Awaitable[object]]) -> tuple[list[float], int]:
+    """Start `call` at a fixed rate whatever the replies do; return latencies (s) and failures."""
+    loop = asyncio.get_running_loop()
+    latencies: list[float] = []
+    failures = 0
+
+    async def one() -> None:
+        nonlocal failures
+        t0 = time.perf_counter()  # uvloop's loop.time() ticks in whole milliseconds
+        try:
+            await call()
+        except Exception:
+            failures += 1
+            return
+        latencies.append(time.perf_counter() - t0)
+
+    tasks: list[asyncio.Task[None]] = []
+    start = loop.time()
+    n = int(rate * duration_s)
+    for i in range(n):
+        delay = start + i / rate - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one()))
+    await asyncio.gather(*tasks)
+    return latencies, failures
+
+
+async def closed_loop(workers: int, duration_s: float, call: Callable[[], Awaitable[object]]) -> tuple[int, int]:
+    """`workers` loops calling back to back for `duration_s`; return completed and failed counts."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + duration_s
+    done = failed = 0
+
+    async def worker() -> None:
+        nonlocal done, failed
+        while loop.time() < end:
+            try:
+                await call()
+                done += 1
+            except Exception:
+                failed += 1
+
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    return done, failed
