@@ -136,7 +136,7 @@ async def _up(args: argparse.Namespace) -> int:
     try:
         from gateway_shim import ShimConfig, run_shim
     except ImportError:
-        run_shim = None
+        run_shim = None  # type: ignore[assignment]
     if run_shim is not None and not args.no_shim:
         shim_cfg = ShimConfig.from_env(
             host="127.0.0.1", port=args.shim_port, grpc_target=f"127.0.0.1:{cfg.server.port}"

@@ -31,10 +31,10 @@ class ModelLimiter:
     """
 
     __slots__ = (
-        "admitted",
-        "admitted_tokens",
         "_arrivals",
         "_window_tokens",
+        "admitted",
+        "admitted_tokens",
         "completion_tokens",
         "errors",
         "in_flight",

@@ -1,0 +1,114 @@
+"""The shim's errors as OpenAI error JSON, and the one mapping from gRPC status to HTTP status.
+
+ShimError                  an HTTP error with an OpenAI-style body
+├── raised by the shim     bad JSON or types (400), no or wrong key (401),
+│                          body too large (413), no such route (404/405)
+└── from_rpc_error()       the service's gRPC status, mapped by _HTTP_STATUS
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+__all__ = ["ShimError", "from_rpc_error"]
+
+# gRPC status → (HTTP status, OpenAI error type). Anything else is a 500.
+_HTTP_STATUS: dict[grpc.StatusCode, tuple[int, str]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: (400, "invalid_request_error"),
+    grpc.StatusCode.UNAUTHENTICATED: (401, "authentication_error"),
+    grpc.StatusCode.RESOURCE_EXHAUSTED: (429, "rate_limit_error"),
+    grpc.StatusCode.UNAVAILABLE: (503, "service_unavailable_error"),
+    grpc.StatusCode.DEADLINE_EXCEEDED: (504, "timeout_error"),
+}
+_SERVER_ERROR = (500, "server_error")
+# The service's INVALID_ARGUMENT messages open with the field they are about: "target_language: ...".
+_FIELD = re.compile(r"^([A-Za-z_][\w.\[\]]*): ")
+
+
+class ShimError(Exception):
+    """An HTTP error answered as `{"error": {"message", "type", "param", "code"}}`."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        kind: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        retry_after_s: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.kind = kind
+        self.code = code
+        self.param = param
+        self.retry_after_s = retry_after_s
+
+    @classmethod
+    def bad_field(cls, field: str, expected: str, got: Any) -> ShimError:
+        """400 for a field of the wrong type or value."""
+        shown = "missing" if got is None else f"got {type(got).__name__} {_short(got)}"
+        return cls(400, f"{field}: expected {expected}, {shown}", code="invalid_type", param=field)
+
+    def body(self) -> bytes:
+        error = {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}
+        return json.dumps({"error": error}, ensure_ascii=False).encode()
+
+    def headers(self) -> dict[str, str]:
+        return {} if self.retry_after_s is None else {"Retry-After": str(self.retry_after_s)}
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _retry_after_s(exc: grpc.aio.AioRpcError) -> int | None:
+    """Seconds to wait, from the `retry-after` trailer or else the RetryInfo detail; at least 1."""
+    trailers = exc.trailing_metadata() or ()
+    details: bytes | None = None
+    for key, value in trailers:
+        if key == "retry-after":
+            try:
+                return max(1, math.ceil(float(value)))
+            except (TypeError, ValueError):
+                pass
+        elif key == "grpc-status-details-bin" and isinstance(value, bytes):
+            details = value
+    if details is None:
+        return None
+    try:
+        status = status_pb2.Status.FromString(details)
+    except Exception:  # a malformed detail must not turn a 429 into a 500
+        return None
+    info = error_details_pb2.RetryInfo()
+    for detail in status.details:
+        if detail.Unpack(info):
+            delay: float = info.retry_delay.seconds + info.retry_delay.nanos / 1e9
+            return max(1, math.ceil(delay))
+    return None
+
+
+def from_rpc_error(exc: grpc.aio.AioRpcError) -> ShimError:
+    """The HTTP error for a failed gRPC call: the only place gRPC status becomes HTTP status."""
+    code = exc.code()
+    status, kind = _HTTP_STATUS.get(code, _SERVER_ERROR)
+    message = exc.details() or code.name.lower()
+    param = None
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        m = _FIELD.match(message)
+        param = m.group(1) if m else None
+    if code == grpc.StatusCode.UNAVAILABLE and not exc.details():
+        message = "the translation service is unavailable"
+    retry = _retry_after_s(exc) if status in (429, 503) else None
+    if status == 429 and retry is None:
+        retry = 1
+    return ShimError(status, message, kind=kind, code=code.name.lower(), param=param, retry_after_s=retry)

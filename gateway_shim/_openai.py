@@ -1,0 +1,309 @@
+"""OpenAI chat completions and model listing, mapped onto Translate / TranslateStream / ListModels."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from aiohttp import web
+from translane.v1 import translate_pb2 as pb
+
+from ._errors import ShimError, from_rpc_error
+from ._http import STATE, json_response, read_json, task_id_of
+from ._languages import prompt_languages
+from ._plugin import Batch, language_field, split_message
+
+__all__ = ["ChatRequest", "chat_completions", "list_models", "parse_chat"]
+
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+_DONE = b"data: [DONE]\n\n"
+_SYSTEM_ROLES = ("system", "developer")
+_TEXT_PARTS = ("text", "input_text")
+# Shown as `model` in stream chunks until the service names the model that serves.
+_UNNAMED_MODEL = "translane"
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """What a chat completions body asks for; `batch` is None for a connection check (no messages)."""
+
+    model: str
+    batch: Batch | None
+    target_language: str
+    source_language: str
+    stream: bool
+    include_usage: bool
+    task_id: str
+    max_output_tokens: int
+
+    def grpc_request(self) -> pb.TranslateRequest:
+        assert self.batch is not None
+        return pb.TranslateRequest(
+            segments=self.batch.segments,
+            target_language=self.target_language,
+            source_language=self.source_language,
+            model=self.model,
+            task_id=self.task_id,
+            priority=pb.PRIORITY_INTERACTIVE,
+            max_output_tokens=self.max_output_tokens,
+        )
+
+
+def _content(content: Any, where: str) -> str:
+    """A message's text: a string, or the text parts of a list joined by newlines."""
+    if isinstance(content, str):
+        return content
+    if content is None:
+        return ""
+    if not isinstance(content, list):
+        raise ShimError.bad_field(where, "a string or a list of content parts", content)
+    texts = []
+    for i, part in enumerate(content):
+        if isinstance(part, str):
+            texts.append(part)
+        elif isinstance(part, Mapping):
+            if part.get("type", "text") not in _TEXT_PARTS:
+                continue  # images and the like carry nothing to translate
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise ShimError.bad_field(f"{where}[{i}].text", "a string", text)
+            texts.append(text)
+        else:
+            raise ShimError.bad_field(f"{where}[{i}]", "a content part object", part)
+    return "\n".join(texts)
+
+
+def _flag(body: Mapping[str, Any], name: str) -> bool:
+    value = body.get(name)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise ShimError.bad_field(name, "true or false", value)
+    return value
+
+
+def _max_tokens(body: Mapping[str, Any]) -> int:
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = body.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ShimError.bad_field(name, "a non-negative integer", value)
+        return value
+    return 0
+
+
+def parse_chat(body: Mapping[str, Any], task_id: str, default_target: str) -> ChatRequest:
+    """The ChatRequest in a chat completions body; ShimError names a missing or mistyped field."""
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        raise ShimError.bad_field("messages", "a list of messages", messages)
+    model = body.get("model") or ""
+    if not isinstance(model, str):
+        raise ShimError.bad_field("model", "a string", model)
+    stream = _flag(body, "stream")
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, Mapping):
+        raise ShimError.bad_field("stream_options", "an object", options)
+    include_usage = stream and options is not None and _flag(options, "include_usage")
+    max_output_tokens = _max_tokens(body)
+    target, _ = language_field(body, "target_language", "target_lang")
+    source, _ = language_field(body, "source_language", "source_lang")
+    if not messages:
+        return ChatRequest(model, None, target or default_target, source, stream, include_usage, task_id, 0)
+    roles: list[str] = []
+    texts: list[str] = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, Mapping):
+            raise ShimError.bad_field(f"messages[{i}]", "a message object", message)
+        role = message.get("role")
+        if not isinstance(role, str):
+            raise ShimError.bad_field(f"messages[{i}].role", "a string", role)
+        roles.append(role)
+        texts.append(_content(message.get("content"), f"messages[{i}].content"))
+    last = max((i for i, r in enumerate(roles) if r == "user"), default=-1)
+    if last < 0:
+        raise ShimError(
+            400, "messages: no user message holds text to translate", param="messages", code="invalid_value"
+        )
+    batch = split_message(texts[last])
+    if not (target and source):
+        # The instruction next to the text says most; then the system prompt; then earlier user turns.
+        prompts = [
+            batch.instruction,
+            *(t for t, r in zip(texts, roles, strict=True) if r in _SYSTEM_ROLES),
+            *(texts[i] for i in range(last - 1, -1, -1) if roles[i] == "user"),
+        ]
+        found_source, found_target = prompt_languages(prompts)
+        target = target or found_target
+        source = source or found_source
+    return ChatRequest(
+        model, batch, target or default_target, source, stream, include_usage, task_id, max_output_tokens
+    )
+
+
+# -- rendering ------------------------------------------------------------------------
+
+
+def usage_json(usage: pb.Usage | None) -> dict[str, Any]:
+    """OpenAI usage, plus the service's cost (`cost`, `currency`) and whether it was `estimated`."""
+    if usage is None:
+        return {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "cost": 0.0}
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+        "cost": usage.cost,
+        "currency": usage.currency,
+        "estimated": usage.estimated,
+    }
+
+
+def _completion(ident: str, model: str, content: str, usage: pb.Usage | None) -> dict[str, Any]:
+    return {
+        "id": ident,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": "stop",
+                "logprobs": None,
+            }
+        ],
+        "usage": usage_json(usage),
+    }
+
+
+class _Chunks:
+    """chat.completion.chunk frames of one stream."""
+
+    def __init__(self, model: str) -> None:
+        self.ident = f"chatcmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+        self.model = model
+
+    def frame(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        chunk = {
+            "id": self.ident,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+            **extra,
+        }
+        return b"data: " + json.dumps(chunk, ensure_ascii=False).encode() + b"\n\n"
+
+    def delta(self, delta: dict[str, str], finish_reason: str | None = None) -> bytes:
+        return self.frame([{"index": 0, "delta": delta, "finish_reason": finish_reason}])
+
+    def closing(self, usage: pb.Usage | None, include_usage: bool) -> bytes:
+        out = self.delta({}, "stop")
+        if include_usage:
+            out += self.frame([], usage=usage_json(usage))
+        return out + _DONE
+
+
+# -- handlers -----------------------------------------------------------------------------
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    """POST /v1/chat/completions."""
+    state = request.app[STATE]
+    body = await read_json(request, state.config.max_body_bytes)
+    chat = parse_chat(body, task_id_of(request, body), state.config.default_target_language)
+    if chat.batch is None:
+        # A connection check: answer without calling the service, let alone the provider.
+        if chat.stream:
+            return await _connection_check_stream(request, chat)
+        return json_response(_completion(f"chatcmpl-{uuid.uuid4().hex}", chat.model or _UNNAMED_MODEL, "", None))
+    if chat.stream:
+        return await _stream(request, chat)
+    resp = await state.backend.translate(chat.grpc_request(), request.headers)
+    content = chat.batch.render([t.text for t in resp.translations])
+    return json_response(_completion(f"chatcmpl-{uuid.uuid4().hex}", resp.model, content, resp.usage))
+
+
+async def _open_sse(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers=_SSE_HEADERS)
+    response.content_type = "text/event-stream"
+    await response.prepare(request)
+    return response
+
+
+async def _connection_check_stream(request: web.Request, chat: ChatRequest) -> web.StreamResponse:
+    chunks = _Chunks(chat.model or _UNNAMED_MODEL)
+    response = await _open_sse(request)
+    await response.write(chunks.delta({"role": "assistant", "content": ""}) + chunks.closing(None, chat.include_usage))
+    await response.write_eof()
+    return response
+
+
+async def _stream(request: web.Request, chat: ChatRequest) -> web.StreamResponse:
+    """Relay TranslateStream as SSE chunks, putting the batch's separators between segments."""
+    assert chat.batch is not None
+    batch = chat.batch
+    call = request.app[STATE].backend.stream(chat.grpc_request(), request.headers)
+    try:
+        # Wait for the first message before answering, so an error can still get its HTTP status.
+        message = await call.read()
+        chunks = _Chunks(chat.model or _UNNAMED_MODEL)
+        response = await _open_sse(request)
+        try:
+            await response.write(chunks.delta({"role": "assistant", "content": ""}))
+            opened = -1
+            usage: pb.Usage | None = None
+            while message is not grpc.aio.EOF:
+                if message.model:
+                    chunks.model = message.model
+                if message.final:
+                    usage = message.usage
+                    break
+                parts = []
+                while opened < message.segment_index:
+                    opened += 1
+                    parts.append(batch.before(opened))
+                parts.append(message.delta)
+                text = "".join(parts)
+                if text:
+                    await response.write(chunks.delta({"content": text}))
+                message = await call.read()
+            rest = "".join(batch.before(i) for i in range(opened + 1, len(batch.segments)))
+            tail = chunks.delta({"content": rest}) if rest else b""
+            await response.write(tail + chunks.closing(usage, chat.include_usage))
+            await response.write_eof()
+        except grpc.aio.AioRpcError as exc:
+            # Too late for a status code: an error event, which the OpenAI SDK raises as APIError.
+            await response.write(b"data: " + from_rpc_error(exc).body() + b"\n\n")
+        except ConnectionResetError:
+            pass  # the client left; `finally` cancels the call
+        return response
+    finally:
+        call.cancel()
+
+
+async def list_models(request: web.Request) -> web.Response:
+    """GET /v1/models, from ListModels."""
+    resp = await request.app[STATE].backend.models(request.headers)
+    data = [
+        {
+            "id": m.name,
+            "object": "model",
+            "created": 0,
+            "owned_by": m.provider or "translane",
+            "lane": m.lane,
+            "api_style": m.api_style,
+            "available": m.available,
+            "default": m.name == resp.default_model,
+        }
+        for m in resp.models
+    ]
+    return json_response({"object": "list", "data": data})

@@ -1,0 +1,236 @@
+"""Immersive Translate's forms: paragraph batches inside one chat message, and its custom API.
+
+The plugin fills a prompt template such as "Translate to {{to}}:\\n\\n{{text}}", where
+{{text}} is either the paragraphs joined by "\\n\\n%%\\n\\n" or a YAML list built by raw
+substitution into "- id: {{id}}\\n  text: {{text}}" (optionally inside <yaml></yaml>).
+`split_message` takes such a message apart into its instruction and its paragraphs, and
+the returned `Batch` puts translations back in the same form: N paragraphs in, N out.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from translane.languages import normalize_language
+from translane.v1 import translate_pb2 as pb
+
+from ._errors import ShimError
+from ._http import STATE, json_response, read_json, task_id_of
+from ._languages import plugin_code, prompt_languages, resolve
+
+__all__ = [
+    "Batch",
+    "CustomRequest",
+    "custom_translate",
+    "language_field",
+    "parse_custom",
+    "render_custom",
+    "split_message",
+]
+
+SEPARATOR = "\n\n%%\n\n"
+SEPARATOR_LINE = "%%"
+_YAML_TAGS = re.compile(r"<yaml>[ \t]*\n?(?P<body>.*?)\n?[ \t]*</yaml>", re.DOTALL)
+# "- id: 7" then an indented "text: ..." (or whatever the source field is called).
+_YAML_ITEM = re.compile(
+    r"^-[ \t]+id:[ \t]*(?P<id>[^\n]*?)[ \t]*\n(?P<indent>[ \t]+)(?P<field>[A-Za-z_][\w-]*):(?:[ \t]|$)",
+    re.MULTILINE,
+)
+# The instruction a template puts before the text: "Translate to X (output translation only):",
+# "翻译成 X：", or inline "Translate to French: Bonjour".
+_INSTRUCTION = re.compile(r"\A[ \t]*(?P<instruction>[^\n:：]{1,300}[:：])[ \t]*(?P<newline>\n?)")
+_IMPERATIVE = re.compile(r"(?:please\s+)?translate\b|请|請|将|將|把|翻译|翻譯", re.IGNORECASE)
+_TRANSLATE_VERB = re.compile(r"translat|翻译|翻譯|译|譯|翻訳|번역", re.IGNORECASE)
+# An older plugin template: "...\nSource Text: {{text}}\n\nTranslated Text:".
+_LABELLED = re.compile(
+    r"\A(?P<instruction>.*?)\n[ \t]*Source Text:[ \t]*(?P<body>.*?)\s*\n[ \t]*Translated Text:[ \t]*\Z",
+    re.DOTALL,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    ident: str
+    indent: str
+    field: str
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Paragraphs pulled out of one message, and how their translations go back in."""
+
+    segments: tuple[str, ...]
+    # "single", "separator" (%% lines) or "yaml" (- id: / text: items).
+    form: str = "single"
+    # The prompt text around the paragraphs: read for languages, never translated.
+    instruction: str = ""
+    # For the yaml form: each item's id, indentation and field name, to write back as they came.
+    items: tuple[_Item, ...] = ()
+
+    def before(self, i: int) -> str:
+        """What goes in front of translation `i`."""
+        if self.form == "separator":
+            return SEPARATOR if i else ""
+        if self.form == "yaml":
+            item = self.items[i]
+            head = f"- id: {item.ident}\n{item.indent}{item.field}: "
+            return "\n" + head if i else head
+        return ""
+
+    def render(self, texts: Sequence[str]) -> str:
+        """The whole reply, in the form the paragraphs came in."""
+        if len(texts) != len(self.segments):
+            raise ValueError(f"{len(texts)} translations for {len(self.segments)} paragraphs")
+        if self.form == "single":
+            return texts[0]
+        return "".join(self.before(i) + t for i, t in enumerate(texts))
+
+
+def _yaml(body: str, instruction: str) -> Batch | None:
+    body = body.strip("\n")
+    heads = list(_YAML_ITEM.finditer(body))
+    if not heads or heads[0].start() != 0:
+        return None
+    items: list[_Item] = []
+    segments: list[str] = []
+    for k, m in enumerate(heads):
+        end = heads[k + 1].start() - 1 if k + 1 < len(heads) else len(body)
+        # The value is raw, as the plugin substituted it: keep it byte for byte, quotes included.
+        value = body[m.end() : end].rstrip("\n")
+        items.append(_Item(m.group("id"), m.group("indent"), m.group("field")))
+        segments.append(value)
+    return Batch(tuple(segments), "yaml", instruction.strip(), tuple(items))
+
+
+def _instruction(text: str) -> tuple[str, str]:
+    """(instruction, the rest) when `text` opens with a translation instruction, else ("", text)."""
+    labelled = _LABELLED.match(text)
+    if labelled:
+        return labelled.group("instruction").strip(), labelled.group("body")
+    m = _INSTRUCTION.match(text)
+    if m is None:
+        return "", text
+    instruction = m.group("instruction")
+    # Only a line that asks for a translation into a language it names; and unless it stands on its
+    # own line, only one that opens like an order ("Translate to French: Bonjour").
+    if not _TRANSLATE_VERB.search(instruction) or not prompt_languages([instruction])[1]:
+        return "", text
+    if not m.group("newline") and not _IMPERATIVE.match(instruction.lstrip()):
+        return "", text
+    rest = text[m.end() :].lstrip("\n")
+    return (instruction, rest) if rest.strip() else ("", text)
+
+
+def _paragraphs(body: str) -> list[str]:
+    """The paragraphs between "%%" lines, without the blank lines around each separator."""
+    paragraphs: list[list[str]] = [[]]
+    for line in body.split("\n"):
+        if line.strip() == SEPARATOR_LINE:
+            paragraphs.append([])
+        else:
+            paragraphs[-1].append(line)
+    out = []
+    for lines in paragraphs:
+        while lines and not lines[0].strip():
+            lines.pop(0)
+        while lines and not lines[-1].strip():
+            lines.pop()
+        out.append("\n".join(lines))
+    return out
+
+
+def split_message(text: str) -> Batch:
+    """The paragraphs of a chat message, in whichever of the plugin's forms it uses."""
+    tagged = _YAML_TAGS.search(text)
+    if tagged:
+        batch = _yaml(tagged.group("body"), text[: tagged.start()] + "\n" + text[tagged.end() :])
+        if batch is not None:
+            return batch
+    instruction, body = _instruction(text)
+    batch = _yaml(body, instruction)
+    if batch is not None:
+        return batch
+    if SEPARATOR_LINE in body:
+        parts = _paragraphs(body)
+        if len(parts) > 1:
+            return Batch(tuple(parts), "separator", instruction)
+    return Batch((body,), "single", instruction)
+
+
+# -- the custom API: {"source_lang", "target_lang", "text_list"} -------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CustomRequest:
+    texts: tuple[str, ...]
+    target_language: str
+    source_language: str
+    source_as_sent: str
+    model: str
+    task_id: str
+
+
+def language_field(body: Mapping[str, Any], *names: str) -> tuple[str, str]:
+    """(our code, as sent) from the first of `names` present; ("", "") when none is."""
+    for name in names:
+        value = body.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise ShimError.bad_field(name, "a language code such as 'zh-CN' or 'en'", value)
+        return resolve(value) or normalize_language(value), value
+    return "", ""
+
+
+def parse_custom(body: Mapping[str, Any], default_target: str, task_id: str = "") -> CustomRequest:
+    """The custom API's request; ShimError names a missing or mistyped field."""
+    texts = body.get("text_list")
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise ShimError.bad_field("text_list", "a list of strings", texts)
+    target, _ = language_field(body, "target_lang", "target_language")
+    source, source_sent = language_field(body, "source_lang", "source_language")
+    model = body.get("model", "")
+    if not isinstance(model, str):
+        raise ShimError.bad_field("model", "a string", model)
+    return CustomRequest(tuple(texts), target or default_target, source, source_sent, model, task_id)
+
+
+def render_custom(req: CustomRequest, resp: pb.TranslateResponse | None) -> dict[str, Any]:
+    """The custom API's answer: one translation per text, with the source language in the plugin's spelling."""
+    out = []
+    translations = resp.translations if resp is not None else ()
+    for t in translations:
+        detected = t.detected_source_language
+        if not detected:
+            code = req.source_as_sent or "auto"
+        elif detected == req.source_language and req.source_as_sent:
+            code = req.source_as_sent  # as the plugin sent it: "zh-CN" stays "zh-CN"
+        else:
+            code = plugin_code(detected)
+        out.append({"detected_source_lang": code, "text": t.text})
+    return {"translations": out}
+
+
+async def custom_translate(request: web.Request) -> web.Response:
+    """POST /translate: the plugin's custom API onto one Translate call."""
+    state = request.app[STATE]
+    body = await read_json(request, state.config.max_body_bytes)
+    req = parse_custom(body, state.config.default_target_language, task_id_of(request, body))
+    if not req.texts:
+        return json_response(render_custom(req, None))
+    resp = await state.backend.translate(
+        pb.TranslateRequest(
+            segments=req.texts,
+            target_language=req.target_language,
+            source_language=req.source_language,
+            model=req.model,
+            task_id=req.task_id,
+            priority=pb.PRIORITY_INTERACTIVE,
+        ),
+        request.headers,
+    )
+    return json_response(render_custom(req, resp))

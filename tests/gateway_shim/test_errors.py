@@ -1,0 +1,193 @@
+"""Every failure comes back as OpenAI error JSON with the right HTTP status: auth, bad bodies, gRPC status."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
+
+import aiohttp
+import grpc
+import openai
+import pytest
+from translane.config import Config, load_config
+from translane.sim import SimConfig
+
+from gateway_shim import RunningShim, ShimConfig, running_shim
+from gateway_shim._errors import from_rpc_error
+
+from ..conftest import Sim, server_config
+from .conftest import KEY
+
+CHAT = "doubao-seed-1-6-251015"
+
+
+def assert_openai_error(body: dict[str, object], status_type: str) -> None:
+    error = body["error"]
+    assert isinstance(error, dict)
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["type"] == status_type and error["message"]
+
+
+class TestAuth:
+    @pytest.fixture
+    def shim_config(self) -> ShimConfig:
+        return ShimConfig(port=0, api_keys=frozenset({KEY, "sk-second"}))
+
+    async def test_keys_are_required_except_on_healthz(self, shim: RunningShim) -> None:
+        chat = {"messages": [{"role": "user", "content": "Hi"}]}
+        async with aiohttp.ClientSession(shim.url) as s:
+            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {KEY}"}):
+                async with s.post("/v1/chat/completions", json=chat, headers=headers) as r:
+                    assert r.status == 401
+                    assert r.headers["WWW-Authenticate"] == "Bearer"
+                    assert_openai_error(await r.json(), "invalid_request_error")
+            async with s.get("/v1/models") as r:
+                assert r.status == 401
+            async with s.get("/healthz") as r:
+                assert r.status == 200 and (await r.json())["status"] == "SERVING"
+            async with s.post(
+                "/translate", json={"text_list": ["Hi"]}, headers={"Authorization": "Bearer sk-second"}
+            ) as r:
+                assert r.status == 200
+
+    async def test_sdk_sees_authentication_error(self, shim: RunningShim) -> None:
+        async with openai.AsyncOpenAI(base_url=f"{shim.url}/v1", api_key="nope", max_retries=0) as c:
+            with pytest.raises(openai.AuthenticationError):
+                await c.chat.completions.create(model="m", messages=[{"role": "user", "content": "Hi"}])
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b'{"messages": [', None),
+        (b"\xff\xfe not utf-8", None),
+        (b"[1, 2]", None),
+        (b'{"messages": "Hi"}', "messages"),
+        (b'{"messages": [{"role": "user", "content": 5}]}', "messages[0].content"),
+        (b'{"messages": [{"content": "Hi"}]}', "messages[0].role"),
+        (b'{"messages": [{"role": "user", "content": "Hi"}], "stream": "yes"}', "stream"),
+        (b'{"messages": [{"role": "user", "content": "Hi"}], "target_language": ["zh"]}', "target_language"),
+        (b'{"messages": [{"role": "user", "content": "Hi"}], "max_tokens": -1}', "max_tokens"),
+        (b'{"messages": [{"role": "user", "content": "Hi"}], "task_id": 12}', "task_id"),
+        (b'{"messages": [{"role": "system", "content": "Translate to English."}]}', "messages"),
+    ],
+)
+async def test_malformed_bodies_are_400_with_a_message(
+    http: aiohttp.ClientSession, body: bytes, field: str | None
+) -> None:
+    async with http.post("/v1/chat/completions", data=body, headers={"Content-Type": "application/json"}) as r:
+        assert r.status == 400
+        payload = await r.json()
+    assert_openai_error(payload, "invalid_request_error")
+    assert payload["error"]["param"] == field
+    assert "Traceback" not in payload["error"]["message"]
+
+
+async def test_service_invalid_argument_is_400_naming_the_field(http: aiohttp.ClientSession) -> None:
+    async with http.post(
+        "/v1/chat/completions", json={"model": "no-such-model", "messages": [{"role": "user", "content": "Hi"}]}
+    ) as r:
+        assert r.status == 400
+        error = (await r.json())["error"]
+    assert error["param"] == "model" and "no-such-model" in error["message"]
+    assert error["code"] == "invalid_argument"
+
+
+async def test_unknown_route_and_method_are_json(http: aiohttp.ClientSession) -> None:
+    async with http.get("/v1/nothing") as r:
+        assert r.status == 404
+        assert_openai_error(await r.json(), "invalid_request_error")
+    async with http.get("/v1/chat/completions") as r:
+        assert r.status == 405
+        assert_openai_error(await r.json(), "invalid_request_error")
+
+
+class TestBodyLimit:
+    @pytest.fixture
+    def shim_config(self) -> ShimConfig:
+        return ShimConfig(port=0, max_body_bytes=1024)
+
+    async def test_oversized_body_is_413(self, http: aiohttp.ClientSession) -> None:
+        big = {"messages": [{"role": "user", "content": "x" * 2000}]}
+        async with http.post("/v1/chat/completions", json=big) as r:
+            assert r.status == 413
+            error = (await r.json())["error"]
+        assert error["code"] == "body_too_large" and "1024" in error["message"]
+
+        async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: caught while reading
+            for _ in range(4):
+                yield b" " * 512
+
+        async with http.post("/translate", data=chunks()) as r:
+            assert r.status == 413
+
+
+class TestQueueFull:
+    @pytest.fixture
+    def config(self, sim: Sim) -> Config:
+        cfg = server_config(sim)
+        lanes = {n: dataclasses.replace(lane, max_concurrency=1, max_queue=1) for n, lane in cfg.lanes.items()}
+        return dataclasses.replace(cfg, lanes=lanes)
+
+    @pytest.fixture
+    def sim_config(self) -> SimConfig:
+        return SimConfig.from_config(load_config(env={}), ttft_s=0.3)
+
+    async def test_resource_exhausted_is_429_with_retry_after(self, http: aiohttp.ClientSession) -> None:
+        async def one(i: int) -> tuple[int, dict[str, str], dict[str, object]]:
+            async with http.post(
+                "/v1/chat/completions", json={"model": CHAT, "messages": [{"role": "user", "content": f"s{i}"}]}
+            ) as r:
+                return r.status, dict(r.headers), await r.json()
+
+        results = await asyncio.gather(*(one(i) for i in range(4)))
+        statuses = sorted(s for s, _, _ in results)
+        assert statuses == [200, 200, 429, 429]
+        for status, headers, body in results:
+            if status == 429:
+                assert int(headers["Retry-After"]) >= 1
+                assert_openai_error(body, "rate_limit_error")
+
+
+async def test_service_down_is_503_and_unhealthy() -> None:
+    cfg = ShimConfig(port=0, grpc_target="127.0.0.1:1", timeout_s=2)
+    async with running_shim(cfg) as shim, aiohttp.ClientSession(shim.url) as s:
+        async with s.get("/healthz") as r:
+            assert r.status == 503
+        async with s.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "Hi"}]}) as r:
+            assert r.status == 503
+            assert_openai_error(await r.json(), "service_unavailable_error")
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        (grpc.StatusCode.INVALID_ARGUMENT, 400),
+        (grpc.StatusCode.UNAUTHENTICATED, 401),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, 429),
+        (grpc.StatusCode.UNAVAILABLE, 503),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, 504),
+        (grpc.StatusCode.FAILED_PRECONDITION, 500),
+        (grpc.StatusCode.INTERNAL, 500),
+    ],
+)
+def test_grpc_status_mapping(code: grpc.StatusCode, status: int) -> None:
+    trailers = grpc.aio.Metadata(("retry-after", "3"))
+    exc = grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailers, details="target_language: bad")
+    err = from_rpc_error(exc)
+    assert err.status == status
+    assert err.code == code.name.lower()
+    if status == 429:
+        assert err.headers() == {"Retry-After": "3"}
+    if status == 400:
+        assert err.param == "target_language"
+
+
+async def test_stream_error_before_any_byte_keeps_its_status(client: openai.AsyncOpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        await client.chat.completions.create(
+            model="no-such-model", stream=True, messages=[{"role": "user", "content": "Hi"}]
+        )
+    assert info.value.status_code == 400
+    assert "no-such-model" in info.value.message

@@ -1,0 +1,159 @@
+"""Cancellation on disconnect, CORS, health, trace context, and configuration from the environment."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from translane.config import ConfigError
+from translane.server import RunningServer
+
+from gateway_shim import RunningShim, ShimConfig, run_shim, running_shim
+from gateway_shim._backend import _trace_metadata
+
+from ..conftest import Sim
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+async def _wait_for(predicate: object, timeout_s: float = 2.0) -> None:
+    assert callable(predicate)
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_client_disconnect_cancels_the_grpc_call(
+    shim: RunningShim, server: RunningServer, sim: Sim, stream: bool
+) -> None:
+    await sim.set(ttft_s=1.5)  # the provider would answer at 1.5 s; the client leaves at 0.3 s
+    lane = server.engine.lanes["slow"]
+    timeout = aiohttp.ClientTimeout(total=0.3)
+    async with aiohttp.ClientSession(shim.url, timeout=timeout) as s:
+        with pytest.raises(asyncio.TimeoutError):
+            async with s.post(
+                "/v1/chat/completions", json={"stream": stream, "messages": [{"role": "user", "content": "Hi"}]}
+            ) as r:
+                await r.read()
+    # The upstream call was in flight when the client left...
+    assert lane.granted == 1
+    # ...and leaving freed the lane long before the provider would have answered.
+    await _wait_for(lambda: lane.in_flight == 0, timeout_s=0.8)
+
+
+async def test_healthz_and_cors(server: RunningServer) -> None:
+    cfg = ShimConfig(
+        port=0, grpc_target=f"127.0.0.1:{server.port}", cors_origins=("chrome-extension://*", "https://example.org")
+    )
+    async with running_shim(cfg) as shim, aiohttp.ClientSession(shim.url) as s:
+        async with s.options(
+            "/v1/chat/completions",
+            headers={
+                "Origin": "chrome-extension://abcdef",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, content-type",
+            },
+        ) as r:
+            assert r.status == 204
+            assert r.headers["Access-Control-Allow-Origin"] == "chrome-extension://abcdef"
+            assert "authorization" in r.headers["Access-Control-Allow-Headers"]
+            assert "POST" in r.headers["Access-Control-Allow-Methods"]
+        async with s.post(
+            "/translate", json={"text_list": ["Hi"]}, headers={"Origin": "https://example.org", "X-Task-Id": "t1"}
+        ) as r:
+            assert r.status == 200
+            assert r.headers["Access-Control-Allow-Origin"] == "https://example.org"
+            assert "X-Task-Id" in r.headers["Access-Control-Expose-Headers"]
+        async with s.get("/healthz", headers={"Origin": "https://evil.example"}) as r:
+            assert r.status == 200 and await r.json() == {"status": "SERVING"}
+            assert "Access-Control-Allow-Origin" not in r.headers
+
+
+async def test_health_follows_the_service(shim: RunningShim, server: RunningServer) -> None:
+    async with aiohttp.ClientSession(shim.url) as s:
+        await server.health.enter_graceful_shutdown()
+        async with s.get("/healthz") as r:
+            assert r.status == 503 and (await r.json())["status"] == "NOT_SERVING"
+
+
+def test_trace_context_is_passed_on() -> None:
+    assert dict(_trace_metadata({"traceparent": TRACEPARENT}) or ())["traceparent"] == TRACEPARENT
+    assert _trace_metadata({}) is None
+
+
+def test_config_from_env(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("# comment\nsk-a\n\nsk-b\n")
+    cfg = ShimConfig.from_env(
+        env={
+            "TRANSLANE_SHIM_HOST": "0.0.0.0",
+            "TRANSLANE_SHIM_PORT": "9000",
+            "TRANSLANE_API_KEYS": "sk-c, sk-a",
+            "TRANSLANE_API_KEYS_FILE": str(keys),
+            "TRANSLANE_SHIM_MAX_BODY_BYTES": "4096",
+            "TRANSLANE_SHIM_CORS_ORIGINS": "chrome-extension://x, *",
+            "TRANSLANE_DEFAULT_TARGET_LANGUAGE": "zh-TW",
+            "TRANSLANE_SHIM_TIMEOUT_S": "30",
+            "TRANSLANE_GRPC_TARGET": "svc:50051",
+        }
+    )
+    assert (cfg.host, cfg.port, cfg.grpc_target) == ("0.0.0.0", 9000, "svc:50051")
+    assert cfg.api_keys == {"sk-a", "sk-b", "sk-c"} and "sk-a" not in repr(cfg)
+    assert cfg.max_body_bytes == 4096 and cfg.cors_origins == ("chrome-extension://x", "*")
+    assert cfg.default_target_language == "zh-Hant" and cfg.timeout_s == 30
+    # Arguments win over the environment; defaults fill the rest.
+    cfg = ShimConfig.from_env(host="127.0.0.1", port=0, grpc_target="a:1", env={"TRANSLANE_SHIM_PORT": "1"})
+    assert (cfg.host, cfg.port, cfg.grpc_target, cfg.max_body_bytes) == ("127.0.0.1", 0, "a:1", 2 * 1024 * 1024)
+    assert cfg.default_target_language == "zh" and cfg.timeout_s == 120
+
+
+def test_no_keys_on_a_public_host_is_refused_unless_allowed() -> None:
+    with pytest.raises(ConfigError, match="TRANSLANE_SHIM_ALLOW_PUBLIC"):
+        ShimConfig.from_env(env={"TRANSLANE_SHIM_HOST": "0.0.0.0"})
+    assert ShimConfig.from_env(env={"TRANSLANE_SHIM_HOST": "0.0.0.0", "TRANSLANE_SHIM_ALLOW_PUBLIC": "1"})
+    assert ShimConfig.from_env(env={"TRANSLANE_SHIM_HOST": "0.0.0.0", "TRANSLANE_API_KEYS": "k"})
+    assert ShimConfig.from_env(env={"TRANSLANE_SHIM_HOST": "::1"})
+    with pytest.raises(ConfigError, match="TRANSLANE_SHIM_PORT"):
+        ShimConfig.from_env(env={"TRANSLANE_SHIM_PORT": "http"})
+    with pytest.raises(ConfigError, match="TRANSLANE_API_KEYS_FILE"):
+        ShimConfig.from_env(env={"TRANSLANE_API_KEYS_FILE": "/nonexistent/keys"})
+
+
+async def test_run_shim_warns_without_keys_and_cleans_up(
+    server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = ShimConfig(port=0, grpc_target=f"127.0.0.1:{server.port}")
+    with caplog.at_level(logging.INFO, logger="translane.shim"):
+        task = asyncio.create_task(run_shim(cfg))
+        await _wait_for(lambda: any("listens on 127.0.0.1 only" in r.message for r in caplog.records))
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def test_extra_routes_sit_behind_auth_unless_open(server: RunningServer) -> None:
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(text="shim_requests_total 1\n")
+
+    async def broken(request: web.Request) -> web.Response:
+        raise RuntimeError("internal detail")
+
+    cfg = ShimConfig(port=0, grpc_target=f"127.0.0.1:{server.port}", api_keys=frozenset({"k"}))
+    routes = [web.get("/metrics", metrics), web.get("/broken", broken)]
+    async with running_shim(cfg, extra_routes=routes, open_paths=["/metrics"]) as shim:
+        async with aiohttp.ClientSession(shim.url) as s:
+            async with s.get("/metrics") as r:
+                assert r.status == 200 and "shim_requests_total" in await r.text()
+            async with s.get("/broken") as r:
+                assert r.status == 401
+            async with s.get("/broken", headers={"Authorization": "Bearer k"}) as r:
+                assert r.status == 500
+                body = await r.text()
+    # A bug answers with OpenAI error JSON, never a traceback or the exception's text.
+    assert "internal error in the shim" in body and "internal detail" not in body and "Traceback" not in body

@@ -1,0 +1,86 @@
+"""The plugin's batch forms taken apart and put back together: N paragraphs in, N out, same form."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway_shim._plugin import split_message
+
+
+def roundtrip(text: str) -> str:
+    batch = split_message(text)
+    return batch.render([f"<{s}>" for s in batch.segments])
+
+
+def test_single_paragraph_is_the_whole_message() -> None:
+    batch = split_message("Hello {0} <b0>world</b0>: fine")
+    assert batch.form == "single" and batch.segments == ("Hello {0} <b0>world</b0>: fine",)
+    assert batch.instruction == ""
+
+
+@pytest.mark.parametrize(
+    ("text", "instruction", "body"),
+    [
+        (
+            "Translate to Simplified Chinese (output translation only):\n\nHello",
+            "Translate to Simplified Chinese (output translation only):",
+            "Hello",
+        ),
+        ("翻译成 简体中文（仅输出翻译）：\n\n你好 {0}", "翻译成 简体中文（仅输出翻译）：", "你好 {0}"),
+        ("Translate to French: Bonjour", "Translate to French:", "Bonjour"),
+        (
+            "Translate the following source text to Japanese, output the translation only.\n"
+            "Source Text: Hello there\n\nTranslated Text:",
+            "Translate the following source text to Japanese, output the translation only.",
+            "Hello there",
+        ),
+        # Text that merely looks like an instruction stays text.
+        ("Note: translate to French later", "", "Note: translate to French later"),
+        ("How to translate into German: a guide", "", "How to translate into German: a guide"),
+        ("Translation: nothing follows", "", "Translation: nothing follows"),
+        ("Translate to German:", "", "Translate to German:"),
+    ],
+)
+def test_instruction_is_split_from_the_text(text: str, instruction: str, body: str) -> None:
+    batch = split_message(text)
+    assert (batch.instruction, batch.segments) == (instruction, (body,))
+
+
+def test_separator_form() -> None:
+    text = "Translate to Japanese:\n\nA {0}\n\n%%\n\nB\n  indented line\n\n%%\n\n\n\n%%\n\nD"
+    batch = split_message(text)
+    assert batch.form == "separator"
+    assert batch.segments == ("A {0}", "B\n  indented line", "", "D")
+    assert roundtrip(text) == "<A {0}>\n\n%%\n\n<B\n  indented line>\n\n%%\n\n<>\n\n%%\n\n<D>"
+
+
+def test_percent_signs_inside_a_line_are_not_separators() -> None:
+    assert split_message("50%% off\n%%%\n").form == "single"
+
+
+def test_yaml_form_keeps_raw_values() -> None:
+    text = '- id: 1\n  text: Hello {0}\n- id: 2\n  text: "quoted" and: colon\n- id: 10\n  text: two\nlines'
+    batch = split_message(text)
+    assert batch.form == "yaml"
+    assert batch.segments == ("Hello {0}", '"quoted" and: colon', "two\nlines")
+    assert roundtrip(text) == (
+        '- id: 1\n  text: <Hello {0}>\n- id: 2\n  text: <"quoted" and: colon>\n- id: 10\n  text: <two\nlines>'
+    )
+
+
+def test_yaml_inside_tags_with_instructions_around_it() -> None:
+    text = (
+        "You will get YAML:\n\n<yaml>\n- id: 1\n    source: Hi\n- id: 2\n    source: There\n</yaml>\n\n"
+        "Translate each source into Japanese.\n<example>\n- id: 1\n  source: Example\n</example>"
+    )
+    batch = split_message(text)
+    assert batch.form == "yaml" and batch.segments == ("Hi", "There")
+    assert "Japanese" in batch.instruction and "<yaml>" not in batch.instruction
+    # The field name and indentation come back as they were sent.
+    assert roundtrip(text) == "- id: 1\n    source: <Hi>\n- id: 2\n    source: <There>"
+
+
+def test_render_refuses_a_count_mismatch() -> None:
+    batch = split_message("A\n\n%%\n\nB")
+    with pytest.raises(ValueError, match="1 translations for 2 paragraphs"):
+        batch.render(["only one"])
