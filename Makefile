@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: up test install protos lint typecheck bench redis clean
+.PHONY: up test install protos lint typecheck bench redis checkov clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,8 @@ install: $(STAMP)
 up: $(STAMP)
 	$(VENV)/bin/translane up
 
-## The whole suite: lint, type check, tests (installs redis-server if missing).
-test: $(STAMP) redis
+## The whole suite: lint, type check, tests (installs redis-server and checkov if missing).
+test: $(STAMP) redis checkov
 	$(VENV)/bin/ruff check service gateway_shim tests bench
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
@@ -31,6 +31,13 @@ protos: $(STAMP)
 ## redis-server for the shared-governor tests (Debian package).
 redis:
 	@scripts/ensure_redis.sh
+
+## checkov for the manifest scan, in its own venv (it is heavy): k8s/.venv-checkov.
+checkov: k8s/.venv-checkov/bin/checkov
+
+k8s/.venv-checkov/bin/checkov:
+	$(PYTHON) -m venv k8s/.venv-checkov
+	k8s/.venv-checkov/bin/pip install -q --disable-pip-version-check "checkov>=3.2,<4"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check service gateway_shim tests bench
