@@ -100,7 +100,7 @@ class GovernorConfig:
     kind: Literal["local", "redis"] = "local"
     window_s: float = 60.0
     burst_fraction: float = 0.002
-    jitter_allowance_s: float = 0.3
+    jitter_allowance_s: float = 0.2
     # On a provider 429: multiply the admitted rate by this, pause for Retry-After.
     backoff_factor: float = 0.5
     min_rate_fraction: float = 0.1

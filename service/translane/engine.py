@@ -22,6 +22,7 @@ from .errors import (
 from .estimate import TokenEstimator
 from .governor import Governor
 from .lanes import INTERACTIVE, Lane, Ticket
+from .redis_governor import RedisGovernor, connect
 from .segment import Piece, join_pieces, split_text
 from .tokens import count_tokens, warm_up
 from .upstream import Completion, SegmentCall, UpstreamClient, prompt_tokens
@@ -137,9 +138,22 @@ class Engine:
         """Build the engine and its upstream session; close them on exit."""
         warm_up()  # not inside the first request, where it would stall the loop
         loop = asyncio.get_running_loop()
-        gov = governor or Governor(config.models, config.governor, loop.time())
-        async with UpstreamClient(config) as upstream:
-            yield cls(config, upstream, gov)
+        shared: RedisGovernor | None = None
+        if governor is not None:
+            gov = governor
+        elif config.governor.kind == "redis":
+            gov = shared = RedisGovernor(config.models, config.governor, loop.time(), connect(config.governor.redis_url))
+        else:
+            gov = Governor(config.models, config.governor, loop.time())
+        try:
+            async with UpstreamClient(config) as upstream:
+                engine = cls(config, upstream, gov)
+                if shared is not None:
+                    shared.on_wake = engine.kick_lanes
+                yield engine
+        finally:
+            if shared is not None:
+                await shared.aclose()
 
     # -- public ---------------------------------------------------------------
 
@@ -347,3 +361,8 @@ class Engine:
 
     def snapshot(self) -> dict[str, dict[str, float]]:
         return {name: lane.snapshot() for name, lane in self.lanes.items()}
+
+    def kick_lanes(self) -> None:
+        """Let every lane retry its waiters (the shared governor has news)."""
+        for lane in self.lanes.values():
+            lane.kick()

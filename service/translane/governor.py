@@ -8,8 +8,8 @@ window of `W` seconds. A bucket of capacity `b` refilling at `r` admits at most
 
 and start each bucket holding `b`, never full at `L`. No window can then see
 more than `L`, and the utilisation this costs is `(b + L*j/W) / L`, which is
-`burst_fraction + j/W` (0.2% + 0.5% with the shipped defaults; the
-token bucket's capacity is at least one full-size call, 0.45% of TPM for the
+`burst_fraction + j/W` (0.2% + 0.33% with the shipped defaults; the
+token bucket's capacity is at least one full-size call, 0.51% of TPM for the
 translation model). Settling with
 real usage refunds over-estimates (up to the capacity) and charges
 under-estimates as debt, so the long-run rate is the real one. A refund lands
@@ -94,6 +94,8 @@ class Reservation:
     tokens: int
     at: float
     settled: bool = False
+    # Taken from the shared (Redis) buckets rather than this process's own.
+    shared: bool = False
 
 
 class ModelBudget:

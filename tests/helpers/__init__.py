@@ -1,0 +1,1 @@
+"""Helpers for tests that run real servers (Redis, translane processes) on loopback."""
