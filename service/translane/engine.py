@@ -142,7 +142,8 @@ class Engine:
         if governor is not None:
             gov = governor
         elif config.governor.kind == "redis":
-            gov = shared = RedisGovernor(config.models, config.governor, loop.time(), connect(config.governor.redis_url))
+            client = connect(config.governor.redis_url)
+            gov = shared = RedisGovernor(config.models, config.governor, loop.time(), client)
         else:
             gov = Governor(config.models, config.governor, loop.time())
         try:
