@@ -110,6 +110,23 @@ end
     + "return 1"
 )
 
+# ARGV[1]: seconds from now. Returns the seconds left until the agreed resume time.
+RESUME = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local at = tonumber(redis.call('GET', KEYS[1]))
+if not at or at < now - 60 then
+  at = now + tonumber(ARGV[1])
+  redis.call('SET', KEYS[1], tostring(at), 'PX', 120000)
+end
+return tostring(math.max(0, at - now))
+"""
+
+# Replicas probe a lost Redis this often, and resume together this long after
+# the first one finds it back (longer than a probe period, so all have seen it).
+_PROBE_S = 1.0
+_RESUME_AFTER_S = 1.5
+
 # A parked grant older than this is handed back rather than used: Redis
 # counted it when granted, the provider would see it much later.
 _STALE_S = 0.5
@@ -145,6 +162,8 @@ class RedisGovernor(Governor):
         self._reserve = client.register_script(RESERVE)
         self._adjust = client.register_script(ADJUST)
         self._penalize = client.register_script(PENALIZE)
+        self._resume = client.register_script(RESUME)
+        self._resume_key = f"{{{cfg.redis_prefix}}}:resume"
         self._parked: dict[str, Reservation] = {}
         self._not_before: dict[str, float] = {}
         self._asking: set[str] = set()
@@ -204,6 +223,7 @@ class RedisGovernor(Governor):
         snap = super().snapshot(now)
         for s in snap.values():
             s["shared"] = 1.0 if self.shared else 0.0
+            s["fallbacks"] = float(self.fallbacks)
         return snap
 
     async def aclose(self) -> None:
@@ -259,11 +279,17 @@ class RedisGovernor(Governor):
 
     async def _wait_for_redis(self) -> None:
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(_PROBE_S)
             try:
-                await self.client.ping()
+                # Every replica resumes at the same moment, the first one back
+                # setting it: a replica back on the shared buckets while another
+                # still spends its local share would take more than the limit.
+                delay = float(await self._resume(keys=[self._resume_key], args=[_RESUME_AFTER_S]))
             except (RedisError, OSError, TimeoutError):
                 continue
+            await asyncio.sleep(delay)
+            # Connections pooled before the outage are dead; start afresh.
+            await self.client.connection_pool.disconnect()
             self.shared = True
             log.warning("redis is back: shared governing resumed", extra={"governor": "redis"})
             self.on_wake()
@@ -272,13 +298,14 @@ class RedisGovernor(Governor):
 
 def connect(url: str) -> aioredis.Redis:
     """A client that fails fast, so an outage turns into the local fallback within a fraction of a second."""
-    # No client-side retries: redis-py's default retries with backoff would hold
-    # the lanes for seconds before the fallback could take over.
+    # One immediate retry (a pooled connection may have died with an earlier
+    # Redis), no backoff: redis-py's default retries with backoff would hold the
+    # lanes for seconds before the fallback could take over.
     return aioredis.Redis.from_url(
         url,
         socket_timeout=0.25,
         socket_connect_timeout=0.25,
-        retry=Retry(NoBackoff(), 0),
+        retry=Retry(NoBackoff(), 1),
         retry_on_timeout=False,
         health_check_interval=0,
     )

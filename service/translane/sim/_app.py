@@ -130,6 +130,7 @@ class _Simulator:
         rejection = limiter.admit(now, call.prompt_tokens + completion_tokens)
         if rejection is not None:
             limiter.rate_limited += 1
+            limiter.rejected[rejection.code] = limiter.rejected.get(rejection.code, 0) + 1
             headers = None
             if cfg.retry_after:
                 headers = {"Retry-After": str(max(1, math.ceil(rejection.wait_s)))}

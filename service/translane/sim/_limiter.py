@@ -44,6 +44,7 @@ class ModelLimiter:
         "max_window_tokens",
         "prompt_tokens",
         "rate_limited",
+        "rejected",
         "requests",
         "window_s",
     )
@@ -67,6 +68,8 @@ class ModelLimiter:
         self.admitted = 0
         self.admitted_tokens = 0
         self.rate_limited = 0
+        # Limit 429s by Ark error code.
+        self.rejected: dict[str, int] = {}
         self.errors = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0
@@ -136,6 +139,7 @@ class ModelLimiter:
             "admitted": self.admitted,
             "admitted_tokens": self.admitted_tokens,
             "rate_limited": self.rate_limited,
+            "rejected": dict(self.rejected),
             "errors": self.errors,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
