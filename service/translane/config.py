@@ -346,7 +346,8 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str], source: str = 
     models = {n: _model(n, models_t.table(n)) for n in models_t.data}
     if not models:
         raise ConfigError("models: at least one model is required")
-    default_model = env.get("TRANSLANE_DEFAULT_MODEL") or root.get("default_model", str, next(iter(models)))
+    default_model = root.get("default_model", str, next(iter(models)))
+    default_model = env.get("TRANSLANE_DEFAULT_MODEL") or default_model
     root.finish()
     if default_model not in models:
         raise ConfigError(f"default_model: {default_model!r} is not a configured model")
