@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from translane.config import ConfigError, default_models_text, load_config, parse_config
 
 SLOW = "doubao-seed-translation-250915"
