@@ -299,8 +299,8 @@ async def test_stats_reset_and_traceparent() -> None:
         assert stats["prompt_tokens"] == count_tokens(TEXT)
         assert (await sim.post("/_sim/reset", {}))[0] == 200
         stats = await sim.stats(TR)
-    assert stats["traceparents"] == []
-    assert all(v == 0 for k, v in stats.items() if k != "traceparents")
+    assert stats["traceparents"] == [] and stats["rejected"] == {}
+    assert all(v == 0 for k, v in stats.items() if k not in ("traceparents", "rejected"))
 
 
 async def test_auth() -> None:
