@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import platform
 import signal
@@ -11,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -50,6 +52,33 @@ def process(args: list[str], port: int, env: dict[str, str] | None = None) -> It
         proc.send_signal(signal.SIGINT)
         try:
             proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@contextlib.contextmanager
+def otlp_sink() -> Iterator[tuple[dict[str, str], Callable[[], dict[str, int]]]]:
+    """A local OTLP/HTTP receiver (bench/_otlp_sink.py, its own process): yields the OTEL_* environment that
+    sends a translane process's traces to it, and a function reading how many requests and spans arrived."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "_otlp_sink.py"), "--port", str(port)], cwd=ROOT)
+    env = {
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+    }
+
+    def counts() -> dict[str, int]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/count", timeout=5) as r:
+            return json.loads(r.read())  # type: ignore[no-any-return]
+
+    try:
+        wait_port(port)
+        yield env, counts
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
 

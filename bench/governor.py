@@ -15,13 +15,16 @@ provider's own count in /_sim/stats), the provider's 429s, and queue-wait
 
     python bench/governor.py [--seconds 90] [--window-s 60] [--scale 1.0]
 
-`--window-s 20 --scale 0.3333` runs the same rates against a 20 s window.
+`--window-s 20 --scale 0.3333` runs the same rates against a 20 s window; `--tracing` runs the
+servers with OTEL_TRACES_EXPORTER=otlp (OTLP/HTTP, default batching) to a local receiver in a
+process of its own, so the figures include what tracing every request costs.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -35,11 +38,10 @@ import grpc
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import free_port, machine, percentile, process  # noqa: E402
-
-from translane.tokens import count_tokens  # noqa: E402
-from translane.v1 import translate_pb2 as pb  # noqa: E402
-from translane.v1 import translate_pb2_grpc as pb_grpc  # noqa: E402
+from _common import free_port, machine, otlp_sink, percentile, process
+from translane.tokens import count_tokens
+from translane.v1 import translate_pb2 as pb
+from translane.v1 import translate_pb2_grpc as pb_grpc
 
 MODEL = "doubao-seed-translation-250915"
 
@@ -205,9 +207,10 @@ async def main_async(args: argparse.Namespace) -> None:
         scenarios = [sc for sc in scenarios if sc.name in args.only]
     print(
         f"bench/governor.py on {machine()}, {time.strftime('%Y-%m-%d %H:%M')}; limits per window: "
-        f"RPM {rpm}, TPM {tpm}; long segment {long_tokens} tokens"
+        f"RPM {rpm}, TPM {tpm}; long segment {long_tokens} tokens; tracing {'on' if args.tracing else 'off'}"
     )
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, otlp_sink() if args.tracing else contextlib.nullcontext() as sink:
+        otel_env, spans = sink if sink is not None else ({}, None)
         models = Path(tmp) / "models.toml"
         models.write_text(MODELS.format(model=MODEL, window=args.window_s, rpm=rpm, tpm=tpm))
         ports = [(free_port(), free_port()) for _ in scenarios]
@@ -242,6 +245,7 @@ async def main_async(args: argparse.Namespace) -> None:
                         f"http://127.0.0.1:{sim_port}/api/v3",
                     ],
                     grpc_port,
+                    env=otel_env,
                 )
             )
         entered = []
@@ -268,6 +272,9 @@ async def main_async(args: argparse.Namespace) -> None:
         finally:
             for p in reversed(entered):
                 p.__exit__(None, None, None)
+        if spans is not None:
+            got = spans()
+            print(f"\nspans received by the OTLP receiver: {got['spans']} in {got['requests']} exports")
 
 
 def main() -> None:
@@ -276,6 +283,7 @@ def main() -> None:
     p.add_argument("--window-s", type=float, default=60.0, help="the provider's counting window")
     p.add_argument("--scale", type=float, default=1.0, help="scale RPM/TPM (with --window-s for short windows)")
     p.add_argument("--only", nargs="*", choices=("requests", "tokens", "faults"), help="run only these scenarios")
+    p.add_argument("--tracing", action="store_true", help="trace every request, OTLP to a local receiver")
     uvloop.run(main_async(p.parse_args()))
 
 

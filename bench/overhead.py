@@ -8,13 +8,16 @@ at a fixed rate (open loop), and finally (c) the server's throughput with the
 throttle open (closed loop). The model used has limits far above the load, so
 the governor admits everything and the figures are the server's own cost.
 
-    python bench/overhead.py [--rate 300] [--seconds 10] [--workers 64]
+    python bench/overhead.py [--rate 300] [--seconds 10] [--workers 64] [--tracing]
+
+--tracing runs the server with OTEL_TRACES_EXPORTER=otlp (OTLP/HTTP, default batching) to a
+local receiver in a process of its own, and reports how many spans reached it.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
 import sys
 import tempfile
 import time
@@ -25,10 +28,9 @@ import grpc
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import closed_loop, free_port, machine, open_loop, percentile, process  # noqa: E402
-
-from translane.v1 import translate_pb2 as pb  # noqa: E402
-from translane.v1 import translate_pb2_grpc as pb_grpc  # noqa: E402
+from _common import closed_loop, free_port, machine, open_loop, otlp_sink, percentile, process
+from translane.v1 import translate_pb2 as pb
+from translane.v1 import translate_pb2_grpc as pb_grpc
 
 MODELS = """
 default_model = "bench"
@@ -113,10 +115,12 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=300.0)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--workers", type=int, default=64)
+    p.add_argument("--tracing", action="store_true", help="trace every request, OTLP to a local receiver")
     args = p.parse_args()
     sim_port, grpc_port = free_port(), free_port()
-    print(f"bench/overhead.py on {machine()}, {time.strftime('%Y-%m-%d')}")
-    with tempfile.TemporaryDirectory() as tmp:
+    tracing = "on (OTLP/HTTP to a local receiver)" if args.tracing else "off"
+    print(f"bench/overhead.py on {machine()}, {time.strftime('%Y-%m-%d')}; tracing {tracing}")
+    with tempfile.TemporaryDirectory() as tmp, otlp_sink() if args.tracing else contextlib.nullcontext() as sink:
         models = Path(tmp) / "models.toml"
         models.write_text(MODELS)
         common = ["--models-file", str(models)]
@@ -129,8 +133,13 @@ def main() -> None:
             "--upstream-url",
             f"http://127.0.0.1:{sim_port}/api/v3",
         ]
-        with process(sim_args, sim_port), process(serve_args, grpc_port):
+        otel_env, spans = sink if sink is not None else ({}, None)
+        with process(sim_args, sim_port), process(serve_args, grpc_port, env=otel_env):
             uvloop.run(run(args, sim_port, grpc_port))
+        if spans is not None:
+            # The server has stopped, so its last batch is flushed.
+            got = spans()
+            print(f"  spans received by the OTLP receiver: {got['spans']} in {got['requests']} exports")
 
 
 if __name__ == "__main__":

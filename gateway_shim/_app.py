@@ -11,17 +11,21 @@ from dataclasses import dataclass
 
 import grpc
 from aiohttp import web
+from translane.tracing import aiohttp_server_middleware, grpc_client_interceptors
 
 from ._backend import Backend
 from ._config import ShimConfig
 from ._errors import ShimError, from_rpc_error
 from ._http import STATE, TASK_ID, TASK_ID_HEADER, ShimState, json_response
+from ._metrics import METRICS_PATH, ShimMetrics
 from ._openai import chat_completions, list_models
 from ._plugin import custom_translate
 
 __all__ = ["RunningShim", "create_app", "run_shim", "running_shim"]
 
 log = logging.getLogger("translane.shim")
+
+METRICS = web.AppKey("translane_shim_metrics", ShimMetrics)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -30,6 +34,8 @@ _CHANNEL_OPTIONS = (
     ("grpc.max_receive_message_length", 32 * 1024 * 1024),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
+    # The target may resolve to many service pods (a headless Service): spread calls over all of them.
+    ("grpc.lb_policy_name", "round_robin"),
 )
 _CORS_METHODS = "GET, POST, OPTIONS"
 _CORS_HEADERS = "Authorization, Content-Type, X-Task-Id"
@@ -78,7 +84,7 @@ class _Access:
 
     def __init__(self, config: ShimConfig, open_paths: Iterable[str]) -> None:
         self.keys = tuple(k.encode() for k in config.api_keys)
-        self.open_paths = frozenset({HEALTH_PATH, *open_paths})
+        self.open_paths = frozenset({HEALTH_PATH, METRICS_PATH, *open_paths})
         self.origins = config.cors_origins
 
     def key_ok(self, header: str) -> bool:
@@ -149,16 +155,24 @@ def create_app(
 ) -> web.Application:
     """The shim as an aiohttp app calling the service over `channel`.
 
-    `extra_routes` (GET /metrics, say) sit behind the same auth unless their path is in `open_paths`.
+    /healthz and /metrics need no key. `extra_routes` sit behind the same auth unless their path is in
+    `open_paths`. With tracing on, every request but those two gets a server span, the parent of its gRPC call.
     """
     access = _Access(config, open_paths)
-    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[_errors, access.preflight, access.auth])
+    metrics = ShimMetrics()
+    traced = aiohttp_server_middleware()
+    middlewares = [metrics.middleware, _errors, access.preflight, access.auth]
+    app = web.Application(
+        client_max_size=config.max_body_bytes, middlewares=[traced, *middlewares] if traced else middlewares
+    )
     app[STATE] = ShimState(config, Backend(channel, config.timeout_s))
+    app[METRICS] = metrics
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/models", list_models)
     app.router.add_post("/translate", custom_translate)
     app.router.add_post("/translate/", custom_translate)
     app.router.add_get(HEALTH_PATH, _healthz)
+    app.router.add_get(METRICS_PATH, metrics.handler)
     app.router.add_routes(extra_routes)
     app.on_response_prepare.append(access.on_prepare)
     return app
@@ -187,7 +201,11 @@ async def running_shim(
 ) -> AsyncIterator[RunningShim]:
     """Listen on config.host:port (0 picks a free port); on exit stop the site, then close our channel."""
     own = channel is None
-    ch = grpc.aio.insecure_channel(config.grpc_target, options=_CHANNEL_OPTIONS) if channel is None else channel
+    if channel is None:
+        interceptors = grpc_client_interceptors()
+        ch = grpc.aio.insecure_channel(config.grpc_target, options=_CHANNEL_OPTIONS, interceptors=interceptors or None)
+    else:
+        ch = channel
     try:
         app = create_app(config, ch, extra_routes=extra_routes, open_paths=open_paths)
         # handler_cancellation: a client that hangs up cancels its handler, and so its gRPC call.

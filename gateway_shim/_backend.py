@@ -1,4 +1,7 @@
-"""The service as the shim calls it: one gRPC channel, the caller's deadline and trace context on every call."""
+"""The service as the shim calls it: one gRPC channel, the caller's deadline on every call.
+
+Trace context rides along by the channel's OpenTelemetry interceptors (see running_shim), not by hand.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,6 @@ from collections.abc import Mapping
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from opentelemetry import propagate, trace
 from translane.v1 import translate_pb2 as pb
 from translane.v1 import translate_pb2_grpc as pb_grpc
 
@@ -16,21 +18,6 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Translator"].full_name
 HEALTH_TIMEOUT_S = 2.0
 # The OpenAI SDK's per-request timeout, which for a non-streaming call is the caller's whole deadline.
 _CLIENT_TIMEOUT_HEADER = "X-Stainless-Read-Timeout"
-
-Metadata = tuple[tuple[str, str], ...]
-
-
-def _trace_metadata(headers: Mapping[str, str]) -> Metadata | None:
-    """W3C trace context for the gRPC call: the current span's if one is recording, else the caller's."""
-    if trace.get_current_span().get_span_context().is_valid:
-        carrier: dict[str, str] = {}
-        propagate.inject(carrier)
-    elif "traceparent" in headers:
-        carrier = {}
-        propagate.inject(carrier, context=propagate.extract(headers))
-    else:
-        return None
-    return tuple(carrier.items()) or None
 
 
 class Backend:
@@ -55,19 +42,17 @@ class Backend:
 
     async def translate(self, req: pb.TranslateRequest, headers: Mapping[str, str]) -> pb.TranslateResponse:
         """Unary Translate; a cancelled caller cancels the call."""
-        resp: pb.TranslateResponse = await self._stub.Translate(
-            req, timeout=self._timeout(headers, False), metadata=_trace_metadata(headers)
-        )
+        resp: pb.TranslateResponse = await self._stub.Translate(req, timeout=self._timeout(headers, False))
         return resp
 
     def stream(self, req: pb.TranslateRequest, headers: Mapping[str, str]) -> grpc.aio.UnaryStreamCall:
         """TranslateStream; the caller must cancel the returned call if it stops reading early."""
-        return self._stub.TranslateStream(req, timeout=self._timeout(headers, True), metadata=_trace_metadata(headers))
+        return self._stub.TranslateStream(req, timeout=self._timeout(headers, True))
 
     async def models(self, headers: Mapping[str, str]) -> pb.ListModelsResponse:
         """ListModels."""
         resp: pb.ListModelsResponse = await self._stub.ListModels(
-            pb.ListModelsRequest(), timeout=self._timeout(headers, False), metadata=_trace_metadata(headers)
+            pb.ListModelsRequest(), timeout=self._timeout(headers, False)
         )
         return resp
 

@@ -266,6 +266,8 @@ async def _stream(request: web.Request, chat: ChatRequest) -> web.StreamResponse
                     chunks.model = message.model
                 if message.final:
                     usage = message.usage
+                    # Read the stream's end too: the call (and its trace span) ends now, not when collected.
+                    await call.read()
                     break
                 parts = []
                 while opened < message.segment_index:

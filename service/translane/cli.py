@@ -59,8 +59,10 @@ def _setup_logging(level: str) -> None:
 
 async def _serve(args: argparse.Namespace) -> int:
     from .server import serve
+    from .tracing import tracing
 
-    await serve(_config(args))
+    with tracing("translane"):
+        await serve(_config(args))
     return 0
 
 
@@ -112,12 +114,22 @@ async def _until_signal(*coros: Any) -> None:
 async def _shim(args: argparse.Namespace) -> int:
     from gateway_shim import ShimConfig, run_shim
 
+    from .tracing import tracing
+
     shim_cfg = ShimConfig.from_env(host=args.host, port=args.port, grpc_target=args.grpc_target)
-    await _until_signal(run_shim(shim_cfg))
+    with tracing("translane-shim"):
+        await _until_signal(run_shim(shim_cfg))
     return 0
 
 
 async def _up(args: argparse.Namespace) -> int:
+    from .tracing import tracing
+
+    with tracing("translane"):
+        return await _up_traced(args)
+
+
+async def _up_traced(args: argparse.Namespace) -> int:
     from .server import serve
 
     cfg = _config(args)

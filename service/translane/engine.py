@@ -6,9 +6,12 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
+
+from opentelemetry.trace import SpanKind
 
 from .config import Config, ModelConfig
 from .errors import (
@@ -22,9 +25,11 @@ from .errors import (
 from .estimate import TokenEstimator
 from .governor import Governor
 from .lanes import INTERACTIVE, Lane, Ticket
+from .metrics import EngineMetrics, call_outcome
 from .redis_governor import RedisGovernor, connect
 from .segment import Piece, join_pieces, split_text
 from .tokens import count_tokens, warm_up
+from .tracing import ATTR, end_span, record_span, tracer, using
 from .upstream import Completion, SegmentCall, UpstreamClient, prompt_tokens
 
 __all__ = ["Engine", "Job", "JobResult", "SegmentDelta", "Stats"]
@@ -34,6 +39,8 @@ log = logging.getLogger("translane.engine")
 # Share of a model's input limit a piece may fill: our tokenizer is not the
 # provider's, and the provider rejects over-long input outright.
 INPUT_HEADROOM = 0.85
+# A call granted with less time than this before its deadline is shed, not sent.
+MIN_CALL_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +112,30 @@ class _Outcome:
 Sink = Callable[[str], None]
 
 
+def _wait_attrs(job: Job, model: ModelConfig) -> dict[str, Any]:
+    return {
+        ATTR.MODEL: model.name,
+        ATTR.LANE: model.lane,
+        ATTR.PRIORITY: "interactive" if job.priority == INTERACTIVE else "batch",
+        ATTR.FALLBACK: model.name != job.model,
+    }
+
+
+def _call_attrs(job: Job, model: ModelConfig, attempt: int, ticket: Ticket) -> dict[str, Any]:
+    return {
+        ATTR.OPERATION: "chat",
+        ATTR.PROVIDER: model.provider,
+        ATTR.REQUEST_MODEL: model.wire_name,
+        ATTR.MAX_TOKENS: min(job.max_output_tokens or model.max_output_tokens, model.max_output_tokens),
+        ATTR.MODEL: model.name,
+        ATTR.LANE: model.lane,
+        ATTR.ATTEMPT: attempt,
+        ATTR.FALLBACK: model.name != job.model,
+        ATTR.QUEUED_MS: ticket.queued_s * 1000,
+        ATTR.GOVERNED_MS: ticket.governed_s * 1000,
+    }
+
+
 async def _all(coros: list[Coroutine[Any, Any, _Outcome]]) -> list[_Outcome]:
     """Run all at once, in order; on the first failure cancel the rest and raise that failure."""
     if len(coros) == 1:
@@ -131,6 +162,9 @@ class Engine:
         self.lanes = {name: Lane(lc, governor) for name, lc in config.lanes.items()}
         self.estimators = {n: TokenEstimator(m.output_ratio, m.max_output_tokens) for n, m in config.models.items()}
         self._rng = random.Random()
+        self.metrics = EngineMetrics(config, self.lanes, governor, self._loop.time)
+        # None when tracing is off: then no span work at all on the hot path.
+        self._tracer = tracer("translane.engine")
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -158,9 +192,9 @@ class Engine:
 
     # -- public ---------------------------------------------------------------
 
-    async def translate(self, job: Job) -> JobResult:
-        """Translate every segment; results come back in request order."""
-        stats = Stats()
+    async def translate(self, job: Job, stats: Stats | None = None) -> JobResult:
+        """Translate every segment; results come back in request order. `stats` fills in as calls end."""
+        stats = Stats() if stats is None else stats
         outcomes = await _all([self._segment(job, text, stats, None) for text in job.segments])
         return JobResult([o.text for o in outcomes], [o.model for o in outcomes], stats)
 
@@ -247,13 +281,21 @@ class Engine:
                 continue
             counted = prompt_tokens(model, call)
             tokens = self.estimators[model.name].estimate(counted, job.max_output_tokens)
+            waited_from = time.time_ns()
             try:
                 ticket = await self.lanes[model.lane].admit(model, tokens, job.priority, job.deadline)
             except (Overloaded, ModelUnavailable) as exc:
+                if self._tracer is not None:
+                    waited = (time.time_ns() - waited_from) / 1e9
+                    record_span(self._tracer, "translane.lane.wait", waited_from, waited, _wait_attrs(job, model), exc)
                 last = exc
                 continue
+            self.metrics.admitted(model, ticket.queued_s, ticket.governed_s)
+            if self._tracer is not None and (ticket.queued_s or ticket.governed_s):
+                self._record_waits(job, model, ticket, waited_from)
             if i:
                 stats.fallbacks += 1
+                self.metrics.fell_back(job.model, model.name)
             return ticket, model, counted
         assert last is not None
         raise last
@@ -268,9 +310,14 @@ class Engine:
             stats.queued_s = max(stats.queued_s, ticket.queued_s)
             stats.governed_s = max(stats.governed_s, ticket.governed_s)
             started = self._loop.time()
+            if job.deadline - started < MIN_CALL_S:
+                # Granted too late to be worth sending: shed it, and give the grant back.
+                self.governor.refund(ticket.reservation, started)
+                ticket.release()
+                raise Overloaded(f"no time left to call {model.name} before the deadline", retry_after_s=1.0)
             streamed: list[str] = []
             try:
-                completion = await self._request(model, call, job, sink, streamed)
+                completion = await self._attempt(model, call, job, sink, streamed, attempt, ticket)
             except ProviderError as exc:
                 self._on_error(ticket, model, exc, counted)
                 attempt += 1
@@ -280,6 +327,7 @@ class Engine:
                 if self._loop.time() + delay >= job.deadline:
                     raise
                 stats.retries += 1
+                self.metrics.retried(model)
                 log.debug("retrying %s after %s in %.2fs", model.name, exc.code or exc.status, delay)
                 await asyncio.sleep(delay)
                 continue
@@ -302,6 +350,56 @@ class Engine:
                 self.estimators[model.name].learn(counted, completion.prompt_tokens, completion.completion_tokens)
             stats.add(model, completion)
             return _Outcome(completion.text, model.name)
+
+    async def _attempt(
+        self,
+        model: ModelConfig,
+        call: SegmentCall,
+        job: Job,
+        sink: Sink | None,
+        streamed: list[str],
+        attempt: int,
+        ticket: Ticket,
+    ) -> Completion:
+        """One upstream call, timed and counted; with tracing, a span of its own (a retry is another)."""
+        span = None
+        if self._tracer is not None:
+            span = self._tracer.start_span(
+                f"chat {model.wire_name}", kind=SpanKind.CLIENT, attributes=_call_attrs(job, model, attempt, ticket)
+            )
+        started = time.perf_counter()
+        try:
+            with using(span):
+                completion = await self._request(model, call, job, sink, streamed)
+        except BaseException as exc:
+            self.metrics.called(model, time.perf_counter() - started, None, exc)
+            if span is not None:
+                if isinstance(exc, ProviderError) and exc.status:
+                    span.set_attribute(ATTR.HTTP_STATUS, exc.status)
+                error_type = exc.code if isinstance(exc, ProviderError) and exc.code else call_outcome(exc)
+                end_span(span, exc, error_type)
+            raise
+        self.metrics.called(model, time.perf_counter() - started, completion, None)
+        if span is not None:
+            span.set_attribute(ATTR.INPUT_TOKENS, completion.prompt_tokens)
+            span.set_attribute(ATTR.OUTPUT_TOKENS, completion.completion_tokens)
+            end_span(span)
+        return completion
+
+    def _record_waits(self, job: Job, model: ModelConfig, ticket: Ticket, waited_from: int) -> None:
+        """The lane wait, then the governor wait, as spans of the intervals the ticket measured.
+
+        Only waits that happened: most calls are admitted at once, a span costs more than such an
+        admission, and the call span carries both waits (0 or not) as attributes anyway.
+        """
+        assert self._tracer is not None
+        attrs = _wait_attrs(job, model)
+        if ticket.queued_s:
+            record_span(self._tracer, "translane.lane.wait", waited_from, ticket.queued_s, attrs)
+        if ticket.governed_s:
+            attrs[ATTR.RESERVED_TOKENS] = ticket.reservation.tokens
+            governed_from = waited_from + int(ticket.queued_s * 1e9)
+            record_span(self._tracer, "translane.governor.wait", governed_from, ticket.governed_s, attrs)
 
     async def _request(
         self, model: ModelConfig, call: SegmentCall, job: Job, sink: Sink | None, streamed: list[str]

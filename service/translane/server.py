@@ -8,7 +8,8 @@ import logging
 import math
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -16,12 +17,16 @@ from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry import trace
 
 from .config import Config, ModelConfig
 from .engine import Engine, Job, Stats
 from .errors import InvalidRequest, TranslaneError, UnknownModel, grpc_status_of
 from .lanes import BATCH, INTERACTIVE
 from .languages import normalize_language
+from .metrics import serve_metrics
+from .tracing import ATTR, MAX_ID_CHARS, grpc_server_interceptors
+from .tracing import enabled as tracing_enabled
 from .v1 import translate_pb2 as pb
 from .v1 import translate_pb2_grpc as pb_grpc
 
@@ -70,6 +75,33 @@ def _trailers(exc: TranslaneError, code: grpc.StatusCode) -> tuple[tuple[str, st
     )
 
 
+@dataclass(slots=True)
+class _Served:
+    """What one RPC did, for its metrics, its server span and its log line: recorded when its `with` ends."""
+
+    rpc: str
+    task_id: str
+    segments: int
+    context: grpc.aio.ServicerContext[Any, Any]
+    record: Callable[[_Served], None]
+    started: float = field(default_factory=time.perf_counter)
+    job: Job | None = None
+    stats: Stats = field(default_factory=Stats)
+    status: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+    first_token_s: float | None = None
+    served_by: str = ""
+
+    def __enter__(self) -> _Served:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if kind is not None and issubclass(kind, asyncio.CancelledError | GeneratorExit):
+            remaining = self.context.time_remaining()
+            expired = remaining is not None and remaining <= 0
+            self.status = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+        self.record(self)
+
+
 class TranslatorService(pb_grpc.TranslatorServicer):
     """translane.v1.Translator backed by an Engine."""
 
@@ -77,6 +109,7 @@ class TranslatorService(pb_grpc.TranslatorServicer):
         self.engine = engine
         self.config: Config = engine.config
         self._loop = asyncio.get_running_loop()
+        self._tracing = tracing_enabled()
 
     # -- validation -----------------------------------------------------------
 
@@ -128,61 +161,127 @@ class TranslatorService(pb_grpc.TranslatorServicer):
             f"(supported: {', '.join(model.languages)})"
         )
 
-    async def _abort(self, context: grpc.aio.ServicerContext[Any, Any], exc: TranslaneError) -> None:
+    async def _abort(self, context: grpc.aio.ServicerContext[Any, Any], exc: TranslaneError, served: _Served) -> None:
+        code = served.status = grpc_status_of(exc)
         if context.done():
             return  # the caller is gone (cancelled or past its deadline): nobody to tell
-        code = grpc_status_of(exc)
         await context.abort(code, exc.message, trailing_metadata=_trailers(exc, code))
+
+    # -- one RPC's record -------------------------------------------------------
+
+    def _served(self, rpc: str, request: pb.TranslateRequest, context: grpc.aio.ServicerContext[Any, Any]) -> _Served:
+        return _Served(rpc, request.task_id[:MAX_ID_CHARS], len(request.segments), context, self._record)
+
+    def _record(self, served: _Served) -> None:
+        """Count the RPC, annotate its server span and write its one log line: never text, never a key."""
+        elapsed = time.perf_counter() - served.started
+        job, stats, status = served.job, served.stats, served.status.name
+        model = job.model if job is not None else ""
+        lane = self.config.models[model].lane if job is not None else ""
+        metrics = self.engine.metrics
+        metrics.answered(served.rpc, model, lane, status, elapsed)
+        if served.first_token_s is not None:
+            metrics.first_token(model, served.first_token_s)
+        span = trace.get_current_span() if self._tracing else trace.INVALID_SPAN
+        if span.is_recording():
+            span.set_attributes(
+                {
+                    ATTR.REQUEST_MODEL: model,
+                    ATTR.RESPONSE_MODEL: served.served_by,
+                    ATTR.LANE: lane,
+                    ATTR.TASK_ID: served.task_id,
+                    ATTR.SEGMENTS: served.segments,
+                    ATTR.INPUT_TOKENS: stats.prompt_tokens,
+                    ATTR.OUTPUT_TOKENS: stats.completion_tokens,
+                    ATTR.COST: stats.cost,
+                    ATTR.CURRENCY: stats.currency,
+                    ATTR.CALLS: stats.calls,
+                    ATTR.RETRIES: stats.retries,
+                    ATTR.FALLBACKS: stats.fallbacks,
+                    ATTR.FALLBACK: stats.fallbacks > 0,
+                }
+            )
+            if served.first_token_s is not None:
+                span.set_attribute(ATTR.TTFT_MS, served.first_token_s * 1000)
+        if log.isEnabledFor(logging.INFO):
+            ctx = span.get_span_context()
+            fields: dict[str, Any] = {
+                "rpc": served.rpc,
+                "status": status,
+                "task_id": served.task_id,
+                "model": model,
+                "served_by": served.served_by,
+                "lane": lane,
+                "segments": served.segments,
+                "prompt_tokens": stats.prompt_tokens,
+                "completion_tokens": stats.completion_tokens,
+                "cost": round(stats.cost, 8),
+                "currency": stats.currency,
+                "calls": stats.calls,
+                "retries": stats.retries,
+                "fallbacks": stats.fallbacks,
+                "duration_ms": round(elapsed * 1000, 3),
+                "trace_id": format(ctx.trace_id, "032x") if ctx.is_valid else "",
+            }
+            log.info("%s %s", served.rpc, status, extra=fields)
 
     # -- RPCs -----------------------------------------------------------------
 
     async def Translate(
         self, request: pb.TranslateRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.TranslateResponse:
-        started = time.perf_counter()
-        try:
-            job = self._job(request, context)
-            result = await self.engine.translate(job)
-        except TranslaneError as exc:
-            await self._abort(context, exc)
-            raise AssertionError("unreachable") from exc
-        return pb.TranslateResponse(
-            translations=[
-                pb.Translation(text=t, model=m, detected_source_language=job.source_language)
-                for t, m in zip(result.texts, result.models, strict=True)
-            ],
-            model=result.models[0],
-            usage=_usage(result.stats),
-            timing=_timing(result.stats, started),
-            task_id=request.task_id,
-        )
+        with self._served("Translate", request, context) as served:
+            try:
+                served.job = job = self._job(request, context)
+                result = await self.engine.translate(job, served.stats)
+            except TranslaneError as exc:
+                await self._abort(context, exc, served)
+                raise AssertionError("unreachable") from exc
+            served.status = grpc.StatusCode.OK
+            served.served_by = result.models[0]
+            return pb.TranslateResponse(
+                translations=[
+                    pb.Translation(text=t, model=m, detected_source_language=job.source_language)
+                    for t, m in zip(result.texts, result.models, strict=True)
+                ],
+                model=result.models[0],
+                usage=_usage(result.stats),
+                timing=_timing(result.stats, served.started),
+                task_id=request.task_id,
+            )
 
     async def TranslateStream(
         self, request: pb.TranslateRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.TranslateChunk]:
-        started = time.perf_counter()
-        stats = Stats()
-        try:
-            job = self._job(request, context)
-            async for d in self.engine.stream(job, stats):
-                yield pb.TranslateChunk(
-                    segment_index=d.index,
-                    delta=d.text,
-                    model=d.model,
-                    segment_done=d.done,
-                    usage=_usage(stats),
-                    task_id=request.task_id,
-                )
-        except TranslaneError as exc:
-            await self._abort(context, exc)
-            return
-        yield pb.TranslateChunk(
-            final=True,
-            usage=_usage(stats),
-            timing=_timing(stats, started),
-            task_id=request.task_id,
-            segment_index=max(0, len(request.segments) - 1),
-        )
+        with self._served("TranslateStream", request, context) as served:
+            stats = served.stats
+            try:
+                served.job = job = self._job(request, context)
+                async for d in self.engine.stream(job, stats):
+                    if d.text and served.first_token_s is None:
+                        served.first_token_s = time.perf_counter() - served.started
+                        trace.get_current_span().add_event("first_token")
+                    if d.model and not served.served_by:
+                        served.served_by = d.model
+                    yield pb.TranslateChunk(
+                        segment_index=d.index,
+                        delta=d.text,
+                        model=d.model,
+                        segment_done=d.done,
+                        usage=_usage(stats),
+                        task_id=request.task_id,
+                    )
+            except TranslaneError as exc:
+                await self._abort(context, exc, served)
+                return
+            served.status = grpc.StatusCode.OK
+            yield pb.TranslateChunk(
+                final=True,
+                usage=_usage(stats),
+                timing=_timing(stats, served.started),
+                task_id=request.task_id,
+                segment_index=max(0, len(request.segments) - 1),
+            )
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -214,28 +313,40 @@ class TranslatorService(pb_grpc.TranslatorServicer):
 
 
 class RunningServer:
-    """A started server: its bound port, health servicer and engine."""
+    """A started server: its bound port, health servicer, engine and metrics port (0 when not served)."""
 
     def __init__(
-        self, server: grpc.aio.Server, port: int, health_servicer: health.aio.HealthServicer, engine: Engine
+        self,
+        server: grpc.aio.Server,
+        port: int,
+        health_servicer: health.aio.HealthServicer,
+        engine: Engine,
+        metrics_port: int = 0,
     ) -> None:
         self.server = server
         self.port = port
         self.health = health_servicer
         self.engine = engine
+        self.metrics_port = metrics_port
 
 
 @contextlib.asynccontextmanager
 async def running_server(config: Config, *, grace_s: float | None = None) -> AsyncIterator[RunningServer]:
-    """Start the gRPC server on config.server.host:port; on exit go NOT_SERVING and stop gracefully."""
-    async with Engine.open(config) as engine:
+    """Start the gRPC server on config.server.host:port (and /metrics on metrics_port unless 0);
+    on exit go NOT_SERVING and stop gracefully, then stop serving metrics."""
+    async with Engine.open(config) as engine, contextlib.AsyncExitStack() as stack:
+        metrics_port = 0
+        if config.server.metrics_port:
+            metrics = serve_metrics(engine.metrics.registry, config.server.host, config.server.metrics_port)
+            metrics_port = await stack.enter_async_context(metrics)
         server = grpc.aio.server(
+            interceptors=grpc_server_interceptors() or None,
             options=[
                 ("grpc.max_receive_message_length", 32 * 1024 * 1024),
                 ("grpc.so_reuseport", 0),
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-            ]
+            ],
         )
         pb_grpc.add_TranslatorServicer_to_server(TranslatorService(engine), server)
         health_servicer = health.aio.HealthServicer()
@@ -248,7 +359,7 @@ async def running_server(config: Config, *, grace_s: float | None = None) -> Asy
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         try:
-            yield RunningServer(server, port, health_servicer, engine)
+            yield RunningServer(server, port, health_servicer, engine, metrics_port)
         finally:
             # Stop taking new work first, so load balancers drain us, then finish in-flight calls.
             await health_servicer.enter_graceful_shutdown()

@@ -25,6 +25,7 @@ from .errors import (
 )
 from .languages import language_name
 from .tokens import count_tokens
+from .tracing import aiohttp_client_trace_configs
 
 __all__ = ["Completion", "SegmentCall", "UpstreamClient", "prompt_tokens"]
 
@@ -143,9 +144,10 @@ def _response_text(data: Any) -> str:
 class UpstreamClient:
     """Pooled HTTP client for every configured provider. Use as an async context manager."""
 
-    def __init__(self, config: Config, trace_configs: Sequence[aiohttp.TraceConfig] = ()) -> None:
+    def __init__(self, config: Config, trace_configs: Sequence[aiohttp.TraceConfig] | None = None) -> None:
+        """`trace_configs` default: the process's tracing (a span and a `traceparent` per call when it is on)."""
         self._config = config
-        self._trace_configs = list(trace_configs)
+        self._trace_configs = aiohttp_client_trace_configs() if trace_configs is None else list(trace_configs)
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
         self._headers = {name: self._provider_headers(p) for name, p in config.providers.items()}

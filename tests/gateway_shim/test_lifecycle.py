@@ -13,11 +13,8 @@ from translane.config import ConfigError
 from translane.server import RunningServer
 
 from gateway_shim import RunningShim, ShimConfig, run_shim, running_shim
-from gateway_shim._backend import _trace_metadata
 
 from ..conftest import Sim
-
-TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
 async def _wait_for(predicate: object, timeout_s: float = 2.0) -> None:
@@ -82,11 +79,6 @@ async def test_health_follows_the_service(shim: RunningShim, server: RunningServ
             assert r.status == 503 and (await r.json())["status"] == "NOT_SERVING"
 
 
-def test_trace_context_is_passed_on() -> None:
-    assert dict(_trace_metadata({"traceparent": TRACEPARENT}) or ())["traceparent"] == TRACEPARENT
-    assert _trace_metadata({}) is None
-
-
 def test_config_from_env(tmp_path: Path) -> None:
     keys = tmp_path / "keys"
     keys.write_text("# comment\nsk-a\n\nsk-b\n")
@@ -138,18 +130,21 @@ async def test_run_shim_warns_without_keys_and_cleans_up(
 
 
 async def test_extra_routes_sit_behind_auth_unless_open(server: RunningServer) -> None:
-    async def metrics(request: web.Request) -> web.Response:
-        return web.Response(text="shim_requests_total 1\n")
+    async def status(request: web.Request) -> web.Response:
+        return web.Response(text="all good\n")
 
     async def broken(request: web.Request) -> web.Response:
         raise RuntimeError("internal detail")
 
     cfg = ShimConfig(port=0, grpc_target=f"127.0.0.1:{server.port}", api_keys=frozenset({"k"}))
-    routes = [web.get("/metrics", metrics), web.get("/broken", broken)]
-    async with running_shim(cfg, extra_routes=routes, open_paths=["/metrics"]) as shim:
+    routes = [web.get("/status", status), web.get("/broken", broken)]
+    async with running_shim(cfg, extra_routes=routes, open_paths=["/status"]) as shim:
         async with aiohttp.ClientSession(shim.url) as s:
+            async with s.get("/status") as r:
+                assert r.status == 200 and "all good" in await r.text()
+            # The shim's own metrics need no key either: Prometheus and the kubelet's probes have none.
             async with s.get("/metrics") as r:
-                assert r.status == 200 and "shim_requests_total" in await r.text()
+                assert r.status == 200 and "translane_shim_requests_total" in await r.text()
             async with s.get("/broken") as r:
                 assert r.status == 401
             async with s.get("/broken", headers={"Authorization": "Bearer k"}) as r:

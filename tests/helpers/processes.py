@@ -1,0 +1,56 @@
+"""translane commands (`python -m translane.cli ...`) as child processes on loopback ports."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment less any OTEL_* / TRANSLANE_* settings it happens to have, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRANSLANE_", "ARK_"))}
+    return env | extra
+
+
+@contextlib.contextmanager
+def translane(
+    args: list[str], port: int, log: Path, env: Mapping[str, str], timeout_s: float = 30.0
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run `translane ARGS` with its output in `log`, wait until `port` answers; SIGTERM (then kill) on exit."""
+    with log.open("wb") as out:
+        command = [sys.executable, "-m", "translane.cli", *args]
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=dict(env), cwd=ROOT)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"translane {args[0]} exited {proc.returncode}:\n{log.read_text()[-4000:]}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"translane {args[0]} not listening on {port} after {timeout_s}s")
+            time.sleep(0.05)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
