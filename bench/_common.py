@@ -19,6 +19,29 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TRANSLANE = [sys.executable, "-m", "translane.cli"]
 
+# A model whose limits sit far above any load here: the governor admits everything,
+# so what is measured is translane's own cost.
+UNTHROTTLED_MODELS = """
+default_model = "bench"
+[server]
+grace_s = 1.0
+[providers.sim]
+base_url = "http://127.0.0.1:1/api/v3"
+[lanes.bench]
+max_concurrency = 2000
+[models.bench]
+provider = "sim"
+api_style = "responses"
+lane = "bench"
+rpm = 60000000
+tpm = 6000000000
+max_concurrency = 100000
+max_input_tokens = 1000
+max_output_tokens = 3000
+context_tokens = 4000
+"""
+BENCH_TEXT = "The quick brown fox jumps over the lazy dog."
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -40,18 +63,20 @@ def wait_port(port: int, timeout_s: float = 20.0) -> None:
 
 
 @contextlib.contextmanager
-def process(args: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    """Start `translane ARGS`, wait for its port, stop it with SIGTERM on exit."""
+def process(
+    args: list[str], port: int, env: dict[str, str] | None = None, command: list[str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start `translane ARGS` (or `COMMAND ARGS`), wait for its port, stop it with SIGINT on exit."""
     full_env = dict(os.environ, **(env or {}))
     full_env.setdefault("TRANSLANE_LOG_LEVEL", "WARNING")
-    proc = subprocess.Popen([*TRANSLANE, *args], env=full_env, cwd=ROOT)
+    proc = subprocess.Popen([*(command or TRANSLANE), *args], env=full_env, cwd=ROOT)
     try:
         wait_port(port)
         yield proc
     finally:
         proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(15)
+            proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
 

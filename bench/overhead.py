@@ -28,30 +28,19 @@ import grpc
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import closed_loop, free_port, machine, open_loop, otlp_sink, percentile, process
+from _common import (
+    BENCH_TEXT,
+    UNTHROTTLED_MODELS,
+    closed_loop,
+    free_port,
+    machine,
+    open_loop,
+    otlp_sink,
+    percentile,
+    process,
+)
 from translane.v1 import translate_pb2 as pb
 from translane.v1 import translate_pb2_grpc as pb_grpc
-
-MODELS = """
-default_model = "bench"
-[server]
-grace_s = 1.0
-[providers.sim]
-base_url = "http://127.0.0.1:1/api/v3"
-[lanes.bench]
-max_concurrency = 2000
-[models.bench]
-provider = "sim"
-api_style = "responses"
-lane = "bench"
-rpm = 60000000
-tpm = 6000000000
-max_concurrency = 100000
-max_input_tokens = 1000
-max_output_tokens = 3000
-context_tokens = 4000
-"""
-TEXT = "The quick brown fox jumps over the lazy dog."
 
 
 def report(name: str, lat: list[float], failures: int) -> None:
@@ -68,7 +57,9 @@ async def run(args: argparse.Namespace, sim_port: int, grpc_port: int) -> None:
         "input": [
             {
                 "role": "user",
-                "content": [{"type": "input_text", "text": TEXT, "translation_options": {"target_language": "zh"}}],
+                "content": [
+                    {"type": "input_text", "text": BENCH_TEXT, "translation_options": {"target_language": "zh"}}
+                ],
             }
         ],
     }
@@ -79,7 +70,7 @@ async def run(args: argparse.Namespace, sim_port: int, grpc_port: int) -> None:
         grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel,
     ):
         stub = pb_grpc.TranslatorStub(channel)
-        req = pb.TranslateRequest(segments=[TEXT], target_language="zh")
+        req = pb.TranslateRequest(segments=[BENCH_TEXT], target_language="zh")
 
         async def direct() -> None:
             async with http.post(url, json=body) as r:
@@ -122,7 +113,7 @@ def main() -> None:
     print(f"bench/overhead.py on {machine()}, {time.strftime('%Y-%m-%d')}; tracing {tracing}")
     with tempfile.TemporaryDirectory() as tmp, otlp_sink() if args.tracing else contextlib.nullcontext() as sink:
         models = Path(tmp) / "models.toml"
-        models.write_text(MODELS)
+        models.write_text(UNTHROTTLED_MODELS)
         common = ["--models-file", str(models)]
         sim_args = [*common, "sim", "--port", str(sim_port), "--ttft-s", "0", "--tokens-per-s", "0"]
         serve_args = [

@@ -20,43 +20,21 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import grpc
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, closed_loop, free_port, machine, open_loop, percentile, process, wait_port
+from _common import BENCH_TEXT, UNTHROTTLED_MODELS, closed_loop, free_port, machine, open_loop, percentile, process
 from translane.v1 import translate_pb2 as pb
 from translane.v1 import translate_pb2_grpc as pb_grpc
 
-MODELS = """
-default_model = "bench"
-[server]
-grace_s = 1.0
-[providers.sim]
-base_url = "http://127.0.0.1:1/api/v3"
-[lanes.bench]
-max_concurrency = 2000
-[models.bench]
-provider = "sim"
-api_style = "responses"
-lane = "bench"
-rpm = 60000000
-tpm = 6000000000
-max_concurrency = 100000
-max_input_tokens = 1000
-max_output_tokens = 3000
-context_tokens = 4000
-"""
-TEXT = "The quick brown fox jumps over the lazy dog."
 SYSTEM = (
     "You are a professional Simplified Chinese native translator who needs to fluently translate text into "
     "Simplified Chinese.\n\n## Translation Rules\n"
@@ -65,24 +43,13 @@ SYSTEM = (
     "3. If the text contains HTML tags, consider where the tags should be placed in the translation\n"
     "4. For content that should not be translated (such as proper nouns, code, etc.), keep the original text."
 )
-EXPECTED = f"[sim auto->zh] {TEXT}"
+EXPECTED = f"[sim auto->zh] {BENCH_TEXT}"
 
 
-@contextlib.contextmanager
-def profiled_shim(args: list[str], port: int, report: Path) -> Iterator[subprocess.Popen[bytes]]:
+def profiled_shim(args: list[str], port: int, report: Path) -> contextlib.AbstractContextManager[Any]:
     """`translane shim` under pyinstrument; the report is written when it stops."""
-    env = dict(os.environ, TRANSLANE_LOG_LEVEL="WARNING")
-    cmd = [sys.executable, "-m", "pyinstrument", "-r", "text", "-o", str(report), "-m", "translane.cli", *args]
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
-    try:
-        wait_port(port)
-        yield proc
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    pyinstrument = [sys.executable, "-m", "pyinstrument", "-r", "text", "-o", str(report), "-m", "translane.cli"]
+    return process(args, port, command=pyinstrument)
 
 
 def cpu_s(pid: int) -> float | None:
@@ -109,7 +76,7 @@ async def run(args: argparse.Namespace, grpc_port: int, shim_port: int, shim_pid
         "temperature": 0,
         "messages": [
             {"role": "system", "content": SYSTEM},
-            {"role": "user", "content": f"Translate to Simplified Chinese (output translation only):\n\n{TEXT}"},
+            {"role": "user", "content": f"Translate to Simplified Chinese (output translation only):\n\n{BENCH_TEXT}"},
         ],
     }
     connector = aiohttp.TCPConnector(limit=0)
@@ -118,7 +85,7 @@ async def run(args: argparse.Namespace, grpc_port: int, shim_port: int, shim_pid
         grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel,
     ):
         stub = pb_grpc.TranslatorStub(channel)
-        req = pb.TranslateRequest(segments=[TEXT], target_language="zh", model="bench")
+        req = pb.TranslateRequest(segments=[BENCH_TEXT], target_language="zh", model="bench")
 
         async def via_grpc() -> None:
             resp = await stub.Translate(req, timeout=10)
@@ -174,7 +141,7 @@ def main() -> None:
     print(f"bench/shim_overhead.py on {machine()}, {time.strftime('%Y-%m-%d')}")
     with tempfile.TemporaryDirectory() as tmp:
         models = Path(tmp) / "models.toml"
-        models.write_text(MODELS)
+        models.write_text(UNTHROTTLED_MODELS)
         common = ["--models-file", str(models)]
         sim_args = [*common, "sim", "--port", str(sim_port), "--ttft-s", "0", "--tokens-per-s", "0"]
         serve_args = [
