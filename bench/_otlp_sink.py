@@ -36,7 +36,8 @@ async def serve(port: int) -> None:
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_post("/v1/traces", traces)
     app.router.add_get("/count", count)
-    runner = web.AppRunner(app, access_log=None)
+    # Exporters keep their connections open: do not wait for them on the way out.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
