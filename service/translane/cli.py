@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -40,8 +41,6 @@ def _config(args: argparse.Namespace) -> Config:
     if getattr(args, "metrics_port", None) is not None:
         changes["metrics_port"] = args.metrics_port
     if changes:
-        import dataclasses
-
         cfg = dataclasses.replace(cfg, server=dataclasses.replace(server, **changes))
     if getattr(args, "upstream_url", None):
         cfg = cfg.with_upstream_url(args.upstream_url)
