@@ -84,7 +84,7 @@ _OFF = ("", "none")
 _OTLP_BY_PROTOCOL = {"grpc": "otlp_proto_grpc", "http/protobuf": "otlp_proto_http"}
 _TRUE = ("1", "true", "yes", "on")
 # Spans per export. Encoding a batch holds the GIL: the SDK's 512 stall the event loop for tens of
-# milliseconds (bench/overhead.py --tracing: p99 29 ms at 300 req/s; 5 ms with 64).
+# milliseconds (bench/overhead.py --tracing, p99 at 300 req/s: 29 ms; 5-13 ms with 64, for ~10% more CPU).
 EXPORT_BATCH_SPANS = 64
 # Probes and scrapes every few seconds would bury the requests that matter.
 _UNTRACED_PATHS = frozenset({"/healthz", "/metrics"})
