@@ -43,6 +43,14 @@ context_tokens = 4000
 BENCH_TEXT = "The quick brown fox jumps over the lazy dog."
 
 
+def sim_and_serve_args(models: Path, sim_port: int, grpc_port: int) -> tuple[list[str], list[str]]:
+    """`translane` arguments for a zero-latency simulated provider and a server sending to it."""
+    common = ["--models-file", str(models)]
+    sim = [*common, "sim", "--port", str(sim_port), "--ttft-s", "0", "--tokens-per-s", "0"]
+    serve = [*common, "serve", "--port", str(grpc_port), "--upstream-url", f"http://127.0.0.1:{sim_port}/api/v3"]
+    return sim, serve
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

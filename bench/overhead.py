@@ -38,6 +38,7 @@ from _common import (
     otlp_sink,
     percentile,
     process,
+    sim_and_serve_args,
 )
 from translane.v1 import translate_pb2 as pb
 from translane.v1 import translate_pb2_grpc as pb_grpc
@@ -114,16 +115,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, otlp_sink() if args.tracing else contextlib.nullcontext() as sink:
         models = Path(tmp) / "models.toml"
         models.write_text(UNTHROTTLED_MODELS)
-        common = ["--models-file", str(models)]
-        sim_args = [*common, "sim", "--port", str(sim_port), "--ttft-s", "0", "--tokens-per-s", "0"]
-        serve_args = [
-            *common,
-            "serve",
-            "--port",
-            str(grpc_port),
-            "--upstream-url",
-            f"http://127.0.0.1:{sim_port}/api/v3",
-        ]
+        sim_args, serve_args = sim_and_serve_args(models, sim_port, grpc_port)
         otel_env, spans = sink if sink is not None else ({}, None)
         with process(sim_args, sim_port), process(serve_args, grpc_port, env=otel_env):
             uvloop.run(run(args, sim_port, grpc_port))

@@ -31,7 +31,17 @@ import grpc
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import BENCH_TEXT, UNTHROTTLED_MODELS, closed_loop, free_port, machine, open_loop, percentile, process
+from _common import (
+    BENCH_TEXT,
+    UNTHROTTLED_MODELS,
+    closed_loop,
+    free_port,
+    machine,
+    open_loop,
+    percentile,
+    process,
+    sim_and_serve_args,
+)
 from translane.v1 import translate_pb2 as pb
 from translane.v1 import translate_pb2_grpc as pb_grpc
 
@@ -142,16 +152,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         models = Path(tmp) / "models.toml"
         models.write_text(UNTHROTTLED_MODELS)
-        common = ["--models-file", str(models)]
-        sim_args = [*common, "sim", "--port", str(sim_port), "--ttft-s", "0", "--tokens-per-s", "0"]
-        serve_args = [
-            *common,
-            "serve",
-            "--port",
-            str(grpc_port),
-            "--upstream-url",
-            f"http://127.0.0.1:{sim_port}/api/v3",
-        ]
+        sim_args, serve_args = sim_and_serve_args(models, sim_port, grpc_port)
         shim_args = ["shim", "--host", "127.0.0.1", "--port", str(shim_port), "--grpc-target", f"127.0.0.1:{grpc_port}"]
         shim = (
             profiled_shim(shim_args, shim_port, args.profile)

@@ -6,10 +6,11 @@ engine's business, because every retry must pass the governor again.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -213,16 +214,10 @@ class UpstreamClient:
     async def complete(self, model: ModelConfig, call: SegmentCall, timeout_s: float) -> Completion:
         """One non-streaming call."""
         body = _body(model, call, stream=False)
-        try:
+        with _transport_errors(model, timeout_s):
             async with self._post(model, body, timeout_s) as resp:
                 await self._raise_for(resp)
                 data = await resp.json(content_type=None)
-        except ProviderError:
-            raise
-        except TimeoutError as exc:
-            raise ProviderTimeout(f"no answer from {model.name} within {timeout_s:.1f}s") from exc
-        except (aiohttp.ClientError, ValueError) as exc:
-            raise ProviderConnectionError(f"{model.name}: {type(exc).__name__}: {exc}") from exc
         if not isinstance(data, dict):
             raise ProviderServerError(f"{model.name}: answer is not a JSON object")
         if model.api_style == "responses":
@@ -237,7 +232,7 @@ class UpstreamClient:
         body = _body(model, call, stream=True)
         parts: list[str] = []
         usage: Any = None
-        try:
+        with _transport_errors(model, timeout_s):
             async with self._post(model, body, timeout_s) as resp:
                 await self._raise_for(resp)
                 async for event, data in _sse(resp):
@@ -269,13 +264,20 @@ class UpstreamClient:
                     if delta:
                         parts.append(delta)
                         yield delta
-        except ProviderError:
-            raise
-        except TimeoutError as exc:
-            raise ProviderTimeout(f"stream from {model.name} stalled past {timeout_s:.1f}s") from exc
-        except (aiohttp.ClientError, ValueError) as exc:
-            raise ProviderConnectionError(f"{model.name}: {type(exc).__name__}: {exc}") from exc
         yield _usage(model, call, "".join(parts), usage)
+
+
+@contextlib.contextmanager
+def _transport_errors(model: ModelConfig, timeout_s: float) -> Iterator[None]:
+    """Map what aiohttp raises (timeouts, resets, truncated bodies, bad JSON) into our error tree."""
+    try:
+        yield
+    except ProviderError:
+        raise
+    except TimeoutError as exc:
+        raise ProviderTimeout(f"no answer from {model.name} within {timeout_s:.1f}s") from exc
+    except (aiohttp.ClientError, ValueError) as exc:
+        raise ProviderConnectionError(f"{model.name}: {type(exc).__name__}: {exc}") from exc
 
 
 async def _sse(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, str]]:
