@@ -458,9 +458,6 @@ class Engine:
         # Full jitter keeps retries from arriving together.
         return self._rng.uniform(0, min(p.retry_max_s, p.retry_base_s * 2 ** (attempt - 1)))
 
-    def snapshot(self) -> dict[str, dict[str, float]]:
-        return {name: lane.snapshot() for name, lane in self.lanes.items()}
-
     def kick_lanes(self) -> None:
         """Let every lane retry its waiters (the shared governor has news)."""
         for lane in self.lanes.values():

