@@ -54,6 +54,14 @@ def server_config(sim: Sim, base: Config | None = None, **server: Any) -> Config
     return dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, port=0, grace_s=0.5, **server))
 
 
+def with_lanes(cfg: Config, *names: str, **changes: int) -> Config:
+    """Copy of `cfg` with `changes` applied to the named lanes (all lanes when none are named)."""
+    lanes = {
+        n: dataclasses.replace(lane, **changes) if not names or n in names else lane for n, lane in cfg.lanes.items()
+    }
+    return dataclasses.replace(cfg, lanes=lanes)
+
+
 @pytest.fixture
 def sim_config() -> SimConfig:
     """Override in a test module to change the simulated provider."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -16,7 +15,7 @@ from translane.sim import SimConfig
 from gateway_shim import RunningShim, ShimConfig, running_shim
 from gateway_shim._errors import from_rpc_error
 
-from ..conftest import Sim, server_config
+from ..conftest import Sim, server_config, with_lanes
 from .conftest import KEY
 
 CHAT = "doubao-seed-1-6-251015"
@@ -126,9 +125,7 @@ class TestBodyLimit:
 class TestQueueFull:
     @pytest.fixture
     def config(self, sim: Sim) -> Config:
-        cfg = server_config(sim)
-        lanes = {n: dataclasses.replace(lane, max_concurrency=1, max_queue=1) for n, lane in cfg.lanes.items()}
-        return dataclasses.replace(cfg, lanes=lanes)
+        return with_lanes(server_config(sim), max_concurrency=1, max_queue=1)
 
     @pytest.fixture
     def sim_config(self) -> SimConfig:

@@ -14,16 +14,10 @@ from translane.tokens import count_tokens
 from translane.v1 import translate_pb2 as pb
 from translane.v1 import translate_pb2_grpc as pb_grpc
 
-from ..conftest import Sim, server_config
+from ..conftest import Sim, server_config, with_lanes
 
 MODEL = "doubao-seed-translation-250915"
 FALLBACK = "doubao-seed-1-6-flash-250828"
-
-
-def with_lane(cfg: Config, lane: str, **changes: int) -> Config:
-    lanes = dict(cfg.lanes)
-    lanes[lane] = dataclasses.replace(lanes[lane], **changes)
-    return dataclasses.replace(cfg, lanes=lanes)
 
 
 def sim_with(model: str, **limits: int) -> SimConfig:
@@ -40,7 +34,7 @@ class TestBurstAboveConcurrency:
 
     @pytest.fixture
     def config(self, sim: Sim) -> Config:
-        return with_lane(server_config(sim), "slow", max_concurrency=5)
+        return with_lanes(server_config(sim), "slow", max_concurrency=5)
 
     async def test_provider_never_sees_more_than_the_lane_in_flight(
         self, stub: pb_grpc.TranslatorStub, sim: Sim
@@ -144,7 +138,7 @@ class TestQueuedCancellation:
 
     @pytest.fixture
     def config(self, sim: Sim) -> Config:
-        return with_lane(server_config(sim), "slow", max_concurrency=1)
+        return with_lanes(server_config(sim), "slow", max_concurrency=1)
 
     async def test_cancelled_while_queued_is_refunded_and_never_sent(
         self, stub: pb_grpc.TranslatorStub, server: RunningServer, sim: Sim

@@ -15,7 +15,7 @@ from translane.tokens import count_tokens
 from translane.v1 import translate_pb2 as pb
 from translane.v1 import translate_pb2_grpc as pb_grpc
 
-from ..conftest import Sim, server_config
+from ..conftest import Sim, server_config, with_lanes
 
 MODEL = "doubao-seed-translation-250915"
 CHAT = "doubao-seed-1-6-251015"
@@ -188,9 +188,7 @@ class TestProviderRejection:
 class TestQueueFull:
     @pytest.fixture
     def config(self, sim: Sim) -> Config:
-        cfg = server_config(sim)
-        lanes = {n: dataclasses.replace(lane, max_concurrency=1, max_queue=1) for n, lane in cfg.lanes.items()}
-        return dataclasses.replace(cfg, lanes=lanes)
+        return with_lanes(server_config(sim), max_concurrency=1, max_queue=1)
 
     @pytest.fixture
     def sim_config(self) -> SimConfig:
