@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
-from translane.metrics import CALL_BUCKETS_S, METRICS_PATH, Counts, Histograms, metrics_response, new_registry
+from translane.prometheus import CALL_BUCKETS_S, METRICS_PATH, Counts, Histograms, metrics_response, new_registry
 
 __all__ = ["METRICS_PATH", "ShimMetrics"]
 

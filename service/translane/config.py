@@ -124,6 +124,14 @@ class ServerConfig:
     max_segment_chars: int = 100_000
     # Deadline applied when a caller sets none.
     default_deadline_s: float = 300.0
+    # The longest a call may wait in a lane before it starts, by priority, whatever
+    # deadline the caller states: a request that cannot start within it is refused
+    # at once with a retry hint. A web page's paragraph is worthless to its reader
+    # after a few seconds, and 10 s of queue is still ~800 calls of the slow
+    # model's 5,000 RPM, enough that the queue never runs dry between refills.
+    interactive_max_queue_wait_s: float = 10.0
+    # Batch work waits behind interactive work; its runner follows the retry hints.
+    batch_max_queue_wait_s: float = 300.0
     # Prometheus metrics port; 0 disables the endpoint.
     metrics_port: int = 0
 
@@ -148,6 +156,9 @@ class Config:
 
 
 T = TypeVar("T")
+_UINT32_MAX = 2**32 - 1
+# Far past any provider's limit, and exact as a float (the governor's arithmetic).
+_LIMIT_MAX = 2**53
 
 
 class _Table:
@@ -219,6 +230,10 @@ def _server(t: _Table, env: Mapping[str, str]) -> ServerConfig:
         max_segments=t.positive("max_segments", int, d.max_segments),
         max_segment_chars=t.positive("max_segment_chars", int, d.max_segment_chars),
         default_deadline_s=t.positive("default_deadline_s", float, d.default_deadline_s),
+        interactive_max_queue_wait_s=t.positive(
+            "interactive_max_queue_wait_s", float, d.interactive_max_queue_wait_s
+        ),
+        batch_max_queue_wait_s=t.positive("batch_max_queue_wait_s", float, d.batch_max_queue_wait_s),
         metrics_port=t.non_negative("metrics_port", int, d.metrics_port),
     )
     t.finish()
@@ -319,6 +334,13 @@ def _model(name: str, t: _Table) -> ModelConfig:
         languages=t.strings("languages"),
     )
     t.finish()
+    # The contract carries these as unsigned 32-bit (rpm and tpm: 64-bit) integers.
+    for key in ("max_concurrency", "max_input_tokens", "max_output_tokens", "context_tokens"):
+        if getattr(model, key) > _UINT32_MAX:
+            raise ConfigError(f"{t.path}.{key}: must be at most {_UINT32_MAX}, got {getattr(model, key)}")
+    for key in ("rpm", "tpm"):
+        if getattr(model, key) > _LIMIT_MAX:
+            raise ConfigError(f"{t.path}.{key}: must be at most {_LIMIT_MAX}, got {getattr(model, key)}")
     if model.max_input_tokens > model.context_tokens:
         raise ConfigError(f"{t.path}.max_input_tokens: larger than context_tokens")
     return model

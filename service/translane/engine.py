@@ -24,9 +24,9 @@ from .errors import (
 )
 from .estimate import TokenEstimator
 from .governor import Governor
-from .lanes import INTERACTIVE, Lane, Ticket
+from .governors import open_governor
+from .lanes import INTERACTIVE, CallAt, Clock, Lane, Ticket
 from .metrics import EngineMetrics, call_outcome
-from .redis_governor import RedisGovernor, connect
 from .segment import Piece, join_pieces, split_text
 from .tokens import count_tokens, warm_up
 from .tracing import ATTR, end_span, record_span, tracer, using
@@ -50,7 +50,10 @@ class Job:
     segments: tuple[str, ...]
     target_language: str
     model: str
+    # Loop-clock moments: every call must finish by `deadline` and start by `start_by`
+    # (the caller's patience for the queue; never later than the deadline).
     deadline: float
+    start_by: float = float("inf")
     source_language: str = ""
     task_id: str = ""
     priority: int = INTERACTIVE
@@ -154,41 +157,47 @@ async def _all(coros: list[Coroutine[Any, Any, _Outcome]]) -> list[_Outcome]:
 class Engine:
     """Runs jobs through lanes and the governor to the provider. Build with `Engine.open`."""
 
-    def __init__(self, config: Config, upstream: UpstreamClient, governor: Governor) -> None:
+    def __init__(
+        self,
+        config: Config,
+        upstream: UpstreamClient,
+        governor: Governor,
+        *,
+        clock: Clock | None = None,
+        call_at: CallAt | None = None,
+    ) -> None:
+        """`clock` and `call_at` default to the running loop's (tests pass their own to own the time)."""
         self.config = config
         self.upstream = upstream
         self.governor = governor
-        self._loop = asyncio.get_running_loop()
-        self.lanes = {name: Lane(lc, governor) for name, lc in config.lanes.items()}
+        loop = asyncio.get_running_loop()
+        self._clock: Clock = clock or loop.time
+        self._call_at: CallAt = call_at or loop.call_at
+        self.lanes = {
+            name: Lane(lc, governor, clock=self._clock, call_at=self._call_at) for name, lc in config.lanes.items()
+        }
         self.estimators = {n: TokenEstimator(m.output_ratio, m.max_output_tokens) for n, m in config.models.items()}
         self._rng = random.Random()
-        self.metrics = EngineMetrics(config, self.lanes, governor, self._loop.time)
+        self.metrics = EngineMetrics(config, self.lanes, governor, self._clock)
         # None when tracing is off: then no span work at all on the hot path.
         self._tracer = tracer("translane.engine")
 
     @classmethod
     @contextlib.asynccontextmanager
     async def open(cls, config: Config, governor: Governor | None = None) -> AsyncIterator[Engine]:
-        """Build the engine and its upstream session; close them on exit."""
+        """Build the engine, its governor (unless given) and its upstream session; close them on exit."""
         warm_up()  # not inside the first request, where it would stall the loop
-        loop = asyncio.get_running_loop()
-        shared: RedisGovernor | None = None
-        if governor is not None:
-            gov = governor
-        elif config.governor.kind == "redis":
-            client = connect(config.governor.redis_url)
-            gov = shared = RedisGovernor(config.models, config.governor, loop.time(), client)
-        else:
-            gov = Governor(config.models, config.governor, loop.time())
-        try:
-            async with UpstreamClient(config) as upstream:
-                engine = cls(config, upstream, gov)
-                if shared is not None:
-                    shared.on_wake = engine.kick_lanes
-                yield engine
-        finally:
-            if shared is not None:
-                await shared.aclose()
+        async with contextlib.AsyncExitStack() as stack:
+            gov = governor if governor is not None else await stack.enter_async_context(open_governor(config))
+            upstream = await stack.enter_async_context(UpstreamClient(config))
+            engine = cls(config, upstream, gov)
+            stack.callback(engine.close)
+            yield engine
+
+    def close(self) -> None:
+        """Stop listening to the governor (it may outlive this engine)."""
+        for lane in self.lanes.values():
+            self.governor.unsubscribe(lane.kick)
 
     # -- public ---------------------------------------------------------------
 
@@ -267,12 +276,14 @@ class Engine:
     def _joined(pieces: list[Piece], outs: list[_Outcome]) -> _Outcome:
         return _Outcome(join_pieces(pieces, [o.text for o in outs]), outs[0].model)
 
-    async def _admit(self, job: Job, call: SegmentCall, stats: Stats) -> tuple[Ticket, ModelConfig, int]:
-        """A ticket on the first model of the chain that can start in time."""
+    async def _admit(
+        self, job: Job, call: SegmentCall, stats: Stats, stack: contextlib.AsyncExitStack
+    ) -> tuple[Ticket, ModelConfig, int]:
+        """A ticket, owned by `stack`, on the first model of the chain that can start in time."""
         chain = self.chain(job.model)
         last: TranslaneError | None = None
         for i, model in enumerate(chain):
-            now = self._loop.time()
+            now = self._clock()
             if not self.governor.is_available(model.name, now):
                 last = ModelUnavailable(f"model {model.name} is out of rotation (provider spending limit)")
                 continue
@@ -281,9 +292,12 @@ class Engine:
                 continue
             counted = prompt_tokens(model, call)
             tokens = self.estimators[model.name].estimate(counted, job.max_output_tokens)
+            lane = self.lanes[model.lane]
             waited_from = time.time_ns()
             try:
-                ticket = await self.lanes[model.lane].admit(model, tokens, job.priority, job.deadline)
+                ticket = await stack.enter_async_context(
+                    lane.admit(model, tokens, job.priority, start_by=job.start_by, deadline=job.deadline)
+                )
             except (Overloaded, ModelUnavailable) as exc:
                 if self._tracer is not None:
                     waited = (time.time_ns() - waited_from) / 1e9
@@ -306,50 +320,50 @@ class Engine:
         )
         attempt = 0
         while True:
-            ticket, model, counted = await self._admit(job, call, stats)
-            stats.queued_s = max(stats.queued_s, ticket.queued_s)
-            stats.governed_s = max(stats.governed_s, ticket.governed_s)
-            started = self._loop.time()
-            if job.deadline - started < MIN_CALL_S:
-                # Granted too late to be worth sending: shed it, and give the grant back.
-                self.governor.refund(ticket.reservation, started)
-                ticket.release()
-                raise Overloaded(f"no time left to call {model.name} before the deadline", retry_after_s=1.0)
             streamed: list[str] = []
-            try:
-                completion = await self._attempt(model, call, job, sink, streamed, attempt, ticket)
-            except ProviderError as exc:
-                self._on_error(ticket, model, exc, counted)
-                attempt += 1
-                if not self._should_retry(exc, attempt, job, bool(streamed)):
+            async with contextlib.AsyncExitStack() as stack:
+                # Leaving this block closes the ticket: a call that never reached the
+                # provider is refunded, one that did keeps its reservation.
+                ticket, model, counted = await self._admit(job, call, stats, stack)
+                stats.queued_s = max(stats.queued_s, ticket.queued_s)
+                stats.governed_s = max(stats.governed_s, ticket.governed_s)
+                started = self._clock()
+                if job.deadline - started < MIN_CALL_S:
+                    raise Overloaded(f"no time left to call {model.name} before the deadline", retry_after_s=1.0)
+                ticket.sent()
+                try:
+                    completion = await self._attempt(model, call, job, sink, streamed, attempt, ticket)
+                except ProviderError as exc:
+                    self._on_error(ticket, model, exc)
+                    failure = exc
+                except asyncio.CancelledError:
+                    # The caller left mid-call: the provider counted the call and may
+                    # finish generating it; what was streamed is certainly spent.
+                    ticket.used = counted + count_tokens("".join(streamed))
+                    self.metrics.orphaned(model)
                     raise
-                delay = 0.0 if self._fallback_ready(job, model) else self._backoff(model, attempt, exc)
-                if self._loop.time() + delay >= job.deadline:
-                    raise
-                stats.retries += 1
-                self.metrics.retried(model)
-                log.debug("retrying %s after %s in %.2fs", model.name, exc.code or exc.status, delay)
-                await asyncio.sleep(delay)
-                continue
-            except BaseException:
-                # Cancelled (or broken) mid-call. The provider counted the call
-                # when it arrived and may finish generating it anyway, so the
-                # reservation stands (more, if more was streamed). Only work
-                # that never left the queue is refunded (see Lane.admit).
-                used = counted + count_tokens("".join(streamed))
-                self.governor.settle(ticket.reservation, max(used, ticket.reservation.tokens), self._loop.time())
-                raise
-            finally:
-                stats.upstream_s = max(stats.upstream_s, self._loop.time() - started)
-                ticket.release()
-            self.governor.settle(
-                ticket.reservation, completion.prompt_tokens + completion.completion_tokens, self._loop.time()
-            )
-            self.governor.on_success(model.name)
-            if not completion.estimated:
-                self.estimators[model.name].learn(counted, completion.prompt_tokens, completion.completion_tokens)
-            stats.add(model, completion)
-            return _Outcome(completion.text, model.name)
+                else:
+                    ticket.settle(completion.prompt_tokens + completion.completion_tokens)
+                    self.governor.on_success(model.name)
+                    if not completion.estimated:
+                        self.estimators[model.name].learn(
+                            counted, completion.prompt_tokens, completion.completion_tokens
+                        )
+                    stats.add(model, completion)
+                    return _Outcome(completion.text, model.name)
+                finally:
+                    stats.upstream_s = max(stats.upstream_s, self._clock() - started)
+            # The slot is free again while a retry waits out its backoff.
+            attempt += 1
+            if not self._should_retry(failure, attempt, job, bool(streamed)):
+                raise failure
+            delay = 0.0 if self._fallback_ready(job, model) else self._backoff(model, attempt, failure)
+            if self._clock() + delay >= job.deadline:
+                raise failure
+            stats.retries += 1
+            self.metrics.retried(model)
+            log.debug("retrying %s after %s in %.2fs", model.name, failure.code or failure.status, delay)
+            await asyncio.sleep(delay)
 
     async def _attempt(
         self,
@@ -404,7 +418,7 @@ class Engine:
     async def _request(
         self, model: ModelConfig, call: SegmentCall, job: Job, sink: Sink | None, streamed: list[str]
     ) -> Completion:
-        timeout = job.deadline - self._loop.time()
+        timeout = job.deadline - self._clock()
         if sink is None:
             return await self.upstream.complete(model, call, timeout)
         completion: Completion | None = None
@@ -417,20 +431,18 @@ class Engine:
         assert completion is not None
         return completion
 
-    def _on_error(self, ticket: Ticket, model: ModelConfig, exc: ProviderError, counted: int) -> None:
-        now = self._loop.time()
+    def _on_error(self, ticket: Ticket, model: ModelConfig, exc: ProviderError) -> None:
+        now = self._clock()
         if isinstance(exc, ProviderRateLimited):
             # Turned away: no tokens were used, but the request still counts.
-            self.governor.settle(ticket.reservation, 0, now)
-            self.governor.on_rate_limited(model.name, exc.code, exc.retry_after_s, now)
+            ticket.settle(0)
+            self.governor.on_rate_limited(model.name, exc.over_rate, exc.retry_after_s, now)
         elif isinstance(exc, ProviderQuotaExhausted):
-            self.governor.settle(ticket.reservation, 0, now)
+            ticket.settle(0)
             self.governor.disable(model.name, now)
             log.error("model %s taken out of rotation: %s", model.name, exc.message)
-        else:
-            # It reached the provider, which may count all of it (a timeout or a
-            # 5xx says nothing about what was generated): the reservation stands.
-            self.governor.settle(ticket.reservation, max(counted, ticket.reservation.tokens), now)
+        # Any other failure reached the provider, which may count all of it: the
+        # ticket keeps its reservation when it closes.
 
     def _should_retry(self, exc: ProviderError, attempt: int, job: Job, streamed: bool) -> bool:
         provider = self.config.providers[self.config.models[job.model].provider]
@@ -443,7 +455,7 @@ class Engine:
 
     def _fallback_ready(self, job: Job, failed: ModelConfig) -> bool:
         """True when the failed model is now paused and a later model in the chain can take the retry."""
-        now = self._loop.time()
+        now = self._clock()
         if not self.governor.is_paused(failed.name, now) and self.governor.is_available(failed.name, now):
             return False
         return any(
@@ -457,8 +469,3 @@ class Engine:
             return min(exc.retry_after_s, p.retry_max_s)
         # Full jitter keeps retries from arriving together.
         return self._rng.uniform(0, min(p.retry_max_s, p.retry_base_s * 2 ** (attempt - 1)))
-
-    def kick_lanes(self) -> None:
-        """Let every lane retry its waiters (the shared governor has news)."""
-        for lane in self.lanes.values():
-            lane.kick()

@@ -1,4 +1,6 @@
-"""translane's one error tree, and its mapping to gRPC status codes.
+"""translane's one error tree, and the mapping of provider answers into it.
+
+No transport lives here: the gRPC status of each error is chosen in server.py.
 
 TranslaneError
 ├── InvalidRequest              the caller asked for something we cannot do
@@ -19,9 +21,8 @@ TranslaneError
 
 from __future__ import annotations
 
-import grpc
-
 __all__ = [
+    "RATE_CODES",
     "InvalidRequest",
     "ModelUnavailable",
     "Overloaded",
@@ -36,7 +37,6 @@ __all__ = [
     "ProviderTimeout",
     "TranslaneError",
     "UnknownModel",
-    "grpc_status_of",
     "provider_error",
 ]
 
@@ -88,7 +88,13 @@ class ProviderError(TranslaneError):
 
 
 class ProviderRateLimited(ProviderError):
+    """A 429 that a retry may cure; `over_rate` when it says we went past the rate (not just busy)."""
+
     retryable = True
+
+    @property
+    def over_rate(self) -> bool:
+        return self.code in RATE_CODES or not self.code
 
 
 class ProviderQuotaExhausted(ProviderError):
@@ -119,6 +125,21 @@ class ProviderTimeout(ProviderError):
     retryable = True
 
 
+# Ark's (and OpenAI's) 429 codes that mean "you went past the rate": these lower
+# the admitted rate. Others (overload, burst, in-flight batch) only pause or retry.
+RATE_CODES = frozenset(
+    {
+        "RateLimitExceeded.EndpointRPMExceeded",
+        "RateLimitExceeded.EndpointTPMExceeded",
+        "ModelAccountRpmRateLimitExceeded",
+        "ModelAccountTpmRateLimitExceeded",
+        "APIAccountRpmRateLimitExceeded",
+        "AccountRateLimitExceeded",
+        "rate_limit_exceeded",
+    }
+)
+
+
 def provider_error(status: int, code: str, message: str, retry_after_s: float | None = None) -> ProviderError:
     """Map a provider's HTTP status and error code (Ark or OpenAI style) into our tree."""
     text = f"provider answered {status} {code}: {message}".strip()
@@ -142,25 +163,3 @@ def provider_error(status: int, code: str, message: str, retry_after_s: float | 
     else:
         kind = ProviderRejected
     return kind(text, status=status, code=code, retry_after_s=retry_after_s)
-
-
-_GRPC_CODES: tuple[tuple[type[TranslaneError], grpc.StatusCode], ...] = (
-    (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
-    (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (ModelUnavailable, grpc.StatusCode.UNAVAILABLE),
-    (ProviderRateLimited, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (ProviderQuotaExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (ProviderRejected, grpc.StatusCode.INVALID_ARGUMENT),
-    (ProviderAuthError, grpc.StatusCode.FAILED_PRECONDITION),
-    (ProviderModelNotFound, grpc.StatusCode.FAILED_PRECONDITION),
-    (ProviderTimeout, grpc.StatusCode.DEADLINE_EXCEEDED),
-    (ProviderError, grpc.StatusCode.UNAVAILABLE),
-)
-
-
-def grpc_status_of(exc: TranslaneError) -> grpc.StatusCode:
-    """The gRPC status code for one of our errors: the only place this mapping lives."""
-    for kind, code in _GRPC_CODES:
-        if isinstance(exc, kind):
-            return code
-    return grpc.StatusCode.INTERNAL

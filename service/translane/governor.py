@@ -28,29 +28,15 @@ arms one timer for the earliest waiter.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from .config import GovernorConfig, ModelConfig
 from .estimate import TokenEstimator
 
 __all__ = ["Governor", "ModelBudget", "Reservation", "TokenBucket"]
-
-# Ark's 429 codes that mean "you went past the rate": these lower the admitted
-# rate. Others (overload, burst, in-flight batch) only pause or retry.
-RATE_CODES = frozenset(
-    {
-        "RateLimitExceeded.EndpointRPMExceeded",
-        "RateLimitExceeded.EndpointTPMExceeded",
-        "ModelAccountRpmRateLimitExceeded",
-        "ModelAccountTpmRateLimitExceeded",
-        "APIAccountRpmRateLimitExceeded",
-        "AccountRateLimitExceeded",
-        "rate_limit_exceeded",
-    }
-)
-
 
 class TokenBucket:
     """A bucket of `capacity` units refilling at `rate` units per second; may run into debt."""
@@ -166,10 +152,11 @@ class ModelBudget:
     def refund_request(self, now: float) -> None:
         self.requests.give(1, now, self.request_rate * self.rate_factor(now))
 
-    def on_rate_limited(self, code: str, retry_after_s: float | None, now: float) -> None:
+    def on_rate_limited(self, over_rate: bool, retry_after_s: float | None, now: float) -> None:
+        """A 429: `over_rate` when it says we went past the rate (cut it), not just that the provider is busy."""
         self.rate_limited += 1
         self.consecutive_429 += 1
-        if code in RATE_CODES or not code:
+        if over_rate:
             # Multiplicative decrease from the factor in force now.
             self.factor = max(self.cfg.min_rate_fraction, self.rate_factor(now) * self.cfg.backoff_factor)
             self.factor_at = now
@@ -178,7 +165,7 @@ class ModelBudget:
             self.tokens.level = min(self.tokens.level, 0.0)
         if retry_after_s is not None:
             pause = retry_after_s
-        elif code in RATE_CODES or not code:
+        elif over_rate:
             pause = min(30.0, self.cfg.default_pause_s * 2 ** (self.consecutive_429 - 1))
         else:
             pause = 0.0
@@ -213,6 +200,19 @@ class Governor:
     def __init__(self, models: Mapping[str, ModelConfig], cfg: GovernorConfig, now: float, share: float = 1.0) -> None:
         self.cfg = cfg
         self.budgets = {name: ModelBudget(m, cfg, now, share) for name, m in models.items()}
+        self._listeners: list[Callable[[], None]] = []
+
+    def subscribe(self, wake: Callable[[], None]) -> None:
+        """Call `wake` whenever capacity may have appeared outside a settlement (a lane re-runs dispatch)."""
+        self._listeners.append(wake)
+
+    def unsubscribe(self, wake: Callable[[], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(wake)
+
+    def wake(self) -> None:
+        for listener in tuple(self._listeners):
+            listener()
 
     def wait_time(self, model: str, tokens: int, now: float) -> float:
         return self.budgets[model].wait_time(tokens, now)
@@ -245,8 +245,8 @@ class Governor:
     def time_to_serve(self, model: str, requests: int, tokens: int, now: float) -> float:
         return self.budgets[model].time_to_serve(requests, tokens, now)
 
-    def on_rate_limited(self, model: str, code: str, retry_after_s: float | None, now: float) -> None:
-        self.budgets[model].on_rate_limited(code, retry_after_s, now)
+    def on_rate_limited(self, model: str, over_rate: bool, retry_after_s: float | None, now: float) -> None:
+        self.budgets[model].on_rate_limited(over_rate, retry_after_s, now)
 
     def on_success(self, model: str) -> None:
         self.budgets[model].on_success()

@@ -4,7 +4,22 @@ A waiter is granted when its lane has a free slot *and* the governor can
 reserve its model's request and tokens. Waiters sit in one heap per model (so a
 paused model does not block another model of the same lane); one timer, armed
 for the earliest moment the governor says a head waiter could start, wakes the
-lane. Nothing polls or sleeps.
+lane, and each waiter has one timer for the moment it must have started by.
+Nothing polls or sleeps.
+
+The lane owns a call's admission from start to end:
+
+    async with lane.admit(model, tokens, priority, start_by=..., deadline=...) as ticket:
+        ticket.sent()                 # the call leaves for the provider
+        ...
+        ticket.settle(real_tokens)    # what the provider says it used
+
+On exit the lane refunds a reservation whose call never reached the provider
+and keeps (at least) the estimate of one that did, then frees the slot.
+
+Cancellation costs O(1): a waiter that leaves is marked gone and counted out at
+once; its heap entry is dropped when it reaches the head (lazy deletion), and
+the heaps are rebuilt without the dead when those outnumber the living.
 """
 
 from __future__ import annotations
@@ -14,17 +29,22 @@ import heapq
 import itertools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Protocol
 
 from .config import LaneConfig, ModelConfig
 from .errors import ModelUnavailable, Overloaded
 from .governor import Governor, Reservation
 
-__all__ = ["BATCH", "INTERACTIVE", "Lane", "Ticket", "Timer"]
+__all__ = ["BATCH", "INTERACTIVE", "Admission", "CallAt", "Clock", "Lane", "Ticket", "Timer"]
 
 INTERACTIVE = 0
 BATCH = 1
+# The wait estimate is a forecast: leave it this much headroom rather than admit
+# work that would time out in the queue.
+ESTIMATE_HEADROOM = 1.2
+# A call needs about this share of its usual time before the deadline to be worth sending.
+MIN_SERVICE_SHARE = 0.5
 
 
 class Timer(Protocol):
@@ -35,34 +55,95 @@ Clock = Callable[[], float]
 CallAt = Callable[[float, Callable[[], None]], Timer]
 
 
-@dataclass(eq=False, slots=True)
 class Ticket:
     """A granted lane slot plus the governor reservation that goes with it."""
 
-    lane: Lane
-    model: str
-    reservation: Reservation
-    queued_s: float
-    governed_s: float
-    started: float
-    released: bool = False
+    __slots__ = ("_closed", "_sent", "governed_s", "lane", "model", "queued_s", "reservation", "started", "used")
 
-    def release(self) -> None:
-        """Free the lane slot (idempotent). Settle or refund the reservation first."""
-        if not self.released:
-            self.released = True
-            self.lane._release(self)
+    def __init__(
+        self, lane: Lane, model: str, reservation: Reservation, queued_s: float, governed_s: float, started: float
+    ) -> None:
+        self.lane = lane
+        self.model = model
+        self.reservation = reservation
+        self.queued_s = queued_s
+        self.governed_s = governed_s
+        self.started = started
+        # Tokens the provider has certainly used so far (prompt + what was streamed), when known.
+        self.used = 0
+        self._sent = False
+        self._closed = False
+
+    @property
+    def reached_provider(self) -> bool:
+        return self._sent
+
+    def sent(self) -> None:
+        """Mark that the call is leaving for the provider: from now on its reservation is kept."""
+        self._sent = True
+
+    def settle(self, tokens: int) -> None:
+        """Replace the estimate with the provider's real usage (the first settlement wins)."""
+        self.lane.governor.settle(self.reservation, tokens, self.lane._clock())
+
+    def close(self) -> None:
+        """Give back what was not used and free the slot (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        lane = self.lane
+        now = lane._clock()
+        if not self.reservation.settled:
+            if self._sent:
+                # It reached the provider, which counted the request and may
+                # count everything reserved (a cut or failed call says nothing
+                # about what it generated): the reservation stands.
+                lane.governor.settle(self.reservation, max(self.used, self.reservation.tokens), now)
+            else:
+                lane.governor.refund(self.reservation, now)
+        lane._release(self, now)
 
 
-@dataclass(order=True, slots=True)
 class _Waiter:
-    key: tuple[int, int]
-    model: str = field(compare=False)
-    tokens: int = field(compare=False)
-    deadline: float = field(compare=False)
-    enqueued: float = field(compare=False)
-    future: asyncio.Future[Ticket] = field(compare=False)
-    governed_since: float = field(default=-1.0, compare=False)
+    __slots__ = ("deadline", "enqueued", "expiry", "future", "gone", "governed_since", "model", "priority", "tokens")
+
+    def __init__(
+        self, model: str, tokens: int, priority: int, deadline: float, now: float, future: asyncio.Future[Ticket]
+    ) -> None:
+        self.model = model
+        self.tokens = tokens
+        self.priority = priority
+        self.deadline = deadline
+        self.enqueued = now
+        self.future = future
+        self.governed_since = -1.0
+        self.gone = False
+        self.expiry: Timer | None = None
+
+
+# Heap entries: (priority, arrival, waiter); the arrival number is unique, so waiters are never compared.
+_Entry = tuple[int, int, _Waiter]
+
+
+class Admission:
+    """`async with lane.admit(...) as ticket`: waits for a ticket, and closes it on exit."""
+
+    __slots__ = ("_args", "_lane", "_ticket")
+
+    def __init__(self, lane: Lane, args: tuple[ModelConfig, int, int, float, float]) -> None:
+        self._lane = lane
+        self._args = args
+        self._ticket: Ticket | None = None
+
+    async def __aenter__(self) -> Ticket:
+        self._ticket = await self._lane._acquire(*self._args)
+        return self._ticket
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._ticket is not None:
+            self._ticket.close()
 
 
 class Lane:
@@ -83,31 +164,44 @@ class Lane:
         loop = asyncio.get_running_loop() if clock is None or call_at is None else None
         self._clock: Clock = clock or loop.time  # type: ignore[union-attr]
         self._call_at: CallAt = call_at or loop.call_at  # type: ignore[union-attr]
-        self._heaps: dict[str, list[_Waiter]] = {}
+        self._heaps: dict[str, list[_Entry]] = {}
         # Live waiters per model and priority, for the wait estimate.
         self._waiting: dict[str, list[int]] = {}
         self._waiting_tokens: dict[str, list[int]] = {}
         self._seq = itertools.count()
+        self._dead = 0  # entries still in a heap whose waiter is gone
         self._timer: Timer | None = None
         self._timer_at = math.inf
         self.in_flight = 0
         self.queued = 0
         self.granted = 0
         self.shed = 0
+        self.expired = 0
         # Moving averages per model: how long a call holds a slot, and the
         # share of grants that went to interactive work.
         self._service_s: dict[str, float] = {}
         self._interactive_share: dict[str, float] = {}
+        governor.subscribe(self.kick)
 
     # -- admission ---------------------------------------------------------
 
-    async def admit(self, model: ModelConfig, tokens: int, priority: int, deadline: float) -> Ticket:
-        """Wait for a slot and a reservation; raise Overloaded at once when `deadline` can't be met."""
+    def admit(self, model: ModelConfig, tokens: int, priority: int, *, start_by: float, deadline: float) -> Admission:
+        """A ticket for one call of `model` that starts by `start_by` and can finish by `deadline`.
+
+        Entering raises Overloaded at once (with a retry hint) when the lane forecasts it cannot start
+        in time, and later when the start_by moment passes in the queue; ModelUnavailable when the model
+        is out of rotation.
+        """
+        return Admission(self, (model, tokens, priority, start_by, deadline))
+
+    async def _acquire(
+        self, model: ModelConfig, tokens: int, priority: int, start_by: float, deadline: float
+    ) -> Ticket:
         name = model.name
         now = self._clock()
         if not self.governor.is_available(name, now):
             raise ModelUnavailable(f"model {name} is out of rotation")
-        if self.in_flight < self.max_concurrency and not self._heaps.get(name):
+        if self.in_flight < self.max_concurrency and not self._has_waiters(name):
             got = self.governor.try_reserve(name, tokens, now)
             if isinstance(got, Reservation):
                 return self._grant(name, got, now, now, -1.0, priority)
@@ -118,32 +212,33 @@ class Lane:
                 retry_after_s=self._wait_estimate(name, tokens, priority, now),
             )
         wait = self._wait_estimate(name, tokens, priority, now)
-        # The estimate is a forecast: leave it 20% headroom rather than admit
-        # work that would time out in the queue.
-        if now + wait * 1.2 + self._service_s.get(name, 0.0) > deadline:
+        service = self._service_s.get(name, 0.0)
+        latest = min(start_by, deadline - service)
+        if now + wait * ESTIMATE_HEADROOM > latest:
             self.shed += 1
             raise Overloaded(
                 f"model {name} cannot start within the deadline (about {wait:.2f}s of queue)",
                 retry_after_s=wait,
             )
         fut: asyncio.Future[Ticket] = asyncio.get_running_loop().create_future()
-        w = _Waiter((priority, next(self._seq)), name, tokens, deadline, now, fut)
-        heapq.heappush(self._heaps.setdefault(name, []), w)
+        w = _Waiter(name, tokens, priority, deadline, now, fut)
+        heapq.heappush(self._heaps.setdefault(name, []), (priority, next(self._seq), w))
         self._count(w, +1)
+        w.expiry = self._call_at(min(start_by, deadline - MIN_SERVICE_SHARE * service), lambda: self._expire(w))
         self._dispatch()
         try:
             return await fut
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled() and fut.exception() is None:
                 # Granted in the same tick as the cancel: give everything back.
-                t = fut.result()
-                self.governor.refund(t.reservation, self._clock())
-                t.release()
+                fut.result().close()
             else:
-                # Awaiting task cancelled: asyncio has cancelled `fut` too.
-                fut.cancel()
-                self._forget(w)
+                self._drop(w)
             raise
+
+    def _has_waiters(self, model: str) -> bool:
+        counts = self._waiting.get(model)
+        return counts is not None and (counts[0] + counts[1]) > 0
 
     def _grant(
         self, model: str, r: Reservation, now: float, enqueued: float, gov_since: float, priority: int
@@ -153,30 +248,56 @@ class Lane:
         share = self._interactive_share.get(model, 0.0)
         self._interactive_share[model] = share + 0.01 * ((priority == INTERACTIVE) - share)
         governed = now - gov_since if gov_since >= 0 else 0.0
-        return Ticket(self, model, r, queued_s=max(0.0, now - enqueued - governed), governed_s=governed, started=now)
+        return Ticket(self, model, r, max(0.0, now - enqueued - governed), governed, now)
 
-    def _release(self, ticket: Ticket) -> None:
+    def _release(self, ticket: Ticket, now: float) -> None:
         self.in_flight -= 1
-        now = self._clock()
         held = now - ticket.started
         prev = self._service_s.get(ticket.model)
         self._service_s[ticket.model] = held if prev is None else prev * 0.9 + held * 0.1
         self._dispatch()
 
     def _count(self, w: _Waiter, sign: int) -> None:
-        counts = self._waiting.setdefault(w.model, [0, 0])
-        toks = self._waiting_tokens.setdefault(w.model, [0, 0])
-        counts[w.key[0]] += sign
-        toks[w.key[0]] += sign * w.tokens
+        self._waiting.setdefault(w.model, [0, 0])[w.priority] += sign
+        self._waiting_tokens.setdefault(w.model, [0, 0])[w.priority] += sign * w.tokens
         self.queued += sign
 
-    def _forget(self, w: _Waiter) -> None:
-        heap = self._heaps.get(w.model)
-        if heap is not None and w in heap:
-            heap.remove(w)
-            heapq.heapify(heap)
-            self._count(w, -1)
-            self._dispatch()
+    def _drop(self, w: _Waiter) -> None:
+        """Count a waiter out of the queue (idempotent); its heap entry goes when it reaches the head."""
+        if w.gone:
+            return
+        w.gone = True
+        self._count(w, -1)
+        self._dead += 1
+        if w.expiry is not None:
+            w.expiry.cancel()
+        if self._dead > 64 and self._dead > 2 * self.queued:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Rebuild the heaps without their dead entries: O(n), paid for by the n removals before it."""
+        for name, heap in self._heaps.items():
+            live = [e for e in heap if not e[2].gone]
+            heapq.heapify(live)
+            self._heaps[name] = live
+        self._dead = 0
+
+    def _pop(self, model: str) -> _Waiter:
+        w = heapq.heappop(self._heaps[model])[2]
+        if w.expiry is not None:
+            w.expiry.cancel()
+        self._count(w, -1)
+        return w
+
+    def _expire(self, w: _Waiter) -> None:
+        """The waiter's start_by passed in the queue: refuse it now rather than start it too late."""
+        if w.gone or w.future.done():
+            return
+        w.expiry = None
+        self._drop(w)
+        self.shed += 1
+        self.expired += 1
+        w.future.set_exception(Overloaded(f"model {w.model} could not start in time", retry_after_s=1.0))
 
     def _wait_estimate(self, model: str, tokens: int, priority: int, now: float) -> float:
         counts = self._waiting.get(model, [0, 0])
@@ -195,42 +316,45 @@ class Lane:
 
     # -- dispatch ------------------------------------------------------------
 
+    def _head(self, heap: list[_Entry]) -> _Entry | None:
+        while heap:
+            w = heap[0][2]
+            if not w.gone and not w.future.done():
+                return heap[0]
+            heapq.heappop(heap)
+            if w.gone:
+                self._dead -= 1
+            else:
+                # Its task was cancelled and has not run its handler yet: count it out now.
+                w.gone = True
+                self._count(w, -1)
+                if w.expiry is not None:
+                    w.expiry.cancel()
+        return None
+
     def _dispatch(self) -> None:
         now = self._clock()
         earliest = math.inf
         while self.in_flight < self.max_concurrency:
-            heads: list[_Waiter] = []
+            heads: list[_Entry] = []
             for heap in self._heaps.values():
-                while heap and heap[0].future.done():
-                    self._count(heapq.heappop(heap), -1)
-                if heap:
-                    heads.append(heap[0])
+                head = self._head(heap)
+                if head is not None:
+                    heads.append(head)
             if not heads:
                 break
             heads.sort()
             granted = False
-            for w in heads:
-                # Never start what cannot finish: a call needs about half its
-                # usual time before the deadline to be worth sending.
-                if w.deadline <= now + 0.5 * self._service_s.get(w.model, 0.0):
-                    heapq.heappop(self._heaps[w.model])
-                    self._count(w, -1)
-                    self.shed += 1
-                    w.future.set_exception(
-                        Overloaded(f"model {w.model} could not start before the deadline", retry_after_s=1.0)
-                    )
-                    granted = True  # the heads changed: look again
-                    break
+            for _, _, w in heads:
                 got = self.governor.try_reserve(w.model, w.tokens, now)
                 if isinstance(got, Reservation):
-                    heapq.heappop(self._heaps[w.model])
-                    self._count(w, -1)
-                    w.future.set_result(self._grant(w.model, got, now, w.enqueued, w.governed_since, w.key[0]))
+                    self._pop(w.model)
+                    w.future.set_result(self._grant(w.model, got, now, w.enqueued, w.governed_since, w.priority))
                     granted = True
                     break
                 if w.governed_since < 0:
                     w.governed_since = now
-                earliest = min(earliest, now + got, w.deadline)
+                earliest = min(earliest, now + got)
             if not granted:
                 break
         self._arm(earliest if self.queued else math.inf)
@@ -251,7 +375,7 @@ class Lane:
         self._dispatch()
 
     def kick(self) -> None:
-        """Re-run dispatch now (after the governor changed state outside a release)."""
+        """Re-run dispatch now (the governor changed state outside a release)."""
         self._dispatch()
 
     def snapshot(self) -> dict[str, float]:
@@ -261,4 +385,5 @@ class Lane:
             "max_concurrency": float(self.max_concurrency),
             "granted": float(self.granted),
             "shed": float(self.shed),
+            "expired": float(self.expired),
         }

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -35,7 +35,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from .config import GovernorConfig, ModelConfig
-from .governor import RATE_CODES, Governor, ModelBudget, Reservation
+from .governor import Governor, ModelBudget, Reservation
 
 __all__ = ["RedisGovernor", "connect"]
 
@@ -150,8 +150,6 @@ class RedisGovernor(Governor):
         self.client = client
         self.shared = True
         self.fallbacks = 0
-        # Called when a parked grant or a mode change may let a lane proceed.
-        self.on_wake: Callable[[], None] = lambda: None
         full = {name: ModelBudget(m, cfg, now) for name, m in models.items()}
         ttl_ms = int(cfg.window_s * 2000)
         self._params = {
@@ -209,11 +207,11 @@ class RedisGovernor(Governor):
             r.settled = True
             self._spawn(self._run(self._adjust, r.model, -r.tokens, -1))
 
-    def on_rate_limited(self, model: str, code: str, retry_after_s: float | None, now: float) -> None:
+    def on_rate_limited(self, model: str, over_rate: bool, retry_after_s: float | None, now: float) -> None:
         # The local pause also holds this pod back; Redis tells the others.
-        super().on_rate_limited(model, code, retry_after_s, now)
+        super().on_rate_limited(model, over_rate, retry_after_s, now)
         if self.shared:
-            cut = 1 if (code in RATE_CODES or not code) else 0
+            cut = 1 if over_rate else 0
             pause = max(0.0, self.budgets[model].paused_until - now)
             self._spawn(
                 self._run(self._penalize, model, pause, cut, self.cfg.backoff_factor, self.cfg.min_rate_fraction)
@@ -253,7 +251,7 @@ class RedisGovernor(Governor):
                 self._not_before[model] = now + float(wait)
         finally:
             self._asking.discard(model)
-            self.on_wake()
+            self.wake()
 
     async def _run(self, script: Any, model: str, *args: float) -> None:
         try:
@@ -275,7 +273,7 @@ class RedisGovernor(Governor):
             extra={"governor": "local-fallback"},
         )
         self._probe = self._loop.create_task(self._wait_for_redis())
-        self.on_wake()
+        self.wake()
 
     async def _wait_for_redis(self) -> None:
         while True:
@@ -292,7 +290,7 @@ class RedisGovernor(Governor):
             await self.client.connection_pool.disconnect()
             self.shared = True
             log.warning("redis is back: shared governing resumed", extra={"governor": "redis"})
-            self.on_wake()
+            self.wake()
             return
 
 

@@ -21,10 +21,23 @@ from opentelemetry import trace
 
 from .config import Config, ModelConfig
 from .engine import Engine, Job, Stats
-from .errors import InvalidRequest, TranslaneError, UnknownModel, grpc_status_of
+from .errors import (
+    InvalidRequest,
+    ModelUnavailable,
+    Overloaded,
+    ProviderAuthError,
+    ProviderError,
+    ProviderModelNotFound,
+    ProviderQuotaExhausted,
+    ProviderRateLimited,
+    ProviderRejected,
+    ProviderTimeout,
+    TranslaneError,
+    UnknownModel,
+)
 from .lanes import BATCH, INTERACTIVE
 from .languages import normalize_language
-from .metrics import serve_metrics
+from .prometheus import serve_metrics
 from .tracing import ATTR, MAX_ID_CHARS, grpc_server_interceptors
 from .tracing import enabled as tracing_enabled
 from .v1 import translate_pb2 as pb
@@ -37,6 +50,28 @@ log = logging.getLogger("translane.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Translator"].full_name
 MIME_TYPES = ("text/plain", "text/html")
 DEADLINE_MARGIN_S = 0.02
+
+
+_GRPC_CODES: tuple[tuple[type[TranslaneError], grpc.StatusCode], ...] = (
+    (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
+    (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (ModelUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (ProviderRateLimited, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (ProviderQuotaExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (ProviderRejected, grpc.StatusCode.INVALID_ARGUMENT),
+    (ProviderAuthError, grpc.StatusCode.FAILED_PRECONDITION),
+    (ProviderModelNotFound, grpc.StatusCode.FAILED_PRECONDITION),
+    (ProviderTimeout, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (ProviderError, grpc.StatusCode.UNAVAILABLE),
+)
+
+
+def grpc_status_of(exc: TranslaneError) -> grpc.StatusCode:
+    """The gRPC status code for one of our errors: the only place this mapping lives."""
+    for kind, code in _GRPC_CODES:
+        if isinstance(exc, kind):
+            return code
+    return grpc.StatusCode.INTERNAL
 
 
 def _usage(stats: Stats) -> pb.Usage:
@@ -133,15 +168,20 @@ class TranslatorService(pb_grpc.TranslatorServicer):
         model = self._model_for(req.model, target)
         remaining = context.time_remaining()
         budget = cfg.server.default_deadline_s if remaining is None else min(remaining, cfg.server.default_deadline_s)
+        priority = BATCH if req.priority == pb.PRIORITY_BATCH else INTERACTIVE
+        max_wait = cfg.server.batch_max_queue_wait_s if priority == BATCH else cfg.server.interactive_max_queue_wait_s
+        now = self._loop.time()
+        # Answer a little before the caller's deadline, so a shed request hears why.
+        deadline = now + budget - DEADLINE_MARGIN_S
         return Job(
             segments=tuple(req.segments),
             target_language=target,
             source_language=source,
             model=model.name,
-            # Answer a little before the caller's deadline, so a shed request hears why.
-            deadline=self._loop.time() + budget - DEADLINE_MARGIN_S,
+            deadline=deadline,
+            start_by=min(deadline, now + max_wait),
             task_id=req.task_id,
-            priority=BATCH if req.priority == pb.PRIORITY_BATCH else INTERACTIVE,
+            priority=priority,
             max_output_tokens=req.max_output_tokens,
             glossary=tuple((g.source, g.target) for g in req.glossary if g.source),
             mime_type=req.mime_type or "text/plain",

@@ -8,12 +8,20 @@ import math
 
 import pytest
 from translane.config import GovernorConfig, ModelConfig, load_config
+from translane.errors import ProviderRateLimited, provider_error
 from translane.estimate import TokenEstimator
 from translane.governor import Governor, Reservation
 
 CFG = GovernorConfig()
 SLOW = load_config(env={}).models["doubao-seed-translation-250915"]
 
+
+
+def over_rate(code: str) -> bool:
+    """Whether a provider 429 with this code says we went past the rate, as the error mapping classifies it."""
+    exc = provider_error(429, code, "slow down")
+    assert isinstance(exc, ProviderRateLimited)
+    return exc.over_rate
 
 def governor(model: ModelConfig = SLOW, cfg: GovernorConfig = CFG, now: float = 0.0) -> Governor:
     return Governor({model.name: model}, cfg, now)
@@ -123,20 +131,20 @@ def test_refund_on_cancel_returns_the_request_and_the_tokens() -> None:
 def test_rate_limit_pauses_for_retry_after_and_halves_the_rate() -> None:
     g = governor()
     b = g.budgets[SLOW.name]
-    g.on_rate_limited(SLOW.name, "RateLimitExceeded.EndpointRPMExceeded", 2.0, 10.0)
+    g.on_rate_limited(SLOW.name, over_rate("RateLimitExceeded.EndpointRPMExceeded"), 2.0, 10.0)
     assert g.is_paused(SLOW.name, 11.9) and not g.is_paused(SLOW.name, 12.0)
     assert g.wait_time(SLOW.name, 1, 10.0) >= 2.0
     assert b.rate_factor(10.0) == pytest.approx(0.5)
     # A second cut compounds, down to the floor.
     for _ in range(10):
-        g.on_rate_limited(SLOW.name, "RateLimitExceeded.EndpointTPMExceeded", None, 10.0)
+        g.on_rate_limited(SLOW.name, over_rate("RateLimitExceeded.EndpointTPMExceeded"), None, 10.0)
     assert b.rate_factor(10.0) == pytest.approx(CFG.min_rate_fraction)
 
 
 def test_rate_recovers_step_by_step_after_a_backoff() -> None:
     g = governor()
     b = g.budgets[SLOW.name]
-    g.on_rate_limited(SLOW.name, "RateLimitExceeded.EndpointRPMExceeded", 0.0, 0.0)
+    g.on_rate_limited(SLOW.name, over_rate("RateLimitExceeded.EndpointRPMExceeded"), 0.0, 0.0)
     assert b.rate_factor(0.0) == pytest.approx(0.5)
     assert b.rate_factor(10.0) == pytest.approx(0.5 + 10 * CFG.recover_per_s)
     assert b.rate_factor(10.0 + 0.5 / CFG.recover_per_s) == 1.0
@@ -150,7 +158,7 @@ def test_rate_recovers_step_by_step_after_a_backoff() -> None:
 
 def test_overload_429_without_retry_after_does_not_cut_the_rate() -> None:
     g = governor()
-    g.on_rate_limited(SLOW.name, "ServerOverloaded", None, 0.0)
+    g.on_rate_limited(SLOW.name, over_rate("ServerOverloaded"), None, 0.0)
     assert g.budgets[SLOW.name].rate_factor(0.0) == 1.0
     assert not g.is_paused(SLOW.name, 0.0)
 

@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from translane.config import load_config
-from translane.metrics import Counts, Histograms
+from translane.prometheus import Counts, Histograms
 from translane.server import RunningServer
 from translane.sim import SimConfig
 from translane.v1 import translate_pb2 as pb

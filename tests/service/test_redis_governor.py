@@ -79,7 +79,7 @@ async def test_outage_falls_back_to_a_replica_share_and_recovers(redis_server: R
         nonlocal woken
         woken += 1
 
-    gov.on_wake = wake
+    gov.subscribe(wake)
     try:
         assert len(await reserve_for(gov, 0.5)) > 0 and gov.shared
         redis_server.stop()
@@ -106,7 +106,7 @@ async def test_a_429_pauses_every_replica(redis_server: RedisServer) -> None:
     a, b = make(redis_server, "pause"), make(redis_server, "pause")
     try:
         loop = asyncio.get_running_loop()
-        a.on_rate_limited(MODEL.name, "RateLimitExceeded.EndpointRPMExceeded", 1.0, loop.time())
+        a.on_rate_limited(MODEL.name, True, 1.0, loop.time())
         await asyncio.sleep(0.05)  # the penalty script runs in the background
         got = await reserve_for(b, 0.6)
         assert got == []  # b never saw the 429 itself, but Redis holds the pause

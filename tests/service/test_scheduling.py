@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Callable
 
 import grpc
 import pytest
 from translane.config import Config, load_config
+from translane.lanes import Lane
 from translane.server import RunningServer
 from translane.sim import SimConfig
 from translane.tokens import count_tokens
@@ -140,20 +142,48 @@ class TestQueuedCancellation:
     def config(self, sim: Sim) -> Config:
         return with_lanes(server_config(sim), "slow", max_concurrency=1)
 
+    @staticmethod
+    async def until(condition: Callable[[], bool]) -> None:
+        for _ in range(200):
+            if condition():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("the condition never held")
+
+    async def occupy(self, stub: pb_grpc.TranslatorStub, lane: Lane) -> asyncio.Future[pb.TranslateResponse]:
+        """A 1 s call holding the lane's one slot."""
+        first = asyncio.ensure_future(
+            stub.Translate(pb.TranslateRequest(segments=["first"], target_language="zh"), timeout=10)
+        )
+        await self.until(lambda: lane.in_flight == 1)
+        return first
+
     async def test_cancelled_while_queued_is_refunded_and_never_sent(
         self, stub: pb_grpc.TranslatorStub, server: RunningServer, sim: Sim
     ) -> None:
         lane = server.engine.lanes["slow"]
-        first = asyncio.ensure_future(
-            stub.Translate(pb.TranslateRequest(segments=["first"], target_language="zh"), timeout=10)
-        )
-        await asyncio.sleep(0.2)
-        assert lane.in_flight == 1
+        first = await self.occupy(stub, lane)
+        second = stub.Translate(pb.TranslateRequest(segments=["second"], target_language="zh"), timeout=10)
+        await self.until(lambda: lane.queued == 1)
+        second.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        await self.until(lambda: lane.queued == 0)  # it left the queue when its caller did
+        await first
+        stats = (await sim.stats())["models"][MODEL]
+        assert stats["admitted"] == 1  # the provider never saw the second call
+        assert lane.in_flight == 0
+
+    async def test_a_queued_call_that_cannot_start_in_time_is_refused_before_the_deadline(
+        self, stub: pb_grpc.TranslatorStub, server: RunningServer, sim: Sim
+    ) -> None:
+        lane = server.engine.lanes["slow"]
+        first = await self.occupy(stub, lane)
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stub.Translate(pb.TranslateRequest(segments=["second"], target_language="zh"), timeout=0.3)
-        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        await asyncio.sleep(0.05)
-        assert lane.queued == 0  # it left the queue when its deadline passed
+        # Refused by the service with a retry hint, not left to time out.
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert lane.queued == 0 and lane.expired == 1
         await first
         stats = (await sim.stats())["models"][MODEL]
         assert stats["admitted"] == 1  # the provider never saw the second call
