@@ -38,7 +38,7 @@ _CHANNEL_OPTIONS = (
     ("grpc.lb_policy_name", "round_robin"),
 )
 _CORS_METHODS = "GET, POST, OPTIONS"
-_CORS_HEADERS = "Authorization, Content-Type, X-Task-Id"
+_CORS_HEADERS = "Authorization, Content-Type, X-Task-Id, Request-Timeout, X-Request-Timeout"
 _CORS_EXPOSED = "X-Task-Id, Retry-After"
 _CORS_MAX_AGE_S = 600
 

@@ -5,6 +5,7 @@ Trace context rides along by the channel's OpenTelemetry interceptors (see runni
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import grpc
@@ -12,12 +13,34 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from translane.v1 import translate_pb2 as pb
 from translane.v1 import translate_pb2_grpc as pb_grpc
 
+from ._errors import ShimError
+
 __all__ = ["Backend"]
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Translator"].full_name
 HEALTH_TIMEOUT_S = 2.0
-# The OpenAI SDK's per-request timeout, which for a non-streaming call is the caller's whole deadline.
-_CLIENT_TIMEOUT_HEADER = "X-Stainless-Read-Timeout"
+# Headers in which callers state how long they will wait, in seconds. The OpenAI SDK sends its
+# per-request timeout as X-Stainless-Read-Timeout: for a non-streaming call that is the caller's
+# whole deadline; for a stream it bounds each read, not the whole call, so there it is not used.
+_DEADLINE_HEADERS = ("Request-Timeout", "X-Request-Timeout")
+_SDK_TIMEOUT_HEADER = "X-Stainless-Read-Timeout"
+# Below this no request can be served (two hops on loopback and a provider call): refuse it as invalid.
+MIN_TIMEOUT_S = 0.05
+
+
+def _seconds(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < MIN_TIMEOUT_S:
+        raise ShimError(
+            400,
+            f"{name}: expected a number of seconds >= {MIN_TIMEOUT_S}, got {raw[:40]!r}",
+            code="invalid_value",
+            param=name,
+        )
+    return value
 
 
 class Backend:
@@ -29,30 +52,33 @@ class Backend:
         self._stub = pb_grpc.TranslatorStub(channel)
         self._health = health_pb2_grpc.HealthStub(channel)
 
-    def _timeout(self, headers: Mapping[str, str], streaming: bool) -> float:
-        raw = None if streaming else headers.get(_CLIENT_TIMEOUT_HEADER)
-        if raw:
-            try:
-                asked = float(raw)
-            except ValueError:
-                return self.timeout_s
-            if asked > 0:
-                return min(asked, self.timeout_s)
-        return self.timeout_s
+    def timeout(self, headers: Mapping[str, str], streaming: bool) -> float:
+        """The gRPC deadline for a caller: the shortest it states, capped by the shim's own; 400 when malformed.
+
+        A caller that states nothing gets the shim's timeout as its deadline; the service still refuses at once
+        what cannot start within its queue-wait cap for the priority, so silence never means a long queue.
+        """
+        timeout = self.timeout_s
+        names = _DEADLINE_HEADERS if streaming else (*_DEADLINE_HEADERS, _SDK_TIMEOUT_HEADER)
+        for name in names:
+            raw = headers.get(name)
+            if raw is not None:
+                timeout = min(timeout, _seconds(name, raw.strip()))
+        return timeout
 
     async def translate(self, req: pb.TranslateRequest, headers: Mapping[str, str]) -> pb.TranslateResponse:
         """Unary Translate; a cancelled caller cancels the call."""
-        resp: pb.TranslateResponse = await self._stub.Translate(req, timeout=self._timeout(headers, False))
+        resp: pb.TranslateResponse = await self._stub.Translate(req, timeout=self.timeout(headers, False))
         return resp
 
     def stream(self, req: pb.TranslateRequest, headers: Mapping[str, str]) -> grpc.aio.UnaryStreamCall:
         """TranslateStream; the caller must cancel the returned call if it stops reading early."""
-        return self._stub.TranslateStream(req, timeout=self._timeout(headers, True))
+        return self._stub.TranslateStream(req, timeout=self.timeout(headers, True))
 
     async def models(self, headers: Mapping[str, str]) -> pb.ListModelsResponse:
         """ListModels."""
         resp: pb.ListModelsResponse = await self._stub.ListModels(
-            pb.ListModelsRequest(), timeout=self._timeout(headers, False)
+            pb.ListModelsRequest(), timeout=self.timeout(headers, False)
         )
         return resp
 

@@ -18,15 +18,29 @@ from google.rpc import error_details_pb2, status_pb2
 
 __all__ = ["ShimError", "from_rpc_error"]
 
-# gRPC status → (HTTP status, OpenAI error type). Anything else is a 500.
-_HTTP_STATUS: dict[grpc.StatusCode, tuple[int, str]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: (400, "invalid_request_error"),
-    grpc.StatusCode.UNAUTHENTICATED: (401, "authentication_error"),
-    grpc.StatusCode.RESOURCE_EXHAUSTED: (429, "rate_limit_error"),
-    grpc.StatusCode.UNAVAILABLE: (503, "service_unavailable_error"),
-    grpc.StatusCode.DEADLINE_EXCEEDED: (504, "timeout_error"),
+# gRPC status → (HTTP status, OpenAI error type, error code): every status, chosen on purpose.
+_HTTP_STATUS: dict[grpc.StatusCode, tuple[int, str, str]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: (400, "invalid_request_error", "invalid_argument"),
+    grpc.StatusCode.OUT_OF_RANGE: (400, "invalid_request_error", "out_of_range"),
+    grpc.StatusCode.UNAUTHENTICATED: (401, "authentication_error", "unauthenticated"),
+    grpc.StatusCode.PERMISSION_DENIED: (403, "permission_error", "permission_denied"),
+    grpc.StatusCode.NOT_FOUND: (404, "not_found_error", "not_found"),
+    grpc.StatusCode.ALREADY_EXISTS: (409, "conflict_error", "already_exists"),
+    grpc.StatusCode.ABORTED: (409, "conflict_error", "aborted"),
+    # What OpenAI clients (and their retry logic) expect of a rate limit.
+    grpc.StatusCode.RESOURCE_EXHAUSTED: (429, "rate_limit_error", "rate_limit_exceeded"),
+    grpc.StatusCode.UNKNOWN: (502, "upstream_error", "unknown"),
+    # The service uses it for a provider that refuses our key or model: the gateway's upstream is misconfigured.
+    grpc.StatusCode.FAILED_PRECONDITION: (502, "upstream_error", "failed_precondition"),
+    grpc.StatusCode.UNIMPLEMENTED: (501, "server_error", "unimplemented"),
+    grpc.StatusCode.INTERNAL: (500, "server_error", "internal_error"),
+    grpc.StatusCode.DATA_LOSS: (500, "server_error", "data_loss"),
+    # Cancelled by the service (shutting down, say) while the caller still waits: try again shortly.
+    grpc.StatusCode.CANCELLED: (503, "service_unavailable_error", "cancelled"),
+    grpc.StatusCode.UNAVAILABLE: (503, "service_unavailable_error", "unavailable"),
+    grpc.StatusCode.DEADLINE_EXCEEDED: (504, "timeout_error", "deadline_exceeded"),
 }
-_SERVER_ERROR = (500, "server_error")
+_SERVER_ERROR = (500, "server_error", "internal_error")
 # The service's INVALID_ARGUMENT messages open with the field they are about: "target_language: ...".
 _FIELD = re.compile(r"^([A-Za-z_][\w.\[\]]*): ")
 
@@ -100,15 +114,15 @@ def _retry_after_s(exc: grpc.aio.AioRpcError) -> int | None:
 def from_rpc_error(exc: grpc.aio.AioRpcError) -> ShimError:
     """The HTTP error for a failed gRPC call: the only place gRPC status becomes HTTP status."""
     code = exc.code()
-    status, kind = _HTTP_STATUS.get(code, _SERVER_ERROR)
+    status, kind, error_code = _HTTP_STATUS.get(code, _SERVER_ERROR)
     message = exc.details() or code.name.lower()
     param = None
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         m = _FIELD.match(message)
         param = m.group(1) if m else None
-    if code == grpc.StatusCode.UNAVAILABLE and not exc.details():
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED) and not exc.details():
         message = "the translation service is unavailable"
     retry = _retry_after_s(exc) if status in (429, 503) else None
-    if status == 429 and retry is None:
+    if status in (429, 503) and retry is None:
         retry = 1
-    return ShimError(status, message, kind=kind, code=code.name.lower(), param=param, retry_after_s=retry)
+    return ShimError(status, message, kind=kind, code=error_code, param=param, retry_after_s=retry)

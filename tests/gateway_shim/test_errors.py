@@ -157,27 +157,43 @@ async def test_service_down_is_503_and_unhealthy() -> None:
             assert_openai_error(await r.json(), "service_unavailable_error")
 
 
-@pytest.mark.parametrize(
-    ("code", "status"),
-    [
-        (grpc.StatusCode.INVALID_ARGUMENT, 400),
-        (grpc.StatusCode.UNAUTHENTICATED, 401),
-        (grpc.StatusCode.RESOURCE_EXHAUSTED, 429),
-        (grpc.StatusCode.UNAVAILABLE, 503),
-        (grpc.StatusCode.DEADLINE_EXCEEDED, 504),
-        (grpc.StatusCode.FAILED_PRECONDITION, 500),
-        (grpc.StatusCode.INTERNAL, 500),
-    ],
-)
-def test_grpc_status_mapping(code: grpc.StatusCode, status: int) -> None:
+# Every gRPC status, each on purpose: none falls through to a generic 500.
+_EXPECTED_HTTP = {
+    grpc.StatusCode.INVALID_ARGUMENT: (400, "invalid_argument"),
+    grpc.StatusCode.OUT_OF_RANGE: (400, "out_of_range"),
+    grpc.StatusCode.UNAUTHENTICATED: (401, "unauthenticated"),
+    grpc.StatusCode.PERMISSION_DENIED: (403, "permission_denied"),
+    grpc.StatusCode.NOT_FOUND: (404, "not_found"),
+    grpc.StatusCode.ALREADY_EXISTS: (409, "already_exists"),
+    grpc.StatusCode.ABORTED: (409, "aborted"),
+    grpc.StatusCode.RESOURCE_EXHAUSTED: (429, "rate_limit_exceeded"),
+    grpc.StatusCode.INTERNAL: (500, "internal_error"),
+    grpc.StatusCode.DATA_LOSS: (500, "data_loss"),
+    grpc.StatusCode.UNIMPLEMENTED: (501, "unimplemented"),
+    grpc.StatusCode.UNKNOWN: (502, "unknown"),
+    grpc.StatusCode.FAILED_PRECONDITION: (502, "failed_precondition"),
+    grpc.StatusCode.CANCELLED: (503, "cancelled"),
+    grpc.StatusCode.UNAVAILABLE: (503, "unavailable"),
+    grpc.StatusCode.DEADLINE_EXCEEDED: (504, "deadline_exceeded"),
+}
+
+
+def test_every_grpc_status_has_a_deliberate_http_status() -> None:
+    assert set(_EXPECTED_HTTP) == set(grpc.StatusCode) - {grpc.StatusCode.OK}
+
+
+@pytest.mark.parametrize(("code", "expected"), list(_EXPECTED_HTTP.items()), ids=lambda v: str(v))
+def test_grpc_status_mapping(code: grpc.StatusCode, expected: tuple[int, str]) -> None:
+    status, error_code = expected
     trailers = grpc.aio.Metadata(("retry-after", "3"))
     exc = grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailers, details="target_language: bad")
     err = from_rpc_error(exc)
-    assert err.status == status
-    assert err.code == code.name.lower()
-    if status == 429:
+    assert (err.status, err.code) == (status, error_code)
+    if status in (429, 503):
         assert err.headers() == {"Retry-After": "3"}
-    if status == 400:
+    else:
+        assert err.headers() == {}
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
         assert err.param == "target_language"
 
 
