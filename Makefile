@@ -2,20 +2,26 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-dev
+# The service alone (what `make up` needs), then the tools for tests, type checks and protos on top.
+RUN_STAMP := $(VENV)/.installed
+STAMP     := $(VENV)/.installed-dev
 
 .PHONY: up test install protos lint typecheck bench redis checkov clean
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $(RUN_STAMP)
+
+$(STAMP): $(RUN_STAMP)
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
 
-## Run the simulated provider, the gRPC server (:50051) and the HTTP shim (:8000).
-up: $(STAMP)
+## Run the simulated provider, the gRPC server (:50051) and the HTTP shim (:8000); installs only the service.
+up: $(RUN_STAMP)
 	$(VENV)/bin/translane up
 
 ## The whole suite: lint, type check, tests (installs redis-server and checkov if missing).
@@ -47,7 +53,9 @@ typecheck: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/overhead.py
+	$(PY) bench/shim_overhead.py
 	$(PY) bench/governor.py
+	$(PY) bench/overload_http.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

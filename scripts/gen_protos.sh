@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-service}"
 py="${PYTHON:-python}"
+# The mypy-protobuf plugins sit beside that interpreter.
+PATH="$(dirname "$("$py" -c 'import sys; print(sys.executable)')"):$PATH"
+export PATH
 "$py" -m grpc_tools.protoc -Iprotos \
   --python_out="$out" --pyi_out="$out" --grpc_python_out="$out" \
   --mypy_grpc_out="$out" \

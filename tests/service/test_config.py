@@ -56,6 +56,9 @@ def test_key_comes_from_the_named_variable_and_never_shows() -> None:
         (lambda d: d["lanes"]["slow"].update(max_concurrency=0), "lanes.slow.max_concurrency: must be > 0"),
         (lambda d: d.update(default_model="gpt-nope"), "default_model: 'gpt-nope' is not a configured model"),
         (lambda d: d["governor"].update(kind="redis"), "governor.redis_url: required"),
+        (lambda d: d["models"][SLOW].update(tpm=2**60), f"models.{SLOW}.tpm: must be at most 9007199254740992"),
+        (lambda d: d["models"][SLOW].update(max_concurrency=2**32), f"models.{SLOW}.max_concurrency: must be at most"),
+        (lambda d: d["server"].update(interactive_max_queue_wait_s=0), "server.interactive_max_queue_wait_s: must be"),
     ],
 )
 def test_bad_config_names_the_field(mutate: Any, message: str) -> None:

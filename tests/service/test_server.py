@@ -113,6 +113,19 @@ async def test_list_models(stub: pb_grpc.TranslatorStub) -> None:
     assert by_name[CHAT].lane == "fast" and by_name[CHAT].rpm == 30000
 
 
+class TestHugeLimits:
+    @pytest.fixture
+    def config(self, sim: Sim) -> Config:
+        cfg = server_config(sim)
+        huge = dataclasses.replace(cfg.models[MODEL], rpm=2**40, tpm=2**50)
+        return dataclasses.replace(cfg, models={**cfg.models, MODEL: huge})
+
+    async def test_limits_past_32_bits_are_listed_as_they_are(self, stub: pb_grpc.TranslatorStub) -> None:
+        resp = await stub.ListModels(pb.ListModelsRequest(), timeout=5)
+        slow = {m.name: m for m in resp.models}[MODEL]
+        assert (slow.rpm, slow.tpm) == (2**40, 2**50)
+
+
 async def test_long_segment_is_split_at_sentences_and_rejoined(stub: pb_grpc.TranslatorStub, sim: Sim) -> None:
     sentences = [f"This is sentence number {i} of a long document about rate limits." for i in range(250)]
     text = " ".join(sentences)
