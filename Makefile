@@ -53,7 +53,6 @@ typecheck: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/overhead.py
-	$(PY) bench/shim_overhead.py
 	$(PY) bench/governor.py
 	$(PY) bench/overload_http.py
 
