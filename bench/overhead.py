@@ -202,10 +202,11 @@ def main() -> None:
         models.write_text(UNTHROTTLED_MODELS)
         sim_args, serve_args = sim_and_serve_args(models, sim_port, grpc_port)
         shim_args = ["shim", "--host", "127.0.0.1", "--port", str(shim_port), "--grpc-target", f"127.0.0.1:{grpc_port}"]
+        shim_env = {**otel_env, "TRANSLANE_API_KEYS": ""}
         with (
             process(sim_args, sim_port),
             process(serve_args, grpc_port, env=otel_env, command=profiled(args.profile_server)),
-            process(shim_args, shim_port, env={**otel_env, "TRANSLANE_API_KEYS": ""}, command=profiled(args.profile_shim)),
+            process(shim_args, shim_port, env=shim_env, command=profiled(args.profile_shim)),
         ):
             uvloop.run(run(args, sim_port, grpc_port, shim_port))
         if spans is not None:
