@@ -164,6 +164,10 @@ def _alternation(spellings: Iterable[str]) -> str:
 
 
 _NAME_AT = re.compile(_alternation(_SPELLINGS), re.IGNORECASE)
+# A BCP 47-ish code: language, then optional script and region subtags.
+_CODE_AT = re.compile(r"(?P<code>[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8}){0,2})(?![\w-])")
+# What may follow the language where it ends an instruction: an aside in brackets, then ":" or the line's end.
+_ENDS_INSTRUCTION = re.compile(r"[ \t]*(?:\([^)\n]{0,80}\)[ \t]*)?(?:[:：]|\n|\Z)")
 _LENGTHS = sorted({len(s) for s in _SPELLINGS}, reverse=True)
 _LATIN_CHAR = re.compile(f"[{_LATIN}]")
 
@@ -212,9 +216,29 @@ _SOURCE_RULES = (
 
 def _name_after(prompt: str, pos: int, then: re.Pattern[str] | None) -> str:
     m = _NAME_AT.match(prompt, pos)
-    if m is None or (then is not None and then.match(prompt, m.end()) is None):
+    if m is None:
+        return _code_after(prompt, pos) if then is None else ""
+    if then is not None and then.match(prompt, m.end()) is None:
         return ""
     return _IN_PROMPTS.get(_fold(m.group()), "")
+
+
+def _code_after(prompt: str, pos: int) -> str:
+    """A language code as a client spells it ('pt-BR', 'en_US', 'zh-Hant-TW', 'it') standing at `pos`.
+
+    Codes with a region are unmistakable anywhere; a bare code that is also an English word ("it",
+    "no", "hi") counts only where it ends the instruction, as in the plugin's "Translate to {{to}}:".
+    """
+    m = _CODE_AT.match(prompt, pos)
+    if m is None:
+        return ""
+    code = normalize_language(m.group("code"))
+    if code not in NAMES:
+        return ""
+    bare = "-" not in m.group("code") and "_" not in m.group("code")
+    if bare and m.group("code").lower() in _AMBIGUOUS_CODES and not _ENDS_INSTRUCTION.match(prompt, m.end()):
+        return ""
+    return code
 
 
 def _name_before(prompt: str, end: int) -> str:

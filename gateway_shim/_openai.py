@@ -51,6 +51,9 @@ class ChatRequest:
             task_id=self.task_id,
             priority=pb.PRIORITY_INTERACTIVE,
             max_output_tokens=self.max_output_tokens,
+            # A caller that caps the output gets OpenAI's answer to a cut: the text, finish_reason "length".
+            # One that does not gets a complete translation or an error, never a silent cut.
+            allow_truncated=self.max_output_tokens > 0,
         )
 
 
@@ -159,23 +162,28 @@ def usage_json(usage: pb.Usage | None) -> dict[str, Any]:
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
         "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
         "cost": usage.cost,
         "currency": usage.currency,
         "estimated": usage.estimated,
     }
 
 
-def _completion(ident: str, model: str, content: str, usage: pb.Usage | None) -> dict[str, Any]:
+def _completion(
+    ident: str, model: str, content: str, usage: pb.Usage | None, served: str = "", truncated: bool = False
+) -> dict[str, Any]:
+    """A chat.completion: `model` is the model asked for; `served_model` (ours) the one that answered."""
     return {
         "id": ident,
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
+        "served_model": served or model,
         "choices": [
             {
                 "index": 0,
                 "message": {"role": "assistant", "content": content},
-                "finish_reason": "stop",
+                "finish_reason": "length" if truncated else "stop",
                 "logprobs": None,
             }
         ],
@@ -205,8 +213,10 @@ class _Chunks:
     def delta(self, delta: dict[str, str], finish_reason: str | None = None) -> bytes:
         return self.frame([{"index": 0, "delta": delta, "finish_reason": finish_reason}])
 
-    def closing(self, usage: pb.Usage | None, include_usage: bool) -> bytes:
-        out = self.delta({}, "stop")
+    def closing(self, usage: pb.Usage | None, include_usage: bool, served: str = "", truncated: bool = False) -> bytes:
+        """The finish chunk (naming the model that served, as `served_model`), the usage chunk, [DONE]."""
+        finish = [{"index": 0, "delta": {}, "finish_reason": "length" if truncated else "stop"}]
+        out = self.frame(finish, served_model=served or self.model)
         if include_usage:
             out += self.frame([], usage=usage_json(usage))
         return out + _DONE
@@ -229,7 +239,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return await _stream(request, chat)
     resp = await state.backend.translate(chat.grpc_request(), request.headers)
     content = chat.batch.render([t.text for t in resp.translations])
-    return json_response(_completion(f"chatcmpl-{uuid.uuid4().hex}", resp.model, content, resp.usage))
+    truncated = any(t.truncated for t in resp.translations)
+    ident = f"chatcmpl-{uuid.uuid4().hex}"
+    return json_response(_completion(ident, resp.requested_model, content, resp.usage, resp.model, truncated))
 
 
 async def _open_sse(request: web.Request) -> web.StreamResponse:
@@ -255,15 +267,19 @@ async def _stream(request: web.Request, chat: ChatRequest) -> web.StreamResponse
     try:
         # Wait for the first message before answering, so an error can still get its HTTP status.
         message = await call.read()
-        chunks = _Chunks(chat.model or _UNNAMED_MODEL)
+        # Every chunk names the model asked for; the one that served is named once, at the finish.
+        requested = message.requested_model if message is not grpc.aio.EOF else ""
+        chunks = _Chunks(requested or chat.model or _UNNAMED_MODEL)
         response = await _open_sse(request)
         try:
             await response.write(chunks.delta({"role": "assistant", "content": ""}))
             opened = -1
             usage: pb.Usage | None = None
+            served = ""
+            truncated = False
             while message is not grpc.aio.EOF:
-                if message.model:
-                    chunks.model = message.model
+                served = served or message.model
+                truncated = truncated or message.truncated
                 if message.final:
                     usage = message.usage
                     # Read the stream's end too: the call (and its trace span) ends now, not when collected.
@@ -280,7 +296,7 @@ async def _stream(request: web.Request, chat: ChatRequest) -> web.StreamResponse
                 message = await call.read()
             rest = "".join(batch.before(i) for i in range(opened + 1, len(batch.segments)))
             tail = chunks.delta({"content": rest}) if rest else b""
-            await response.write(tail + chunks.closing(usage, chat.include_usage))
+            await response.write(tail + chunks.closing(usage, chat.include_usage, served, truncated))
             await response.write_eof()
         except grpc.aio.AioRpcError as exc:
             # Too late for a status code: an error event, which the OpenAI SDK raises as APIError.

@@ -35,6 +35,11 @@ __all__ = [
 SEPARATOR = "\n\n%%\n\n"
 SEPARATOR_LINE = "%%"
 _YAML_TAGS = re.compile(r"<yaml>[ \t]*\n?(?P<body>.*?)\n?[ \t]*</yaml>", re.DOTALL)
+# A fenced block: ```yaml … ``` (or a bare ``` fence) holding the items.
+_YAML_FENCE = re.compile(r"^[ \t]*```[ \t]*(?:ya?ml)?[ \t]*\n(?P<body>.*?)\n[ \t]*```[ \t]*$", re.DOTALL | re.MULTILINE)
+# The templates' worked example, which holds items of its own: part of the instruction, never the batch.
+_EXAMPLE = re.compile(r"<example>.*?</example>", re.DOTALL | re.IGNORECASE)
+_FIRST_ITEM = re.compile(r"^-[ \t]+id:", re.MULTILINE)
 # "- id: 7" then an indented "text: ..." (or whatever the source field is called).
 _YAML_ITEM = re.compile(
     r"^-[ \t]+id:[ \t]*(?P<id>[^\n]*?)[ \t]*\n(?P<indent>[ \t]+)(?P<field>[A-Za-z_][\w-]*):(?:[ \t]|$)",
@@ -135,25 +140,45 @@ def _paragraphs(body: str) -> list[str]:
             paragraphs[-1].append(line)
     out = []
     for lines in paragraphs:
-        while lines and not lines[0].strip():
+        # Only the empty lines the separator brings; a paragraph of spaces stays what it was.
+        while lines and not lines[0].strip("\r"):
             lines.pop(0)
-        while lines and not lines[-1].strip():
+        while lines and not lines[-1].strip("\r"):
             lines.pop()
         out.append("\n".join(lines))
     return out
 
 
+def _yaml_anywhere(text: str) -> Batch | None:
+    """A YAML batch in `<yaml>` tags, in a ```yaml fence, or bare after the instruction; None when there is none.
+
+    The instruction is everything around the items (the template's `<example>` block included), so
+    none of it is translated.
+    """
+    examples = [m.span() for m in _EXAMPLE.finditer(text)]
+
+    def outside(start: int) -> bool:
+        return not any(a <= start < b for a, b in examples)
+
+    for pattern in (_YAML_TAGS, _YAML_FENCE):
+        for m in pattern.finditer(text):
+            if outside(m.start()):
+                batch = _yaml(m.group("body"), text[: m.start()] + "\n" + text[m.end() :])
+                if batch is not None:
+                    return batch
+    for m in _FIRST_ITEM.finditer(text):
+        if outside(m.start()):
+            end = min((a for a, _ in examples if a > m.start()), default=len(text))
+            return _yaml(text[m.start() : end], text[: m.start()] + "\n" + text[end:])
+    return None
+
+
 def split_message(text: str) -> Batch:
     """The paragraphs of a chat message, in whichever of the plugin's forms it uses."""
-    tagged = _YAML_TAGS.search(text)
-    if tagged:
-        batch = _yaml(tagged.group("body"), text[: tagged.start()] + "\n" + text[tagged.end() :])
-        if batch is not None:
-            return batch
-    instruction, body = _instruction(text)
-    batch = _yaml(body, instruction)
+    batch = _yaml_anywhere(text)
     if batch is not None:
         return batch
+    instruction, body = _instruction(text)
     if SEPARATOR_LINE in body:
         parts = _paragraphs(body)
         if len(parts) > 1:

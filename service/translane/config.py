@@ -28,6 +28,7 @@ __all__ = [
 
 ApiStyle = Literal["chat_completions", "responses"]
 API_STYLES: tuple[str, ...] = ("chat_completions", "responses")
+REASONING: tuple[str, ...] = ("", "disabled", "minimal", "low", "medium", "high")
 
 
 class ConfigError(ValueError):
@@ -78,8 +79,11 @@ class ModelConfig:
     extra_body: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     # First guess of completion/prompt tokens, refined from real usage at run time.
     output_ratio: float = 1.3
-    # Target languages the model accepts; empty means any.
+    # Target languages the model accepts; empty means any language translane knows.
     languages: tuple[str, ...] = ()
+    # Thinking models (chat completions): "" leaves the provider's default; "disabled" sends
+    # `thinking: {type: disabled}`; minimal/low/medium/high send `reasoning_effort`.
+    reasoning: str = ""
 
     @property
     def wire_name(self) -> str:
@@ -332,6 +336,7 @@ def _model(name: str, t: _Table) -> ModelConfig:
         extra_body=MappingProxyType(dict(extra)),
         output_ratio=t.positive("output_ratio", float, 1.3),
         languages=t.strings("languages"),
+        reasoning=t.choice("reasoning", REASONING, ""),
     )
     t.finish()
     # The contract carries these as unsigned 32-bit (rpm and tpm: 64-bit) integers.

@@ -16,7 +16,9 @@ from opentelemetry.trace import SpanKind
 from .config import Config, ModelConfig
 from .errors import (
     ModelUnavailable,
+    OutputTruncated,
     Overloaded,
+    ProviderEmptyAnswer,
     ProviderError,
     ProviderQuotaExhausted,
     ProviderRateLimited,
@@ -41,6 +43,8 @@ log = logging.getLogger("translane.engine")
 INPUT_HEADROOM = 0.85
 # A call granted with less time than this before its deadline is shed, not sent.
 MIN_CALL_S = 0.05
+# A piece cut at the output limit is halved at most this many times before the segment fails.
+MAX_SPLIT_DEPTH = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +64,8 @@ class Job:
     max_output_tokens: int = 0
     glossary: tuple[tuple[str, str], ...] = ()
     mime_type: str = "text/plain"
+    # Return a translation cut at the output limit (marked) instead of failing the segment.
+    allow_truncated: bool = False
 
 
 @dataclass(slots=True)
@@ -69,6 +75,7 @@ class Stats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    reasoning_tokens: int = 0
     cost: float = 0.0
     currency: str = ""
     estimated: bool = False
@@ -83,6 +90,7 @@ class Stats:
         self.prompt_tokens += c.prompt_tokens
         self.completion_tokens += c.completion_tokens
         self.cached_tokens += c.cached_tokens
+        self.reasoning_tokens += c.reasoning_tokens
         self.cost += model.cost(c.prompt_tokens, c.completion_tokens, c.cached_tokens)
         self.currency = self.currency or model.currency
         self.estimated = self.estimated or c.estimated
@@ -94,6 +102,8 @@ class JobResult:
     texts: list[str]
     models: list[str]
     stats: Stats
+    # Per segment: cut at the output limit (only with Job.allow_truncated).
+    truncated: list[bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,12 +114,14 @@ class SegmentDelta:
     text: str
     model: str
     done: bool = False
+    truncated: bool = False
 
 
 @dataclass(slots=True)
 class _Outcome:
     text: str
     model: str
+    truncated: bool = False
 
 
 Sink = Callable[[str], None]
@@ -204,8 +216,10 @@ class Engine:
     async def translate(self, job: Job, stats: Stats | None = None) -> JobResult:
         """Translate every segment; results come back in request order. `stats` fills in as calls end."""
         stats = Stats() if stats is None else stats
-        outcomes = await _all([self._segment(job, text, stats, None) for text in job.segments])
-        return JobResult([o.text for o in outcomes], [o.model for o in outcomes], stats)
+        outcomes = await _all([self._segment(job, i, text, stats, None) for i, text in enumerate(job.segments)])
+        return JobResult(
+            [o.text for o in outcomes], [o.model for o in outcomes], stats, [o.truncated for o in outcomes]
+        )
 
     async def stream(self, job: Job, stats: Stats) -> AsyncIterator[SegmentDelta]:
         """Stream deltas in segment order; all segments run at once, later ones are buffered."""
@@ -214,7 +228,7 @@ class Engine:
         async def run(i: int, text: str) -> None:
             q = queues[i]
             try:
-                q.put_nowait(await self._segment(job, text, stats, q.put_nowait))
+                q.put_nowait(await self._segment(job, i, text, stats, q.put_nowait))
             except BaseException as exc:  # handed to the consumer, which re-raises it
                 q.put_nowait(exc)
                 if isinstance(exc, asyncio.CancelledError):
@@ -228,7 +242,7 @@ class Engine:
                     if isinstance(item, BaseException):
                         raise item
                     if isinstance(item, _Outcome):
-                        yield SegmentDelta(i, "", item.model, done=True)
+                        yield SegmentDelta(i, "", item.model, done=True, truncated=item.truncated)
                         break
                     yield SegmentDelta(i, item, "")
         finally:
@@ -250,9 +264,12 @@ class Engine:
 
     # -- one segment ----------------------------------------------------------
 
-    async def _segment(self, job: Job, text: str, stats: Stats, sink: Sink | None) -> _Outcome:
+    async def _segment(self, job: Job, index: int, text: str, stats: Stats, sink: Sink | None) -> _Outcome:
         model = self.config.models[job.model]
         if not text.strip():
+            # Nothing to translate: the segment comes back as it was, on every path.
+            if sink is not None and text:
+                sink(text)
             return _Outcome(text, model.name)
         overhead = prompt_tokens(
             model,
@@ -261,20 +278,57 @@ class Engine:
         limit = max(16, int(model.max_input_tokens * INPUT_HEADROOM) - overhead)
         pieces = split_text(text, limit, count_tokens)
         if len(pieces) == 1:
-            return await self._call(job, text, stats, sink)
+            return await self._complete(job, index, text, limit, stats, sink)
         if sink is not None:
             # Streaming keeps order by running a long segment's pieces one after another.
             outs: list[_Outcome] = []
             for p in pieces:
-                outs.append(await self._call(job, p.text, stats, sink))
+                outs.append(await self._complete(job, index, p.text, limit, stats, sink))
                 if p.sep:
                     sink(p.sep)
             return self._joined(pieces, outs)
-        return self._joined(pieces, await _all([self._call(job, p.text, stats, None) for p in pieces]))
+        return self._joined(
+            pieces, await _all([self._complete(job, index, p.text, limit, stats, None) for p in pieces])
+        )
+
+    async def _complete(
+        self, job: Job, index: int, text: str, limit: int, stats: Stats, sink: Sink | None, depth: int = 0
+    ) -> _Outcome:
+        """One piece translated to the end: a cut answer is retried with the model's whole output budget,
+        then in smaller pieces; what still cannot complete fails the segment, or comes back marked
+        truncated when the caller allows it. Never a silent cut."""
+        model = self.config.models[job.model]
+        budget = min(job.max_output_tokens or model.max_output_tokens, model.max_output_tokens)
+        outcome = await self._call(job, text, stats, sink, budget)
+        if not outcome.truncated or job.allow_truncated:
+            return outcome
+        if sink is not None:
+            # Deltas already reached the caller and cannot be taken back: say so, do not retry.
+            raise OutputTruncated(
+                f"segments[{index}]: the translation was cut at the model's output limit ({budget} tokens); "
+                "send the segment in smaller pieces, or set allow_truncated"
+            )
+        if budget < model.max_output_tokens:
+            stats.retries += 1
+            outcome = await self._call(job, text, stats, None, model.max_output_tokens)
+            if not outcome.truncated:
+                return outcome
+        pieces = split_text(text, max(8, count_tokens(text) // 2), count_tokens) if depth < MAX_SPLIT_DEPTH else []
+        if len(pieces) > 1:
+            stats.retries += 1
+            outs = await _all([self._complete(job, index, p.text, limit, stats, None, depth + 1) for p in pieces])
+            return self._joined(pieces, outs)
+        raise OutputTruncated(
+            f"segments[{index}]: the translation was cut at the model's output limit "
+            f"({model.max_output_tokens} tokens) even in smaller pieces"
+            + (" (the model spent its budget reasoning)" if not outcome.text.strip() else "")
+            + "; set allow_truncated to accept a cut translation"
+        )
 
     @staticmethod
     def _joined(pieces: list[Piece], outs: list[_Outcome]) -> _Outcome:
-        return _Outcome(join_pieces(pieces, [o.text for o in outs]), outs[0].model)
+        text = join_pieces(pieces, [o.text for o in outs])
+        return _Outcome(text, outs[0].model, any(o.truncated for o in outs))
 
     async def _admit(
         self, job: Job, call: SegmentCall, stats: Stats, stack: contextlib.AsyncExitStack
@@ -314,10 +368,8 @@ class Engine:
         assert last is not None
         raise last
 
-    async def _call(self, job: Job, text: str, stats: Stats, sink: Sink | None) -> _Outcome:
-        call = SegmentCall(
-            text, job.target_language, job.source_language, job.max_output_tokens, job.glossary, job.mime_type
-        )
+    async def _call(self, job: Job, text: str, stats: Stats, sink: Sink | None, budget: int) -> _Outcome:
+        call = SegmentCall(text, job.target_language, job.source_language, budget, job.glossary, job.mime_type)
         attempt = 0
         while True:
             streamed: list[str] = []
@@ -345,12 +397,15 @@ class Engine:
                 else:
                     ticket.settle(completion.prompt_tokens + completion.completion_tokens)
                     self.governor.on_success(model.name)
-                    if not completion.estimated:
+                    stats.add(model, completion)
+                    if not completion.estimated and not completion.truncated:
                         self.estimators[model.name].learn(
                             counted, completion.prompt_tokens, completion.completion_tokens
                         )
-                    stats.add(model, completion)
-                    return _Outcome(completion.text, model.name)
+                    if completion.text.strip() or completion.truncated:
+                        return _Outcome(completion.text, model.name, completion.truncated)
+                    # Paid for, but nothing to show (a thinking model that only reasoned, say): try again.
+                    failure = ProviderEmptyAnswer(f"{model.name} answered with no translation")
                 finally:
                     stats.upstream_s = max(stats.upstream_s, self._clock() - started)
             # The slot is free again while a retry waits out its backoff.

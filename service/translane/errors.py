@@ -5,6 +5,7 @@ No transport lives here: the gRPC status of each error is chosen in server.py.
 TranslaneError
 ├── InvalidRequest              the caller asked for something we cannot do
 │   └── UnknownModel
+├── OutputTruncated             the translation would not fit the model's output limit
 ├── Overloaded                  shed before reaching the provider (queue full,
 │                               deadline cannot be met); carries retry_after_s
 ├── ModelUnavailable            every candidate model is paused or disabled
@@ -15,6 +16,7 @@ TranslaneError
     ├── ProviderAuthError       401/403: our key or account is wrong
     ├── ProviderModelNotFound   404: model not opened / no such endpoint
     ├── ProviderServerError     5xx: retried
+    │   └── ProviderEmptyAnswer 200 with no translation in it (all reasoning): retried
     ├── ProviderConnectionError reset, refused, truncated stream: retried
     └── ProviderTimeout         no answer in time
 """
@@ -25,9 +27,11 @@ __all__ = [
     "RATE_CODES",
     "InvalidRequest",
     "ModelUnavailable",
+    "OutputTruncated",
     "Overloaded",
     "ProviderAuthError",
     "ProviderConnectionError",
+    "ProviderEmptyAnswer",
     "ProviderError",
     "ProviderModelNotFound",
     "ProviderQuotaExhausted",
@@ -62,6 +66,10 @@ class UnknownModel(InvalidRequest):
 
 
 class Overloaded(TranslaneError):
+    pass
+
+
+class OutputTruncated(TranslaneError):
     pass
 
 
@@ -115,6 +123,10 @@ class ProviderModelNotFound(ProviderError):
 
 class ProviderServerError(ProviderError):
     retryable = True
+
+
+class ProviderEmptyAnswer(ProviderServerError):
+    pass
 
 
 class ProviderConnectionError(ProviderError):

@@ -24,6 +24,7 @@ from .engine import Engine, Job, Stats
 from .errors import (
     InvalidRequest,
     ModelUnavailable,
+    OutputTruncated,
     Overloaded,
     ProviderAuthError,
     ProviderError,
@@ -36,7 +37,7 @@ from .errors import (
     UnknownModel,
 )
 from .lanes import BATCH, INTERACTIVE
-from .languages import normalize_language
+from .languages import NAMES, normalize_language, quote
 from .prometheus import serve_metrics
 from .tracing import ATTR, MAX_ID_CHARS, grpc_server_interceptors
 from .tracing import enabled as tracing_enabled
@@ -55,6 +56,7 @@ DEADLINE_MARGIN_S = 0.02
 _GRPC_CODES: tuple[tuple[type[TranslaneError], grpc.StatusCode], ...] = (
     (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
     (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (OutputTruncated, grpc.StatusCode.OUT_OF_RANGE),
     (ModelUnavailable, grpc.StatusCode.UNAVAILABLE),
     (ProviderRateLimited, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (ProviderQuotaExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
@@ -83,6 +85,7 @@ def _usage(stats: Stats) -> pb.Usage:
         cost=round(stats.cost, 8),
         currency=stats.currency,
         estimated=stats.estimated,
+        reasoning_tokens=stats.reasoning_tokens,
     )
 
 
@@ -145,6 +148,11 @@ class TranslatorService(pb_grpc.TranslatorServicer):
         self.config: Config = engine.config
         self._loop = asyncio.get_running_loop()
         self._tracing = tracing_enabled()
+        # Every code translane can prompt for, and any a model's own list adds.
+        known = dict.fromkeys(NAMES)
+        for m in self.config.models.values():
+            known.update(dict.fromkeys(m.languages))
+        self._languages = tuple(known)
 
     # -- validation -----------------------------------------------------------
 
@@ -163,6 +171,15 @@ class TranslatorService(pb_grpc.TranslatorServicer):
         if not target:
             raise InvalidRequest("target_language: required (a language code such as 'zh' or 'en')")
         source = normalize_language(req.source_language)
+        for name, code, raw in (
+            ("target_language", target, req.target_language),
+            ("source_language", source, req.source_language),
+        ):
+            if code and code not in self._languages:
+                raise InvalidRequest(
+                    f"{name}: unknown language {quote(raw)}; accepted: {', '.join(self._languages)} "
+                    "(and region or script variants such as zh-CN, zh-TW, pt-BR, en-US)"
+                )
         if req.mime_type and req.mime_type not in MIME_TYPES:
             raise InvalidRequest(f"mime_type: must be one of {', '.join(MIME_TYPES)}, got {req.mime_type!r}")
         model = self._model_for(req.model, target)
@@ -185,6 +202,7 @@ class TranslatorService(pb_grpc.TranslatorServicer):
             max_output_tokens=req.max_output_tokens,
             glossary=tuple((g.source, g.target) for g in req.glossary if g.source),
             mime_type=req.mime_type or "text/plain",
+            allow_truncated=req.allow_truncated,
         )
 
     def _model_for(self, requested: str, target: str) -> ModelConfig:
@@ -281,10 +299,11 @@ class TranslatorService(pb_grpc.TranslatorServicer):
             served.served_by = result.models[0]
             return pb.TranslateResponse(
                 translations=[
-                    pb.Translation(text=t, model=m, detected_source_language=job.source_language)
-                    for t, m in zip(result.texts, result.models, strict=True)
+                    pb.Translation(text=t, model=m, detected_source_language=job.source_language, truncated=cut)
+                    for t, m, cut in zip(result.texts, result.models, result.truncated, strict=True)
                 ],
                 model=result.models[0],
+                requested_model=job.model,
                 usage=_usage(result.stats),
                 timing=_timing(result.stats, served.started),
                 task_id=request.task_id,
@@ -308,8 +327,10 @@ class TranslatorService(pb_grpc.TranslatorServicer):
                         delta=d.text,
                         model=d.model,
                         segment_done=d.done,
+                        truncated=d.truncated,
                         usage=_usage(stats),
                         task_id=request.task_id,
+                        requested_model=job.model,
                     )
             except TranslaneError as exc:
                 await self._abort(context, exc, served)
@@ -321,6 +342,7 @@ class TranslatorService(pb_grpc.TranslatorServicer):
                 timing=_timing(stats, served.started),
                 task_id=request.task_id,
                 segment_index=max(0, len(request.segments) - 1),
+                requested_model=job.model,
             )
 
     async def ListModels(

@@ -28,7 +28,7 @@ from .languages import language_name
 from .tokens import count_tokens
 from .tracing import aiohttp_client_trace_configs
 
-__all__ = ["Completion", "SegmentCall", "UpstreamClient", "prompt_tokens"]
+__all__ = ["Completion", "SegmentCall", "ThinkFilter", "UpstreamClient", "prompt_tokens", "strip_think"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +51,57 @@ class Completion:
     cached_tokens: int = 0
     # True when the provider sent no usage and the figures were counted here.
     estimated: bool = False
+    # Cut at the output budget: chat `finish_reason: "length"`, Responses `status: "incomplete"`.
+    truncated: bool = False
+    # Of completion_tokens, those a thinking model spent reasoning.
+    reasoning_tokens: int = 0
+
+
+class ThinkFilter:
+    """Drops a leading `<think>…</think>` block from a reply, whole or fed in deltas.
+
+    Some thinking models put their reasoning inside `content` this way; it must never reach a
+    translation. Text before the block's end is held back, so a tag split across deltas is caught.
+    """
+
+    __slots__ = ("_held", "_state")
+    OPEN, CLOSE = "<think>", "</think>"
+
+    def __init__(self) -> None:
+        self._held = ""
+        self._state = "start"  # start → (thinking →) text
+
+    def feed(self, delta: str) -> str:
+        """The part of `delta` that is translation."""
+        if self._state == "text":
+            return delta
+        self._held += delta
+        if self._state == "start":
+            head = self._held.lstrip()
+            if head.startswith(self.OPEN):
+                self._state = "thinking"
+            elif self.OPEN.startswith(head):
+                return ""  # maybe the tag, still arriving
+            else:
+                self._state, out, self._held = "text", self._held, ""
+                return out
+        end = self._held.find(self.CLOSE)
+        if end < 0:
+            return ""
+        self._state, rest, self._held = "text", self._held[end + len(self.CLOSE) :].lstrip(), ""
+        return rest
+
+    def finish(self) -> str:
+        """What was held back when the reply ends: reasoning that never closed is dropped."""
+        out = self._held if self._state == "start" else ""
+        self._held = ""
+        return out
+
+
+def strip_think(text: str) -> str:
+    """`text` without a leading `<think>…</think>` block."""
+    f = ThinkFilter()
+    return f.feed(text) + f.finish()
 
 
 def _system_prompt(call: SegmentCall) -> str:
@@ -103,6 +154,10 @@ def _body(model: ModelConfig, call: SegmentCall, stream: bool) -> dict[str, Any]
         body = {"model": model.wire_name, "messages": _messages(call), "max_tokens": max_out}
         if stream:
             body["stream_options"] = {"include_usage": True}
+        if model.reasoning == "disabled":
+            body["thinking"] = {"type": "disabled"}
+        elif model.reasoning:
+            body["reasoning_effort"] = model.reasoning
     if stream:
         body["stream"] = True
     body.update(model.extra_body)
@@ -120,15 +175,22 @@ def _retry_after(headers: Any) -> float | None:
         return max(0.0, parsed.timestamp() - time.time()) if parsed else None
 
 
-def _usage(model: ModelConfig, call: SegmentCall, text: str, usage: Any) -> Completion:
+def _detail(details: Any, key: str) -> int:
+    value = details.get(key, 0) if isinstance(details, dict) else 0
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _usage(model: ModelConfig, call: SegmentCall, text: str, usage: Any, truncated: bool) -> Completion:
     if isinstance(usage, dict):
         prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
         completion = usage.get("completion_tokens", usage.get("output_tokens"))
-        details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
         if isinstance(prompt, int) and isinstance(completion, int):
-            cached = details.get("cached_tokens", 0) if isinstance(details, dict) else 0
-            return Completion(text, prompt, completion, int(cached or 0))
-    return Completion(text, prompt_tokens(model, call), count_tokens(text), 0, estimated=True)
+            cached = _detail(usage.get("prompt_tokens_details") or usage.get("input_tokens_details"), "cached_tokens")
+            reasoning = _detail(
+                usage.get("completion_tokens_details") or usage.get("output_tokens_details"), "reasoning_tokens"
+            )
+            return Completion(text, prompt, completion, cached, truncated=truncated, reasoning_tokens=reasoning)
+    return Completion(text, prompt_tokens(model, call), count_tokens(text), 0, estimated=True, truncated=truncated)
 
 
 def _response_text(data: Any) -> str:
@@ -222,16 +284,22 @@ class UpstreamClient:
             raise ProviderServerError(f"{model.name}: answer is not a JSON object")
         if model.api_style == "responses":
             text = _response_text(data)
+            truncated = data.get("status") == "incomplete"
         else:
             choices = data.get("choices") or [{}]
-            text = str((choices[0].get("message") or {}).get("content") or "")
-        return _usage(model, call, text, data.get("usage"))
+            choice = choices[0] if isinstance(choices[0], dict) else {}
+            # Reasoning arrives in `reasoning_content` (never read) or as a <think> block in `content`.
+            text = strip_think(str((choice.get("message") or {}).get("content") or ""))
+            truncated = choice.get("finish_reason") == "length"
+        return _usage(model, call, text, data.get("usage"), truncated)
 
     async def stream(self, model: ModelConfig, call: SegmentCall, timeout_s: float) -> AsyncIterator[str | Completion]:
         """One streaming call: yields text deltas, then one Completion with the usage."""
         body = _body(model, call, stream=True)
         parts: list[str] = []
         usage: Any = None
+        truncated = False
+        think = ThinkFilter()
         with _transport_errors(model, timeout_s):
             async with self._post(model, body, timeout_s) as resp:
                 await self._raise_for(resp)
@@ -243,8 +311,9 @@ class UpstreamClient:
                     if model.api_style == "responses":
                         if kind == "response.output_text.delta":
                             delta = str(payload.get("delta", ""))
-                        elif kind == "response.completed":
+                        elif kind in ("response.completed", "response.incomplete"):
                             usage = (payload.get("response") or {}).get("usage")
+                            truncated = kind == "response.incomplete"
                             continue
                         elif kind in ("response.failed", "error"):
                             err = payload.get("error") or (payload.get("response") or {}).get("error") or {}
@@ -260,11 +329,17 @@ class UpstreamClient:
                         if payload.get("usage"):
                             usage = payload["usage"]
                         choices = payload.get("choices") or []
-                        delta = str((choices[0].get("delta") or {}).get("content") or "") if choices else ""
+                        choice = choices[0] if choices and isinstance(choices[0], dict) else {}
+                        truncated = truncated or choice.get("finish_reason") == "length"
+                        delta = think.feed(str((choice.get("delta") or {}).get("content") or ""))
                     if delta:
                         parts.append(delta)
                         yield delta
-        yield _usage(model, call, "".join(parts), usage)
+                rest = think.finish()
+                if rest:
+                    parts.append(rest)
+                    yield rest
+        yield _usage(model, call, "".join(parts), usage, truncated)
 
 
 @contextlib.contextmanager

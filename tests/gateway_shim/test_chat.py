@@ -186,8 +186,8 @@ async def test_task_id_travels_and_is_echoed(client: openai.AsyncOpenAI, http: a
     ) as r:
         assert r.status == 200 and r.headers["X-Task-Id"] == "from-header"
         body = await r.json()
-        # Still a plain chat.completion: nothing outside the OpenAI schema at the top level.
-        assert set(body) == {"id", "object", "created", "model", "choices", "usage"}
+        # A plain chat.completion, plus one documented extension: the model that served.
+        assert set(body) == {"id", "object", "created", "model", "choices", "usage", "served_model"}
 
 
 async def test_empty_messages_is_a_connection_check(client: openai.AsyncOpenAI, sim: Sim) -> None:

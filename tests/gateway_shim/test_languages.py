@@ -83,3 +83,63 @@ def test_earlier_prompts_win_and_gaps_are_filled_later() -> None:
 
 def test_plugin_code() -> None:
     assert [plugin_code(c) for c in ("zh", "zh-Hant", "en")] == ["zh-CN", "zh-TW", "en"]
+
+
+# The plugin fills {{to}} with its own codes or with names, regions included (its settings' values).
+PLUGIN_TARGETS = [
+    ("zh-CN", "zh"),
+    ("zh-TW", "zh-Hant"),
+    ("zh-HK", "zh-Hant"),
+    ("en", "en"),
+    ("en-US", "en"),
+    ("en-GB", "en"),
+    ("ja", "ja"),
+    ("ko", "ko"),
+    ("fr", "fr"),
+    ("de", "de"),
+    ("es", "es"),
+    ("it", "it"),
+    ("pt", "pt"),
+    ("pt-BR", "pt"),
+    ("pt-PT", "pt"),
+    ("ru", "ru"),
+    ("ar", "ar"),
+    ("th", "th"),
+    ("vi", "vi"),
+    ("id", "id"),
+    ("ms", "ms"),
+    ("tr", "tr"),
+    ("pl", "pl"),
+    ("nl", "nl"),
+    ("uk", "uk"),
+    ("no", "nb"),
+    ("nb", "nb"),
+    ("hi", "hi"),
+    ("he", "he"),
+    ("sv", "sv"),
+    ("cs", "cs"),
+    ("Simplified Chinese", "zh"),
+    ("Traditional Chinese", "zh-Hant"),
+    ("English", "en"),
+    ("Japanese", "ja"),
+    ("Italian", "it"),
+    ("Indonesian", "id"),
+    ("Ukrainian", "uk"),
+    ("Portuguese (Brazil)", "pt"),
+    ("Hebrew", "he"),
+    ("Norwegian", "nb"),
+    ("简体中文", "zh"),
+    ("繁體中文", "zh-Hant"),
+]
+
+
+@pytest.mark.parametrize(("to", "code"), PLUGIN_TARGETS)
+def test_every_plugin_target_is_read_from_its_instruction(to: str, code: str) -> None:
+    for prompt in (f"Translate to {to}:", f"Translate to {to} (output translation only):", f"Translate to {to}"):
+        assert prompt_languages([prompt])[1] == code, prompt
+
+
+def test_a_word_that_is_a_code_counts_only_where_it_ends_the_instruction() -> None:
+    assert prompt_languages(["Translate to it:"])[1] == "it"
+    assert prompt_languages(["Please translate it to no one else."])[1] == ""
+    assert prompt_languages(["Translate to hi there, friend"])[1] == ""

@@ -84,3 +84,39 @@ def test_render_refuses_a_count_mismatch() -> None:
     batch = split_message("A\n\n%%\n\nB")
     with pytest.raises(ValueError, match="1 translations for 2 paragraphs"):
         batch.render(["only one"])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Fenced, as customised templates often send it.
+        "Translate to German:\n\n```yaml\n- id: 1\n  text: Hello\n- id: 2\n  text: World\n```",
+        # Bare, after a multi-line instruction, with the template's worked example after it.
+        "You are a translator.\nTranslate every item to German, keep the ids.\n\n"
+        "- id: 1\n  text: Hello\n- id: 2\n  text: World\n\n"
+        "<example>\n- id: 1\n  text: Good morning\n</example>",
+        # Tagged, with the example first.
+        "<example>\n- id: 9\n  text: Example only\n</example>\nTranslate to German:\n<yaml>\n"
+        "- id: 1\n  text: Hello\n- id: 2\n  text: World\n</yaml>",
+    ],
+)
+def test_yaml_batches_in_every_wrapper_keep_ids_and_never_translate_the_instruction(text: str) -> None:
+    batch = split_message(text)
+    assert batch.form == "yaml"
+    assert batch.segments == ("Hello", "World")
+    assert [i.ident for i in batch.items] == ["1", "2"]
+    assert "Hello" not in batch.instruction and "German" in batch.instruction
+    assert "Example only" not in batch.segments and "Good morning" not in batch.segments
+    assert batch.render(["Hallo", "Welt"]) == "- id: 1\n  text: Hallo\n- id: 2\n  text: Welt"
+
+
+def test_yaml_keeps_any_field_name_and_ids_as_sent() -> None:
+    batch = split_message("Translate to French:\n\n- id: a7\n  source: One\n- id: 0012\n  source: Two")
+    assert batch.segments == ("One", "Two") and [i.ident for i in batch.items] == ["a7", "0012"]
+    assert batch.render(["Un", "Deux"]) == "- id: a7\n  source: Un\n- id: 0012\n  source: Deux"
+
+
+def test_a_paragraph_of_spaces_comes_back_as_it_was_in_the_separator_form() -> None:
+    batch = split_message("Hello\n\n%%\n\n   \n\n%%\n\nWorld")
+    assert batch.segments == ("Hello", "   ", "World")
+    assert batch.render(list(batch.segments)) == "Hello\n\n%%\n\n   \n\n%%\n\nWorld"

@@ -117,6 +117,7 @@ async def test_responses_non_stream() -> None:
         "output_tokens": count_tokens(out),
         "total_tokens": count_tokens(TEXT) + count_tokens(out),
         "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": 0},
     }
 
 

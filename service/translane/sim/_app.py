@@ -20,6 +20,7 @@ from translane.tokens import count_tokens, warm_up
 
 from . import _chat, _responses
 from ._call import Answer, Call, SimError, error_body, split_pieces, translate
+from ._call import answer as make_answer
 from ._config import SimConfig
 from ._limiter import ModelLimiter
 
@@ -117,8 +118,18 @@ class _Simulator:
                 "InvalidParameter",
                 f"The input has {call.prompt_tokens} tokens; the limit is {limits.max_input_tokens}.",
             )
-        output = translate(call)
-        completion_tokens = count_tokens(output)
+        caps = [int(c) for c in (call.max_tokens, cfg.output_cap_tokens) if c]
+        ident = f"{wire.id_prefix}{next(self._ids):010d}"
+        answer = make_answer(
+            ident,
+            int(time.time()),
+            translate(call),
+            int(cfg.reasoning_tokens),
+            min(caps) if caps else 0,
+            bool(cfg.think_in_content),
+            count_tokens,
+        )
+        completion_tokens = answer.completion_tokens
         rng = self._rng
         if cfg.rate_limit_rate and rng.random() < cfg.rate_limit_rate:
             limiter.rate_limited += 1
@@ -144,8 +155,6 @@ class _Simulator:
                 return _drop(request)
             if cfg.stall_rate and rng.random() < cfg.stall_rate:
                 await asyncio.sleep(cfg.stall_s)
-            ident = f"{wire.id_prefix}{next(self._ids):010d}"
-            answer = Answer(ident, int(time.time()), output, completion_tokens)
             response, delivered = await (self._stream if call.stream else self._reply)(request, wire, call, answer, cfg)
             if delivered:
                 limiter.requests += 1
@@ -169,7 +178,7 @@ class _Simulator:
         self, request: web.Request, wire: _Wire, call: Call, answer: Answer, cfg: SimConfig
     ) -> tuple[web.StreamResponse, bool]:
         """The answer as SSE, paced by ttft_s and tokens_per_s; False if the client left early."""
-        opening, frames, closing = wire.render_stream(call, answer, split_pieces(answer.output))
+        opening, frames, closing = wire.render_stream(call, answer, split_pieces(answer.content))
         if cfg.ttft_s == 0 and cfg.tokens_per_s == 0:
             # Nothing to pace: one plain body (no chunked writes) keeps the zero-latency sim cheap.
             body = b"".join((opening, *frames, closing))

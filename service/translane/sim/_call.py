@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from json.encoder import encode_basestring
 from typing import Any
@@ -14,6 +14,7 @@ __all__ = [
     "Answer",
     "Call",
     "SimError",
+    "answer",
     "error_body",
     "hint_languages",
     "piece_json",
@@ -72,6 +73,8 @@ class Call:
     prompt_tokens: int
     stream: bool
     include_usage: bool
+    # The request's output cap (max_tokens / max_output_tokens); 0 when it sets none.
+    max_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,12 +84,58 @@ class Answer:
     ident: str
     created: int
     output: str
+    # Output plus reasoning tokens, as providers bill them.
     completion_tokens: int
+    # What a thinking model "thought" first, and its tokens (part of completion_tokens).
+    reasoning: str = ""
+    reasoning_tokens: int = 0
+    # Cut at the output budget: finish_reason "length" / status "incomplete".
+    truncated: bool = False
+    # Reasoning inside `content` as <think>…</think> rather than in its own field.
+    think_in_content: bool = False
+
+    @property
+    def content(self) -> str:
+        """The chat `content`: the output, behind the reasoning when the model writes it there."""
+        if not (self.think_in_content and self.reasoning):
+            return self.output
+        closed = "</think>\n" if self.output or not self.truncated else ""
+        return f"<think>{self.reasoning}{closed}{self.output}"
 
 
 def translate(call: Call) -> str:
     """The simulated translation: the text copied, so placeholders survive, under a clear mark."""
     return f"[sim {call.source}->{call.target}] {call.text}"
+
+
+_THOUGHT = " Let me consider how each phrase reads in the target language."
+
+
+def answer(
+    ident: str,
+    created: int,
+    output: str,
+    reasoning_tokens: int,
+    budget: int,
+    think_in_content: bool,
+    count: Callable[[str], int],
+) -> Answer:
+    """The reply to one call: `reasoning_tokens` spent thinking first, everything cut at `budget` tokens (0 = none).
+
+    The cut goes by pieces of about a token; what is billed is `count` of what was produced.
+    """
+    reasoning = ""
+    if reasoning_tokens:
+        pieces = split_pieces(_THOUGHT * (reasoning_tokens // 10 + 1))
+        reasoning = "".join(pieces[:reasoning_tokens])
+    out_pieces = split_pieces(output)
+    truncated = bool(budget) and reasoning_tokens + len(out_pieces) > budget
+    if truncated:
+        reasoning = "".join(split_pieces(reasoning)[:budget])
+        out_pieces = out_pieces[: max(0, budget - reasoning_tokens)]
+    thought = count(reasoning) if reasoning else 0
+    text = "".join(out_pieces)
+    return Answer(ident, created, text, thought + count(text), reasoning, thought, truncated, think_in_content)
 
 
 def split_pieces(text: str) -> list[str]:

@@ -15,6 +15,7 @@ from ._call import (
     SimError,
     hint_languages,
     piece_json,
+    split_pieces,
     target_in_prompt,
     template,
     text_of,
@@ -52,7 +53,9 @@ def parse(body: Mapping[str, Any], model: str) -> Call:
     stream = body.get("stream") is True
     stream_options = body.get("stream_options")
     include_usage = stream and isinstance(stream_options, Mapping) and stream_options.get("include_usage") is True
-    return Call(model, text, source or "auto", target, prompt_tokens, stream, include_usage)
+    cap = body.get("max_completion_tokens", body.get("max_tokens"))
+    max_tokens = cap if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0 else 0
+    return Call(model, text, source or "auto", target, prompt_tokens, stream, include_usage, max_tokens)
 
 
 def _usage(call: Call, answer: Answer) -> dict[str, Any]:
@@ -61,8 +64,19 @@ def _usage(call: Call, answer: Answer) -> dict[str, Any]:
         "completion_tokens": answer.completion_tokens,
         "total_tokens": call.prompt_tokens + answer.completion_tokens,
         "prompt_tokens_details": {"cached_tokens": 0},
-        "completion_tokens_details": {"reasoning_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": answer.reasoning_tokens},
     }
+
+
+def _finish(answer: Answer) -> str:
+    return "length" if answer.truncated else "stop"
+
+
+def _message(answer: Answer) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": answer.content}
+    if answer.reasoning and not answer.think_in_content:
+        message["reasoning_content"] = answer.reasoning
+    return message
 
 
 def render(call: Call, answer: Answer) -> bytes:
@@ -76,8 +90,8 @@ def render(call: Call, answer: Answer) -> bytes:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": answer.output},
-                    "finish_reason": "stop",
+                    "message": _message(answer),
+                    "finish_reason": _finish(answer),
                     "logprobs": None,
                 }
             ],
@@ -107,7 +121,14 @@ def render_stream(call: Call, answer: Answer, pieces: list[str]) -> tuple[bytes,
     head, tail = template(_chunk(answer, call, [{"index": 0, "delta": {"content": PIECE}, "finish_reason": None}]))
     before, after = f"data: {head}", f"{tail}\n\n"
     frames = [f"{before}{piece_json(p)}{after}".encode() for p in pieces]
-    closing = _sse(_chunk(answer, call, [{"index": 0, "delta": {}, "finish_reason": "stop"}]))
+    if answer.reasoning and not answer.think_in_content:
+        # Reasoning first, in its own delta field, as DeepSeek-style thinking models stream it.
+        head, tail = template(
+            _chunk(answer, call, [{"index": 0, "delta": {"reasoning_content": PIECE}, "finish_reason": None}])
+        )
+        thought = [f"data: {head}{piece_json(p)}{tail}\n\n".encode() for p in split_pieces(answer.reasoning)]
+        frames = thought + frames
+    closing = _sse(_chunk(answer, call, [{"index": 0, "delta": {}, "finish_reason": _finish(answer)}]))
     if call.include_usage:
         closing += _sse({**_chunk(answer, call, []), "usage": _usage(call, answer)})
     return opening, frames, closing + b"data: [DONE]\n\n"

@@ -22,9 +22,12 @@ RUNTIME_FIELDS: tuple[str, ...] = (
     "reset_rate",
     "stall_rate",
     "stall_s",
+    "reasoning_tokens",
+    "think_in_content",
+    "output_cap_tokens",
 )
 _RATES = ("error_rate", "rate_limit_rate", "spend_limit_rate", "reset_rate", "stall_rate")
-_DURATIONS = ("window_s", "ttft_s", "tokens_per_s", "stall_s")
+_DURATIONS = ("window_s", "ttft_s", "tokens_per_s", "stall_s", "reasoning_tokens", "output_cap_tokens")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +64,12 @@ class SimConfig:
     reset_rate: float = 0.0
     stall_rate: float = 0.0
     stall_s: float = 30.0
+    # Thinking models: tokens spent reasoning before each answer (billed as output), and whether the
+    # reasoning comes inside `content` as <think>…</think> (1) or in `reasoning_content` (0).
+    reasoning_tokens: float = 0.0
+    think_in_content: float = 0.0
+    # The model's own output limit, whatever the request asks (0 = none): past it, answers are cut.
+    output_cap_tokens: float = 0.0
     retry_after: bool = True
     api_key: str = field(default="", repr=False)
     seed: int = 0

@@ -35,8 +35,10 @@ def parse(body: Mapping[str, Any], model: str) -> Call:
     if not target:
         raise SimError(400, "MissingParameter", "translation_options.target_language is required")
     stream = body.get("stream") is True
+    cap = body.get("max_output_tokens")
+    max_tokens = cap if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0 else 0
     # Responses streams always end with the full usage, so include_usage is implied.
-    return Call(model, text, source or "auto", target, count_tokens(text), stream, True)
+    return Call(model, text, source or "auto", target, count_tokens(text), stream, True, max_tokens)
 
 
 def _response(call: Call, answer: Answer, *, done: bool) -> dict[str, Any]:
@@ -45,23 +47,30 @@ def _response(call: Call, answer: Answer, *, done: bool) -> dict[str, Any]:
         "object": "response",
         "created_at": answer.created,
         "model": call.model,
-        "status": "completed" if done else "in_progress",
+        "status": ("incomplete" if answer.truncated else "completed") if done else "in_progress",
         "output": [],
     }
     if done:
-        response["output"] = [
+        output: list[dict[str, Any]] = []
+        if answer.reasoning:
+            output.append({"type": "reasoning", "summary": [{"type": "summary_text", "text": answer.reasoning}]})
+        output.append(
             {
                 "type": "message",
                 "role": "assistant",
-                "status": "completed",
+                "status": "incomplete" if answer.truncated else "completed",
                 "content": [{"type": "output_text", "text": answer.output}],
             }
-        ]
+        )
+        response["output"] = output
+        if answer.truncated:
+            response["incomplete_details"] = {"reason": "max_output_tokens"}
         response["usage"] = {
             "input_tokens": call.prompt_tokens,
             "output_tokens": answer.completion_tokens,
             "total_tokens": call.prompt_tokens + answer.completion_tokens,
             "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens_details": {"reasoning_tokens": answer.reasoning_tokens},
         }
     return response
 
@@ -83,6 +92,7 @@ def render_stream(call: Call, answer: Answer, pieces: list[str]) -> tuple[bytes,
     before = "event: response.output_text.delta\ndata: " + head
     after = tail + "\n\n"
     frames = [f"{before}{piece_json(p)}{after}".encode() for p in pieces]
-    completed = {"type": "response.completed", "response": _response(call, answer, done=True)}
-    closing = _event("response.completed", json.dumps(completed, ensure_ascii=False))
+    kind = "response.incomplete" if answer.truncated else "response.completed"
+    completed = {"type": kind, "response": _response(call, answer, done=True)}
+    closing = _event(kind, json.dumps(completed, ensure_ascii=False))
     return opening, frames, closing

@@ -25,7 +25,7 @@ class GlossaryEntry(_message.Message):
     def __init__(self, source: _Optional[str] = ..., target: _Optional[str] = ...) -> None: ...
 
 class TranslateRequest(_message.Message):
-    __slots__ = ("segments", "target_language", "source_language", "model", "task_id", "priority", "max_output_tokens", "glossary", "mime_type")
+    __slots__ = ("segments", "target_language", "source_language", "model", "task_id", "priority", "max_output_tokens", "glossary", "mime_type", "allow_truncated")
     SEGMENTS_FIELD_NUMBER: _ClassVar[int]
     TARGET_LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     SOURCE_LANGUAGE_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +35,7 @@ class TranslateRequest(_message.Message):
     MAX_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     GLOSSARY_FIELD_NUMBER: _ClassVar[int]
     MIME_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     segments: _containers.RepeatedScalarFieldContainer[str]
     target_language: str
     source_language: str
@@ -44,10 +45,11 @@ class TranslateRequest(_message.Message):
     max_output_tokens: int
     glossary: _containers.RepeatedCompositeFieldContainer[GlossaryEntry]
     mime_type: str
-    def __init__(self, segments: _Optional[_Iterable[str]] = ..., target_language: _Optional[str] = ..., source_language: _Optional[str] = ..., model: _Optional[str] = ..., task_id: _Optional[str] = ..., priority: _Optional[_Union[Priority, str]] = ..., max_output_tokens: _Optional[int] = ..., glossary: _Optional[_Iterable[_Union[GlossaryEntry, _Mapping]]] = ..., mime_type: _Optional[str] = ...) -> None: ...
+    allow_truncated: bool
+    def __init__(self, segments: _Optional[_Iterable[str]] = ..., target_language: _Optional[str] = ..., source_language: _Optional[str] = ..., model: _Optional[str] = ..., task_id: _Optional[str] = ..., priority: _Optional[_Union[Priority, str]] = ..., max_output_tokens: _Optional[int] = ..., glossary: _Optional[_Iterable[_Union[GlossaryEntry, _Mapping]]] = ..., mime_type: _Optional[str] = ..., allow_truncated: _Optional[bool] = ...) -> None: ...
 
 class Usage(_message.Message):
-    __slots__ = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "cost", "currency", "estimated")
+    __slots__ = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "cost", "currency", "estimated", "reasoning_tokens")
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +57,7 @@ class Usage(_message.Message):
     COST_FIELD_NUMBER: _ClassVar[int]
     CURRENCY_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_FIELD_NUMBER: _ClassVar[int]
+    REASONING_TOKENS_FIELD_NUMBER: _ClassVar[int]
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
@@ -62,7 +65,8 @@ class Usage(_message.Message):
     cost: float
     currency: str
     estimated: bool
-    def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ..., cached_tokens: _Optional[int] = ..., cost: _Optional[float] = ..., currency: _Optional[str] = ..., estimated: _Optional[bool] = ...) -> None: ...
+    reasoning_tokens: int
+    def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ..., cached_tokens: _Optional[int] = ..., cost: _Optional[float] = ..., currency: _Optional[str] = ..., estimated: _Optional[bool] = ..., reasoning_tokens: _Optional[int] = ...) -> None: ...
 
 class Timing(_message.Message):
     __slots__ = ("queued_ms", "governed_ms", "upstream_ms", "total_ms")
@@ -77,31 +81,35 @@ class Timing(_message.Message):
     def __init__(self, queued_ms: _Optional[float] = ..., governed_ms: _Optional[float] = ..., upstream_ms: _Optional[float] = ..., total_ms: _Optional[float] = ...) -> None: ...
 
 class Translation(_message.Message):
-    __slots__ = ("text", "model", "detected_source_language")
+    __slots__ = ("text", "model", "detected_source_language", "truncated")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DETECTED_SOURCE_LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     text: str
     model: str
     detected_source_language: str
-    def __init__(self, text: _Optional[str] = ..., model: _Optional[str] = ..., detected_source_language: _Optional[str] = ...) -> None: ...
+    truncated: bool
+    def __init__(self, text: _Optional[str] = ..., model: _Optional[str] = ..., detected_source_language: _Optional[str] = ..., truncated: _Optional[bool] = ...) -> None: ...
 
 class TranslateResponse(_message.Message):
-    __slots__ = ("translations", "model", "usage", "timing", "task_id")
+    __slots__ = ("translations", "model", "usage", "timing", "task_id", "requested_model")
     TRANSLATIONS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     TIMING_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_MODEL_FIELD_NUMBER: _ClassVar[int]
     translations: _containers.RepeatedCompositeFieldContainer[Translation]
     model: str
     usage: Usage
     timing: Timing
     task_id: str
-    def __init__(self, translations: _Optional[_Iterable[_Union[Translation, _Mapping]]] = ..., model: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., task_id: _Optional[str] = ...) -> None: ...
+    requested_model: str
+    def __init__(self, translations: _Optional[_Iterable[_Union[Translation, _Mapping]]] = ..., model: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., task_id: _Optional[str] = ..., requested_model: _Optional[str] = ...) -> None: ...
 
 class TranslateChunk(_message.Message):
-    __slots__ = ("segment_index", "delta", "usage", "segment_done", "final", "model", "timing", "task_id")
+    __slots__ = ("segment_index", "delta", "usage", "segment_done", "final", "model", "timing", "task_id", "truncated", "requested_model")
     SEGMENT_INDEX_FIELD_NUMBER: _ClassVar[int]
     DELTA_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +118,8 @@ class TranslateChunk(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TIMING_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_MODEL_FIELD_NUMBER: _ClassVar[int]
     segment_index: int
     delta: str
     usage: Usage
@@ -118,7 +128,9 @@ class TranslateChunk(_message.Message):
     model: str
     timing: Timing
     task_id: str
-    def __init__(self, segment_index: _Optional[int] = ..., delta: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., segment_done: _Optional[bool] = ..., final: _Optional[bool] = ..., model: _Optional[str] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., task_id: _Optional[str] = ...) -> None: ...
+    truncated: bool
+    requested_model: str
+    def __init__(self, segment_index: _Optional[int] = ..., delta: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., segment_done: _Optional[bool] = ..., final: _Optional[bool] = ..., model: _Optional[str] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., task_id: _Optional[str] = ..., truncated: _Optional[bool] = ..., requested_model: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
