@@ -128,6 +128,8 @@ class _Served:
     status: grpc.StatusCode = grpc.StatusCode.UNKNOWN
     first_token_s: float | None = None
     served_by: str = ""
+    # The model the request asked for (the default's name when it named none), echoed on every answer.
+    requested: str = ""
 
     def __enter__(self) -> _Served:
         return self
@@ -291,6 +293,7 @@ class TranslatorService(pb_grpc.TranslatorServicer):
         with self._served("Translate", request, context) as served:
             try:
                 served.job = job = self._job(request, context)
+                served.requested = request.model or self.config.default_model
                 result = await self.engine.translate(job, served.stats)
             except TranslaneError as exc:
                 await self._abort(context, exc, served)
@@ -303,7 +306,7 @@ class TranslatorService(pb_grpc.TranslatorServicer):
                     for t, m, cut in zip(result.texts, result.models, result.truncated, strict=True)
                 ],
                 model=result.models[0],
-                requested_model=job.model,
+                requested_model=served.requested,
                 usage=_usage(result.stats),
                 timing=_timing(result.stats, served.started),
                 task_id=request.task_id,
@@ -316,6 +319,7 @@ class TranslatorService(pb_grpc.TranslatorServicer):
             stats = served.stats
             try:
                 served.job = job = self._job(request, context)
+                served.requested = request.model or self.config.default_model
                 async for d in self.engine.stream(job, stats):
                     if d.text and served.first_token_s is None:
                         served.first_token_s = time.perf_counter() - served.started
@@ -330,7 +334,7 @@ class TranslatorService(pb_grpc.TranslatorServicer):
                         truncated=d.truncated,
                         usage=_usage(stats),
                         task_id=request.task_id,
-                        requested_model=job.model,
+                        requested_model=served.requested,
                     )
             except TranslaneError as exc:
                 await self._abort(context, exc, served)
@@ -342,7 +346,7 @@ class TranslatorService(pb_grpc.TranslatorServicer):
                 timing=_timing(stats, served.started),
                 task_id=request.task_id,
                 segment_index=max(0, len(request.segments) - 1),
-                requested_model=job.model,
+                requested_model=served.requested,
             )
 
     async def ListModels(
