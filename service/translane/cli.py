@@ -1,4 +1,4 @@
-"""The `translane` command: up, serve, sim, shim, translate, models."""
+"""The `translane` command: up, serve, sim, shim, translate, loadtest, models."""
 
 from __future__ import annotations
 
@@ -281,6 +281,10 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("-v", "--verbose", action="store_true", help="print usage and cost to stderr")
     tr.add_argument("--target", default=os.environ.get("TRANSLANE_GRPC_TARGET", f"127.0.0.1:{DEFAULT_GRPC_PORT}"))
     tr.set_defaults(func=_translate)
+
+    from .loadtest._cli import add_parser as add_loadtest
+
+    add_loadtest(sub)
 
     models = sub.add_parser("models", help="list a running server's models")
     models.add_argument("--target", default=os.environ.get("TRANSLANE_GRPC_TARGET", f"127.0.0.1:{DEFAULT_GRPC_PORT}"))
