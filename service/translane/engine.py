@@ -54,10 +54,11 @@ class Job:
     segments: tuple[str, ...]
     target_language: str
     model: str
-    # Loop-clock moments: every call must finish by `deadline` and start by `start_by`
-    # (the caller's patience for the queue; never later than the deadline).
+    # Loop-clock moment every call must finish by.
     deadline: float
-    start_by: float = float("inf")
+    # The longest each call may wait in its lane before it starts (a retry or a piece of a
+    # segment waits afresh); never past the deadline.
+    max_queue_wait_s: float = float("inf")
     source_language: str = ""
     task_id: str = ""
     priority: int = INTERACTIVE
@@ -350,7 +351,13 @@ class Engine:
             waited_from = time.time_ns()
             try:
                 ticket = await stack.enter_async_context(
-                    lane.admit(model, tokens, job.priority, start_by=job.start_by, deadline=job.deadline)
+                    lane.admit(
+                        model,
+                        tokens,
+                        job.priority,
+                        start_by=min(job.deadline, now + job.max_queue_wait_s),
+                        deadline=job.deadline,
+                    )
                 )
             except (Overloaded, ModelUnavailable) as exc:
                 if self._tracer is not None:

@@ -198,7 +198,7 @@ class TranslatorService(pb_grpc.TranslatorServicer):
             source_language=source,
             model=model.name,
             deadline=deadline,
-            start_by=min(deadline, now + max_wait),
+            max_queue_wait_s=max_wait,
             task_id=req.task_id,
             priority=priority,
             max_output_tokens=req.max_output_tokens,

@@ -64,7 +64,7 @@ class Rig:
         return self.engine.governor.budgets[MODEL]
 
     def job(self, text: str = TEXT, deadline: float = 100.0) -> Job:
-        return Job((text,), "zh", MODEL, deadline=deadline, start_by=deadline)
+        return Job((text,), "zh", MODEL, deadline=deadline)
 
     def reserved(self, text: str = TEXT) -> int:
         """What the engine reserves for `text` before the call."""
