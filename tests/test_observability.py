@@ -270,9 +270,10 @@ def test_a_fallback_after_a_429_is_one_trace(stack: Stack) -> None:
     stack.sim_post("/_sim/reset", {})
     before = scrape(stack.service_metrics)
     for _ in range(2):
-        assert stack.chat("")[2]["model"] == MODEL
+        assert stack.chat("")[2]["served_model"] == MODEL
     trace_id, caller, answer = stack.chat("")
-    assert answer["model"] == FALLBACK
+    # The reply names the model asked for, and the one that served in its extension field.
+    assert answer["model"] == MODEL and answer["served_model"] == FALLBACK
     spans = stack.receiver.wait_for(trace_id, _complete(calls=2))
 
     server = _check_chain(stack, spans, caller)

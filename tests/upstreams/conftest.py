@@ -65,11 +65,6 @@ upstream_model = "gemma"
 """
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        item.add_marker(pytest.mark.upstream)
-
-
 @contextlib.contextmanager
 def llama_server(port: int) -> Iterator[subprocess.Popen[bytes]]:
     """llama-server with the packaged gemma3 270M model, until it answers /health."""

@@ -12,6 +12,8 @@ from gateway_shim import RunningShim
 
 from .conftest import MODEL, TINY
 
+pytestmark = pytest.mark.upstream
+
 PARAGRAPH = (
     "The library opens at nine in the morning. Visitors may borrow up to five books at a time, "
     "and every book must be returned within three weeks."
