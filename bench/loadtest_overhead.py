@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 import tempfile
 import time
@@ -45,8 +46,10 @@ async def minimal(url: str, rate: float, seconds: float) -> tuple[list[float], l
             first = None
             async with session.post(url, json=BODY) as r:
                 async for line in r.content:
-                    if first is None and b'"content":"' in line and b'"content":""' not in line:
-                        first = time.perf_counter()
+                    if first is None and line.startswith(b"data: {"):
+                        choices = json.loads(line[6:]).get("choices") or [{}]
+                        if (choices[0].get("delta") or {}).get("content"):
+                            first = time.perf_counter()
             end = time.perf_counter()
             if first is not None:
                 ttft.append((first - t0) * 1000)

@@ -220,3 +220,13 @@ def test_bad_settings_name_the_setting() -> None:
         Target("t")
     with pytest.raises(LoadConfigError, match="shape: give only one"):
         LoadConfig(targets=(Target("t", grpc="127.0.0.1:1"),), concurrency=2, rate_per_s=3, requests=1)
+
+
+async def test_reasoning_is_timed_and_counted_apart_from_the_answer(sim: Sim) -> None:
+    await sim.set(reasoning_tokens=20, ttft_s=0.05, tokens_per_s=200)
+    records, summaries = await run(cfg(sim, requests=2, concurrency=1, stream=True), progress=False)
+    for r in records:
+        assert r.reasoning and r.first_reasoning_ms is not None and r.ttft_ms is not None
+        assert r.first_reasoning_ms < r.ttft_ms - 50  # 20 reasoning tokens at 200/s come first
+        assert r.reasoning_tokens == 20 and not r.estimated and r.chunks > 5
+    assert summaries[0].statuses == {"200": 2}

@@ -35,7 +35,14 @@ class Record:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    # True when the target sent no usage and the tokens were counted here.
+    estimated: bool = False
     cost: float = 0.0
+    # Streaming: content chunks received; whether reasoning came back, and when it first did.
+    chunks: int = 0
+    reasoning: bool = False
+    first_reasoning_ms: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -101,7 +108,10 @@ class Summary:
     requests: int
     ok: int
     outcomes: dict[str, int]
+    statuses: dict[str, int]
     duration_s: float
+    # What the schedule offered (open loop), per minute; 0 for a closed loop.
+    target_rpm: float
     rpm: float
     tpm: float
     window_rpm: dict[str, float] | None
@@ -150,6 +160,7 @@ def summarize(
     step: int,
     shape: str,
     duration_s: float,
+    target_rpm: float = 0.0,
     slo_ttft_ms: float = 0.0,
     slo_e2e_ms: float = 0.0,
     window_s: float = 60.0,
@@ -157,8 +168,10 @@ def summarize(
     """The step's figures from its records."""
     ok = [r for r in records if r.ok]
     outcomes: dict[str, int] = {}
+    statuses: dict[str, int] = {}
     for r in records:
         outcomes[r.outcome] = outcomes.get(r.outcome, 0) + 1
+        statuses[r.status or "none"] = statuses.get(r.status or "none", 0) + 1
     minutes = duration_s / 60 if duration_s > 0 else math.nan
     tokens = sum(r.prompt_tokens + r.completion_tokens for r in ok)
     goodput = None
@@ -178,7 +191,9 @@ def summarize(
         requests=len(records),
         ok=len(ok),
         outcomes=outcomes,
+        statuses=statuses,
         duration_s=duration_s,
+        target_rpm=target_rpm,
         rpm=len(ok) / minutes,
         tpm=tokens / minutes,
         window_rpm=_windows(records, window_s, "requests"),

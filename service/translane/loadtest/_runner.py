@@ -160,6 +160,7 @@ async def run(
     try:
         for step, value in enumerate(values):
             st = _Step(cfg, clients, step, run_id, feed)
+            target_rpm = 0.0
             if cfg.closed_loop:
                 concurrency = int(value or cfg.concurrency)
                 shape = f"closed loop, {concurrency} in flight"
@@ -167,6 +168,7 @@ async def run(
                 job = st.closed_loop(concurrency)
             else:
                 rate = plan_rate(cfg, value)
+                target_rpm = rate * 60
                 shape = f"open loop, {rate:g} req/s {cfg.arrival}"
                 planned = cfg.requests or int(rate * cfg.duration_s)
                 job = st.open_loop(rate)
@@ -183,6 +185,7 @@ async def run(
                     step,
                     shape,
                     elapsed,
+                    target_rpm,
                     cfg.slo_ttft_ms,
                     cfg.slo_e2e_ms,
                 )

@@ -80,6 +80,9 @@ class HttpClient:
                 else:
                     data = await resp.json(content_type=None)
                     record.ttft_ms = (time.perf_counter() - t0) * 1000
+                    choices = data.get("choices") if isinstance(data, dict) else None
+                    message = (choices[0].get("message") or {}) if choices and isinstance(choices[0], dict) else {}
+                    record.reasoning = bool(message.get("reasoning_content"))
                     self._usage(record, data.get("usage") if isinstance(data, dict) else None, 0)
         except TimeoutError:
             record.outcome, record.error = "timeout", f"no answer within {self.cfg.timeout_s:g}s"
@@ -119,8 +122,15 @@ class HttpClient:
                 return
             usage = chunk.get("usage") or usage
             choices = chunk.get("choices") or []
-            content = (choices[0].get("delta") or {}).get("content") if choices else None
+            delta = (choices[0].get("delta") or {}) if choices else {}
+            if delta.get("reasoning_content"):
+                # Reasoning is timed apart: TTFT is the first piece of the answer itself.
+                record.reasoning = True
+                if record.first_reasoning_ms is None:
+                    record.first_reasoning_ms = (time.perf_counter() - t0) * 1000
+            content = delta.get("content")
             if content:
+                record.chunks += 1
                 now = time.perf_counter()
                 if record.ttft_ms is None:
                     record.ttft_ms = (now - t0) * 1000
@@ -136,11 +146,15 @@ class HttpClient:
             record.completion_tokens = int(usage.get("completion_tokens") or 0)
             details = usage.get("prompt_tokens_details") or {}
             record.cached_tokens = int(details.get("cached_tokens") or 0) if isinstance(details, Mapping) else 0
+            out_details = usage.get("completion_tokens_details") or {}
+            if isinstance(out_details, Mapping):
+                record.reasoning_tokens = int(out_details.get("reasoning_tokens") or 0)
             if isinstance(usage.get("cost"), int | float):
                 record.cost = float(usage["cost"])
                 return
         else:
             record.completion_tokens = deltas  # no usage sent: about a token a delta
+            record.estimated = True
         record.cost = _priced(self.cfg, record)
 
 
@@ -191,6 +205,8 @@ class GrpcClient:
             record.status = "OK"
             record.prompt_tokens, record.completion_tokens = usage.prompt_tokens, usage.completion_tokens
             record.cached_tokens = usage.cached_tokens
+            record.reasoning_tokens = usage.reasoning_tokens
+            record.estimated = usage.estimated
             record.cost = usage.cost or _priced(self.cfg, record)
         except grpc.aio.AioRpcError as exc:
             record.status = exc.code().name
@@ -206,6 +222,7 @@ class GrpcClient:
         last = 0.0
         async for chunk in self._stub.TranslateStream(req, timeout=self.cfg.timeout_s):
             if chunk.delta:
+                record.chunks += 1
                 now = time.perf_counter()
                 if record.ttft_ms is None:
                     record.ttft_ms = (now - t0) * 1000
