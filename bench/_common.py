@@ -25,6 +25,8 @@ UNTHROTTLED_MODELS = """
 default_model = "bench"
 [server]
 grace_s = 1.0
+[cache]
+kind = "off"  # the same sentence again and again: measured, not cached
 [providers.sim]
 base_url = "http://127.0.0.1:1/api/v3"
 [lanes.bench]

@@ -49,6 +49,8 @@ MODELS = """
 default_model = "{model}"
 [server]
 grace_s = 1.0
+[cache]
+kind = "off"
 [governor]
 window_s = {window}
 [providers.ark]

@@ -54,6 +54,8 @@ MODELS = f"""
 default_model = "{MODEL}"
 [server]
 grace_s = 1.0
+[cache]
+kind = "off"
 [providers.ark]
 base_url = "http://127.0.0.1:1/api/v3"
 api_key_env = "ARK_API_KEY"

@@ -40,6 +40,7 @@ class ChatRequest:
     include_usage: bool
     task_id: str
     max_output_tokens: int
+    use_cache: bool = True
 
     def grpc_request(self) -> pb.TranslateRequest:
         assert self.batch is not None
@@ -54,6 +55,7 @@ class ChatRequest:
             # A caller that caps the output gets OpenAI's answer to a cut: the text, finish_reason "length".
             # One that does not gets a complete translation or an error, never a silent cut.
             allow_truncated=self.max_output_tokens > 0,
+            no_cache=not self.use_cache,
         )
 
 
@@ -145,8 +147,11 @@ def parse_chat(body: Mapping[str, Any], task_id: str, default_target: str) -> Ch
         found_source, found_target = prompt_languages(prompts)
         target = target or found_target
         source = source or found_source
+    use_cache = body.get("cache", True)
+    if not isinstance(use_cache, bool):
+        raise ShimError.bad_field("cache", "true or false", use_cache)
     return ChatRequest(
-        model, batch, target or default_target, source, stream, include_usage, task_id, max_output_tokens
+        model, batch, target or default_target, source, stream, include_usage, task_id, max_output_tokens, use_cache
     )
 
 
@@ -163,6 +168,7 @@ def usage_json(usage: pb.Usage | None) -> dict[str, Any]:
         "total_tokens": usage.total_tokens,
         "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
         "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+        "cached_segments": usage.cached_segments,
         "cost": usage.cost,
         "currency": usage.currency,
         "estimated": usage.estimated,

@@ -11,7 +11,7 @@ import grpc
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from translane.config import Config, load_config
+from translane.config import CacheConfig, Config, load_config
 from translane.server import RunningServer, running_server
 from translane.sim import SimConfig, create_app
 from translane.v1 import translate_pb2_grpc as pb_grpc
@@ -49,9 +49,11 @@ async def start_sim(config: SimConfig) -> tuple[web.AppRunner, Sim]:
 
 
 def server_config(sim: Sim, base: Config | None = None, **server: Any) -> Config:
-    """The shipped config pointed at `sim`, on a free port."""
+    """The shipped config pointed at `sim`, on a free port, with no segment cache (tests count provider calls;
+    the cache's own tests turn it on)."""
     cfg = (base or load_config(env={})).with_upstream_url(sim.url)
-    return dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, port=0, grace_s=0.5, **server))
+    server_cfg = dataclasses.replace(cfg.server, port=0, grace_s=0.5, **server)
+    return dataclasses.replace(cfg, server=server_cfg, cache=CacheConfig(kind="off"))
 
 
 def with_lanes(cfg: Config, *names: str, **changes: int) -> Config:

@@ -15,6 +15,7 @@ from typing import Any, Literal, TypeVar, cast
 import yaml
 
 __all__ = [
+    "CacheConfig",
     "Config",
     "ConfigError",
     "GovernorConfig",
@@ -81,6 +82,8 @@ class ModelConfig:
     output_ratio: float = 1.3
     # Target languages the model accepts; empty means any language translane knows.
     languages: tuple[str, ...] = ()
+    # How long a cached translation of this model is served; 0 = until evicted.
+    cache_ttl_s: float = 0.0
     # Thinking models (chat completions): "" leaves the provider's default; "disabled" sends
     # `thinking: {type: disabled}`; minimal/low/medium/high send `reasoning_effort`.
     reasoning: str = ""
@@ -141,6 +144,15 @@ class ServerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CacheConfig:
+    # sqlite: an in-process LRU in front of a file that survives restarts; memory: the LRU alone; off.
+    kind: Literal["sqlite", "memory", "off"] = "sqlite"
+    # The SQLite file; default $TRANSLANE_DATA_DIR/cache.sqlite3 (TRANSLANE_DATA_DIR default ~/.cache/translane).
+    path: str = ""
+    max_entries: int = 100_000
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     default_model: str
     server: ServerConfig
@@ -149,6 +161,7 @@ class Config:
     lanes: Mapping[str, LaneConfig]
     models: Mapping[str, ModelConfig]
     source: str = "<memory>"
+    cache: CacheConfig = field(default_factory=CacheConfig)
 
     def model(self, name: str) -> ModelConfig | None:
         return self.models.get(name or self.default_model)
@@ -293,6 +306,22 @@ def _governor(t: _Table, env: Mapping[str, str]) -> GovernorConfig:
     return cfg
 
 
+def _cache(t: _Table, env: Mapping[str, str]) -> CacheConfig:
+    d = CacheConfig()
+    kind = env.get("TRANSLANE_CACHE") or t.choice("kind", ("sqlite", "memory", "off"), d.kind)
+    t.seen.add("kind")
+    if kind not in ("sqlite", "memory", "off"):
+        raise ConfigError(f"TRANSLANE_CACHE: must be sqlite, memory or off, got {kind[:20]!r}")
+    path = t.get("path", str, "") or str(Path(env.get("TRANSLANE_DATA_DIR") or "~/.cache/translane") / "cache.sqlite3")
+    cfg = CacheConfig(
+        kind=cast(Literal["sqlite", "memory", "off"], kind),
+        path=str(Path(path).expanduser()),
+        max_entries=t.positive("max_entries", int, d.max_entries),
+    )
+    t.finish()
+    return cfg
+
+
 def _provider(name: str, t: _Table, env: Mapping[str, str]) -> ProviderConfig:
     d = ProviderConfig(name=name, base_url="", api_key_env="")
     base_url = t.get("base_url", str)
@@ -337,6 +366,7 @@ def _model(name: str, t: _Table) -> ModelConfig:
         output_ratio=t.positive("output_ratio", float, 1.3),
         languages=t.strings("languages"),
         reasoning=t.choice("reasoning", REASONING, ""),
+        cache_ttl_s=t.non_negative("cache_ttl_s", float, 0.0),
     )
     t.finish()
     # The contract carries these as unsigned 32-bit (rpm and tpm: 64-bit) integers.
@@ -356,6 +386,7 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str], source: str = 
     root = _Table(data, "")
     server = _server(root.table("server"), env)
     governor = _governor(root.table("governor"), env)
+    cache = _cache(root.table("cache"), env)
     providers_t = root.table("providers")
     providers = {n: _provider(n, providers_t.table(n), env) for n in providers_t.data}
     providers_t.seen.update(providers)
@@ -395,6 +426,7 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str], source: str = 
         lanes=MappingProxyType(lanes),
         models=MappingProxyType(models),
         source=source,
+        cache=cache,
     )
     if env.get("TRANSLANE_UPSTREAM_URL"):
         cfg = cfg.with_upstream_url(env["TRANSLANE_UPSTREAM_URL"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -13,6 +14,7 @@ from typing import Any
 
 from opentelemetry.trace import SpanKind
 
+from .cache import Entry, Flights, SegmentCache, cache_key, open_cache
 from .config import Config, ModelConfig
 from .errors import (
     ModelUnavailable,
@@ -67,6 +69,8 @@ class Job:
     mime_type: str = "text/plain"
     # Return a translation cut at the output limit (marked) instead of failing the segment.
     allow_truncated: bool = False
+    # Consult and fill the segment cache (when the service has one).
+    use_cache: bool = True
 
 
 @dataclass(slots=True)
@@ -77,6 +81,7 @@ class Stats:
     completion_tokens: int = 0
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    cached_segments: int = 0
     cost: float = 0.0
     currency: str = ""
     estimated: bool = False
@@ -105,6 +110,8 @@ class JobResult:
     stats: Stats
     # Per segment: cut at the output limit (only with Job.allow_truncated).
     truncated: list[bool]
+    # Per segment: served from the cache or shared with identical work in flight.
+    cached: list[bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +130,10 @@ class _Outcome:
     text: str
     model: str
     truncated: bool = False
+    cached: bool = False
+    # What the provider counted for this text (summed over pieces and retries that completed).
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 Sink = Callable[[str], None]
@@ -178,9 +189,12 @@ class Engine:
         *,
         clock: Clock | None = None,
         call_at: CallAt | None = None,
+        cache: SegmentCache | None = None,
     ) -> None:
         """`clock` and `call_at` default to the running loop's (tests pass their own to own the time)."""
         self.config = config
+        self.cache = cache
+        self._flights: Flights[_Outcome] = Flights()
         self.upstream = upstream
         self.governor = governor
         loop = asyncio.get_running_loop()
@@ -202,8 +216,9 @@ class Engine:
         warm_up()  # not inside the first request, where it would stall the loop
         async with contextlib.AsyncExitStack() as stack:
             gov = governor if governor is not None else await stack.enter_async_context(open_governor(config))
+            cache = await stack.enter_async_context(open_cache(config.cache))
             upstream = await stack.enter_async_context(UpstreamClient(config))
-            engine = cls(config, upstream, gov)
+            engine = cls(config, upstream, gov, cache=cache)
             stack.callback(engine.close)
             yield engine
 
@@ -219,7 +234,11 @@ class Engine:
         stats = Stats() if stats is None else stats
         outcomes = await _all([self._segment(job, i, text, stats, None) for i, text in enumerate(job.segments)])
         return JobResult(
-            [o.text for o in outcomes], [o.model for o in outcomes], stats, [o.truncated for o in outcomes]
+            [o.text for o in outcomes],
+            [o.model for o in outcomes],
+            stats,
+            [o.truncated for o in outcomes],
+            [o.cached for o in outcomes],
         )
 
     async def stream(self, job: Job, stats: Stats) -> AsyncIterator[SegmentDelta]:
@@ -272,6 +291,46 @@ class Engine:
             if sink is not None and text:
                 sink(text)
             return _Outcome(text, model.name)
+        if self.cache is None or not job.use_cache:
+            return await self._translate(job, index, text, stats, sink)
+        key = cache_key(model, job.source_language, job.target_language, job.glossary, job.mime_type, text)
+        entry = await self.cache.get(key, model.cache_ttl_s)
+        if entry is not None:
+            self.metrics.cache_hit(
+                self.config.models.get(entry.model, model), entry.prompt_tokens, entry.completion_tokens
+            )
+            stats.cached_segments += 1
+            if sink is not None:
+                sink(entry.text)
+            return _Outcome(entry.text, entry.model, cached=True)
+        self.metrics.cache_miss(model)
+        if sink is not None:
+            # A stream's deltas are its own: it translates for itself, and fills the cache.
+            outcome = await self._translate(job, index, text, stats, sink)
+        else:
+            flight = f"{key}:{job.allow_truncated}:{job.max_output_tokens}"
+            outcome, shared = await self._flights.join(flight, lambda: self._translate(job, index, text, stats, None))
+            if shared:
+                stats.cached_segments += 1
+                return dataclasses.replace(outcome, cached=True)
+        if not outcome.truncated:
+            await self._store(job, model, key, text, outcome)
+        return outcome
+
+    async def _store(self, job: Job, model: ModelConfig, key: str, text: str, outcome: _Outcome) -> None:
+        """Keep a complete translation under the key of the model that served it (never a cut or failed one)."""
+        assert self.cache is not None
+        served = self.config.models.get(outcome.model, model)
+        if served is not model:
+            key = cache_key(served, job.source_language, job.target_language, job.glossary, job.mime_type, text)
+        entry = Entry(outcome.text, served.name, outcome.prompt_tokens, outcome.completion_tokens, time.time())
+        try:
+            await self.cache.put(key, entry)
+        except Exception as exc:  # a cache that cannot write never fails a translation
+            log.warning("segment cache write failed: %s", exc)
+
+    async def _translate(self, job: Job, index: int, text: str, stats: Stats, sink: Sink | None) -> _Outcome:
+        model = self.config.models[job.model]
         overhead = prompt_tokens(
             model,
             SegmentCall("", job.target_language, job.source_language, glossary=job.glossary, mime_type=job.mime_type),
@@ -329,7 +388,13 @@ class Engine:
     @staticmethod
     def _joined(pieces: list[Piece], outs: list[_Outcome]) -> _Outcome:
         text = join_pieces(pieces, [o.text for o in outs])
-        return _Outcome(text, outs[0].model, any(o.truncated for o in outs))
+        return _Outcome(
+            text,
+            outs[0].model,
+            any(o.truncated for o in outs),
+            prompt_tokens=sum(o.prompt_tokens for o in outs),
+            completion_tokens=sum(o.completion_tokens for o in outs),
+        )
 
     async def _admit(
         self, job: Job, call: SegmentCall, stats: Stats, stack: contextlib.AsyncExitStack
@@ -410,7 +475,13 @@ class Engine:
                             counted, completion.prompt_tokens, completion.completion_tokens
                         )
                     if completion.text.strip() or completion.truncated:
-                        return _Outcome(completion.text, model.name, completion.truncated)
+                        return _Outcome(
+                            completion.text,
+                            model.name,
+                            completion.truncated,
+                            prompt_tokens=completion.prompt_tokens,
+                            completion_tokens=completion.completion_tokens,
+                        )
                     # Paid for, but nothing to show (a thinking model that only reasoned, say): try again.
                     failure = ProviderEmptyAnswer(f"{model.name} answered with no translation")
                 finally:

@@ -136,6 +136,15 @@ class EngineMetrics:
             "Provider calls whose caller had gone before the answer came (paid for, thrown away), by model",
             ["model"],
         )
+        self.cache_lookups = Counts(
+            "translane_cache_lookups", "Segment cache lookups, by model and result (hit, miss)", ["model", "result"]
+        )
+        self.cache_saved_tokens = Counts(
+            "translane_cache_saved_tokens", "Tokens a cache hit did not pay for, by model", ["model"]
+        )
+        self.cache_saved_cost = Counts(
+            "translane_cache_saved_cost", "Cost a cache hit did not pay, by model", ["model", "currency"]
+        )
         self.fallbacks = Counts(
             "translane_fallbacks", "Calls served by a fallback instead of the model asked for", ["model", "fallback"]
         )
@@ -203,6 +212,9 @@ class EngineMetrics:
             self.rate_limited,
             self.retries,
             self.orphans,
+            self.cache_lookups,
+            self.cache_saved_tokens,
+            self.cache_saved_cost,
             self.fallbacks,
             self.upstream_seconds,
             self.queued_seconds,
@@ -237,6 +249,15 @@ class EngineMetrics:
 
     def retried(self, model: ModelConfig) -> None:
         self.retries.inc((model.name,))
+
+    def cache_hit(self, model: ModelConfig, prompt_tokens: int, completion_tokens: int) -> None:
+        """A segment served from the cache: what it would have cost."""
+        self.cache_lookups.inc((model.name, "hit"))
+        self.cache_saved_tokens.inc((model.name,), prompt_tokens + completion_tokens)
+        self.cache_saved_cost.inc((model.name, model.currency), model.cost(prompt_tokens, completion_tokens))
+
+    def cache_miss(self, model: ModelConfig) -> None:
+        self.cache_lookups.inc((model.name, "miss"))
 
     def orphaned(self, model: ModelConfig) -> None:
         """A call was in flight when its caller left."""

@@ -86,6 +86,7 @@ def _usage(stats: Stats) -> pb.Usage:
         currency=stats.currency,
         estimated=stats.estimated,
         reasoning_tokens=stats.reasoning_tokens,
+        cached_segments=stats.cached_segments,
     )
 
 
@@ -205,6 +206,7 @@ class TranslatorService(pb_grpc.TranslatorServicer):
             glossary=tuple((g.source, g.target) for g in req.glossary if g.source),
             mime_type=req.mime_type or "text/plain",
             allow_truncated=req.allow_truncated,
+            use_cache=not req.no_cache,
         )
 
     def _model_for(self, requested: str, target: str) -> ModelConfig:
@@ -302,8 +304,10 @@ class TranslatorService(pb_grpc.TranslatorServicer):
             served.served_by = result.models[0]
             return pb.TranslateResponse(
                 translations=[
-                    pb.Translation(text=t, model=m, detected_source_language=job.source_language, truncated=cut)
-                    for t, m, cut in zip(result.texts, result.models, result.truncated, strict=True)
+                    pb.Translation(
+                        text=t, model=m, detected_source_language=job.source_language, truncated=cut, cached=hit
+                    )
+                    for t, m, cut, hit in zip(result.texts, result.models, result.truncated, result.cached, strict=True)
                 ],
                 model=result.models[0],
                 requested_model=served.requested,

@@ -24,7 +24,8 @@ def free_port() -> int:
 def clean_env(**extra: str) -> dict[str, str]:
     """This process's environment less any OTEL_* / TRANSLANE_* settings it happens to have, plus `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRANSLANE_", "ARK_"))}
-    return env | extra
+    # No segment cache unless a test asks for one: tests count provider calls.
+    return {"TRANSLANE_CACHE": "off"} | env | extra
 
 
 @contextlib.contextmanager

@@ -35,6 +35,8 @@ default_model = "gemma"
 [server]
 port = 0
 grace_s = 0.5
+[cache]
+kind = "off"
 [providers.llama]
 base_url = "http://127.0.0.1:{port}/v1"
 max_retries = 1

@@ -25,7 +25,7 @@ class GlossaryEntry(_message.Message):
     def __init__(self, source: _Optional[str] = ..., target: _Optional[str] = ...) -> None: ...
 
 class TranslateRequest(_message.Message):
-    __slots__ = ("segments", "target_language", "source_language", "model", "task_id", "priority", "max_output_tokens", "glossary", "mime_type", "allow_truncated")
+    __slots__ = ("segments", "target_language", "source_language", "model", "task_id", "priority", "max_output_tokens", "glossary", "mime_type", "allow_truncated", "no_cache")
     SEGMENTS_FIELD_NUMBER: _ClassVar[int]
     TARGET_LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     SOURCE_LANGUAGE_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +36,7 @@ class TranslateRequest(_message.Message):
     GLOSSARY_FIELD_NUMBER: _ClassVar[int]
     MIME_TYPE_FIELD_NUMBER: _ClassVar[int]
     ALLOW_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    NO_CACHE_FIELD_NUMBER: _ClassVar[int]
     segments: _containers.RepeatedScalarFieldContainer[str]
     target_language: str
     source_language: str
@@ -46,10 +47,11 @@ class TranslateRequest(_message.Message):
     glossary: _containers.RepeatedCompositeFieldContainer[GlossaryEntry]
     mime_type: str
     allow_truncated: bool
-    def __init__(self, segments: _Optional[_Iterable[str]] = ..., target_language: _Optional[str] = ..., source_language: _Optional[str] = ..., model: _Optional[str] = ..., task_id: _Optional[str] = ..., priority: _Optional[_Union[Priority, str]] = ..., max_output_tokens: _Optional[int] = ..., glossary: _Optional[_Iterable[_Union[GlossaryEntry, _Mapping]]] = ..., mime_type: _Optional[str] = ..., allow_truncated: _Optional[bool] = ...) -> None: ...
+    no_cache: bool
+    def __init__(self, segments: _Optional[_Iterable[str]] = ..., target_language: _Optional[str] = ..., source_language: _Optional[str] = ..., model: _Optional[str] = ..., task_id: _Optional[str] = ..., priority: _Optional[_Union[Priority, str]] = ..., max_output_tokens: _Optional[int] = ..., glossary: _Optional[_Iterable[_Union[GlossaryEntry, _Mapping]]] = ..., mime_type: _Optional[str] = ..., allow_truncated: _Optional[bool] = ..., no_cache: _Optional[bool] = ...) -> None: ...
 
 class Usage(_message.Message):
-    __slots__ = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "cost", "currency", "estimated", "reasoning_tokens")
+    __slots__ = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "cost", "currency", "estimated", "reasoning_tokens", "cached_segments")
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -58,6 +60,7 @@ class Usage(_message.Message):
     CURRENCY_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_FIELD_NUMBER: _ClassVar[int]
     REASONING_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_SEGMENTS_FIELD_NUMBER: _ClassVar[int]
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
@@ -66,7 +69,8 @@ class Usage(_message.Message):
     currency: str
     estimated: bool
     reasoning_tokens: int
-    def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ..., cached_tokens: _Optional[int] = ..., cost: _Optional[float] = ..., currency: _Optional[str] = ..., estimated: _Optional[bool] = ..., reasoning_tokens: _Optional[int] = ...) -> None: ...
+    cached_segments: int
+    def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ..., cached_tokens: _Optional[int] = ..., cost: _Optional[float] = ..., currency: _Optional[str] = ..., estimated: _Optional[bool] = ..., reasoning_tokens: _Optional[int] = ..., cached_segments: _Optional[int] = ...) -> None: ...
 
 class Timing(_message.Message):
     __slots__ = ("queued_ms", "governed_ms", "upstream_ms", "total_ms")
@@ -81,16 +85,18 @@ class Timing(_message.Message):
     def __init__(self, queued_ms: _Optional[float] = ..., governed_ms: _Optional[float] = ..., upstream_ms: _Optional[float] = ..., total_ms: _Optional[float] = ...) -> None: ...
 
 class Translation(_message.Message):
-    __slots__ = ("text", "model", "detected_source_language", "truncated")
+    __slots__ = ("text", "model", "detected_source_language", "truncated", "cached")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DETECTED_SOURCE_LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    CACHED_FIELD_NUMBER: _ClassVar[int]
     text: str
     model: str
     detected_source_language: str
     truncated: bool
-    def __init__(self, text: _Optional[str] = ..., model: _Optional[str] = ..., detected_source_language: _Optional[str] = ..., truncated: _Optional[bool] = ...) -> None: ...
+    cached: bool
+    def __init__(self, text: _Optional[str] = ..., model: _Optional[str] = ..., detected_source_language: _Optional[str] = ..., truncated: _Optional[bool] = ..., cached: _Optional[bool] = ...) -> None: ...
 
 class TranslateResponse(_message.Message):
     __slots__ = ("translations", "model", "usage", "timing", "task_id", "requested_model")

@@ -1,0 +1,113 @@
+"""The segment cache: a sentence once paid for is not paid for again — across requests, in flight, and restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import grpc
+import pytest
+import pytest_asyncio
+from translane.config import CacheConfig, Config, load_config
+from translane.server import RunningServer, running_server
+from translane.sim import SimConfig
+from translane.v1 import translate_pb2 as pb
+from translane.v1 import translate_pb2_grpc as pb_grpc
+
+from gateway_shim import ShimConfig, running_shim
+
+from ..conftest import Sim, server_config
+
+TR = "doubao-seed-translation-250915"
+
+
+@pytest.fixture
+def sim_config() -> SimConfig:
+    return SimConfig.from_config(load_config(env={}), ttft_s=0.2)
+
+
+@pytest.fixture
+def config(sim: Sim, tmp_path: Path) -> Config:
+    cfg = server_config(sim)
+    return dataclasses.replace(cfg, cache=CacheConfig(kind="sqlite", path=str(tmp_path / "cache.sqlite3")))
+
+
+@pytest_asyncio.fixture
+async def stub(server: RunningServer) -> AsyncIterator[pb_grpc.TranslatorStub]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        yield pb_grpc.TranslatorStub(ch)
+
+
+async def calls(sim: Sim) -> int:
+    return int((await sim.stats())["models"][TR]["admitted"])
+
+
+def req(*segments: str, **kw: object) -> pb.TranslateRequest:
+    return pb.TranslateRequest(segments=list(segments), target_language="zh", **kw)  # type: ignore[arg-type]
+
+
+async def test_a_repeated_segment_costs_nothing_and_is_marked(
+    stub: pb_grpc.TranslatorStub, sim: Sim, server: RunningServer
+) -> None:
+    first = await stub.Translate(req("Hello there.", "Fresh words."), timeout=10)
+    assert first.usage.cost > 0 and first.usage.cached_segments == 0
+    again = await stub.Translate(req("Hello there.", "New words."), timeout=10)
+    assert again.translations[0].text == first.translations[0].text
+    assert [t.cached for t in again.translations] == [True, False]
+    assert again.usage.cached_segments == 1
+    # Usage and cost count only the segment the provider was paid for.
+    assert 0 < again.usage.prompt_tokens < first.usage.prompt_tokens
+    assert await calls(sim) == 3
+    hits = server.engine.metrics.cache_lookups.values
+    assert hits[(TR, "hit")] == 1 and hits[(TR, "miss")] == 3
+    assert server.engine.metrics.cache_saved_tokens.values[(TR,)] > 0
+
+
+async def test_identical_segments_in_flight_call_the_provider_once(stub: pb_grpc.TranslatorStub, sim: Sim) -> None:
+    results = await asyncio.gather(*(stub.Translate(req("Same sentence, same moment."), timeout=10) for _ in range(5)))
+    assert await calls(sim) == 1
+    assert len({r.translations[0].text for r in results}) == 1
+    assert sum(r.translations[0].cached for r in results) == 4
+
+
+async def test_a_caller_may_skip_the_cache(stub: pb_grpc.TranslatorStub, sim: Sim) -> None:
+    await stub.Translate(req("Skip me."), timeout=10)
+    resp = await stub.Translate(req("Skip me.", no_cache=True), timeout=10)
+    assert not resp.translations[0].cached and await calls(sim) == 2
+
+
+async def test_a_cut_translation_is_never_cached(stub: pb_grpc.TranslatorStub, sim: Sim) -> None:
+    await sim.set(output_cap_tokens=9)
+    for _ in range(2):
+        resp = await stub.Translate(req("The first sentence is here.", allow_truncated=True), timeout=10)
+        assert resp.translations[0].truncated and not resp.translations[0].cached
+    assert await calls(sim) >= 2
+
+
+async def test_the_cache_survives_a_restart(config: Config, sim: Sim, server: RunningServer) -> None:
+    # `server` is running on `config`; a second server on the same file is the restart.
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        await pb_grpc.TranslatorStub(ch).Translate(req("Remember me."), timeout=10)
+    async with running_server(config) as restarted, grpc.aio.insecure_channel(f"127.0.0.1:{restarted.port}") as ch:
+        resp = await pb_grpc.TranslatorStub(ch).Translate(req("Remember me."), timeout=10)
+    assert resp.translations[0].cached and await calls(sim) == 1
+
+
+async def test_the_shim_shows_cached_segments_and_honours_cache_false(server: RunningServer, sim: Sim) -> None:
+    body = {"model": TR, "messages": [{"role": "user", "content": "Translate to Chinese:\n\nA\n\n%%\n\nB"}]}
+    async with (
+        running_shim(ShimConfig(port=0, grpc_target=f"127.0.0.1:{server.port}")) as shim,
+        aiohttp.ClientSession(shim.url) as http,
+    ):
+        for _ in range(2):
+            async with http.post("/v1/chat/completions", json=body) as r:
+                usage = (await r.json())["usage"]
+        assert usage["cached_segments"] == 2 and usage["cost"] == 0
+        async with http.post("/v1/chat/completions", json={**body, "cache": False}) as r:
+            assert (await r.json())["usage"]["cached_segments"] == 0
+        async with http.post("/v1/chat/completions", json={**body, "cache": "no"}) as r:
+            assert r.status == 400
+    assert await calls(sim) == 4
