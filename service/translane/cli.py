@@ -1,4 +1,4 @@
-"""The `translane` command: up, serve, sim, shim, translate, loadtest, models."""
+"""The `translane` command: up, serve, sim, shim, translate, loadtest, batch, models."""
 
 from __future__ import annotations
 
@@ -202,6 +202,26 @@ async def _translate(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _batch(args: argparse.Namespace) -> int:
+    from .batch import BatchSettings, run_batch
+
+    if args.max_in_flight < 1 or not args.deadline > 0:
+        print("translane batch: --max-in-flight must be >= 1 and --deadline > 0", file=sys.stderr)
+        return 2
+    settings = BatchSettings(
+        grpc_target=args.target,
+        input=args.input,
+        output=args.output,
+        default_target_language=args.to,
+        max_in_flight=args.max_in_flight,
+        deadline_s=args.deadline,
+        progress=False if args.quiet else None,
+    )
+    summary = await run_batch(settings)
+    print(summary.text(), file=sys.stderr)
+    return 0 if summary.failed == 0 else 1
+
+
 async def _models(args: argparse.Namespace) -> int:
     import grpc
 
@@ -285,6 +305,17 @@ def _parser() -> argparse.ArgumentParser:
     from .loadtest._cli import add_parser as add_loadtest
 
     add_loadtest(sub)
+
+    batch = sub.add_parser("batch", help="translate an OpenAI Batch JSONL file through the service, resumably")
+    batch.add_argument("action", choices=("run",))
+    batch.add_argument("input", help="JSONL: OpenAI Batch lines or {custom_id, text|segments, target_language}")
+    batch.add_argument("-o", "--output", required=True, help="JSONL in the OpenAI Batch output format (appended)")
+    batch.add_argument("--target", default=os.environ.get("TRANSLANE_GRPC_TARGET", f"127.0.0.1:{DEFAULT_GRPC_PORT}"))
+    batch.add_argument("--to", default="zh", help="target language of lines that name none (default zh)")
+    batch.add_argument("--max-in-flight", type=int, default=256)
+    batch.add_argument("--deadline", type=float, default=600.0, help="seconds a line may take, queue included")
+    batch.add_argument("--quiet", action="store_true", help="no progress bar")
+    batch.set_defaults(func=_batch)
 
     models = sub.add_parser("models", help="list a running server's models")
     models.add_argument("--target", default=os.environ.get("TRANSLANE_GRPC_TARGET", f"127.0.0.1:{DEFAULT_GRPC_PORT}"))

@@ -294,25 +294,35 @@ class Engine:
         if self.cache is None or not job.use_cache:
             return await self._translate(job, index, text, stats, sink)
         key = cache_key(model, job.source_language, job.target_language, job.glossary, job.mime_type, text)
+        if sink is not None:
+            # A stream's deltas are its own: it looks up and translates for itself, and fills the cache.
+            return await self._cached(job, index, text, stats, sink, model, key)
+        # Identical work at the same moment runs once; the leader looks the cache up again inside its
+        # flight and stores before the flight ends, so a late twin finds the entry, not a finished flight.
+        flight = f"{key}:{job.allow_truncated}:{job.max_output_tokens}"
+        outcome, shared = await self._flights.join(
+            flight, lambda: self._cached(job, index, text, stats, None, model, key)
+        )
+        if shared:
+            stats.cached_segments += 1
+            return dataclasses.replace(outcome, cached=True)
+        return outcome
+
+    async def _cached(
+        self, job: Job, index: int, text: str, stats: Stats, sink: Sink | None, model: ModelConfig, key: str
+    ) -> _Outcome:
+        """From the cache when it holds the segment; else translated, and stored when complete."""
+        assert self.cache is not None
         entry = await self.cache.get(key, model.cache_ttl_s)
         if entry is not None:
-            self.metrics.cache_hit(
-                self.config.models.get(entry.model, model), entry.prompt_tokens, entry.completion_tokens
-            )
+            served = self.config.models.get(entry.model, model)
+            self.metrics.cache_hit(served, entry.prompt_tokens, entry.completion_tokens)
             stats.cached_segments += 1
             if sink is not None:
                 sink(entry.text)
             return _Outcome(entry.text, entry.model, cached=True)
         self.metrics.cache_miss(model)
-        if sink is not None:
-            # A stream's deltas are its own: it translates for itself, and fills the cache.
-            outcome = await self._translate(job, index, text, stats, sink)
-        else:
-            flight = f"{key}:{job.allow_truncated}:{job.max_output_tokens}"
-            outcome, shared = await self._flights.join(flight, lambda: self._translate(job, index, text, stats, None))
-            if shared:
-                stats.cached_segments += 1
-                return dataclasses.replace(outcome, cached=True)
+        outcome = await self._translate(job, index, text, stats, sink)
         if not outcome.truncated:
             await self._store(job, model, key, text, outcome)
         return outcome

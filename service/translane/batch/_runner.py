@@ -1,0 +1,266 @@
+"""Sending the job's lines at batch priority, waiting out overload, writing one answer per line."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import grpc
+
+from gateway_shim._openai import usage_json
+
+from ..v1 import translate_pb2 as pb
+from ..v1 import translate_pb2_grpc as pb_grpc
+from ._io import open_output, read_done, write_line
+from ._lines import Line, LineError, parse_line
+
+__all__ = ["BatchSettings", "BatchSummary", "run_batch"]
+
+# Codes worth another try after a pause; RESOURCE_EXHAUSTED (overload) is waited out without limit.
+_RETRY = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.INTERNAL})
+_HTTP_OF = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.FAILED_PRECONDITION: 502,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+MAX_PAUSE_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSettings:
+    grpc_target: str
+    input: str
+    output: str
+    default_target_language: str = "zh"
+    max_in_flight: int = 256
+    # Per call: how long the service may take, queue included (batch work waits behind interactive).
+    deadline_s: float = 600.0
+    max_attempts: int = 5
+    progress: bool | None = None
+
+
+@dataclass(slots=True)
+class BatchSummary:
+    lines: int = 0
+    answered: int = 0
+    skipped: int = 0
+    failed: int = 0
+    duplicates: int = 0
+    segments: int = 0
+    cached_segments: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    currency: str = ""
+    waits: int = 0
+    wall_s: float = 0.0
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def text(self) -> str:
+        rate = self.answered / self.wall_s * 60 if self.wall_s else 0.0
+        return (
+            f"{self.answered} answered, {self.skipped} already done, {self.failed} failed"
+            f"{f' {self.errors}' if self.errors else ''}, {self.duplicates} duplicate ids skipped; "
+            f"{self.segments} segments ({self.cached_segments} from the cache); "
+            f"{self.prompt_tokens + self.completion_tokens} tokens, cost {self.cost:.6f} {self.currency}; "
+            f"{self.wall_s:.1f}s ({rate:.0f} lines/min), {self.waits} waits for an overloaded service"
+        )
+
+
+def _body(line: Line, resp: pb.TranslateResponse) -> dict[str, Any]:
+    truncated = any(t.truncated for t in resp.translations)
+    texts = [t.text for t in resp.translations]
+    usage = usage_json(resp.usage)
+    if line.form == "chat" and line.batch is not None:
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": resp.requested_model,
+            "served_model": resp.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": line.batch.render(texts)},
+                    "finish_reason": "length" if truncated else "stop",
+                    "logprobs": None,
+                }
+            ],
+            "usage": usage,
+        }
+    return {
+        "object": "translation",
+        "model": resp.requested_model,
+        "served_model": resp.model,
+        "translations": [
+            {"text": t.text, "model": t.model, "cached": t.cached, "truncated": t.truncated} for t in resp.translations
+        ],
+        "usage": usage,
+    }
+
+
+def _ok(line: Line, resp: pb.TranslateResponse) -> dict[str, Any]:
+    return {
+        "id": f"batch_req_{uuid.uuid4().hex}",
+        "custom_id": line.custom_id,
+        "response": {"status_code": 200, "request_id": resp.task_id or line.custom_id, "body": _body(line, resp)},
+        "error": None,
+    }
+
+
+def _failed(custom_id: str, status: int, code: str, message: str) -> dict[str, Any]:
+    error = {"code": code, "message": message[:500]}
+    return {
+        "id": f"batch_req_{uuid.uuid4().hex}",
+        "custom_id": custom_id,
+        "response": {"status_code": status, "request_id": "", "body": {"error": error}},
+        "error": error,
+    }
+
+
+def _retry_after(exc: grpc.aio.AioRpcError) -> float:
+    for key, value in exc.trailing_metadata() or ():
+        if key == "retry-after":
+            with contextlib.suppress(ValueError):
+                return min(MAX_PAUSE_S, max(0.05, float(value)))
+    return 1.0
+
+
+class _Job:
+    def __init__(self, s: BatchSettings, stub: pb_grpc.TranslatorStub, out: IO[str], summary: BatchSummary) -> None:
+        self.s, self.stub, self.out, self.summary = s, stub, out, summary
+        self.slots = asyncio.Semaphore(s.max_in_flight)
+        self.on_done: Callable[[], None] = lambda: None
+
+    def write(self, line: dict[str, Any]) -> None:
+        write_line(self.out, line)
+        self.on_done()
+
+    async def send(self, line: Line) -> None:
+        req = pb.TranslateRequest(
+            segments=list(line.segments),
+            target_language=line.target_language,
+            source_language=line.source_language,
+            model=line.model,
+            task_id=line.custom_id,
+            priority=pb.PRIORITY_BATCH,
+            max_output_tokens=line.max_output_tokens,
+            allow_truncated=line.max_output_tokens > 0,
+        )
+        attempts = 0
+        try:
+            while True:
+                try:
+                    resp = await self.stub.Translate(req, timeout=self.s.deadline_s)
+                except grpc.aio.AioRpcError as exc:
+                    code = exc.code()
+                    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "provider" not in (exc.details() or ""):
+                        # The service is full: wait as long as it says, and try again. Never a failed line.
+                        self.summary.waits += 1
+                        await asyncio.sleep(_retry_after(exc))
+                        continue
+                    attempts += 1
+                    if (
+                        code in _RETRY or code == grpc.StatusCode.RESOURCE_EXHAUSTED
+                    ) and attempts < self.s.max_attempts:
+                        await asyncio.sleep(min(MAX_PAUSE_S, 0.5 * 2**attempts))
+                        continue
+                    self.summary.failed += 1
+                    self.summary.errors[code.name] = self.summary.errors.get(code.name, 0) + 1
+                    self.write(_failed(line.custom_id, _HTTP_OF.get(code, 500), code.name.lower(), exc.details() or ""))
+                    return
+                self._count(resp)
+                self.write(_ok(line, resp))
+                return
+        finally:
+            self.slots.release()
+
+    def _count(self, resp: pb.TranslateResponse) -> None:
+        s, u = self.summary, resp.usage
+        s.answered += 1
+        s.segments += len(resp.translations)
+        s.cached_segments += u.cached_segments
+        s.prompt_tokens += u.prompt_tokens
+        s.completion_tokens += u.completion_tokens
+        s.cost += u.cost
+        s.currency = s.currency or u.currency
+
+
+def _input_lines(path: str) -> Iterator[tuple[int, str]]:
+    with open(path, encoding="utf-8") as f:
+        for number, raw in enumerate(f, 1):
+            if raw.strip():
+                yield number, raw
+
+
+async def run_batch(s: BatchSettings) -> BatchSummary:
+    """Run the job to the end; what the output already answers is skipped."""
+    started = time.perf_counter()
+    summary = BatchSummary()
+    done = read_done(s.output)
+    lines = list(_input_lines(s.input))
+    summary.lines = len(lines)
+    show = sys.stderr.isatty() if s.progress is None else s.progress
+    with open_output(s.output, done) as out:
+        async with grpc.aio.insecure_channel(s.grpc_target) as channel:
+            job = _Job(s, pb_grpc.TranslatorStub(channel), out, summary)
+            with _progress(show, len(lines) - len(done.ids), job):
+                tasks: list[asyncio.Task[None]] = []
+                seen: set[str] = set()
+                for number, raw in lines:
+                    line: Line | None
+                    try:
+                        line = parse_line(raw, number, s.default_target_language)
+                        cid, problem = line.custom_id, ""
+                    except LineError as exc:
+                        line, cid, problem = None, exc.custom_id, exc.message
+                    if cid in done.ids:
+                        summary.skipped += 1
+                        continue
+                    if cid in seen:
+                        summary.duplicates += 1
+                        continue
+                    seen.add(cid)
+                    if line is None:
+                        summary.failed += 1
+                        summary.errors["invalid_line"] = summary.errors.get("invalid_line", 0) + 1
+                        job.write(_failed(cid, 400, "invalid_line", problem))
+                        continue
+                    await job.slots.acquire()
+                    tasks.append(asyncio.create_task(job.send(line)))
+                await asyncio.gather(*tasks)
+    summary.wall_s = time.perf_counter() - started
+    return summary
+
+
+@contextlib.contextmanager
+def _progress(show: bool, total: int, job: _Job) -> Iterator[None]:
+    if not show:
+        yield
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("batch"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[stats]}"),
+        TimeRemainingColumn(),
+    ) as bar:
+        task = bar.add_task("batch", total=total, stats="")
+
+        def tick() -> None:
+            s = job.summary
+            tokens = s.prompt_tokens + s.completion_tokens
+            bar.update(task, advance=1, stats=f"{tokens} tokens, {s.cost:.4f} {s.currency}, {s.failed} failed")
+
+        job.on_done = tick
+        yield

@@ -1,0 +1,172 @@
+"""translane batch run against the real service and simulated provider: formats, bad lines, overload, resume."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openai.types.chat import ChatCompletion
+from translane.batch import BatchSettings, read_done, run_batch
+from translane.config import CacheConfig, Config, load_config
+from translane.server import RunningServer
+from translane.sim import SimConfig
+
+from ..conftest import Sim, server_config, with_lanes
+from ..helpers.processes import ROOT
+
+TR = "doubao-seed-translation-250915"
+
+
+@pytest.fixture
+def sim_config() -> SimConfig:
+    return SimConfig.from_config(load_config(env={}))
+
+
+@pytest.fixture
+def config(sim: Sim, tmp_path: Path) -> Config:
+    cfg = server_config(sim)
+    return dataclasses.replace(cfg, cache=CacheConfig(kind="sqlite", path=str(tmp_path / "cache.sqlite3")))
+
+
+def openai_line(cid: str, text: str) -> dict[str, Any]:
+    return {
+        "custom_id": cid,
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": TR, "messages": [{"role": "user", "content": f"Translate to German:\n\n{text}"}]},
+    }
+
+
+def write(path: Path, lines: list[Any]) -> None:
+    path.write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines), encoding="utf-8")
+
+
+def outputs(path: Path) -> dict[str, dict[str, Any]]:
+    lines = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
+    by_id = {x["custom_id"]: x for x in lines}
+    assert len(by_id) == len(lines), "a custom_id was answered twice"
+    return by_id
+
+
+def settings(server: RunningServer, tmp_path: Path, **kw: Any) -> BatchSettings:
+    return BatchSettings(
+        f"127.0.0.1:{server.port}", str(tmp_path / "in.jsonl"), str(tmp_path / "out.jsonl"), progress=False, **kw
+    )
+
+
+async def admitted(sim: Sim) -> int:
+    return int(sum(m["admitted"] for m in (await sim.stats())["models"].values()))
+
+
+async def test_openai_batch_and_the_simple_form_round_trip(server: RunningServer, sim: Sim, tmp_path: Path) -> None:
+    write(
+        tmp_path / "in.jsonl",
+        [
+            openai_line("a", "Hello\n\n%%\n\nWorld"),
+            {"custom_id": "b", "text": "Good night.", "target_language": "ja"},
+            {"custom_id": "c", "segments": ["One.", "Two."], "target_language": "fr", "source_language": "en"},
+            "this is not json",
+            {"custom_id": "d"},
+            {"custom_id": "e", "text": "x", "target_language": "klingon"},
+        ],
+    )
+    summary = await run_batch(settings(server, tmp_path))
+    out = outputs(tmp_path / "out.jsonl")
+    assert set(out) == {"a", "b", "c", "line-4", "d", "e"}
+    # The OpenAI form answers as OpenAI's batch output does: a chat.completion the SDK reads.
+    body = ChatCompletion.model_validate(out["a"]["response"]["body"])
+    assert body.choices[0].message.content == "[sim auto->de] Hello\n\n%%\n\n[sim auto->de] World"
+    assert out["a"]["response"]["status_code"] == 200 and out["a"]["error"] is None
+    assert out["a"]["response"]["body"]["usage"]["cost"] > 0
+    assert [t["text"] for t in out["b"]["response"]["body"]["translations"]] == ["[sim auto->ja] Good night."]
+    assert [t["text"] for t in out["c"]["response"]["body"]["translations"]] == [
+        "[sim en->fr] One.",
+        "[sim en->fr] Two.",
+    ]
+    for bad in ("line-4", "d", "e"):
+        assert out[bad]["response"]["status_code"] == 400 and out[bad]["error"]["message"]
+    assert summary.answered == 3 and summary.failed == 3
+
+
+async def test_a_rerun_of_a_finished_job_calls_the_provider_not_at_all(
+    server: RunningServer, sim: Sim, tmp_path: Path
+) -> None:
+    write(tmp_path / "in.jsonl", [openai_line(f"id-{i}", f"Sentence {i}.") for i in range(20)])
+    first = await run_batch(settings(server, tmp_path))
+    assert first.answered == 20
+    before = await admitted(sim)
+    again = await run_batch(settings(server, tmp_path))
+    assert again.skipped == 20 and again.answered == 0
+    assert await admitted(sim) == before
+    assert len(outputs(tmp_path / "out.jsonl")) == 20
+
+
+async def test_repeated_sentences_are_paid_for_once(server: RunningServer, sim: Sim, tmp_path: Path) -> None:
+    write(tmp_path / "in.jsonl", [{"custom_id": str(i), "text": f"Line {i % 5}."} for i in range(30)])
+    summary = await run_batch(settings(server, tmp_path))
+    assert summary.answered == 30 and await admitted(sim) == 5
+    assert summary.cached_segments == 25
+
+
+class TestOverload:
+    @pytest.fixture
+    def config(self, sim: Sim) -> Config:
+        cfg = with_lanes(server_config(sim, batch_max_queue_wait_s=0.3), max_concurrency=2, max_queue=4)
+        return cfg
+
+    @pytest.fixture
+    def sim_config(self) -> SimConfig:
+        return SimConfig.from_config(load_config(env={}), ttft_s=0.1)
+
+    async def test_overload_is_waited_out_never_a_failed_line(self, server: RunningServer, tmp_path: Path) -> None:
+        write(tmp_path / "in.jsonl", [{"custom_id": str(i), "text": f"Busy line {i}."} for i in range(40)])
+        summary = await run_batch(settings(server, tmp_path, max_in_flight=40))
+        assert summary.answered == 40 and summary.failed == 0
+        assert summary.waits > 0  # the service said "later", and the runner listened
+        assert len(outputs(tmp_path / "out.jsonl")) == 40
+
+
+def test_a_torn_last_line_is_cut_and_answered_again(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"custom_id": "a", "response": {}}\n{"custom_id": "b", "resp', encoding="utf-8")
+    done = read_done(str(out))
+    assert done.ids == {"a"} and done.torn and done.good_bytes == len('{"custom_id": "a", "response": {}}\n')
+
+
+async def test_a_job_killed_mid_run_resumes_with_every_id_exactly_once(
+    server: RunningServer, sim: Sim, tmp_path: Path
+) -> None:
+    await sim.set(ttft_s=0.05)
+    n = 300
+    write(tmp_path / "in.jsonl", [{"custom_id": f"k{i}", "text": f"Killed sentence {i}."} for i in range(n)])
+    command = [sys.executable, "-m", "translane.cli", "--log-level", "WARNING", "batch", "run"]
+    command += [str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out.jsonl"), "--target", f"127.0.0.1:{server.port}"]
+    command += ["--quiet", "--max-in-flight", "16"]
+    env = dict(os.environ, TRANSLANE_LOG_LEVEL="WARNING")
+    proc = await asyncio.create_subprocess_exec(
+        *command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    out = tmp_path / "out.jsonl"
+    for _ in range(1500):  # until a third is written (30 s at most), then kill it mid-run
+        if out.exists() and out.read_text().count("\n") >= n // 3:
+            break
+        await asyncio.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    await proc.wait()
+    partial = read_done(str(out))
+    assert 0 < len(partial.ids) < n
+    summary = await run_batch(settings(server, tmp_path))
+    assert summary.skipped == len(partial.ids) and summary.answered == n - len(partial.ids)
+    final = outputs(out)
+    assert set(final) == {f"k{i}" for i in range(n)}
+    for i in range(n):
+        texts = [t["text"] for t in final[f"k{i}"]["response"]["body"]["translations"]]
+        assert texts == [f"[sim auto->zh] Killed sentence {i}."]
