@@ -232,9 +232,14 @@ async def _models(args: argparse.Namespace) -> int:
         resp = await pb_grpc.TranslatorStub(channel).ListModels(pb.ListModelsRequest(), timeout=10)
     for m in resp.models:
         star = "*" if m.name == resp.default_model else " "
+        budget = ""
+        if m.daily_token_budget:
+            budget += f" today={m.daily_tokens_spent}/{m.daily_token_budget} tokens"
+        if m.daily_cost_budget:
+            budget += f" today={m.daily_cost_spent:.4f}/{m.daily_cost_budget:g} {m.currency}"
         print(
             f"{star} {m.name:34} lane={m.lane:5} rpm={m.rpm} tpm={m.tpm} concurrency={m.max_concurrency}"
-            f" api={m.api_style}{'' if m.available else ' (out of rotation)'}"
+            f" api={m.api_style}{budget}{'' if m.available else ' (out of rotation)'}"
         )
     return 0
 

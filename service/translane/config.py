@@ -11,6 +11,7 @@ from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, TypeVar, cast
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
@@ -84,6 +85,9 @@ class ModelConfig:
     languages: tuple[str, ...] = ()
     # How long a cached translation of this model is served; 0 = until evicted.
     cache_ttl_s: float = 0.0
+    # What the model may spend in the provider's day (0 = no budget): past it, its work falls back.
+    daily_token_budget: int = 0
+    daily_cost_budget: float = 0.0
     # Thinking models (chat completions): "" leaves the provider's default; "disabled" sends
     # `thinking: {type: disabled}`; minimal/low/medium/high send `reasoning_effort`.
     reasoning: str = ""
@@ -162,6 +166,8 @@ class Config:
     models: Mapping[str, ModelConfig]
     source: str = "<memory>"
     cache: CacheConfig = field(default_factory=CacheConfig)
+    # The provider's day for daily budgets turns at midnight here (Ark: Beijing time).
+    budget_timezone: str = "Asia/Shanghai"
 
     def model(self, name: str) -> ModelConfig | None:
         return self.models.get(name or self.default_model)
@@ -367,6 +373,8 @@ def _model(name: str, t: _Table) -> ModelConfig:
         languages=t.strings("languages"),
         reasoning=t.choice("reasoning", REASONING, ""),
         cache_ttl_s=t.non_negative("cache_ttl_s", float, 0.0),
+        daily_token_budget=t.non_negative("daily_token_budget", int, 0),
+        daily_cost_budget=t.non_negative("daily_cost_budget", float, 0.0),
     )
     t.finish()
     # The contract carries these as unsigned 32-bit (rpm and tpm: 64-bit) integers.
@@ -406,6 +414,11 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str], source: str = 
         raise ConfigError("models: at least one model is required")
     default_model = root.get("default_model", str, next(iter(models)))
     default_model = env.get("TRANSLANE_DEFAULT_MODEL") or default_model
+    budget_timezone = root.get("budget_timezone", str, "Asia/Shanghai")
+    try:
+        ZoneInfo(budget_timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"budget_timezone: unknown time zone {budget_timezone[:60]!r}") from None
     root.finish()
     if default_model not in models:
         raise ConfigError(f"default_model: {default_model!r} is not a configured model")
@@ -427,6 +440,7 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str], source: str = 
         models=MappingProxyType(models),
         source=source,
         cache=cache,
+        budget_timezone=budget_timezone,
     )
     if env.get("TRANSLANE_UPSTREAM_URL"):
         cfg = cfg.with_upstream_url(env["TRANSLANE_UPSTREAM_URL"])

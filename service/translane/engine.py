@@ -14,9 +14,11 @@ from typing import Any
 
 from opentelemetry.trace import SpanKind
 
+from .budget import Budgets, open_budgets
 from .cache import Entry, Flights, SegmentCache, cache_key, open_cache
 from .config import Config, ModelConfig
 from .errors import (
+    BudgetSpent,
     ModelUnavailable,
     OutputTruncated,
     Overloaded,
@@ -190,10 +192,12 @@ class Engine:
         clock: Clock | None = None,
         call_at: CallAt | None = None,
         cache: SegmentCache | None = None,
+        budgets: Budgets | None = None,
     ) -> None:
         """`clock` and `call_at` default to the running loop's (tests pass their own to own the time)."""
         self.config = config
         self.cache = cache
+        self.budgets = budgets
         self._flights: Flights[_Outcome] = Flights()
         self.upstream = upstream
         self.governor = governor
@@ -206,6 +210,7 @@ class Engine:
         self.estimators = {n: TokenEstimator(m.output_ratio, m.max_output_tokens) for n, m in config.models.items()}
         self._rng = random.Random()
         self.metrics = EngineMetrics(config, self.lanes, governor, self._clock)
+        self.metrics.budgets = budgets
         # None when tracing is off: then no span work at all on the hot path.
         self._tracer = tracer("translane.engine")
 
@@ -217,8 +222,9 @@ class Engine:
         async with contextlib.AsyncExitStack() as stack:
             gov = governor if governor is not None else await stack.enter_async_context(open_governor(config))
             cache = await stack.enter_async_context(open_cache(config.cache))
+            budgets = await stack.enter_async_context(open_budgets(config))
             upstream = await stack.enter_async_context(UpstreamClient(config))
-            engine = cls(config, upstream, gov, cache=cache)
+            engine = cls(config, upstream, gov, cache=cache, budgets=budgets)
             stack.callback(engine.close)
             yield engine
 
@@ -414,6 +420,11 @@ class Engine:
         last: TranslaneError | None = None
         for i, model in enumerate(chain):
             now = self._clock()
+            spent = self.budgets.exhausted(model) if self.budgets is not None else ""
+            if spent:
+                assert self.budgets is not None
+                last = BudgetSpent(f"model: {spent}", retry_after_s=self.budgets.seconds_to_next_day())
+                continue
             if not self.governor.is_available(model.name, now):
                 last = ModelUnavailable(f"model {model.name} is out of rotation (provider spending limit)")
                 continue
@@ -480,6 +491,11 @@ class Engine:
                     ticket.settle(completion.prompt_tokens + completion.completion_tokens)
                     self.governor.on_success(model.name)
                     stats.add(model, completion)
+                    if self.budgets is not None:
+                        cost = model.cost(
+                            completion.prompt_tokens, completion.completion_tokens, completion.cached_tokens
+                        )
+                        self.budgets.charge(model, completion.prompt_tokens + completion.completion_tokens, cost)
                     if not completion.estimated and not completion.truncated:
                         self.estimators[model.name].learn(
                             counted, completion.prompt_tokens, completion.completion_tokens

@@ -9,6 +9,7 @@ TranslaneError
 ├── Overloaded                  shed before reaching the provider (queue full,
 │                               deadline cannot be met); carries retry_after_s
 ├── ModelUnavailable            every candidate model is paused or disabled
+│   └── BudgetSpent             the model's daily budget is spent; retry_after_s is the next day
 └── ProviderError               the provider answered with an error, or not at all
     ├── ProviderRateLimited     429 that a retry may cure
     ├── ProviderQuotaExhausted  spending limit reached (SetLimitExceeded): fatal
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 __all__ = [
     "RATE_CODES",
+    "BudgetSpent",
     "InvalidRequest",
     "ModelUnavailable",
     "OutputTruncated",
@@ -74,6 +76,10 @@ class OutputTruncated(TranslaneError):
 
 
 class ModelUnavailable(TranslaneError):
+    pass
+
+
+class BudgetSpent(ModelUnavailable):
     pass
 
 

@@ -12,6 +12,7 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
+from .budget import Budgets
 from .config import Config, ModelConfig
 from .errors import (
     ProviderConnectionError,
@@ -88,6 +89,9 @@ _GOVERNOR_GAUGES = {
     "admitted_tpm": ("translane_governor_admitted_tpm", "Tokens per minute the governor admits now"),
     "paused_s": ("translane_governor_paused_seconds", "Seconds until the model's 429 pause ends"),
     "disabled": ("translane_governor_disabled", "1 while the model is out of rotation (spending limit)"),
+    "budget_tokens_spent": ("translane_budget_tokens_spent", "Tokens the model spent in the provider's day so far"),
+    "budget_cost_spent": ("translane_budget_cost_spent", "Cost the model spent in the provider's day so far"),
+    "budget_spent": ("translane_budget_spent", "1 while the model's daily budget is spent (out of rotation)"),
 }
 
 
@@ -105,6 +109,9 @@ class EngineMetrics:
         self._lanes = lanes
         self._governor = governor
         self._clock = clock
+        self._models = config.models
+        # Set by the engine when it keeps daily budgets.
+        self.budgets: Budgets | None = None
         self.requests = Counts(
             "translane_requests",
             "Requests answered, by RPC, model asked for, its lane and gRPC status",
@@ -200,7 +207,14 @@ class EngineMetrics:
         lanes = {name: lane.snapshot() for name, lane in self._lanes.items()}
         yield from _snapshot_families(lanes, _LANE_GAUGES, GaugeMetricFamily, "lane")
         yield from _snapshot_families(lanes, _LANE_COUNTERS, CounterMetricFamily, "lane")
-        models = self._governor.snapshot(self._clock())
+        models = {name: dict(snap) for name, snap in self._governor.snapshot(self._clock()).items()}
+        if self.budgets is not None:
+            for name, m in self._models.items():
+                if name in models and (m.daily_token_budget or m.daily_cost_budget):
+                    tokens, cost = self.budgets.spent(name)
+                    models[name]["budget_tokens_spent"] = float(tokens)
+                    models[name]["budget_cost_spent"] = cost
+                    models[name]["budget_spent"] = 1.0 if self.budgets.exhausted(m) else 0.0
         yield from _snapshot_families(models, _GOVERNOR_GAUGES, GaugeMetricFamily, "model")
 
     def _kept(self) -> tuple[Counts | Histograms, ...]:

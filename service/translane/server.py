@@ -22,6 +22,7 @@ from opentelemetry import trace
 from .config import Config, ModelConfig
 from .engine import Engine, Job, Stats
 from .errors import (
+    BudgetSpent,
     InvalidRequest,
     ModelUnavailable,
     OutputTruncated,
@@ -56,6 +57,7 @@ DEADLINE_MARGIN_S = 0.02
 _GRPC_CODES: tuple[tuple[type[TranslaneError], grpc.StatusCode], ...] = (
     (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
     (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (BudgetSpent, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (OutputTruncated, grpc.StatusCode.OUT_OF_RANGE),
     (ModelUnavailable, grpc.StatusCode.UNAVAILABLE),
     (ProviderRateLimited, grpc.StatusCode.RESOURCE_EXHAUSTED),
@@ -357,6 +359,11 @@ class TranslatorService(pb_grpc.TranslatorServicer):
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListModelsResponse:
         now = self._loop.time()
+        budgets = self.engine.budgets
+
+        def spent(m: ModelConfig) -> tuple[int, float]:
+            return budgets.spent(m.name) if budgets is not None else (0, 0.0)
+
         return pb.ListModelsResponse(
             default_model=self.config.default_model,
             models=[
@@ -375,7 +382,12 @@ class TranslatorService(pb_grpc.TranslatorServicer):
                     output_price_per_mtok=m.output_price_per_mtok,
                     currency=m.currency,
                     fallbacks=list(m.fallbacks),
-                    available=self.engine.governor.is_available(m.name, now),
+                    available=self.engine.governor.is_available(m.name, now)
+                    and not (budgets is not None and budgets.exhausted(m)),
+                    daily_token_budget=m.daily_token_budget,
+                    daily_tokens_spent=spent(m)[0],
+                    daily_cost_budget=m.daily_cost_budget,
+                    daily_cost_spent=spent(m)[1],
                 )
                 for m in self.config.models.values()
             ],

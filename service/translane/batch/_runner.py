@@ -127,10 +127,11 @@ def _failed(custom_id: str, status: int, code: str, message: str) -> dict[str, A
 
 
 def _retry_after(exc: grpc.aio.AioRpcError) -> float:
+    """The service's hint, in seconds (1 when it gave none)."""
     for key, value in exc.trailing_metadata() or ():
         if key == "retry-after":
             with contextlib.suppress(ValueError):
-                return min(MAX_PAUSE_S, max(0.05, float(value)))
+                return max(0.05, float(value))
     return 1.0
 
 
@@ -162,10 +163,12 @@ class _Job:
                     resp = await self.stub.Translate(req, timeout=self.s.deadline_s)
                 except grpc.aio.AioRpcError as exc:
                     code = exc.code()
-                    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "provider" not in (exc.details() or ""):
+                    hint = _retry_after(exc)
+                    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and hint <= MAX_PAUSE_S:
                         # The service is full: wait as long as it says, and try again. Never a failed line.
+                        # (A longer hint is no overload: a daily budget spent, say. That line fails, named.)
                         self.summary.waits += 1
-                        await asyncio.sleep(_retry_after(exc))
+                        await asyncio.sleep(hint)
                         continue
                     attempts += 1
                     if (

@@ -143,7 +143,7 @@ class ListModelsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "lane", "provider", "api_style", "rpm", "tpm", "max_concurrency", "max_input_tokens", "max_output_tokens", "context_tokens", "input_price_per_mtok", "output_price_per_mtok", "currency", "fallbacks", "available")
+    __slots__ = ("name", "lane", "provider", "api_style", "rpm", "tpm", "max_concurrency", "max_input_tokens", "max_output_tokens", "context_tokens", "input_price_per_mtok", "output_price_per_mtok", "currency", "fallbacks", "available", "daily_token_budget", "daily_tokens_spent", "daily_cost_budget", "daily_cost_spent")
     NAME_FIELD_NUMBER: _ClassVar[int]
     LANE_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
@@ -159,6 +159,10 @@ class ModelInfo(_message.Message):
     CURRENCY_FIELD_NUMBER: _ClassVar[int]
     FALLBACKS_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    DAILY_TOKEN_BUDGET_FIELD_NUMBER: _ClassVar[int]
+    DAILY_TOKENS_SPENT_FIELD_NUMBER: _ClassVar[int]
+    DAILY_COST_BUDGET_FIELD_NUMBER: _ClassVar[int]
+    DAILY_COST_SPENT_FIELD_NUMBER: _ClassVar[int]
     name: str
     lane: str
     provider: str
@@ -174,7 +178,11 @@ class ModelInfo(_message.Message):
     currency: str
     fallbacks: _containers.RepeatedScalarFieldContainer[str]
     available: bool
-    def __init__(self, name: _Optional[str] = ..., lane: _Optional[str] = ..., provider: _Optional[str] = ..., api_style: _Optional[str] = ..., rpm: _Optional[int] = ..., tpm: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., max_input_tokens: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., context_tokens: _Optional[int] = ..., input_price_per_mtok: _Optional[float] = ..., output_price_per_mtok: _Optional[float] = ..., currency: _Optional[str] = ..., fallbacks: _Optional[_Iterable[str]] = ..., available: _Optional[bool] = ...) -> None: ...
+    daily_token_budget: int
+    daily_tokens_spent: int
+    daily_cost_budget: float
+    daily_cost_spent: float
+    def __init__(self, name: _Optional[str] = ..., lane: _Optional[str] = ..., provider: _Optional[str] = ..., api_style: _Optional[str] = ..., rpm: _Optional[int] = ..., tpm: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., max_input_tokens: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., context_tokens: _Optional[int] = ..., input_price_per_mtok: _Optional[float] = ..., output_price_per_mtok: _Optional[float] = ..., currency: _Optional[str] = ..., fallbacks: _Optional[_Iterable[str]] = ..., available: _Optional[bool] = ..., daily_token_budget: _Optional[int] = ..., daily_tokens_spent: _Optional[int] = ..., daily_cost_budget: _Optional[float] = ..., daily_cost_spent: _Optional[float] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models", "default_model")

@@ -1,0 +1,151 @@
+"""Daily budgets: per model, the tokens (and/or cost) it may spend in the provider's day.
+
+The day turns at midnight in the provider's time zone (Asia/Shanghai for Ark). A model
+whose budget is spent leaves rotation until the next day; its work falls back along its
+`fallbacks`, or is refused with a message naming the budget. What was spent today is kept
+in a SQLite file (the cache's data directory) so a restart does not hand out the day's
+budget again. Time comes from a wall clock passed in, so tests own the day.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import aiosqlite
+
+from .config import Config, ModelConfig
+
+__all__ = ["Budgets", "open_budgets"]
+
+log = logging.getLogger("translane.budget")
+
+WallClock = Callable[[], float]
+
+
+class Budgets:
+    """Spent tokens and cost per model for the current day, against each model's daily budget."""
+
+    def __init__(
+        self,
+        models: Mapping[str, ModelConfig],
+        zone: str,
+        wall: WallClock = time.time,
+        db: aiosqlite.Connection | None = None,
+    ) -> None:
+        self.models = models
+        self.zone = ZoneInfo(zone)
+        self.wall = wall
+        self._db = db
+        self._day = ""
+        self.tokens: dict[str, int] = {}
+        self.cost: dict[str, float] = {}
+        self._writes: set[asyncio.Task[None]] = set()
+
+    @property
+    def any(self) -> bool:
+        return any(m.daily_token_budget or m.daily_cost_budget for m in self.models.values())
+
+    def day(self, now: float | None = None) -> str:
+        """The provider's date at `now` (wall seconds)."""
+        return dt.datetime.fromtimestamp(self.wall() if now is None else now, self.zone).date().isoformat()
+
+    def seconds_to_next_day(self) -> float:
+        now = dt.datetime.fromtimestamp(self.wall(), self.zone)
+        tomorrow = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), self.zone)
+        return max(1.0, (tomorrow - now).total_seconds())
+
+    def _roll(self) -> None:
+        today = self.day()
+        if today != self._day:
+            self._day = today
+            self.tokens.clear()
+            self.cost.clear()
+
+    def spent(self, model: str) -> tuple[int, float]:
+        self._roll()
+        return self.tokens.get(model, 0), self.cost.get(model, 0.0)
+
+    def exhausted(self, model: ModelConfig) -> str:
+        """Why `model` may not spend more today ("" when it may)."""
+        if not (model.daily_token_budget or model.daily_cost_budget):
+            return ""
+        tokens, cost = self.spent(model.name)
+        if model.daily_token_budget and tokens >= model.daily_token_budget:
+            return f"daily budget of {model.daily_token_budget} tokens for {model.name} is spent ({tokens} used)"
+        if model.daily_cost_budget and cost >= model.daily_cost_budget:
+            return (
+                f"daily budget of {model.daily_cost_budget:g} {model.currency} for {model.name} is spent "
+                f"({cost:.4f} used)"
+            )
+        return ""
+
+    def charge(self, model: ModelConfig, tokens: int, cost: float) -> None:
+        """Count a call the provider was paid for."""
+        self._roll()
+        self.tokens[model.name] = self.tokens.get(model.name, 0) + tokens
+        self.cost[model.name] = self.cost.get(model.name, 0.0) + cost
+        if self._db is not None and (model.daily_token_budget or model.daily_cost_budget):
+            task = asyncio.get_running_loop().create_task(self._save(model.name, self._day, tokens, cost))
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
+
+    async def _save(self, model: str, day: str, tokens: int, cost: float) -> None:
+        assert self._db is not None
+        try:
+            await self._db.execute(
+                "INSERT INTO spent (model, day, tokens, cost) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(model, day) DO UPDATE SET tokens = tokens + excluded.tokens, cost = cost + excluded.cost",
+                (model, day, tokens, cost),
+            )
+            await self._db.commit()
+        except aiosqlite.Error as exc:
+            log.warning("budget write failed: %s", exc)
+
+    async def load(self) -> None:
+        """Today's spending as a previous run left it."""
+        if self._db is None:
+            return
+        self._roll()
+        async with self._db.execute("SELECT model, tokens, cost FROM spent WHERE day = ?", (self._day,)) as cur:
+            async for model, tokens, cost in cur:
+                self.tokens[model] = int(tokens)
+                self.cost[model] = float(cost)
+
+    async def aclose(self) -> None:
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def open_budgets(config: Config, wall: WallClock = time.time) -> AsyncIterator[Budgets]:
+    """The budgets, kept in `<data dir>/budget.sqlite3` when any model has one and the cache is on disk."""
+    db: aiosqlite.Connection | None = None
+    probe = Budgets(config.models, config.budget_timezone, wall)
+    if probe.any and config.cache.kind == "sqlite":
+        path = Path(config.cache.path).with_name("budget.sqlite3")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = await aiosqlite.connect(str(path))
+            await db.execute(
+                "CREATE TABLE IF NOT EXISTS spent (model TEXT NOT NULL, day TEXT NOT NULL, tokens INTEGER NOT NULL, "
+                "cost REAL NOT NULL, PRIMARY KEY (model, day))"
+            )
+            await db.commit()
+        except (OSError, aiosqlite.Error) as exc:
+            log.warning("budget file %s cannot be opened (%s): today's spending is kept in memory only", path, exc)
+            db = None
+    budgets = Budgets(config.models, config.budget_timezone, wall, db)
+    try:
+        await budgets.load()
+        yield budgets
+    finally:
+        await budgets.aclose()
+        if db is not None:
+            await db.close()

@@ -1,0 +1,160 @@
+"""Daily budgets on an owned wall clock: a model leaves rotation when its day's budget is spent, and comes back."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import tomllib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import grpc
+import pytest
+import pytest_asyncio
+from translane.budget import Budgets, open_budgets
+from translane.config import CacheConfig, Config, parse_config
+from translane.engine import Engine, Job
+from translane.errors import BudgetSpent
+from translane.governor import Governor
+from translane.server import running_server
+from translane.sim import SimConfig
+from translane.upstream import UpstreamClient
+from translane.v1 import translate_pb2 as pb
+from translane.v1 import translate_pb2_grpc as pb_grpc
+
+from ..conftest import Sim, start_sim
+
+MODELS = """
+default_model = "m"
+[providers.p]
+base_url = "http://127.0.0.1:1/api/v3"
+max_retries = 0
+[lanes.l]
+max_concurrency = 10
+[models.m]
+provider = "p"
+api_style = "chat_completions"
+lane = "l"
+rpm = 6000
+tpm = 1000000
+max_concurrency = 10
+max_input_tokens = 1000
+max_output_tokens = 1000
+context_tokens = 4000
+input_price_per_mtok = 1.0
+output_price_per_mtok = 2.0
+daily_token_budget = 150
+fallbacks = ["f"]
+[models.f]
+provider = "p"
+api_style = "chat_completions"
+lane = "l"
+rpm = 6000
+tpm = 1000000
+max_concurrency = 10
+max_input_tokens = 1000
+max_output_tokens = 1000
+context_tokens = 4000
+[models.alone]
+provider = "p"
+api_style = "chat_completions"
+lane = "l"
+rpm = 6000
+tpm = 1000000
+max_concurrency = 10
+max_input_tokens = 1000
+max_output_tokens = 1000
+context_tokens = 4000
+input_price_per_mtok = 1.0
+output_price_per_mtok = 2.0
+daily_cost_budget = 0.00001
+"""
+BEIJING = ZoneInfo("Asia/Shanghai")
+
+
+def beijing(day: int, hour: int, minute: int = 0, second: int = 0) -> float:
+    return dt.datetime(2026, 12, day, hour, minute, second, tzinfo=BEIJING).timestamp()
+
+
+class Wall:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest_asyncio.fixture
+async def sim() -> AsyncIterator[Sim]:
+    cfg = parse_config(tomllib.loads(MODELS), env={})
+    runner, handle = await start_sim(SimConfig.from_config(cfg))
+    try:
+        yield handle
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+def config(sim: Sim) -> Config:
+    cfg = parse_config(tomllib.loads(MODELS), env={}).with_upstream_url(sim.url)
+    return dataclasses.replace(cfg, cache=CacheConfig(kind="off"))
+
+
+def job(loop_now: float, model: str = "m") -> Job:
+    return Job(("A sentence to translate, long enough to cost some tokens.",), "zh", model, deadline=loop_now + 30)
+
+
+async def test_a_spent_budget_hands_work_to_the_fallback_until_the_next_day(config: Config) -> None:
+    wall = Wall(beijing(1, 23, 50))
+    budgets = Budgets(config.models, "Asia/Shanghai", wall)
+    async with UpstreamClient(config) as upstream:
+        engine = Engine(config, upstream, Governor(config.models, config.governor, 0.0), budgets=budgets)
+        served = []
+        for _ in range(6):
+            result = await engine.translate(job(engine._clock()))
+            served.append(result.models[0])
+        first_fallback = served.index("f")
+        assert served[:first_fallback] == ["m"] * first_fallback and set(served[first_fallback:]) == {"f"}
+        tokens, _ = budgets.spent("m")
+        assert tokens >= 150 and budgets.exhausted(config.models["m"])
+        assert budgets.seconds_to_next_day() == pytest.approx(600, abs=1)
+        wall.now = beijing(2, 0, 0, 1)  # midnight in Beijing: a new day
+        assert (await engine.translate(job(engine._clock()))).models == ["m"]
+        assert budgets.spent("m")[0] < 150
+
+
+async def test_with_no_fallback_the_refusal_names_the_budget_and_the_wait(config: Config) -> None:
+    wall = Wall(beijing(1, 12))
+    budgets = Budgets(config.models, "Asia/Shanghai", wall)
+    async with UpstreamClient(config) as upstream:
+        engine = Engine(config, upstream, Governor(config.models, config.governor, 0.0), budgets=budgets)
+        await engine.translate(job(engine._clock(), "alone"))  # one call spends the tiny cost budget
+        with pytest.raises(BudgetSpent) as info:
+            await engine.translate(job(engine._clock(), "alone"))
+    assert "daily budget" in info.value.message and "alone" in info.value.message
+    assert info.value.retry_after_s == pytest.approx(12 * 3600, abs=2)
+
+
+async def test_the_days_spending_survives_a_restart_and_shows_in_list_models(config: Config, tmp_path: Path) -> None:
+    on_disk = dataclasses.replace(config, cache=CacheConfig(kind="sqlite", path=str(tmp_path / "cache.sqlite3")))
+    for _ in range(2):
+        async with (
+            running_server(dataclasses.replace(on_disk, server=dataclasses.replace(on_disk.server, port=0))) as server,
+            grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch,
+        ):
+            stub = pb_grpc.TranslatorStub(ch)
+            await stub.Translate(pb.TranslateRequest(segments=["Spend a little."], target_language="zh"), timeout=10)
+            listed = {m.name: m for m in (await stub.ListModels(pb.ListModelsRequest(), timeout=5)).models}
+    # Two runs, each one call: the second run started from what the first had spent.
+    first_call = listed["m"].daily_tokens_spent / 2
+    assert listed["m"].daily_token_budget == 150 and listed["m"].daily_tokens_spent == 2 * first_call > 0
+    async with open_budgets(on_disk) as reopened:
+        assert reopened.spent("m")[0] == listed["m"].daily_tokens_spent
+
+
+def test_an_unknown_time_zone_is_a_config_error() -> None:
+    from translane.config import ConfigError
+
+    with pytest.raises(ConfigError, match="budget_timezone"):
+        parse_config({**tomllib.loads(MODELS), "budget_timezone": "Mars/Olympus"}, env={})
