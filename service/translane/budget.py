@@ -3,8 +3,9 @@
 The day turns at midnight in the provider's time zone (Asia/Shanghai for Ark). A model
 whose budget is spent leaves rotation until the next day; its work falls back along its
 `fallbacks`, or is refused with a message naming the budget. What was spent today is kept
-in a SQLite file (the cache's data directory) so a restart does not hand out the day's
-budget again. Time comes from a wall clock passed in, so tests own the day.
+in a SQLite file (the cache's data directory), or in Redis summed over every replica when
+the governor is shared there, so neither a restart nor N replicas hand out the day's budget
+again. Time comes from a wall clock passed in, so tests own the day.
 """
 
 from __future__ import annotations
@@ -16,17 +17,80 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 import aiosqlite
+import redis.asyncio as aioredis
 
 from .config import Config, ModelConfig
 
-__all__ = ["Budgets", "open_budgets"]
+__all__ = ["Budgets", "RedisSpending", "SqliteSpending", "open_budgets"]
 
 log = logging.getLogger("translane.budget")
 
 WallClock = Callable[[], float]
+
+
+class Spending(Protocol):
+    """Where a day's spending is kept beyond this process."""
+
+    async def add(self, model: str, day: str, tokens: int, cost: float) -> tuple[int, float] | None:
+        """Add a charge; the shared totals after it when the store knows them."""
+        ...
+
+    async def today(self, day: str) -> dict[str, tuple[int, float]]: ...
+
+
+class SqliteSpending:
+    """The day's spending in a file: a restart does not hand the budget out again."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self.db = db
+
+    async def add(self, model: str, day: str, tokens: int, cost: float) -> tuple[int, float] | None:
+        await self.db.execute(
+            "INSERT INTO spent (model, day, tokens, cost) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(model, day) DO UPDATE SET tokens = tokens + excluded.tokens, cost = cost + excluded.cost",
+            (model, day, tokens, cost),
+        )
+        await self.db.commit()
+        return None
+
+    async def today(self, day: str) -> dict[str, tuple[int, float]]:
+        out: dict[str, tuple[int, float]] = {}
+        async with self.db.execute("SELECT model, tokens, cost FROM spent WHERE day = ?", (day,)) as cur:
+            async for model, tokens, cost in cur:
+                out[str(model)] = (int(tokens), float(cost))
+        return out
+
+
+class RedisSpending:
+    """The day's spending in Redis, summed over every replica; each charge reads the shared total back."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+        self.client = client
+        self.prefix = prefix
+
+    def _key(self, day: str) -> str:
+        return f"{self.prefix}:{day}"
+
+    async def add(self, model: str, day: str, tokens: int, cost: float) -> tuple[int, float] | None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hincrby(self._key(day), f"{model}:tokens", tokens)
+        pipe.hincrbyfloat(self._key(day), f"{model}:cost", cost)
+        pipe.expire(self._key(day), 3 * 86400)
+        total_tokens, total_cost, _ = await pipe.execute()
+        return int(total_tokens), float(total_cost)
+
+    async def today(self, day: str) -> dict[str, tuple[int, float]]:
+        raw = await self.client.hgetall(self._key(day))
+        out: dict[str, tuple[int, float]] = {}
+        for field, value in raw.items():
+            name, _, kind = (field.decode() if isinstance(field, bytes) else str(field)).rpartition(":")
+            tokens, cost = out.get(name, (0, 0.0))
+            out[name] = (int(float(value)), cost) if kind == "tokens" else (tokens, float(value))
+        return out
 
 
 class Budgets:
@@ -37,12 +101,12 @@ class Budgets:
         models: Mapping[str, ModelConfig],
         zone: str,
         wall: WallClock = time.time,
-        db: aiosqlite.Connection | None = None,
+        store: Spending | None = None,
     ) -> None:
         self.models = models
         self.zone = ZoneInfo(zone)
         self.wall = wall
-        self._db = db
+        self._store = store
         self._day = ""
         self.tokens: dict[str, int] = {}
         self.cost: dict[str, float] = {}
@@ -91,32 +155,33 @@ class Budgets:
         self._roll()
         self.tokens[model.name] = self.tokens.get(model.name, 0) + tokens
         self.cost[model.name] = self.cost.get(model.name, 0.0) + cost
-        if self._db is not None and (model.daily_token_budget or model.daily_cost_budget):
+        if self._store is not None and (model.daily_token_budget or model.daily_cost_budget):
             task = asyncio.get_running_loop().create_task(self._save(model.name, self._day, tokens, cost))
             self._writes.add(task)
             task.add_done_callback(self._writes.discard)
 
     async def _save(self, model: str, day: str, tokens: int, cost: float) -> None:
-        assert self._db is not None
+        assert self._store is not None
         try:
-            await self._db.execute(
-                "INSERT INTO spent (model, day, tokens, cost) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(model, day) DO UPDATE SET tokens = tokens + excluded.tokens, cost = cost + excluded.cost",
-                (model, day, tokens, cost),
-            )
-            await self._db.commit()
-        except aiosqlite.Error as exc:
+            shared = await self._store.add(model, day, tokens, cost)
+        except Exception as exc:  # a store that fails never fails a translation; memory still counts
             log.warning("budget write failed: %s", exc)
+            return
+        if shared is not None and day == self._day:
+            # What every replica spent: the switch happens wherever the total passes the budget.
+            self.tokens[model] = max(self.tokens.get(model, 0), shared[0])
+            self.cost[model] = max(self.cost.get(model, 0.0), shared[1])
 
     async def load(self) -> None:
-        """Today's spending as a previous run left it."""
-        if self._db is None:
+        """Today's spending as a previous run (or the other replicas) left it."""
+        if self._store is None:
             return
         self._roll()
-        async with self._db.execute("SELECT model, tokens, cost FROM spent WHERE day = ?", (self._day,)) as cur:
-            async for model, tokens, cost in cur:
-                self.tokens[model] = int(tokens)
-                self.cost[model] = float(cost)
+        try:
+            for model, (tokens, cost) in (await self._store.today(self._day)).items():
+                self.tokens[model], self.cost[model] = tokens, cost
+        except Exception as exc:
+            log.warning("budget read failed: %s", exc)
 
     async def aclose(self) -> None:
         if self._writes:
@@ -125,9 +190,25 @@ class Budgets:
 
 @contextlib.asynccontextmanager
 async def open_budgets(config: Config, wall: WallClock = time.time) -> AsyncIterator[Budgets]:
-    """The budgets, kept in `<data dir>/budget.sqlite3` when any model has one and the cache is on disk."""
+    """The budgets: kept in Redis when the governor is shared there, else in `<data dir>/budget.sqlite3`
+    when the cache is on disk, else in memory."""
     db: aiosqlite.Connection | None = None
     probe = Budgets(config.models, config.budget_timezone, wall)
+    if probe.any and config.governor.kind == "redis":
+        client = aioredis.Redis.from_url(config.governor.redis_url, socket_timeout=0.25, socket_connect_timeout=0.25)
+        shared = Budgets(
+            config.models,
+            config.budget_timezone,
+            wall,
+            RedisSpending(client, f"{{{config.governor.redis_prefix}}}:budget"),
+        )
+        try:
+            await shared.load()
+            yield shared
+        finally:
+            await shared.aclose()
+            await client.aclose()
+        return
     if probe.any and config.cache.kind == "sqlite":
         path = Path(config.cache.path).with_name("budget.sqlite3")
         try:
@@ -141,7 +222,7 @@ async def open_budgets(config: Config, wall: WallClock = time.time) -> AsyncIter
         except (OSError, aiosqlite.Error) as exc:
             log.warning("budget file %s cannot be opened (%s): today's spending is kept in memory only", path, exc)
             db = None
-    budgets = Budgets(config.models, config.budget_timezone, wall, db)
+    budgets = Budgets(config.models, config.budget_timezone, wall, SqliteSpending(db) if db is not None else None)
     try:
         await budgets.load()
         yield budgets

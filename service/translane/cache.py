@@ -1,7 +1,8 @@
 """The segment cache: a translation once paid for is never paid for again.
 
-An in-process LRU sits in front of an optional SQLite file (so a restart or a rerun
-does not pay again). Keys hash everything that shapes a translation: the model and
+An in-process LRU sits in front of an optional store: a SQLite file (so a restart or a
+rerun does not pay again), or Redis when the governor is shared there (one cache for
+every replica). Keys hash everything that shapes a translation: the model and
 how it is prompted, the languages, the glossary, the mime type and the NFC-normalised
 text. Only complete, successful translations are written (the engine's business).
 Identical segments in flight at the same moment are translated once (`Flights`).
@@ -11,22 +12,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
+import math
 import time
 import unicodedata
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import aiosqlite
+import redis.asyncio as aioredis
 
-from .config import CacheConfig, ModelConfig
+from .config import CacheConfig, GovernorConfig, ModelConfig
+from .redis_governor import connect
 
-__all__ = ["CACHE_VERSION", "Entry", "Flights", "SegmentCache", "cache_key", "open_cache"]
+__all__ = ["CACHE_VERSION", "Entry", "Flights", "RedisStore", "SegmentCache", "SqliteStore", "cache_key", "open_cache"]
 
 log = logging.getLogger("translane.cache")
 
@@ -72,23 +77,88 @@ def cache_key(
     return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-class SegmentCache:
-    """LRU in memory; with a SQLite connection, every entry is also on disk."""
+class Store(Protocol):
+    """Where entries live behind the in-process LRU."""
 
-    def __init__(self, max_entries: int, db: aiosqlite.Connection | None = None) -> None:
+    async def load(self, key: str) -> Entry | None: ...
+
+    async def save(self, key: str, entry: Entry, ttl_s: float) -> None: ...
+
+
+class SqliteStore:
+    """Entries in a SQLite file: a restart or a rerun does not pay again."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self.db = db
+
+    async def load(self, key: str) -> Entry | None:
+        async with self.db.execute(
+            "SELECT text, model, prompt_tokens, completion_tokens, created FROM segments WHERE key = ?", (key,)
+        ) as cur:
+            row = await cur.fetchone()
+        return Entry(*row) if row is not None else None
+
+    async def save(self, key: str, entry: Entry, ttl_s: float) -> None:
+        await self.db.execute(
+            "INSERT OR REPLACE INTO segments (key, text, model, prompt_tokens, completion_tokens, created) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (key, entry.text, entry.model, entry.prompt_tokens, entry.completion_tokens, entry.created),
+        )
+        await self.db.commit()
+
+
+class RedisStore:
+    """Entries in Redis, one cache for every replica (when the governor is shared there too)."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+        self.client = client
+        self.prefix = prefix
+
+    async def load(self, key: str) -> Entry | None:
+        raw = await self.client.get(f"{self.prefix}:seg:{key}")
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        return Entry(data["text"], data["model"], data["prompt_tokens"], data["completion_tokens"], data["created"])
+
+    async def save(self, key: str, entry: Entry, ttl_s: float) -> None:
+        value = json.dumps(dataclasses.asdict(entry), ensure_ascii=False)
+        await self.client.set(f"{self.prefix}:seg:{key}", value, ex=max(1, math.ceil(ttl_s)) if ttl_s else None)
+
+
+# After a store fails, how long the cache runs on its LRU alone before trying the store again.
+STORE_PAUSE_S = 5.0
+
+
+class SegmentCache:
+    """LRU in memory in front of an optional store (SQLite or Redis).
+
+    A store that fails is skipped for STORE_PAUSE_S, so an outage costs one failed call, not one per
+    segment: the cache then answers from memory and translations go on at full speed.
+    """
+
+    def __init__(self, max_entries: int, store: Store | None = None) -> None:
         self.max_entries = max_entries
         self._lru: OrderedDict[str, Entry] = OrderedDict()
-        self._db = db
+        self._store = store
+        self._store_down_until = 0.0
+
+    def _store_up(self) -> bool:
+        return self._store is not None and time.monotonic() >= self._store_down_until
+
+    def _store_failed(self, doing: str, exc: BaseException) -> None:
+        if time.monotonic() >= self._store_down_until:
+            log.warning("segment cache %s failed (%s): memory only for %.0fs", doing, exc, STORE_PAUSE_S)
+        self._store_down_until = time.monotonic() + STORE_PAUSE_S
 
     async def get(self, key: str, ttl_s: float) -> Entry | None:
         entry = self._lru.get(key)
-        if entry is None and self._db is not None:
-            async with self._db.execute(
-                "SELECT text, model, prompt_tokens, completion_tokens, created FROM segments WHERE key = ?", (key,)
-            ) as cur:
-                row = await cur.fetchone()
-            if row is not None:
-                entry = Entry(*row)
+        if entry is None and self._store is not None and self._store_up():
+            try:
+                entry = await self._store.load(key)
+            except Exception as exc:  # an unreachable store is a miss, never a failed translation
+                self._store_failed("read", exc)
+            if entry is not None:
                 self._remember(key, entry)
         if entry is None:
             return None
@@ -98,15 +168,13 @@ class SegmentCache:
         self._lru.move_to_end(key)
         return entry
 
-    async def put(self, key: str, entry: Entry) -> None:
+    async def put(self, key: str, entry: Entry, ttl_s: float = 0.0) -> None:
         self._remember(key, entry)
-        if self._db is not None:
-            await self._db.execute(
-                "INSERT OR REPLACE INTO segments (key, text, model, prompt_tokens, completion_tokens, created) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (key, entry.text, entry.model, entry.prompt_tokens, entry.completion_tokens, entry.created),
-            )
-            await self._db.commit()
+        if self._store is not None and self._store_up():
+            try:
+                await self._store.save(key, entry, ttl_s)
+            except Exception as exc:
+                self._store_failed("write", exc)
 
     def _remember(self, key: str, entry: Entry) -> None:
         self._lru[key] = entry
@@ -166,10 +234,18 @@ async def _sqlite(path: str) -> aiosqlite.Connection:
 
 
 @contextlib.asynccontextmanager
-async def open_cache(cfg: CacheConfig) -> AsyncIterator[SegmentCache | None]:
-    """The configured cache (None when off); a SQLite file that cannot be opened falls back to memory."""
+async def open_cache(cfg: CacheConfig, governor: GovernorConfig | None = None) -> AsyncIterator[SegmentCache | None]:
+    """The configured cache (None when off). With a shared (Redis) governor the entries live in the same Redis,
+    one cache for all replicas; a SQLite file that cannot be opened falls back to memory."""
     if cfg.kind == "off":
         yield None
+        return
+    if governor is not None and governor.kind == "redis" and cfg.kind != "memory":
+        client = connect(governor.redis_url)
+        try:
+            yield SegmentCache(cfg.max_entries, RedisStore(client, f"{{{governor.redis_prefix}}}:cache"))
+        finally:
+            await client.aclose()
         return
     db: aiosqlite.Connection | None = None
     if cfg.kind == "sqlite":
@@ -178,7 +254,7 @@ async def open_cache(cfg: CacheConfig) -> AsyncIterator[SegmentCache | None]:
         except (OSError, aiosqlite.Error) as exc:
             log.warning("cache file %s cannot be opened (%s): caching in memory only", cfg.path, exc)
     try:
-        yield SegmentCache(cfg.max_entries, db)
+        yield SegmentCache(cfg.max_entries, SqliteStore(db) if db is not None else None)
     finally:
         if db is not None:
             await db.close()

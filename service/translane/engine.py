@@ -221,7 +221,7 @@ class Engine:
         warm_up()  # not inside the first request, where it would stall the loop
         async with contextlib.AsyncExitStack() as stack:
             gov = governor if governor is not None else await stack.enter_async_context(open_governor(config))
-            cache = await stack.enter_async_context(open_cache(config.cache))
+            cache = await stack.enter_async_context(open_cache(config.cache, config.governor))
             budgets = await stack.enter_async_context(open_budgets(config))
             upstream = await stack.enter_async_context(UpstreamClient(config))
             engine = cls(config, upstream, gov, cache=cache, budgets=budgets)
@@ -341,7 +341,7 @@ class Engine:
             key = cache_key(served, job.source_language, job.target_language, job.glossary, job.mime_type, text)
         entry = Entry(outcome.text, served.name, outcome.prompt_tokens, outcome.completion_tokens, time.time())
         try:
-            await self.cache.put(key, entry)
+            await self.cache.put(key, entry, served.cache_ttl_s)
         except Exception as exc:  # a cache that cannot write never fails a translation
             log.warning("segment cache write failed: %s", exc)
 

@@ -63,15 +63,24 @@ class BatchSummary:
     waits: int = 0
     wall_s: float = 0.0
     errors: dict[str, int] = field(default_factory=dict)
+    # Paid-for segments per serving model, and the models' RPM (from ListModels) for the rate line.
+    served: dict[str, int] = field(default_factory=dict)
+    rpm: dict[str, int] = field(default_factory=dict)
 
     def text(self) -> str:
         rate = self.answered / self.wall_s * 60 if self.wall_s else 0.0
+        rates = "; ".join(
+            f"{model}: {n / self.wall_s * 60:,.0f} calls/min of its {self.rpm[model]:,} RPM"
+            for model, n in sorted(self.served.items())
+            if self.wall_s and model in self.rpm
+        )
         return (
             f"{self.answered} answered, {self.skipped} already done, {self.failed} failed"
             f"{f' {self.errors}' if self.errors else ''}, {self.duplicates} duplicate ids skipped; "
             f"{self.segments} segments ({self.cached_segments} from the cache); "
             f"{self.prompt_tokens + self.completion_tokens} tokens, cost {self.cost:.6f} {self.currency}; "
             f"{self.wall_s:.1f}s ({rate:.0f} lines/min), {self.waits} waits for an overloaded service"
+            + (f"; {rates}" if rates else "")
         )
 
 
@@ -195,6 +204,9 @@ class _Job:
         s.completion_tokens += u.completion_tokens
         s.cost += u.cost
         s.currency = s.currency or u.currency
+        for t in resp.translations:
+            if not t.cached:
+                s.served[t.model] = s.served.get(t.model, 0) + 1
 
 
 def _input_lines(path: str) -> Iterator[tuple[int, str]]:
@@ -240,6 +252,9 @@ async def run_batch(s: BatchSettings) -> BatchSummary:
                     await job.slots.acquire()
                     tasks.append(asyncio.create_task(job.send(line)))
                 await asyncio.gather(*tasks)
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                listed = await job.stub.ListModels(pb.ListModelsRequest(), timeout=5)
+                summary.rpm = {m.name: m.rpm for m in listed.models}
     summary.wall_s = time.perf_counter() - started
     return summary
 
