@@ -311,6 +311,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_loadtest(sub)
 
+    from .files._cli import add_parser as add_files
+
+    add_files(sub, f"127.0.0.1:{DEFAULT_GRPC_PORT}")
+
     batch = sub.add_parser("batch", help="translate an OpenAI Batch JSONL file through the service, resumably")
     batch.add_argument("action", choices=("run",))
     batch.add_argument("input", help="JSONL: OpenAI Batch lines or {custom_id, text|segments, target_language}")

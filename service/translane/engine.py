@@ -329,7 +329,8 @@ class Engine:
             return _Outcome(entry.text, entry.model, cached=True)
         self.metrics.cache_miss(model)
         outcome = await self._translate(job, index, text, stats, sink)
-        if not outcome.truncated:
+        # A cut answer is never stored, nor one that came back as it was sent (an untranslated leak, likely).
+        if not outcome.truncated and outcome.text.strip() != text.strip():
             await self._store(job, model, key, text, outcome)
         return outcome
 

@@ -25,8 +25,10 @@ RUNTIME_FIELDS: tuple[str, ...] = (
     "reasoning_tokens",
     "think_in_content",
     "output_cap_tokens",
+    "pseudo_translate",
+    "untranslated_rate",
 )
-_RATES = ("error_rate", "rate_limit_rate", "spend_limit_rate", "reset_rate", "stall_rate")
+_RATES = ("error_rate", "rate_limit_rate", "spend_limit_rate", "reset_rate", "stall_rate", "untranslated_rate")
 _DURATIONS = ("window_s", "ttft_s", "tokens_per_s", "stall_s", "reasoning_tokens", "output_cap_tokens")
 
 
@@ -70,6 +72,10 @@ class SimConfig:
     think_in_content: float = 0.0
     # The model's own output limit, whatever the request asks (0 = none): past it, answers are cut.
     output_cap_tokens: float = 0.0
+    # 1: answer in pseudo-target-language words (for language identification); 0: the text as sent.
+    pseudo_translate: float = 0.0
+    # Share of calls answered with the input as it came, untranslated and unmarked (a leak to find).
+    untranslated_rate: float = 0.0
     retry_after: bool = True
     api_key: str = field(default="", repr=False)
     seed: int = 0

@@ -1,0 +1,72 @@
+"""`translane file translate | apply | check`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from ._doc import FormatError
+from ._runner import FileSettings, apply_review, check_file, translate_files
+
+__all__ = ["add_parser"]
+
+
+def add_parser(sub: Any, default_target: str) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "file", help="translate files (Markdown, text, SRT/VTT, JSON), check for untranslated leaks, apply fixes"
+    )
+    p.add_argument("action", choices=("translate", "apply", "check"))
+    p.add_argument("paths", nargs="+", help="files or folders (apply: the review file)")
+    p.add_argument("--to", dest="target_language", default="", help="target language (translate, check)")
+    p.add_argument("--from", dest="source_language", default="")
+    p.add_argument("--model", default="")
+    p.add_argument("-o", "--out", default="", help="a folder mirroring the inputs (default: beside each input)")
+    p.add_argument("-r", "--recursive", action="store_true")
+    p.add_argument("--keys", nargs="*", default=[], help="JSON: glob key paths to translate, e.g. dialogue.*.text")
+    p.add_argument("--preset", choices=("renpy",), default=None, help="JSON: RenPy-style translation files")
+    p.add_argument("--review", default="translane-review.json", help="where segments left untranslated are listed")
+    p.add_argument("--target", default=os.environ.get("TRANSLANE_GRPC_TARGET", default_target))
+    p.set_defaults(func=main)
+
+
+async def main(args: argparse.Namespace) -> int:
+    keys, preset = tuple(args.keys), args.preset or ""
+    try:
+        if args.action == "apply":
+            applied = sum(apply_review(path, keys, preset) for path in args.paths)
+            print(f"applied {applied} translation(s)", file=sys.stderr)
+            return 0
+        if not args.target_language:
+            print("translane file: --to LANG is required", file=sys.stderr)
+            return 2
+        if args.action == "check":
+            leaks = 0
+            for path in args.paths:
+                report = check_file(path, args.target_language, keys, preset)
+                leaks += len(report.leaks)
+                print(f"{report.path}: {report.segments} segments, {len(report.leaks)} not in {args.target_language}")
+                for leak in report.leaks:
+                    print(f"  segment {leak.index}: {leak.reason}")
+            return 1 if leaks else 0
+        settings = FileSettings(
+            grpc_target=args.target,
+            target_language=args.target_language,
+            source_language=args.source_language,
+            model=args.model,
+            out_dir=args.out,
+            recursive=args.recursive,
+            keys=keys,
+            preset=preset,
+            review=args.review,
+        )
+        summaries, review = await translate_files(args.paths, settings)
+    except FormatError as exc:
+        print(f"translane file: {exc}", file=sys.stderr)
+        return 2
+    for s in summaries:
+        print(s.text(), file=sys.stderr)
+    if review:
+        print(f"{len(review)} segment(s) left for review in {args.review}", file=sys.stderr)
+    return 0
