@@ -77,7 +77,10 @@ def sim_config() -> SimConfig:
 
 def settings(server: RunningServer, tmp_path: Path, target: str = "de", **kw: object) -> FileSettings:
     return FileSettings(
-        f"127.0.0.1:{server.port}", target, review=str(tmp_path / "review.json"), **kw  # type: ignore[arg-type]
+        f"127.0.0.1:{server.port}",
+        target,
+        review=str(tmp_path / "review.json"),
+        **kw,  # type: ignore[arg-type]
     )
 
 
@@ -97,7 +100,7 @@ async def test_markdown_keeps_its_structure_and_translates_every_text(server: Ru
     summaries, review = await translate_files([str(src)], settings(server, tmp_path))
     out = (tmp_path / "guide.de.md").read_text(encoding="utf-8")
     for kept in (
-        "---\ntitle: \"",
+        '---\ntitle: "',
         "author: Someone\n---\n# ",
         "`pip install x`",
         '(https://example.com/docs "Docs")',
@@ -212,3 +215,123 @@ def test_the_check_reports_segments_left_in_another_language(tmp_path: Path) -> 
     assert checker.check(0, "Hello there, friend.", "Hello there, friend.") is not None
     assert checker.check(0, "Version 2.0", "Version 2.0") is None
     assert checker.check(0, "Go {0} now", "Geh jetzt", lost_placeholders=1) is not None
+
+
+HTML = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"/><title>The Keeper</title>
+<style>p { margin: 0 }</style><script>var x = "do not translate";</script></head>
+<body>
+<h1>The Keeper</h1>
+<p>It was a <b>dark</b> and <i>stormy</i> night &amp; the light was out.</p>
+<p translate="no">LighthouseCorp™</p>
+<pre>keep   this    exactly</pre>
+<img src="tower.png" alt="The old tower"/>
+</body></html>
+"""
+
+
+def chapter(title: str, body: str) -> str:
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>\n<!DOCTYPE html>\n'
+        '<html xmlns="http://www.w3.org/1999/xhtml" xml:lang="en" lang="en"><head><title>'
+        f"{title}</title></head>\n<body><h1>{title}</h1><p>{body}</p>"
+        '<p><img src="../images/map.png" alt="A map of the coast"/></p></body></html>\n'
+    )
+
+
+def build_epub(path: Path) -> dict[str, bytes]:
+    """A small EPUB 3 with a nav, an NCX, two chapters with inline markup, an image and a font."""
+    import zipfile
+
+    files = {
+        "META-INF/container.xml": b'<?xml version="1.0"?>\n<container version="1.0" '
+        b'xmlns="urn:oasis:names:tc:opendocument:xmlns:container"><rootfiles><rootfile full-path="OEBPS/content.opf" '
+        b'media-type="application/oebps-package+xml"/></rootfiles></container>\n',
+        "OEBPS/content.opf": (
+            b'<?xml version="1.0" encoding="utf-8"?>\n<package xmlns="http://www.idpf.org/2007/opf" version="3.0" '
+            b'unique-identifier="id"><metadata xmlns:dc="http://purl.org/dc/elements/1.1/">'
+            b'<dc:identifier id="id">urn:uuid:1</dc:identifier><dc:title>The Lighthouse Keeper</dc:title>'
+            b"<dc:description>A short book about a long night.</dc:description><dc:language>en</dc:language>"
+            b"</metadata><manifest>"
+            b'<item id="nav" href="nav.xhtml" media-type="application/xhtml+xml" properties="nav"/>'
+            b'<item id="ncx" href="toc.ncx" media-type="application/x-dtbncx+xml"/>'
+            b'<item id="c1" href="text/c1.xhtml" media-type="application/xhtml+xml"/>'
+            b'<item id="c2" href="text/c2.xhtml" media-type="application/xhtml+xml"/>'
+            b'<item id="map" href="images/map.png" media-type="image/png"/>'
+            b'<item id="font" href="fonts/serif.woff2" media-type="font/woff2"/>'
+            b'</manifest><spine toc="ncx"><itemref idref="c1"/><itemref idref="c2"/></spine></package>\n'
+        ),
+        "OEBPS/nav.xhtml": (
+            b'<?xml version="1.0" encoding="utf-8"?>\n<html xmlns="http://www.w3.org/1999/xhtml" '
+            b'xmlns:epub="http://www.idpf.org/2007/ops"><head><title>Contents</title></head><body>'
+            b'<nav epub:type="toc"><ol><li><a href="text/c1.xhtml">The Storm</a></li>'
+            b'<li><a href="text/c2.xhtml">The Morning</a></li></ol></nav></body></html>\n'
+        ),
+        "OEBPS/toc.ncx": (
+            b'<?xml version="1.0" encoding="utf-8"?>\n'
+            b'<ncx xmlns="http://www.daisy.org/z3986/2005/ncx/" version="2005-1">'
+            b"<docTitle><text>The Lighthouse Keeper</text></docTitle><navMap>"
+            b'<navPoint id="p1" playOrder="1"><navLabel><text>The Storm</text></navLabel><content src="text/c1.xhtml"/>'
+            b'</navPoint><navPoint id="p2" playOrder="2"><navLabel><text>The Morning</text></navLabel>'
+            b'<content src="text/c2.xhtml"/></navPoint></navMap></ncx>\n'
+        ),
+        "OEBPS/text/c1.xhtml": chapter(
+            "The Storm", "The wind <em>howled</em> all night, and the keeper <b>waited</b>."
+        ).encode(),
+        "OEBPS/text/c2.xhtml": chapter("The Morning", "At dawn the sea was <i>calm</i> again.").encode(),
+        "OEBPS/images/map.png": bytes(range(256)) * 4,
+        "OEBPS/fonts/serif.woff2": b"wOF2" + bytes(reversed(range(256))) * 3,
+    }
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(zipfile.ZipInfo("mimetype"), b"application/epub+zip", compress_type=zipfile.ZIP_STORED)
+        for name, data in files.items():
+            z.writestr(name, data, compress_type=zipfile.ZIP_DEFLATED)
+    return files
+
+
+async def test_html_keeps_every_byte_outside_the_text(server: RunningServer, tmp_path: Path) -> None:
+    src = tmp_path / "page.html"
+    src.write_text(HTML, encoding="utf-8")
+    await translate_files([str(src)], settings(server, tmp_path, "fr"))
+    out = (tmp_path / "page.fr.html").read_text(encoding="utf-8")
+    doc = load(str(src))
+    assert [s.where for s in doc.segments] == ["title", "h1", "p", "img@alt"]
+    assert out.count("[sim auto->fr]") == 4
+    for kept in (
+        '<script>var x = "do not translate";</script>',
+        '<p translate="no">LighthouseCorp™</p>',
+        "<pre>keep   this    exactly</pre>",
+        "<style>p { margin: 0 }</style>",
+        '<html lang="fr">',
+    ):
+        assert kept in out, kept
+    assert "<b>" in out and "</b>" in out and "<i>" in out and "</i>" in out and "&amp;" in out
+
+
+async def test_an_epub_translates_its_text_toc_and_metadata_and_keeps_the_rest(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    import zipfile
+
+    src = tmp_path / "keeper.epub"
+    files = build_epub(src)
+    summaries, review = await translate_files([str(src)], settings(server, tmp_path, "de"))
+    assert not review and summaries[0].segments >= 12
+    with zipfile.ZipFile(tmp_path / "keeper.de.epub") as z:
+        infos = z.infolist()
+        assert infos[0].filename == "mimetype" and infos[0].compress_type == zipfile.ZIP_STORED
+        assert z.read("mimetype") == b"application/epub+zip"
+        assert [i.filename for i in infos] == ["mimetype", *files]
+        for name in ("OEBPS/images/map.png", "OEBPS/fonts/serif.woff2", "META-INF/container.xml"):
+            assert z.read(name) == files[name], name
+        opf = z.read("OEBPS/content.opf").decode()
+        assert "<dc:language>de</dc:language>" in opf and "<dc:title>[sim auto->de] " in opf
+        assert "<dc:description>[sim auto->de] " in opf and 'href="text/c1.xhtml"' in opf
+        nav = z.read("OEBPS/nav.xhtml").decode()
+        assert nav.count("[sim auto->de]") == 3 and 'href="text/c1.xhtml"' in nav  # title and both entries
+        ncx = z.read("OEBPS/toc.ncx").decode()
+        assert ncx.count("<text>[sim auto->de] ") == 3
+        c1 = z.read("OEBPS/text/c1.xhtml").decode()
+        assert "<em>" in c1 and "</em>" in c1 and "<b>" in c1 and "</b>" in c1
+        assert 'src="../images/map.png"' in c1 and 'alt="[sim auto->de] ' in c1
+        assert 'xml:lang="de"' in c1 and c1.count("[sim auto->de]") == 4

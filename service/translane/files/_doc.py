@@ -5,10 +5,15 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+import xml.etree.ElementTree as ET
+import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ._epub import EpubBook, read_epub
+from ._html import html_segments, set_lang
 
 __all__ = ["FORMATS", "Doc", "FormatError", "Segment", "load"]
 
@@ -39,6 +44,22 @@ class Doc:
     # For JSON: the parsed value and each segment's path in it, rendered back with json.dumps.
     data: Any = None
     paths: list[tuple[Any, ...]] = field(default_factory=list)
+    # Set before rendering: HTML gets it as its root `lang`, an EPUB its dc:language.
+    target_language: str = ""
+    # An EPUB: the book, and for each segment the part and span it came from.
+    book: EpubBook | None = None
+    places: list[tuple[int, int, int]] = field(default_factory=list)
+
+    def output(self, translations: dict[int, str]) -> bytes:
+        """The translated file's bytes."""
+        if self.book is None:
+            return self.render(translations).encode("utf-8")
+        per_part: list[dict[tuple[int, int], str]] = [{} for _ in self.book.parts]
+        for seg in self.segments:
+            if seg.index in translations:
+                part, start, end = self.places[seg.index]
+                per_part[part][(start, end)] = translations[seg.index]
+        return self.book.render(per_part, self.target_language or "und")
 
     def render(self, translations: dict[int, str]) -> str:
         """The file with segment i replaced by translations[i] (untouched where absent)."""
@@ -59,7 +80,10 @@ class Doc:
             out.append(translations.get(seg.index, seg.text))
             pos = seg.end
         out.append(self.text[pos:])
-        return "".join(out)
+        rendered = "".join(out)
+        if self.kind == "html" and self.target_language:
+            rendered = set_lang(rendered, self.target_language)
+        return rendered
 
 
 def _add(doc: Doc, start: int, end: int, where: str) -> None:
@@ -178,7 +202,31 @@ def _json(doc: Doc, keys: tuple[str, ...]) -> None:
             doc.paths.append(path)
 
 
-FORMATS = {".txt": "text", ".md": "markdown", ".markdown": "markdown", ".srt": "srt", ".vtt": "vtt", ".json": "json"}
+FORMATS = {
+    ".txt": "text",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".srt": "srt",
+    ".vtt": "vtt",
+    ".json": "json",
+    ".html": "html",
+    ".htm": "html",
+    ".xhtml": "html",
+    ".epub": "epub",
+}
+
+
+def _epub(p: Path) -> Doc:
+    try:
+        book = read_epub(str(p))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, ET.ParseError) as exc:
+        raise FormatError(f"{p}: not a readable EPUB: {exc}") from None
+    doc = Doc(str(p), "epub", "", book=book)
+    for n, part in enumerate(book.parts):
+        for start, end, where in part.spans:
+            doc.segments.append(Segment(len(doc.segments), part.text[start:end], start, end, where))
+            doc.places.append((n, start, end))
+    return doc
 
 
 def load(path: str, keys: tuple[str, ...] = (), preset: str = "") -> Doc:
@@ -187,6 +235,8 @@ def load(path: str, keys: tuple[str, ...] = (), preset: str = "") -> Doc:
     kind = FORMATS.get(p.suffix.lower())
     if kind is None:
         raise FormatError(f"{path}: unsupported format {p.suffix!r} (supported: {', '.join(sorted(FORMATS))})")
+    if kind == "epub":
+        return _epub(p)
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -198,6 +248,9 @@ def load(path: str, keys: tuple[str, ...] = (), preset: str = "") -> Doc:
         _markdown(doc)
     elif kind in ("srt", "vtt"):
         _subtitles(doc)
+    elif kind == "html":
+        for start, end, where in html_segments(text):
+            _add(doc, start, end, where)
     else:
         _json(doc, RENPY_KEYS if preset == "renpy" else keys)
     return doc

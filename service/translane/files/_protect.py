@@ -9,12 +9,14 @@ __all__ = ["protect", "restore"]
 # Inline code, link and image targets, autolinks, inline HTML tags, and bare URLs.
 _MARKDOWN = re.compile(r"`[^`\n]+`|\]\([^)\s]*(?:\s+\"[^\"]*\")?\)|<https?://[^>\s]+>|</?[A-Za-z][^>\n]*>|https?://\S+")
 _SUBTITLE = re.compile(r"</?[A-Za-z][^>]*>|\{\\[^}]*\}")
+# Inline code-like elements whole, other tags, comments: the text between tags is what is translated.
+_HTML = re.compile(r"<(code|kbd|samp|var)\b[^>]*>.*?</\1\s*>|<!--.*?-->|</?[A-Za-z][^>]*>", re.DOTALL | re.IGNORECASE)
 _PLACEHOLDER = re.compile(r"\{(\d+)\}")
 
 
 def protect(text: str, kind: str) -> tuple[str, list[str]]:
     """`text` with each protected run replaced by {0}, {1}, ... and the runs, in order."""
-    pattern = _MARKDOWN if kind == "markdown" else _SUBTITLE if kind in ("srt", "vtt") else None
+    pattern = {"markdown": _MARKDOWN, "srt": _SUBTITLE, "vtt": _SUBTITLE, "html": _HTML}.get(kind)
     if pattern is None:
         return text, []
     runs: list[str] = []

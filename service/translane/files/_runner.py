@@ -160,7 +160,8 @@ async def _translate_doc(
     doc: Doc, state: _State, sender: _Sender, checker: LeakChecker, fallbacks: list[str], summary: FileSummary
 ) -> list[dict[str, Any]]:
     """Translate what the state lacks, repair leaks; return review entries for what is left."""
-    protected = [protect(seg.text, doc.kind) for seg in doc.segments]
+    kind = "html" if doc.kind == "epub" else doc.kind
+    protected = [protect(seg.text, kind) for seg in doc.segments]
     pending: dict[str, list[int]] = {}
     for seg, (masked, _) in zip(doc.segments, protected, strict=True):
         if seg.index in state.texts:
@@ -220,17 +221,18 @@ async def _translate_doc(
             "reason": leak.reason,
             "original": doc.segments[index].text,
             "machine": restore(machine, protected[index][1])[0],
+            "target_language": doc.target_language,
             "translation": "",
         }
         for index, (leak, machine) in sorted(leaks.items())
     ]
 
 
-def _write(path: Path, text: str) -> None:
+def _write(path: Path, data: bytes) -> None:
     """Write whole or not at all: a temporary file renamed over the output."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
+    tmp.write_bytes(data)
     tmp.replace(path)
 
 
@@ -255,6 +257,7 @@ async def translate_files(paths: list[str], s: FileSettings) -> tuple[list[FileS
                     summary.skipped = True
                     continue
                 doc = load(str(source), s.keys, s.preset)
+                doc.target_language = s.target_language
                 summary.segments = len(doc.segments)
                 entries = await _translate_doc(doc, state, sender, checker, fallbacks, summary)
                 for e in entries:
@@ -263,12 +266,12 @@ async def translate_files(paths: list[str], s: FileSettings) -> tuple[list[FileS
                 review.extend(entries)
                 # Leaks left in place keep the machine's attempt until a person's fix is applied.
                 texts = {**{e["index"]: e["machine"] for e in entries}, **state.texts}
-                _write(output, doc.render(texts))
+                _write(output, doc.output(texts))
                 state.finish()
             finally:
                 state.close()
     if s.review and review:
-        _write(Path(s.review), json.dumps(review, ensure_ascii=False, indent=2) + "\n")
+        _write(Path(s.review), (json.dumps(review, ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
     return summaries, review
 
 
@@ -295,7 +298,8 @@ def apply_review(path: str, keys: tuple[str, ...] = (), preset: str = "") -> int
                 texts[int(e["index"])] = e["translation"]
                 f.write(json.dumps({"i": int(e["index"]), "text": e["translation"]}, ensure_ascii=False) + "\n")
                 applied += 1
-        _write(Path(output), doc.render(texts))
+        doc.target_language = str(fixes[0].get("target_language", ""))
+        _write(Path(output), doc.output(texts))
     return applied
 
 

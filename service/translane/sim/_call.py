@@ -122,7 +122,8 @@ _VOCABULARY = {
     "zh": "的 是 不 了 在 人 有 我 他 这 中 大 来 上 国 个 到 说 们 为 子 和 你 地 出 道 也 时 年".split(),
     "ja": "これ は とても いい 日本語 の 文章 です そして 私 たち 今日 ここ".split(),
 }
-_WORDS = re.compile(r"[A-Za-z][A-Za-z']*")
+# Words, but not entity names (&amp;).
+_WORDS = re.compile(r"(?<![&\w])[A-Za-z][A-Za-z']*")
 
 
 def pseudo_text(text: str, target: str) -> str:
