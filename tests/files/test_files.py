@@ -335,3 +335,21 @@ async def test_an_epub_translates_its_text_toc_and_metadata_and_keeps_the_rest(
         assert "<em>" in c1 and "</em>" in c1 and "<b>" in c1 and "</b>" in c1
         assert 'src="../images/map.png"' in c1 and 'alt="[sim auto->de] ' in c1
         assert 'xml:lang="de"' in c1 and c1.count("[sim auto->de]") == 4
+
+
+async def test_yaml_values_at_key_paths_keep_comments_and_the_rest(server: RunningServer, tmp_path: Path) -> None:
+    src = tmp_path / "strings.yaml"
+    src.write_text(
+        "# game strings\ntitle: Hello world\nmenu:\n  - label: Start the game   # first\n    id: start\n"
+        '  - label: "Quit: now"\n    id: quit\ncount: 3\n',
+        encoding="utf-8",
+    )
+    await translate_files([str(src)], settings(server, tmp_path, "fr", keys=("menu.*.label",)))
+    out = (tmp_path / "strings.fr.yaml").read_text(encoding="utf-8")
+    import yaml
+
+    data = yaml.safe_load(out)
+    assert data["title"] == "Hello world" and data["count"] == 3
+    assert [m["id"] for m in data["menu"]] == ["start", "quit"]
+    assert all(m["label"].startswith("[sim auto->fr]") for m in data["menu"])
+    assert out.startswith("# game strings\ntitle: Hello world\n") and "   # first\n" in out

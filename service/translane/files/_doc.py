@@ -77,7 +77,13 @@ class Doc:
         pos = 0
         for seg in self.segments:
             out.append(self.text[pos : seg.start])
-            out.append(translations.get(seg.index, seg.text))
+            if seg.index not in translations:
+                out.append(self.text[seg.start : seg.end])
+            elif self.kind == "yaml":
+                # A double-quoted scalar (JSON's string syntax is YAML's) holds any translation safely.
+                out.append(json.dumps(translations[seg.index], ensure_ascii=False))
+            else:
+                out.append(translations[seg.index])
             pos = seg.end
         out.append(self.text[pos:])
         rendered = "".join(out)
@@ -202,7 +208,38 @@ def _json(doc: Doc, keys: tuple[str, ...]) -> None:
             doc.paths.append(path)
 
 
+def _yaml(doc: Doc, keys: tuple[str, ...]) -> None:
+    """String scalars at glob-style key paths, found at their source positions (comments, order, style kept)."""
+    import yaml
+
+    try:
+        root = yaml.compose(doc.text)
+    except yaml.YAMLError as exc:
+        raise FormatError(f"{doc.path}: not YAML: {str(exc)[:200]}") from None
+    patterns = keys or ("*",)
+
+    def walk(node: Any, path: tuple[str, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                walk(v, (*path, str(k.value)))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                walk(v, (*path, str(i)))
+        elif isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:str" and node.value.strip():
+            dotted = ".".join(path)
+            if any(fnmatch.fnmatchcase(dotted, pat) for pat in patterns):
+                start, end = node.start_mark.index, node.end_mark.index
+                doc.segments.append(Segment(len(doc.segments), node.value, start, end, dotted))
+
+    if root is not None:
+        walk(root, ())
+    doc.segments.sort(key=lambda s: s.start)
+    doc.segments[:] = [Segment(i, s.text, s.start, s.end, s.where) for i, s in enumerate(doc.segments)]
+
+
 FORMATS = {
+    ".yaml": "yaml",
+    ".yml": "yaml",
     ".txt": "text",
     ".md": "markdown",
     ".markdown": "markdown",
@@ -251,6 +288,8 @@ def load(path: str, keys: tuple[str, ...] = (), preset: str = "") -> Doc:
     elif kind == "html":
         for start, end, where in html_segments(text):
             _add(doc, start, end, where)
+    elif kind == "yaml":
+        _yaml(doc, RENPY_KEYS if preset == "renpy" else keys)
     else:
         _json(doc, RENPY_KEYS if preset == "renpy" else keys)
     return doc
