@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ class FileSettings:
     repair_attempts: int = 2
     review: str = ""
     deadline_s: float = 600.0
+    # A progress bar per file and overall: None = when stderr is a terminal.
+    progress: bool | None = None
 
 
 @dataclass(slots=True)
@@ -132,6 +135,7 @@ class _Sender:
     def __init__(self, stub: pb_grpc.TranslatorStub, s: FileSettings) -> None:
         self.stub, self.s = stub, s
         self.slots = asyncio.Semaphore(s.max_in_flight)
+        self.advance: Callable[[int], None] = lambda n: None
 
     async def translate(self, texts: list[str], *, model: str = "", fresh: bool = False) -> pb.TranslateResponse:
         req = pb.TranslateRequest(
@@ -189,6 +193,7 @@ async def _translate_doc(
         resp = await sender.translate(group)
         account(resp)
         summary.sent += len(group)
+        sender.advance(sum(len(pending[m]) for m in group))
         for masked, t in zip(group, resp.translations, strict=True):
             for index in pending[masked]:
                 leak = accept(index, t.text)
@@ -228,6 +233,36 @@ async def _translate_doc(
     ]
 
 
+class _Bars:
+    """A bar for the file being translated and one for all files (rich), or nothing when not a terminal."""
+
+    def __init__(self, show: bool | None, files: int) -> None:
+        self.progress: Any = None
+        if sys.stderr.isatty() if show is None else show:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
+            )
+            self.progress.start()
+            self.overall = self.progress.add_task("all files", total=files)
+        self.task: Any = None
+
+    def file(self, name: str, segments: int) -> Callable[[int], None]:
+        if self.progress is None:
+            return lambda n: None
+        self.task = self.progress.add_task(name, total=max(1, segments))
+        return lambda n: self.progress.update(self.task, advance=n)
+
+    def file_done(self) -> None:
+        if self.progress is not None:
+            self.progress.update(self.overall, advance=1)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
 def _write(path: Path, data: bytes) -> None:
     """Write whole or not at all: a temporary file renamed over the output."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -247,7 +282,9 @@ async def translate_files(paths: list[str], s: FileSettings) -> tuple[list[FileS
         chosen = s.model or listed.default_model
         fallbacks = next((list(m.fallbacks) for m in listed.models if m.name == chosen), [])
         sender = _Sender(stub, s)
-        for source, root in _inputs(paths, s):
+        sources = list(_inputs(paths, s))
+        bar = _Bars(s.progress, len(sources))
+        for source, root in sources:
             output = output_path(source, root, s)
             summary = FileSummary(str(source), str(output))
             summaries.append(summary)
@@ -259,6 +296,7 @@ async def translate_files(paths: list[str], s: FileSettings) -> tuple[list[FileS
                 doc = load(str(source), s.keys, s.preset)
                 doc.target_language = s.target_language
                 summary.segments = len(doc.segments)
+                sender.advance = bar.file(source.name, len(doc.segments) - len(state.texts))
                 entries = await _translate_doc(doc, state, sender, checker, fallbacks, summary)
                 for e in entries:
                     e["output"] = str(output)
@@ -270,6 +308,8 @@ async def translate_files(paths: list[str], s: FileSettings) -> tuple[list[FileS
                 state.finish()
             finally:
                 state.close()
+                bar.file_done()
+        bar.close()
     if s.review and review:
         _write(Path(s.review), (json.dumps(review, ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
     return summaries, review
