@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from translane.config import load_config
 from translane.files._doc import load
+from translane.files._html import html_segments
 from translane.files._leaks import LeakChecker
 from translane.files._runner import FileSettings, apply_review, check_file, state_path, translate_files
 from translane.server import RunningServer
@@ -84,6 +85,16 @@ def settings(server: RunningServer, tmp_path: Path, target: str = "de", **kw: ob
     )
 
 
+def assert_untouched(source: str, segments: list[tuple[int, int]], out: str) -> None:
+    """Every byte range of `source` outside the segments appears in `out`, whole and in order."""
+    pos, prev = 0, 0
+    for start, end in [*segments, (len(source), len(source))]:
+        gap = source[prev:start]
+        found = out.find(gap, pos)
+        assert found >= pos, f"untouched range {gap[:60]!r} is not in the output where it belongs"
+        pos, prev = found + len(gap), end
+
+
 async def admitted(sim: Sim) -> int:
     return int(sum(m["admitted"] for m in (await sim.stats())["models"].values()))
 
@@ -114,6 +125,7 @@ async def test_markdown_keeps_its_structure_and_translates_every_text(server: Ru
     assert out.count("[sim auto->de]") == len(doc.segments)
     assert 'title: "[sim auto->de] ' in out and "A Small Guide" not in out
     assert "| [sim auto->de] " in out and "Requests per minute" not in out
+    assert_untouched(MARKDOWN, [(seg.start, seg.end) for seg in doc.segments], out)
     assert not review
 
 
@@ -128,6 +140,7 @@ async def test_subtitles_keep_ids_timings_and_tags(server: RunningServer, tmp_pa
         if "-->" in a or a.strip().isdigit() or a in ("WEBVTT", "intro", ""):
             assert a == b
     assert out.count("[sim auto->fr]") == len(load(str(src)).segments)
+    assert_untouched(text, [(seg.start, seg.end) for seg in load(str(src)).segments], out)
     # Styling tags went to the model as placeholders and came back where they were.
     assert ("<i>" in out and "</i>" in out) if name.endswith(".srt") else ("<b>" in out and "</b>" in out)
 
@@ -306,6 +319,8 @@ async def test_html_keeps_every_byte_outside_the_text(server: RunningServer, tmp
     ):
         assert kept in out, kept
     assert "<b>" in out and "</b>" in out and "<i>" in out and "</i>" in out and "&amp;" in out
+    # Outside the text (and the root's lang, which is set on purpose), every byte is the source's.
+    assert_untouched(HTML.replace('lang="en"', 'lang="fr"'), [(seg.start, seg.end) for seg in doc.segments], out)
 
 
 async def test_an_epub_translates_its_text_toc_and_metadata_and_keeps_the_rest(
@@ -335,6 +350,16 @@ async def test_an_epub_translates_its_text_toc_and_metadata_and_keeps_the_rest(
         assert "<em>" in c1 and "</em>" in c1 and "<b>" in c1 and "</b>" in c1
         assert 'src="../images/map.png"' in c1 and 'alt="[sim auto->de] ' in c1
         assert 'xml:lang="de"' in c1 and c1.count("[sim auto->de]") == 4
+        # The structure rules a reader relies on: the container names the OPF, every spine item is in the
+        # zip and parses as XML, and outside the text each chapter is byte for byte the source.
+        import xml.etree.ElementTree as ET
+
+        assert b'full-path="OEBPS/content.opf"' in z.read("META-INF/container.xml")
+        for href in ("text/c1.xhtml", "text/c2.xhtml", "nav.xhtml", "toc.ncx"):
+            ET.fromstring(z.read(f"OEBPS/{href}"))
+        source_c1 = files["OEBPS/text/c1.xhtml"].decode().replace('lang="en"', 'lang="de"')
+        spans = [(s, e) for s, e, _ in html_segments(source_c1)]
+        assert_untouched(source_c1, spans, c1)
 
 
 async def test_yaml_values_at_key_paths_keep_comments_and_the_rest(server: RunningServer, tmp_path: Path) -> None:
