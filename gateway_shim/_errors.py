@@ -74,14 +74,18 @@ class ShimError(Exception):
 
     def body(self) -> bytes:
         error = {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}
-        return json.dumps({"error": error}, ensure_ascii=False).encode()
+        # A lone surrogate that reached a message becomes its JSON escape: the error body always encodes.
+        return json.dumps({"error": error}, ensure_ascii=False).encode("utf-8", "backslashreplace")
 
     def headers(self) -> dict[str, str]:
         return {} if self.retry_after_s is None else {"Retry-After": str(self.retry_after_s)}
 
 
 def _short(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False, default=str)
+    """`value` as JSON for a message: at most 60 characters, and escaped where it is not Unicode text."""
+    if isinstance(value, str) and len(value) > 60:
+        value = value[:60]  # no need to dump a megabyte to show 57 characters of it
+    text = json.dumps(value, ensure_ascii=False, default=str).encode("utf-8", "backslashreplace").decode("utf-8")
     return text if len(text) <= 60 else text[:57] + "..."
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Mapping
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from translane.errors import quote
 
 from ._backend import Backend
 from ._config import ShimConfig
@@ -20,6 +22,15 @@ TASK_ID_HEADER = "X-Task-Id"
 MAX_TASK_ID_CHARS = 256
 # Echoed in a header, so nothing that could end or fold one.
 _TASK_ID = re.compile(r"[\x21-\x7e][\x20-\x7e]*")
+# Nesting a body may have: far past any OpenAI request, well short of the stack that would-be
+# error messages and encoders recurse on.
+MAX_JSON_DEPTH = 64
+# Decoded as strict UTF-8, a body can hold a lone UTF-16 surrogate only through an escape such as
+# "\ud800" (which JSON allows and Python decodes); only a body with one is searched for it.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# Characters of a field path an error names: a key is the caller's and can be of any length.
+_PATH_CHARS = 120
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,22 +44,93 @@ STATE = web.AppKey("translane_shim", ShimState)
 TASK_ID = web.RequestKey("translane_task_id", str)
 
 
-async def read_json(request: web.Request, max_bytes: int) -> dict[str, Any]:
-    """The request body as a JSON object; 413 past `max_bytes`, 400 when it is not a JSON object."""
+async def read_json(request: web.Request, max_bytes: int, timeout_s: float) -> dict[str, Any]:
+    """The request body as a JSON object; 413 past `max_bytes`, 408 when it has not arrived in `timeout_s`;
+    400 when it does not decompress, is not a JSON object in UTF-8, nests past MAX_JSON_DEPTH, or holds a
+    string that is not Unicode text."""
     length = request.content_length
     if length is not None and length > max_bytes:
         raise _too_large(length, max_bytes)
+    encoding = request.headers.get("Content-Encoding", "")
     try:
-        raw = await request.read()
+        # Bounded: a body that stalls (or that aiohttp's parser gave up on without telling the reader,
+        # as with a deflate stream that never ends) must not hold the request forever.
+        async with asyncio.timeout(timeout_s):
+            raw = await request.read()
+    except TimeoutError:
+        decoded = f" (or did not decode as its Content-Encoding {quote(encoding)} says)" if encoding else ""
+        raise ShimError(
+            408, f"the request body did not arrive within {timeout_s:g} s{decoded}", code="request_timeout"
+        ) from None
     except web.HTTPRequestEntityTooLarge:
         raise _too_large(None, max_bytes) from None
+    except web.RequestPayloadError:
+        # A body that does not decompress as its Content-Encoding says (or is cut off mid-body).
+        raise ShimError(
+            400, f"the request body cannot be read as its Content-Encoding {quote(encoding)} says", code="invalid_body"
+        ) from None
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        # JSON between systems is UTF-8 (RFC 8259): strictly, so no surrogate arrives undeclared.
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ShimError(
+            400, f"the request body is not UTF-8 text: {exc.reason} at byte {exc.start}", code="invalid_json"
+        ) from None
+    try:
+        body = json.loads(text)
+    except ValueError as exc:
         raise ShimError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:
+        raise _too_deep() from None
     if not isinstance(body, dict):
         raise ShimError(400, f"the request body must be a JSON object, got {type(body).__name__}", code="invalid_json")
+    _check_tree(body, check_text=_SURROGATE_ESCAPE.search(text) is not None)
     return body
+
+
+def _check_tree(body: dict[str, Any], check_text: bool) -> None:
+    """400 for a body nested past MAX_JSON_DEPTH or (with `check_text`) holding a string that is not Unicode text.
+
+    Walked without recursion, over containers (and strings when they are checked); what passes can be read,
+    echoed and encoded without failing.
+    """
+    stack: list[tuple[str, dict[str, Any] | list[Any], int]] = [("", body, 1)]
+    while stack:
+        path, container, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise _too_deep()
+        named = container.items() if isinstance(container, dict) else enumerate(container)
+        for key, value in named:
+            # Keys first: a path is made of keys, so no error below names one that cannot be encoded.
+            if check_text and isinstance(key, str) and _SURROGATE.search(key):
+                raise _not_text(path, key, "a key")
+            if isinstance(value, dict | list):
+                stack.append((_child(path, key), value, depth + 1))
+            elif check_text and isinstance(value, str) and _SURROGATE.search(value):
+                raise _not_text(_child(path, key), value, "the string")
+
+
+def _child(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+def _not_text(path: str, text: str, what: str) -> ShimError:
+    bad = _SURROGATE.search(text)
+    assert bad is not None
+    field = path if len(path) <= _PATH_CHARS else path[: _PATH_CHARS - 3] + "..."
+    return ShimError(
+        400,
+        f"{field or 'body'}: {what} is not Unicode text: it holds a lone UTF-16 surrogate "
+        f"(\\u{ord(bad.group()):04x}) at character {bad.start()}",
+        code="invalid_value",
+        param=field or None,
+    )
+
+
+def _too_deep() -> ShimError:
+    return ShimError(400, f"the request body nests deeper than {MAX_JSON_DEPTH} levels", code="invalid_json")
 
 
 def _too_large(length: int | None, max_bytes: int) -> ShimError:

@@ -26,6 +26,8 @@ _SYSTEM_ROLES = ("system", "developer")
 _TEXT_PARTS = ("text", "input_text")
 # Shown as `model` in stream chunks until the service names the model that serves.
 _UNNAMED_MODEL = "translane"
+# The service carries an output cap as an unsigned 32-bit integer.
+MAX_OUTPUT_TOKENS = 2**32 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +99,8 @@ def _max_tokens(body: Mapping[str, Any]) -> int:
         value = body.get(name)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ShimError.bad_field(name, "a non-negative integer", value)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_OUTPUT_TOKENS:
+            raise ShimError.bad_field(name, f"an integer from 0 to {MAX_OUTPUT_TOKENS}", value)
         return value
     return 0
 
@@ -234,7 +236,7 @@ class _Chunks:
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     """POST /v1/chat/completions."""
     state = request.app[STATE]
-    body = await read_json(request, state.config.max_body_bytes)
+    body = await read_json(request, state.config.max_body_bytes, state.backend.timeout(request.headers, False))
     chat = parse_chat(body, task_id_of(request, body), state.config.default_target_language)
     if chat.batch is None:
         # A connection check: answer without calling the service, let alone the provider.

@@ -243,7 +243,7 @@ def render_custom(req: CustomRequest, resp: pb.TranslateResponse | None) -> dict
 async def custom_translate(request: web.Request) -> web.Response:
     """POST /translate: the plugin's custom API onto one Translate call."""
     state = request.app[STATE]
-    body = await read_json(request, state.config.max_body_bytes)
+    body = await read_json(request, state.config.max_body_bytes, state.backend.timeout(request.headers, False))
     req = parse_custom(body, state.config.default_target_language, task_id_of(request, body))
     if not req.texts:
         return json_response(render_custom(req, None))

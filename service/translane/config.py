@@ -145,6 +145,9 @@ class ServerConfig:
     batch_max_queue_wait_s: float = 300.0
     # Prometheus metrics port; 0 disables the endpoint.
     metrics_port: int = 0
+    # A glossary rides in every call's prompt: a few hundred terms, each a word or a phrase.
+    max_glossary_entries: int = 200
+    max_glossary_term_chars: int = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +261,8 @@ def _server(t: _Table, env: Mapping[str, str]) -> ServerConfig:
         ),
         batch_max_queue_wait_s=t.positive("batch_max_queue_wait_s", float, d.batch_max_queue_wait_s),
         metrics_port=t.non_negative("metrics_port", int, d.metrics_port),
+        max_glossary_entries=t.positive("max_glossary_entries", int, d.max_glossary_entries),
+        max_glossary_term_chars=t.positive("max_glossary_term_chars", int, d.max_glossary_term_chars),
     )
     t.finish()
     overrides: dict[str, Any] = {}

@@ -1,6 +1,7 @@
 """translane's one error tree, and the mapping of provider answers into it.
 
-No transport lives here: the gRPC status of each error is chosen in server.py.
+No transport lives here: the gRPC status of each error is chosen in server.py. What an error
+quotes of the input goes through `quote`, so no input can swell or break the message.
 
 TranslaneError
 ├── InvalidRequest              the caller asked for something we cannot do
@@ -44,7 +45,12 @@ __all__ = [
     "TranslaneError",
     "UnknownModel",
     "provider_error",
+    "quote",
 ]
+
+# Characters of a rejected value an error message shows: a gRPC status message travels in a
+# header, which a 20,000-character model name would push past the metadata limit.
+QUOTED_CHARS = 40
 
 
 class TranslaneError(Exception):
@@ -181,3 +187,9 @@ def provider_error(status: int, code: str, message: str, retry_after_s: float | 
     else:
         kind = ProviderRejected
     return kind(text, status=status, code=code, retry_after_s=retry_after_s)
+
+
+def quote(value: str, limit: int = QUOTED_CHARS) -> str:
+    """`value` for an error message: a bounded prefix, escaped, so no input can swell or break the message."""
+    # repr escapes what is not printable (newlines, controls, lone surrogates) and keeps the rest readable.
+    return repr(value[:limit]) + (f" (+{len(value) - limit} characters)" if len(value) > limit else "")

@@ -20,6 +20,11 @@ class TokenEstimator:
     MARGIN = 1.1
     ALPHA = 0.05
     WARM_SAMPLES = 10
+    # One call's ratio counts as at most STEP times (or 1/STEP of) the ratio learned so far, and
+    # never below FLOOR: an abnormal answer (a runaway generation, a provider's miscount) nudges
+    # the estimate instead of swinging it, while a real shift still wins over the calls that follow.
+    STEP = 2.0
+    FLOOR = 0.01
 
     def __init__(self, output_ratio: float, max_output_tokens: int) -> None:
         self.output_ratio = output_ratio
@@ -52,5 +57,10 @@ class TokenEstimator:
             return
         a = self.ALPHA if self.learned else 1.0 / (self.samples + 1)
         self.samples += 1
-        self.prompt_ratio += a * (prompt_tokens / counted_prompt - self.prompt_ratio)
-        self.output_ratio += a * (completion_tokens / counted_prompt - self.output_ratio)
+        self.prompt_ratio += a * (self._bounded(prompt_tokens / counted_prompt, self.prompt_ratio) - self.prompt_ratio)
+        self.output_ratio += a * (
+            self._bounded(completion_tokens / counted_prompt, self.output_ratio) - self.output_ratio
+        )
+
+    def _bounded(self, observed: float, learned: float) -> float:
+        return min(max(observed, learned / self.STEP, self.FLOOR), max(learned, self.FLOOR) * self.STEP)

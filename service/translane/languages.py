@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["NAMES", "language_name", "normalize_language", "quote"]
+__all__ = ["NAMES", "language_name", "normalize_language"]
 
 # The 28 languages of doubao-seed-translation, as the model's docs spell them.
 NAMES: dict[str, str] = {
@@ -100,8 +100,3 @@ def language_name(code: str) -> str:
     """English name of a code for prompts; unknown codes are passed through as they are."""
     return NAMES.get(code, code)
 
-
-def quote(value: str, limit: int = 40) -> str:
-    """`value` for an error message: a bounded prefix, escaped, so no input can swell or break the message."""
-    shown = value[:limit].encode("unicode_escape", "backslashreplace").decode("ascii")
-    return repr(shown) + (f" (+{len(value) - limit} characters)" if len(value) > limit else "")

@@ -1,4 +1,5 @@
-"""The gRPC server: the Translator servicer, health, reflection, and a graceful lifecycle."""
+"""The gRPC server: the Translator servicer, its request validation (bytes that do not parse included), health,
+reflection, and a graceful lifecycle."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import re
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
@@ -20,6 +22,7 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry import trace
 
 from .config import Config, ModelConfig
+from .decoding import Undecodable, parser, streaming, unary
 from .engine import Engine, Job, Stats
 from .errors import (
     BudgetSpent,
@@ -36,9 +39,10 @@ from .errors import (
     ProviderTimeout,
     TranslaneError,
     UnknownModel,
+    quote,
 )
 from .lanes import BATCH, INTERACTIVE
-from .languages import NAMES, normalize_language, quote
+from .languages import NAMES, normalize_language
 from .prometheus import serve_metrics
 from .tracing import ATTR, MAX_ID_CHARS, grpc_server_interceptors
 from .tracing import enabled as tracing_enabled
@@ -52,6 +56,11 @@ log = logging.getLogger("translane.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Translator"].full_name
 MIME_TYPES = ("text/plain", "text/html")
 DEADLINE_MARGIN_S = 0.02
+# As the shim allows: a task id is logged, traced and echoed, so it is one short line.
+MAX_TASK_ID_CHARS = 256
+# What must never be in a task id (a log line) or a glossary term (one line of the prompt):
+# controls, and anything that ends or folds a line.
+_LINE_BREAKING = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 _GRPC_CODES: tuple[tuple[type[TranslaneError], grpc.StatusCode], ...] = (
@@ -186,7 +195,15 @@ class TranslatorService(pb_grpc.TranslatorServicer):
                     "(and region or script variants such as zh-CN, zh-TW, pt-BR, en-US)"
                 )
         if req.mime_type and req.mime_type not in MIME_TYPES:
-            raise InvalidRequest(f"mime_type: must be one of {', '.join(MIME_TYPES)}, got {req.mime_type!r}")
+            raise InvalidRequest(f"mime_type: must be one of {', '.join(MIME_TYPES)}, got {quote(req.mime_type)}")
+        if len(req.task_id) > MAX_TASK_ID_CHARS or _LINE_BREAKING.search(req.task_id):
+            raise InvalidRequest(
+                f"task_id: must be one line of at most {MAX_TASK_ID_CHARS} characters, "
+                f"no control characters; got {quote(req.task_id)}"
+            )
+        if req.priority not in pb.Priority.values():
+            raise InvalidRequest(f"priority: unknown value {req.priority}; accepted: {', '.join(pb.Priority.keys())}")
+        glossary = self._glossary(req)
         model = self._model_for(req.model, target)
         remaining = context.time_remaining()
         budget = cfg.server.default_deadline_s if remaining is None else min(remaining, cfg.server.default_deadline_s)
@@ -205,25 +222,50 @@ class TranslatorService(pb_grpc.TranslatorServicer):
             task_id=req.task_id,
             priority=priority,
             max_output_tokens=req.max_output_tokens,
-            glossary=tuple((g.source, g.target) for g in req.glossary if g.source),
+            glossary=glossary,
             mime_type=req.mime_type or "text/plain",
             allow_truncated=req.allow_truncated,
             use_cache=not req.no_cache,
         )
 
+    def _glossary(self, req: pb.TranslateRequest) -> tuple[tuple[str, str], ...]:
+        """The request's glossary as (source, target) terms: each term one non-empty line, within the bounds."""
+        limits = self.config.server
+        if len(req.glossary) > limits.max_glossary_entries:
+            raise InvalidRequest(
+                f"glossary: {len(req.glossary)} entries, over the limit of {limits.max_glossary_entries}"
+            )
+        for i, entry in enumerate(req.glossary):
+            for name, term in (("source", entry.source), ("target", entry.target)):
+                where = f"glossary[{i}].{name}"
+                if not term.strip():
+                    raise InvalidRequest(f"{where}: required (a term to translate and its translation)")
+                if len(term) > limits.max_glossary_term_chars:
+                    raise InvalidRequest(
+                        f"{where}: {len(term)} characters, over the limit of {limits.max_glossary_term_chars}"
+                    )
+                if _LINE_BREAKING.search(term):
+                    raise InvalidRequest(f"{where}: must be one line with no control characters, got {quote(term)}")
+        return tuple((g.source, g.target) for g in req.glossary)
+
     def _model_for(self, requested: str, target: str) -> ModelConfig:
         cfg = self.config
         model = cfg.model(requested)
         if model is None:
-            raise UnknownModel(f"model: unknown model {requested!r}; configured: {', '.join(cfg.models)}")
+            raise UnknownModel(f"model: unknown model {quote(requested)}; configured: {', '.join(cfg.models)}")
         # A model that does not speak the target hands over to the first fallback that does.
         for m in self.engine.chain(model.name):
             if not m.languages or target in m.languages:
                 return m
         raise InvalidRequest(
-            f"target_language: {target!r} is not supported by {model.name} or its fallbacks "
+            f"target_language: {quote(target)} is not supported by {model.name} or its fallbacks "
             f"(supported: {', '.join(model.languages)})"
         )
+
+    async def refuse(self, rpc: str, request: Undecodable, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        """Answer a request whose bytes did not parse: INVALID_ARGUMENT saying what is wrong, counted like any."""
+        with _Served(rpc, "", 0, context, self._record) as served:
+            await self._abort(context, InvalidRequest(request.message), served)
 
     async def _abort(self, context: grpc.aio.ServicerContext[Any, Any], exc: TranslaneError, served: _Served) -> None:
         code = served.status = grpc_status_of(exc)
@@ -394,6 +436,31 @@ class TranslatorService(pb_grpc.TranslatorServicer):
         )
 
 
+def _add_translator(service: TranslatorService, server: grpc.aio.Server) -> None:
+    """Register `service` as pb_grpc.add_TranslatorServicer_to_server does, with our own request parsing:
+    bytes that do not parse are INVALID_ARGUMENT naming what is wrong, not UNKNOWN."""
+    translate = parser(pb.TranslateRequest)
+    handlers = {
+        "Translate": grpc.unary_unary_rpc_method_handler(
+            unary("Translate", service.Translate, service.refuse),
+            request_deserializer=translate,
+            response_serializer=pb.TranslateResponse.SerializeToString,
+        ),
+        "TranslateStream": grpc.unary_stream_rpc_method_handler(
+            streaming("TranslateStream", service.TranslateStream, service.refuse),
+            request_deserializer=translate,
+            response_serializer=pb.TranslateChunk.SerializeToString,
+        ),
+        "ListModels": grpc.unary_unary_rpc_method_handler(
+            unary("ListModels", service.ListModels, service.refuse),
+            request_deserializer=parser(pb.ListModelsRequest),
+            response_serializer=pb.ListModelsResponse.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+
+
 class RunningServer:
     """A started server: its bound port, health servicer, engine and metrics port (0 when not served)."""
 
@@ -430,7 +497,7 @@ async def running_server(config: Config, *, grace_s: float | None = None) -> Asy
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ],
         )
-        pb_grpc.add_TranslatorServicer_to_server(TranslatorService(engine), server)
+        _add_translator(TranslatorService(engine), server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
