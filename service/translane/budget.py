@@ -151,11 +151,13 @@ class Budgets:
         return ""
 
     def charge(self, model: ModelConfig, tokens: int, cost: float) -> None:
-        """Count a call the provider was paid for."""
+        """Count a call the provider was paid for (only models with a budget are counted)."""
+        if not (model.daily_token_budget or model.daily_cost_budget):
+            return  # every call passes here: keep the common case free
         self._roll()
         self.tokens[model.name] = self.tokens.get(model.name, 0) + tokens
         self.cost[model.name] = self.cost.get(model.name, 0.0) + cost
-        if self._store is not None and (model.daily_token_budget or model.daily_cost_budget):
+        if self._store is not None:
             task = asyncio.get_running_loop().create_task(self._save(model.name, self._day, tokens, cost))
             self._writes.add(task)
             task.add_done_callback(self._writes.discard)

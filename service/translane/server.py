@@ -60,6 +60,7 @@ DEADLINE_MARGIN_S = 0.02
 MAX_TASK_ID_CHARS = 256
 # What must never be in a task id (a log line) or a glossary term (one line of the prompt):
 # controls, and anything that ends or folds a line.
+_PRIORITIES = frozenset(pb.Priority.values())
 _LINE_BREAKING = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
@@ -201,7 +202,7 @@ class TranslatorService(pb_grpc.TranslatorServicer):
                 f"task_id: must be one line of at most {MAX_TASK_ID_CHARS} characters, "
                 f"no control characters; got {quote(req.task_id)}"
             )
-        if req.priority not in pb.Priority.values():
+        if req.priority not in _PRIORITIES:
             raise InvalidRequest(f"priority: unknown value {req.priority}; accepted: {', '.join(pb.Priority.keys())}")
         glossary = self._glossary(req)
         model = self._model_for(req.model, target)
