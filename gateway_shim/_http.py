@@ -16,7 +16,7 @@ from ._backend import Backend
 from ._config import ShimConfig
 from ._errors import ShimError
 
-__all__ = ["STATE", "TASK_ID", "TASK_ID_HEADER", "ShimState", "json_response", "read_json", "task_id_of"]
+__all__ = ["CLIENT_GONE", "STATE", "TASK_ID", "TASK_ID_HEADER", "ShimState", "json_response", "read_json", "task_id_of"]
 
 TASK_ID_HEADER = "X-Task-Id"
 MAX_TASK_ID_CHARS = 256
@@ -42,6 +42,8 @@ class ShimState:
 STATE = web.AppKey("translane_shim", ShimState)
 # Per request: the task id to echo in the X-Task-Id response header.
 TASK_ID = web.RequestKey("translane_task_id", str)
+# Per request: the client hung up after the response began (a stream cut short); counted as 499.
+CLIENT_GONE = web.RequestKey("translane_client_gone", bool)
 
 
 async def read_json(request: web.Request, max_bytes: int, timeout_s: float) -> dict[str, Any]:

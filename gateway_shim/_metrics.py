@@ -11,6 +11,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from translane.prometheus import CALL_BUCKETS_S, METRICS_PATH, Counts, Histograms, metrics_response, new_registry
 
+from ._http import CLIENT_GONE
+
 __all__ = ["METRICS_PATH", "ShimMetrics"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -60,7 +62,7 @@ class ShimMetrics:
         self.in_flight += 1
         try:
             response = await handler(request)
-            status = response.status
+            status = CLIENT_CLOSED if request.get(CLIENT_GONE) else response.status
             return response
         except web.HTTPException as exc:
             status = exc.status

@@ -14,7 +14,7 @@ from aiohttp import web
 from translane.v1 import translate_pb2 as pb
 
 from ._errors import ShimError, from_rpc_error
-from ._http import STATE, json_response, read_json, task_id_of
+from ._http import CLIENT_GONE, STATE, json_response, read_json, task_id_of
 from ._languages import prompt_languages
 from ._plugin import Batch, language_field, split_message
 
@@ -310,7 +310,7 @@ async def _stream(request: web.Request, chat: ChatRequest) -> web.StreamResponse
             # Too late for a status code: an error event, which the OpenAI SDK raises as APIError.
             await response.write(b"data: " + from_rpc_error(exc).body() + b"\n\n")
         except ConnectionResetError:
-            pass  # the client left; `finally` cancels the call
+            request[CLIENT_GONE] = True  # the client left: a 499 in the metrics; `finally` cancels the call
         return response
     finally:
         call.cancel()

@@ -44,6 +44,8 @@ class ProviderConfig:
     api_key_env: str
     timeout_s: float = 120.0
     connect_timeout_s: float = 5.0
+    # A stream that sends nothing for this long has stalled: the call fails (and may be retried).
+    stream_idle_timeout_s: float = 30.0
     max_retries: int = 4
     retry_base_s: float = 0.2
     retry_max_s: float = 10.0
@@ -345,6 +347,7 @@ def _provider(name: str, t: _Table, env: Mapping[str, str]) -> ProviderConfig:
         api_key_env=key_env,
         timeout_s=t.positive("timeout_s", float, d.timeout_s),
         connect_timeout_s=t.positive("connect_timeout_s", float, d.connect_timeout_s),
+        stream_idle_timeout_s=t.positive("stream_idle_timeout_s", float, d.stream_idle_timeout_s),
         max_retries=t.non_negative("max_retries", int, d.max_retries),
         retry_base_s=t.positive("retry_base_s", float, d.retry_base_s),
         retry_max_s=t.positive("retry_max_s", float, d.retry_max_s),

@@ -465,6 +465,7 @@ class Engine:
     async def _call(self, job: Job, text: str, stats: Stats, sink: Sink | None, budget: int) -> _Outcome:
         call = SegmentCall(text, job.target_language, job.source_language, budget, job.glossary, job.mime_type)
         attempt = 0
+        failure: ProviderError | None = None
         while True:
             streamed: list[str] = []
             async with contextlib.AsyncExitStack() as stack:
@@ -475,6 +476,9 @@ class Engine:
                 stats.governed_s = max(stats.governed_s, ticket.governed_s)
                 started = self._clock()
                 if job.deadline - started < MIN_CALL_S:
+                    # Out of time: after failed attempts, their failure is the news (a provider that is down).
+                    if failure is not None:
+                        raise failure
                     raise Overloaded(f"no time left to call {model.name} before the deadline", retry_after_s=1.0)
                 ticket.sent()
                 try:

@@ -246,13 +246,17 @@ class UpstreamClient:
             session, self._session = self._session, None
             await session.close()
 
-    def _post(self, model: ModelConfig, body: dict[str, Any], timeout_s: float) -> Any:
+    def _post(self, model: ModelConfig, body: dict[str, Any], timeout_s: float, stream: bool = False) -> Any:
         if self._session is None:
             raise RuntimeError("UpstreamClient is not open")
         provider = self._config.providers[model.provider]
         path = "/responses" if model.api_style == "responses" else "/chat/completions"
         timeout = aiohttp.ClientTimeout(
-            total=max(0.001, min(timeout_s, provider.timeout_s)), sock_connect=provider.connect_timeout_s
+            total=max(0.001, min(timeout_s, provider.timeout_s)),
+            sock_connect=provider.connect_timeout_s,
+            # A stream's bytes come as they are made: a silence this long is a stall. (A whole answer
+            # arrives at once, after however long it takes, so no such bound on the others.)
+            sock_read=provider.stream_idle_timeout_s if stream else None,
         )
         return self._session.post(
             provider.base_url + path, json=body, headers=self._headers[model.provider], timeout=timeout
@@ -301,7 +305,7 @@ class UpstreamClient:
         truncated = False
         think = ThinkFilter()
         with _transport_errors(model, timeout_s):
-            async with self._post(model, body, timeout_s) as resp:
+            async with self._post(model, body, timeout_s, stream=True) as resp:
                 await self._raise_for(resp)
                 async for event, data in _sse(resp):
                     if data == "[DONE]":

@@ -152,3 +152,25 @@ async def test_extra_routes_sit_behind_auth_unless_open(server: RunningServer) -
                 body = await r.text()
     # A bug answers with OpenAI error JSON, never a traceback or the exception's text.
     assert "internal error in the shim" in body and "internal detail" not in body and "Traceback" not in body
+
+
+async def test_a_client_that_leaves_mid_stream_is_counted_as_499(shim: RunningShim, sim: Sim) -> None:
+    await sim.set(ttft_s=0.05, tokens_per_s=20)  # a slow stream: the client leaves after its first chunk
+    body = {"stream": True, "messages": [{"role": "user", "content": "A sentence long enough to stream for a while."}]}
+    async with aiohttp.ClientSession(shim.url) as s:
+        r = await s.post("/v1/chat/completions", json=body)
+        assert r.status == 200
+        await r.content.readline()
+        r.close()  # hang up mid-stream
+
+        async def counted() -> str:
+            async with s.get("/metrics") as m:
+                return await m.text()
+
+        for _ in range(200):
+            text = await counted()
+            if 'route="/v1/chat/completions",status="499"' in text:
+                break
+            await asyncio.sleep(0.02)
+    assert 'route="/v1/chat/completions",status="499"' in text
+    assert 'route="/v1/chat/completions",status="200"' not in text

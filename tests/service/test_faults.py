@@ -1,0 +1,123 @@
+"""Provider faults against the real server: a clear status, retries within the deadline, and nothing leaked after."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from translane.config import Config, load_config
+from translane.server import RunningServer, running_server
+from translane.sim import SimConfig, create_app
+from translane.v1 import translate_pb2 as pb
+from translane.v1 import translate_pb2_grpc as pb_grpc
+
+from ..conftest import Sim, server_config
+from ..helpers.processes import free_port
+
+TR = "doubao-seed-translation-250915"
+
+
+def quiet(cfg: Config, retries: int = 1, idle_s: float = 30.0) -> Config:
+    """No fallbacks (one model to watch), fast retries, the given stream idle timeout."""
+    models = {n: dataclasses.replace(m, fallbacks=()) for n, m in cfg.models.items()}
+    providers = {
+        n: dataclasses.replace(p, max_retries=retries, retry_base_s=0.05, retry_max_s=0.2, stream_idle_timeout_s=idle_s)
+        for n, p in cfg.providers.items()
+    }
+    return dataclasses.replace(cfg, models=models, providers=providers)
+
+
+@pytest.fixture
+def config(sim: Sim) -> Config:
+    return quiet(server_config(sim), idle_s=0.3)
+
+
+def assert_nothing_leaked(server: RunningServer) -> None:
+    for lane in server.engine.lanes.values():
+        assert (lane.in_flight, lane.queued) == (0, 0), lane.name
+
+
+async def settle_lanes(server: RunningServer) -> None:
+    for _ in range(100):
+        if all(lane.in_flight == 0 and lane.queued == 0 for lane in server.engine.lanes.values()):
+            return
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize(
+    ("knobs", "code"),
+    [
+        ({"rate_limit_rate": 1.0}, grpc.StatusCode.RESOURCE_EXHAUSTED),  # a 429 storm, no Retry-After
+        ({"error_rate": 1.0}, grpc.StatusCode.UNAVAILABLE),  # a 5xx burst
+        ({"reset_rate": 1.0}, grpc.StatusCode.UNAVAILABLE),  # connections reset
+    ],
+)
+async def test_a_faulty_provider_gets_a_clear_status_and_leaks_nothing(
+    stub: pb_grpc.TranslatorStub, sim: Sim, server: RunningServer, knobs: dict[str, float], code: grpc.StatusCode
+) -> None:
+    await sim.set(**knobs)
+    calls = [
+        stub.Translate(pb.TranslateRequest(segments=[f"s{i}"], target_language="zh"), timeout=10) for i in range(8)
+    ]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert all(isinstance(r, grpc.aio.AioRpcError) and r.code() == code for r in results), results
+    await settle_lanes(server)
+    assert_nothing_leaked(server)
+    await sim.set(**dict.fromkeys(knobs, 0.0))
+    ok = await stub.Translate(pb.TranslateRequest(segments=["after"], target_language="zh"), timeout=10)
+    assert ok.translations[0].text.endswith("after")
+
+
+async def test_a_stalled_stream_fails_at_the_idle_timeout_not_the_deadline(
+    stub: pb_grpc.TranslatorStub, sim: Sim, server: RunningServer
+) -> None:
+    await sim.set(stall_rate=1.0, stall_s=20.0)
+    started = time.monotonic()
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for _ in stub.TranslateStream(pb.TranslateRequest(segments=["stall"], target_language="zh"), timeout=15):
+            pass
+    assert time.monotonic() - started < 5
+    assert info.value.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
+    await settle_lanes(server)
+    assert_nothing_leaked(server)
+
+
+class TestProviderDown:
+    @pytest_asyncio.fixture
+    async def provider(self) -> AsyncIterator[tuple[int, SimConfig]]:
+        yield free_port(), SimConfig.from_config(load_config(env={}))
+
+    async def test_a_provider_down_then_back_is_waited_for_within_the_deadline(
+        self, provider: tuple[int, SimConfig]
+    ) -> None:
+        port, sim_config = provider
+        base = load_config(env={}).with_upstream_url(f"http://127.0.0.1:{port}/api/v3")
+        cfg = quiet(dataclasses.replace(base, server=dataclasses.replace(base.server, port=0)), retries=40)
+        cfg = dataclasses.replace(cfg, cache=dataclasses.replace(cfg.cache, kind="off"))
+        async with running_server(cfg) as server, grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+            stub = pb_grpc.TranslatorStub(ch)
+            # Nobody listens: refused at once, said clearly.
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.Translate(pb.TranslateRequest(segments=["x"], target_language="zh"), timeout=0.5)
+            assert info.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+            # A caller with patience is served once the provider is back.
+            waiting = asyncio.ensure_future(
+                stub.Translate(pb.TranslateRequest(segments=["patient"], target_language="zh"), timeout=15)
+            )
+            await asyncio.sleep(1.0)  # the outage lasts a while: this is the test's scenario, not a wait for state
+            runner = web.AppRunner(create_app(sim_config), access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+            try:
+                resp = await waiting
+                assert resp.translations[0].text.endswith("patient")
+                await settle_lanes(server)
+                assert_nothing_leaked(server)
+            finally:
+                await runner.cleanup()
