@@ -36,6 +36,11 @@ _CHANNEL_OPTIONS = (
     ("grpc.keepalive_timeout_ms", 10_000),
     # The target may resolve to many service pods (a headless Service): spread calls over all of them.
     ("grpc.lb_policy_name", "round_robin"),
+    # A backend that restarts is back within a second or two: look for it that soon, not after grpc's
+    # default reconnect backoff (1 s growing to 120 s), or a rolling restart finds every backend "failing".
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
 )
 _CORS_METHODS = "GET, POST, OPTIONS"
 _CORS_HEADERS = "Authorization, Content-Type, X-Task-Id, Request-Timeout, X-Request-Timeout"
