@@ -19,6 +19,7 @@ from .cache import Entry, Flights, SegmentCache, cache_key, open_cache
 from .config import Config, ModelConfig
 from .errors import (
     BudgetSpent,
+    InvalidRequest,
     ModelUnavailable,
     OutputTruncated,
     Overloaded,
@@ -198,7 +199,7 @@ class Engine:
         self.config = config
         self.cache = cache
         self.budgets = budgets
-        self._flights: Flights[_Outcome] = Flights()
+        self._flights: Flights[_Outcome] = Flights((OutputTruncated, InvalidRequest, BudgetSpent))
         self.upstream = upstream
         self.governor = governor
         loop = asyncio.get_running_loop()
@@ -305,7 +306,8 @@ class Engine:
             return await self._cached(job, index, text, stats, sink, model, key)
         # Identical work at the same moment runs once; the leader looks the cache up again inside its
         # flight and stores before the flight ends, so a late twin finds the entry, not a finished flight.
-        flight = f"{key}:{job.allow_truncated}:{job.max_output_tokens}"
+        # Interactive twins never wait on batch work (or the reverse): the priority is part of the flight.
+        flight = f"{key}:{job.priority}:{job.allow_truncated}:{job.max_output_tokens}"
         outcome, shared = await self._flights.join(
             flight, lambda: self._cached(job, index, text, stats, None, model, key)
         )
@@ -471,7 +473,12 @@ class Engine:
             async with contextlib.AsyncExitStack() as stack:
                 # Leaving this block closes the ticket: a call that never reached the
                 # provider is refunded, one that did keeps its reservation.
-                ticket, model, counted = await self._admit(job, call, stats, stack)
+                try:
+                    ticket, model, counted = await self._admit(job, call, stats, stack)
+                except (Overloaded, ModelUnavailable):
+                    if failure is not None:
+                        raise failure from None  # the provider's failure is the news, not the queue
+                    raise
                 stats.queued_s = max(stats.queued_s, ticket.queued_s)
                 stats.governed_s = max(stats.governed_s, ticket.governed_s)
                 started = self._clock()

@@ -259,6 +259,7 @@ class Governor:
         """Put every disabled model back (the operator's SIGHUP)."""
         for b in self.budgets.values():
             b.disabled_until = 0.0
+        self.wake()  # waiters held back by the disabled models may go now
 
     def is_available(self, model: str, now: float) -> bool:
         return now >= self.budgets[model].disabled_until

@@ -138,7 +138,29 @@ def test_a_torn_last_line_is_cut_and_answered_again(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     out.write_text('{"custom_id": "a", "response": {}}\n{"custom_id": "b", "resp', encoding="utf-8")
     done = read_done(str(out))
-    assert done.ids == {"a"} and done.torn and done.good_bytes == len('{"custom_id": "a", "response": {}}\n')
+    assert done.ids == {"a"} and done.torn and done.kept == [b'{"custom_id": "a", "response": {}}\n']
+
+
+class TestRetryFailedLines:
+    @pytest.fixture
+    def config(self, sim: Sim) -> Config:
+        cfg = server_config(sim)
+        models = {n: dataclasses.replace(m, fallbacks=()) for n, m in cfg.models.items()}
+        providers = {n: dataclasses.replace(p, max_retries=0) for n, p in cfg.providers.items()}
+        return dataclasses.replace(cfg, models=models, providers=providers)
+
+    async def test_a_rerun_tries_failed_lines_again_and_keeps_one_line_per_id(
+        self, server: RunningServer, sim: Sim, tmp_path: Path
+    ) -> None:
+        write(tmp_path / "in.jsonl", [{"custom_id": f"f{i}", "text": f"Flaky line {i}."} for i in range(6)])
+        await sim.set(error_rate=1.0)
+        first = await run_batch(settings(server, tmp_path, max_attempts=1))
+        assert first.failed == 6 and len(outputs(tmp_path / "out.jsonl")) == 6
+        await sim.set(error_rate=0.0)
+        again = await run_batch(settings(server, tmp_path))
+        assert again.answered == 6 and again.skipped == 0
+        final = outputs(tmp_path / "out.jsonl")  # asserts one line per custom_id
+        assert all(line["error"] is None for line in final.values())
 
 
 async def test_a_job_killed_mid_run_resumes_with_every_id_exactly_once(

@@ -129,12 +129,16 @@ async def test_markdown_keeps_its_structure_and_translates_every_text(server: Ru
     assert not review
 
 
-@pytest.mark.parametrize(("name", "text"), [("talk.srt", SRT), ("talk.vtt", VTT)])
+@pytest.mark.parametrize(
+    ("name", "text"), [("talk.srt", SRT), ("talk.vtt", VTT), ("crlf.srt", SRT.replace("\n", "\r\n"))]
+)
 async def test_subtitles_keep_ids_timings_and_tags(server: RunningServer, tmp_path: Path, name: str, text: str) -> None:
     src = tmp_path / name
     src.write_text(text, encoding="utf-8")
     await translate_files([str(src)], settings(server, tmp_path, "fr"))
-    out = (tmp_path / name.replace(".", ".fr.")).read_text(encoding="utf-8")
+    with (tmp_path / name.replace(".", ".fr.")).open(encoding="utf-8", newline="") as f:
+        out = f.read()
+    assert out.count("\r\n") == text.count("\r\n")  # line endings as they were
     source_lines, out_lines = text.split("\n"), out.split("\n")
     for a, b in zip(source_lines, out_lines, strict=False):
         if "-->" in a or a.strip().isdigit() or a in ("WEBVTT", "intro", ""):

@@ -13,15 +13,20 @@ __all__ = ["Done", "open_output", "read_done"]
 
 @dataclass(slots=True)
 class Done:
-    """custom_ids already answered, and where the last complete line ends."""
+    """custom_ids already answered, the lines that answer them, and whether the file needs rewriting."""
 
     ids: set[str] = field(default_factory=set)
-    good_bytes: int = 0
-    torn: bool = False
+    kept: list[bytes] = field(default_factory=list)
+    # A torn last line (a kill mid-write) or failed lines (to be tried again): the file is rewritten.
+    dirty: bool = False
+
+    @property
+    def torn(self) -> bool:
+        return self.dirty
 
 
 def read_done(path: str) -> Done:
-    """The answered custom_ids of an output file; a last line without its newline (a kill mid-write) is torn."""
+    """The custom_ids an output file answers; failed lines and a torn tail do not count (a rerun tries again)."""
     done = Done()
     p = Path(path)
     if not p.exists():
@@ -31,24 +36,30 @@ def read_done(path: str) -> Done:
     while pos < len(data):
         end = data.find(b"\n", pos)
         if end < 0:
-            done.torn = True
+            done.dirty = True
             break
-        try:
-            line = json.loads(data[pos:end])
-            done.ids.add(str(line["custom_id"]))
-        except (ValueError, KeyError, TypeError):
-            done.torn = True
-            break
+        raw = data[pos : end + 1]
         pos = end + 1
-        done.good_bytes = pos
+        try:
+            line = json.loads(raw)
+            custom_id = str(line["custom_id"])
+        except (ValueError, KeyError, TypeError):
+            done.dirty = True
+            break
+        if line.get("error") is None:
+            done.ids.add(custom_id)
+            done.kept.append(raw)
+        else:
+            done.dirty = True
     return done
 
 
 def open_output(path: str, done: Done) -> IO[str]:
-    """The output opened for appending, with any torn tail cut off first."""
-    if done.torn:
-        with open(path, "r+b") as f:
-            f.truncate(done.good_bytes)
+    """The output opened for appending; a torn tail and failed lines are dropped first (rewritten whole)."""
+    if done.dirty:
+        tmp = Path(path).with_name(Path(path).name + ".tmp")
+        tmp.write_bytes(b"".join(done.kept))
+        tmp.replace(path)
     return open(path, "a", encoding="utf-8")
 
 

@@ -25,6 +25,8 @@ __all__ = ["BatchSettings", "BatchSummary", "run_batch"]
 # Codes worth another try after a pause; RESOURCE_EXHAUSTED (overload) is waited out without limit.
 _RETRY = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.INTERNAL})
 _HTTP_OF = {
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.NOT_FOUND: 404,
     grpc.StatusCode.INVALID_ARGUMENT: 400,
     grpc.StatusCode.OUT_OF_RANGE: 400,
     grpc.StatusCode.FAILED_PRECONDITION: 502,
@@ -172,12 +174,12 @@ class _Job:
                     resp = await self.stub.Translate(req, timeout=self.s.deadline_s)
                 except grpc.aio.AioRpcError as exc:
                     code = exc.code()
-                    hint = _retry_after(exc)
-                    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and hint <= MAX_PAUSE_S:
-                        # The service is full: wait as long as it says, and try again. Never a failed line.
-                        # (A longer hint is no overload: a daily budget spent, say. That line fails, named.)
+                    budget = "daily budget" in (exc.details() or "")
+                    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and not budget:
+                        # The service is full: wait as it says (at most MAX_PAUSE_S at a time), and try again.
+                        # Never a failed line. (A spent daily budget is no overload: that line fails, named.)
                         self.summary.waits += 1
-                        await asyncio.sleep(hint)
+                        await asyncio.sleep(min(_retry_after(exc), MAX_PAUSE_S))
                         continue
                     attempts += 1
                     if (

@@ -93,6 +93,8 @@ class Doc:
 
 
 def _add(doc: Doc, start: int, end: int, where: str) -> None:
+    while end > start and doc.text[end - 1] == "\r":  # a CRLF line's \r belongs to the line ending
+        end -= 1
     text = doc.text[start:end]
     if text.strip():
         doc.segments.append(Segment(len(doc.segments), text, start, end, where))
@@ -275,7 +277,9 @@ def load(path: str, keys: tuple[str, ...] = (), preset: str = "") -> Doc:
     if kind == "epub":
         return _epub(p)
     try:
-        text = p.read_text(encoding="utf-8")
+        # newline="": line endings as they are (CRLF stays CRLF), so every byte outside the text is kept.
+        with p.open(encoding="utf-8", newline="") as f:
+            text = f.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise FormatError(f"{path}: cannot read as UTF-8 text: {exc}") from None
     doc = Doc(str(p), kind, text)

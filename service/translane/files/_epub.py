@@ -99,6 +99,7 @@ def read_epub(path: str) -> EpubBook:
         for m in re.finditer(_DC.format(tag=tag), opf_text, re.DOTALL):
             if m.group(2).strip():
                 opf_part.spans.append((m.start(2), m.end(2), f"{opf_name} dc:{tag}"))
+    opf_part.spans.sort()  # the description may come before the title
     parts.append(opf_part)
     for item_id in [*order, *(n for n in nav if n not in order)]:
         item = manifest.get(item_id)

@@ -7,7 +7,7 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,9 @@ from ._protect import protect, restore
 __all__ = ["FileSettings", "FileSummary", "apply_review", "output_path", "state_path", "translate_files"]
 
 MAX_PAUSE_S = 30.0
+# A call that fails for a passing reason (a service restarting) is tried this many times.
+MAX_ATTEMPTS = 5
+_TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,17 +150,37 @@ class _Sender:
             no_cache=fresh,
         )
         async with self.slots:
+            attempts = 0
             while True:
                 try:
                     resp: pb.TranslateResponse = await self.stub.Translate(req, timeout=self.s.deadline_s)
                     return resp
                 except grpc.aio.AioRpcError as exc:
-                    hint = dict(exc.trailing_metadata() or ()).get("retry-after")
-                    pause = float(hint) if isinstance(hint, str) and hint.replace(".", "", 1).isdigit() else 1.0
-                    if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and pause <= MAX_PAUSE_S:
-                        await asyncio.sleep(pause)
+                    code, details = exc.code(), exc.details() or ""
+                    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "daily budget" not in details:
+                        # Overload: wait as the service says (at most MAX_PAUSE_S at a time) and try again.
+                        hint = dict(exc.trailing_metadata() or ()).get("retry-after")
+                        pause = float(hint) if isinstance(hint, str) and hint.replace(".", "", 1).isdigit() else 1.0
+                        await asyncio.sleep(min(pause, MAX_PAUSE_S))
+                        continue
+                    attempts += 1
+                    if code in _TRANSIENT and attempts < MAX_ATTEMPTS:
+                        await asyncio.sleep(min(MAX_PAUSE_S, 0.5 * 2**attempts))  # a restart, say: try again
                         continue
                     raise
+
+
+async def _all(coros: list[Coroutine[Any, Any, None]]) -> None:
+    """Run all at once; on the first failure cancel the rest (before the state closes) and raise that failure."""
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for c in coros:
+                tg.create_task(c)
+    except BaseExceptionGroup as group:
+        exc: BaseException = group
+        while isinstance(exc, BaseExceptionGroup):
+            exc = exc.exceptions[0]
+        raise exc from None
 
 
 async def _translate_doc(
@@ -200,7 +223,7 @@ async def _translate_doc(
                 if leak is not None:
                     leaks[index] = (leak, t.text)
 
-    await asyncio.gather(*(one(g) for g in groups))
+    await _all([one(g) for g in groups])
     summary.leaks_found = len(leaks)
     # Repair: another attempt past the cache, then along the model's fallbacks.
     attempts: list[str] = ["", *fallbacks][: sender.s.repair_attempts]
@@ -208,15 +231,17 @@ async def _translate_doc(
         if not leaks:
             break
         indexes = sorted(leaks)
-        resp = await sender.translate([protected[i][0] for i in indexes], model=model, fresh=True)
-        account(resp)
-        for index, t in zip(indexes, resp.translations, strict=True):
-            leak = accept(index, t.text)
-            if leak is None:
-                del leaks[index]
-                summary.leaks_repaired += 1
-            else:
-                leaks[index] = (leak, t.text)
+        for group_start in range(0, len(indexes), sender.s.batch_size):
+            chunk = indexes[group_start : group_start + sender.s.batch_size]
+            resp = await sender.translate([protected[i][0] for i in chunk], model=model, fresh=True)
+            account(resp)
+            for index, t in zip(chunk, resp.translations, strict=True):
+                leak = accept(index, t.text)
+                if leak is None:
+                    del leaks[index]
+                    summary.leaks_repaired += 1
+                else:
+                    leaks[index] = (leak, t.text)
     summary.leaks_left = len(leaks)
     return [
         {
