@@ -66,14 +66,22 @@ class Backend:
                 timeout = min(timeout, _seconds(name, raw.strip()))
         return timeout
 
-    async def translate(self, req: pb.TranslateRequest, headers: Mapping[str, str]) -> pb.TranslateResponse:
-        """Unary Translate; a cancelled caller cancels the call."""
-        resp: pb.TranslateResponse = await self._stub.Translate(req, timeout=self.timeout(headers, False))
+    def _left(self, headers: Mapping[str, str], streaming: bool, spent_s: float) -> float:
+        """What is left of the caller's deadline after `spent_s` (reading its body, say)."""
+        return max(0.001, self.timeout(headers, streaming) - spent_s)
+
+    async def translate(
+        self, req: pb.TranslateRequest, headers: Mapping[str, str], spent_s: float = 0.0
+    ) -> pb.TranslateResponse:
+        """Unary Translate within what is left of the caller's deadline; a cancelled caller cancels the call."""
+        resp: pb.TranslateResponse = await self._stub.Translate(req, timeout=self._left(headers, False, spent_s))
         return resp
 
-    def stream(self, req: pb.TranslateRequest, headers: Mapping[str, str]) -> grpc.aio.UnaryStreamCall:
+    def stream(
+        self, req: pb.TranslateRequest, headers: Mapping[str, str], spent_s: float = 0.0
+    ) -> grpc.aio.UnaryStreamCall:
         """TranslateStream; the caller must cancel the returned call if it stops reading early."""
-        return self._stub.TranslateStream(req, timeout=self.timeout(headers, True))
+        return self._stub.TranslateStream(req, timeout=self._left(headers, True, spent_s))
 
     async def models(self, headers: Mapping[str, str]) -> pb.ListModelsResponse:
         """ListModels."""

@@ -236,6 +236,7 @@ class _Chunks:
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     """POST /v1/chat/completions."""
     state = request.app[STATE]
+    arrived = time.monotonic()  # one deadline for the whole request: reading the body spends it too
     body = await read_json(request, state.config.max_body_bytes, state.backend.timeout(request.headers, False))
     chat = parse_chat(body, task_id_of(request, body), state.config.default_target_language)
     if chat.batch is None:
@@ -244,8 +245,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             return await _connection_check_stream(request, chat)
         return json_response(_completion(f"chatcmpl-{uuid.uuid4().hex}", chat.model or _UNNAMED_MODEL, "", None))
     if chat.stream:
-        return await _stream(request, chat)
-    resp = await state.backend.translate(chat.grpc_request(), request.headers)
+        return await _stream(request, chat, time.monotonic() - arrived)
+    resp = await state.backend.translate(chat.grpc_request(), request.headers, time.monotonic() - arrived)
     content = chat.batch.render([t.text for t in resp.translations])
     truncated = any(t.truncated for t in resp.translations)
     ident = f"chatcmpl-{uuid.uuid4().hex}"
@@ -267,11 +268,11 @@ async def _connection_check_stream(request: web.Request, chat: ChatRequest) -> w
     return response
 
 
-async def _stream(request: web.Request, chat: ChatRequest) -> web.StreamResponse:
+async def _stream(request: web.Request, chat: ChatRequest, spent_s: float) -> web.StreamResponse:
     """Relay TranslateStream as SSE chunks, putting the batch's separators between segments."""
     assert chat.batch is not None
     batch = chat.batch
-    call = request.app[STATE].backend.stream(chat.grpc_request(), request.headers)
+    call = request.app[STATE].backend.stream(chat.grpc_request(), request.headers, spent_s)
     try:
         # Wait for the first message before answering, so an error can still get its HTTP status.
         message = await call.read()

@@ -10,6 +10,7 @@ the returned `Batch` puts translations back in the same form: N paragraphs in, N
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -243,6 +244,7 @@ def render_custom(req: CustomRequest, resp: pb.TranslateResponse | None) -> dict
 async def custom_translate(request: web.Request) -> web.Response:
     """POST /translate: the plugin's custom API onto one Translate call."""
     state = request.app[STATE]
+    arrived = time.monotonic()  # one deadline for the whole request: reading the body spends it too
     body = await read_json(request, state.config.max_body_bytes, state.backend.timeout(request.headers, False))
     req = parse_custom(body, state.config.default_target_language, task_id_of(request, body))
     if not req.texts:
@@ -257,5 +259,6 @@ async def custom_translate(request: web.Request) -> web.Response:
             priority=pb.PRIORITY_INTERACTIVE,
         ),
         request.headers,
+        time.monotonic() - arrived,
     )
     return json_response(render_custom(req, resp))

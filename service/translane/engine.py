@@ -498,6 +498,7 @@ class Engine:
                     # finish generating it; what was streamed is certainly spent.
                     ticket.used = counted + count_tokens("".join(streamed))
                     self.metrics.orphaned(model)
+                    self._charge_budget(model, max(ticket.used, ticket.reservation.tokens))
                     raise
                 else:
                     ticket.settle(completion.prompt_tokens + completion.completion_tokens)
@@ -612,8 +613,15 @@ class Engine:
             ticket.settle(0)
             self.governor.disable(model.name, now)
             log.error("model %s taken out of rotation: %s", model.name, exc.message)
-        # Any other failure reached the provider, which may count all of it: the
-        # ticket keeps its reservation when it closes.
+        else:
+            # Any other failure reached the provider, which may count all of it: the ticket keeps
+            # its reservation when it closes, and the day's budget counts it as spent.
+            self._charge_budget(model, ticket.reservation.tokens)
+
+    def _charge_budget(self, model: ModelConfig, tokens: int) -> None:
+        """Count tokens the provider may have billed without an answer (a budget errs on the side of spent)."""
+        if self.budgets is not None:
+            self.budgets.charge(model, tokens, model.cost(tokens, 0))
 
     def _should_retry(self, exc: ProviderError, attempt: int, job: Job, streamed: bool) -> bool:
         provider = self.config.providers[self.config.models[job.model].provider]

@@ -382,3 +382,28 @@ async def test_yaml_values_at_key_paths_keep_comments_and_the_rest(server: Runni
     assert [m["id"] for m in data["menu"]] == ["start", "quit"]
     assert all(m["label"].startswith("[sim auto->fr]") for m in data["menu"])
     assert out.startswith("# game strings\ntitle: Hello world\n") and "   # first\n" in out
+
+
+async def test_an_edited_source_starts_afresh_and_clashing_outputs_are_refused(
+    server: RunningServer, sim: Sim, tmp_path: Path
+) -> None:
+    src = tmp_path / "notes.txt"
+    src.write_text("First paragraph here.\n\nSecond paragraph here.\n", encoding="utf-8")
+    await translate_files([str(src)], settings(server, tmp_path))
+    # The second paragraph is rewritten and a new one comes first: nothing may land in the wrong place.
+    src.write_text("A new opening.\n\nFirst paragraph here.\n\nSecond paragraph, rewritten.\n", encoding="utf-8")
+    summaries, _ = await translate_files([str(src)], settings(server, tmp_path))
+    assert not summaries[0].skipped and summaries[0].resumed == 0
+    out = (tmp_path / "notes.de.txt").read_text(encoding="utf-8").split("\n\n")
+    assert len(out) == 3 and all(p.startswith("[sim auto->de]") for p in out)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for d in ("a", "b"):
+        (tmp_path / d / "index.md").write_text("# Title\n", encoding="utf-8")
+    from translane.files._doc import FormatError
+
+    with pytest.raises(FormatError, match="would both be written"):
+        await translate_files(
+            [str(tmp_path / "a" / "index.md"), str(tmp_path / "b" / "index.md")],
+            settings(server, tmp_path, out_dir=str(tmp_path / "out")),
+        )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import hashlib
 import json
 import os
 import sys
@@ -16,7 +16,7 @@ import grpc
 
 from ..v1 import translate_pb2 as pb
 from ..v1 import translate_pb2_grpc as pb_grpc
-from ._doc import FORMATS, Doc, load
+from ._doc import FORMATS, Doc, FormatError, load
 from ._leaks import Leak, LeakChecker
 from ._protect import protect, restore
 
@@ -100,23 +100,35 @@ def _inputs(paths: list[str], s: FileSettings) -> Iterator[tuple[Path, Path | No
 
 
 class _State:
-    """A file's translated segments so far, one flushed JSON line each; `done` once the output is written."""
+    """A file's translated segments so far, one flushed JSON line each; `done` once the output is written.
 
-    def __init__(self, path: Path) -> None:
+    The first line records a digest of the source and the settings that cut it into segments: a
+    source edited since (or cut another way) starts afresh, never with translations in the wrong place.
+    """
+
+    def __init__(self, path: Path, source_digest: str) -> None:
         self.path = path
         self.texts: dict[int, str] = {}
         self.done = False
+        fresh = True
         if path.exists():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    item = json.loads(line)
-                except ValueError:
-                    break  # a torn last line: everything before it stands
-                if item.get("done"):
-                    self.done = True
-                elif "i" in item:
-                    self.texts[int(item["i"])] = str(item["text"])
-        self._out = path.open("a", encoding="utf-8")
+            lines = path.read_text(encoding="utf-8").splitlines()
+            first = _json_line(lines[0]) if lines else None
+            if first is not None and first.get("source") == source_digest:
+                fresh = False
+                for line in lines[1:]:
+                    item = _json_line(line)
+                    if item is None:
+                        break  # a torn last line: everything before it stands
+                    if item.get("done"):
+                        self.done = True
+                    elif "i" in item:
+                        self.texts[int(item["i"])] = str(item["text"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._out = path.open("w" if fresh else "a", encoding="utf-8")
+        if fresh:
+            self._out.write(json.dumps({"source": source_digest}) + "\n")
+            self._out.flush()
 
     def add(self, index: int, text: str) -> None:
         self.texts[index] = text
@@ -181,6 +193,20 @@ async def _all(coros: list[Coroutine[Any, Any, None]]) -> None:
         while isinstance(exc, BaseExceptionGroup):
             exc = exc.exceptions[0]
         raise exc from None
+
+
+def _json_line(line: str) -> dict[str, Any] | None:
+    try:
+        item = json.loads(line)
+    except ValueError:
+        return None
+    return item if isinstance(item, dict) else None
+
+
+def _digest(source: Path, s: FileSettings) -> str:
+    h = hashlib.sha256(source.read_bytes())
+    h.update(json.dumps([s.keys, s.preset, s.target_language, s.source_language, s.model]).encode())
+    return h.hexdigest()
 
 
 async def _translate_doc(
@@ -252,6 +278,9 @@ async def _translate_doc(
             "original": doc.segments[index].text,
             "machine": restore(machine, protected[index][1])[0],
             "target_language": doc.target_language,
+            # How the file was cut into segments, so `apply` finds the same ones.
+            "keys": list(sender.s.keys),
+            "preset": sender.s.preset,
             "translation": "",
         }
         for index, (leak, machine) in sorted(leaks.items())
@@ -309,11 +338,15 @@ async def translate_files(paths: list[str], s: FileSettings) -> tuple[list[FileS
         sender = _Sender(stub, s)
         sources = list(_inputs(paths, s))
         bar = _Bars(s.progress, len(sources))
+        produced: dict[Path, Path] = {}
         for source, root in sources:
             output = output_path(source, root, s)
+            if output in produced:
+                raise FormatError(f"{source} and {produced[output]} would both be written to {output}: rename one")
+            produced[output] = source
             summary = FileSummary(str(source), str(output))
             summaries.append(summary)
-            state = _State(state_path(output))
+            state = _State(state_path(output), _digest(source, s))
             try:
                 if state.done and output.exists():
                     summary.skipped = True
@@ -341,29 +374,35 @@ async def translate_files(paths: list[str], s: FileSettings) -> tuple[list[FileS
 
 
 def apply_review(path: str, keys: tuple[str, ...] = (), preset: str = "") -> int:
-    """Write a person's translations from a review file back into the outputs; return how many were applied."""
+    """Write a person's translations from a review file back into the outputs; return how many were applied.
+
+    The file is cut into segments as it was when translated (the review records how); a segment left
+    blank in the review keeps the machine's attempt, as the translation run wrote it.
+    """
     entries = json.loads(Path(path).read_text(encoding="utf-8"))
     by_output: dict[str, list[dict[str, Any]]] = {}
     for e in entries:
-        if str(e.get("translation", "")).strip():
-            by_output.setdefault(e["output"], []).append(e)
+        by_output.setdefault(e["output"], []).append(e)
     applied = 0
-    for output, fixes in by_output.items():
-        doc = load(fixes[0]["source"], keys, preset)
-        state_file = Path(fixes[0]["state"])
-        texts: dict[int, str] = {}
+    for output, items in by_output.items():
+        fixes = [e for e in items if str(e.get("translation", "")).strip()]
+        if not fixes:
+            continue
+        first = items[0]
+        doc = load(first["source"], tuple(first.get("keys", keys)), str(first.get("preset", preset)))
+        state_file = Path(first["state"])
+        texts: dict[int, str] = {int(e["index"]): str(e["machine"]) for e in items}
         if state_file.exists():
             for line in state_file.read_text(encoding="utf-8").splitlines():
-                with contextlib.suppress(ValueError):
-                    item = json.loads(line)
-                    if "i" in item:
-                        texts[int(item["i"])] = str(item["text"])
+                item = _json_line(line)
+                if item is not None and "i" in item:
+                    texts[int(item["i"])] = str(item["text"])
         with state_file.open("a", encoding="utf-8") as f:
             for e in fixes:
                 texts[int(e["index"])] = e["translation"]
                 f.write(json.dumps({"i": int(e["index"]), "text": e["translation"]}, ensure_ascii=False) + "\n")
                 applied += 1
-        doc.target_language = str(fixes[0].get("target_language", ""))
+        doc.target_language = str(first.get("target_language", ""))
         _write(Path(output), doc.output(texts))
     return applied
 
