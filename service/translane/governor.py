@@ -254,6 +254,7 @@ class Governor:
     def disable(self, model: str, now: float) -> None:
         """Take a model out of rotation for `disable_s` (the provider's spending limit was hit)."""
         self.budgets[model].disabled_until = now + self.cfg.disable_s
+        self.wake()  # its waiters hear it at once and fall back
 
     def enable_all(self) -> None:
         """Put every disabled model back (the operator's SIGHUP)."""

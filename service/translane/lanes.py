@@ -335,6 +335,10 @@ class Lane:
     def _dispatch(self) -> None:
         now = self._clock()
         earliest = math.inf
+        for model in self._heaps:
+            if self._has_waiters(model) and not self.governor.is_available(model, now):
+                # Taken out of rotation while they waited: tell them now, so they fall back in time.
+                self._refuse_all(model)
         while self.in_flight < self.max_concurrency:
             heads: list[_Entry] = []
             for heap in self._heaps.values():
@@ -358,6 +362,14 @@ class Lane:
             if not granted:
                 break
         self._arm(earliest if self.queued else math.inf)
+
+    def _refuse_all(self, model: str) -> None:
+        heap = self._heaps.get(model, [])
+        while self._head(heap) is not None:
+            w = self._pop(model)
+            w.gone = True
+            self.shed += 1
+            w.future.set_exception(ModelUnavailable(f"model {model} was taken out of rotation"))
 
     def _arm(self, when: float) -> None:
         if when == self._timer_at:

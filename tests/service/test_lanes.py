@@ -277,3 +277,20 @@ async def test_concurrency_is_never_exceeded() -> None:
         await clock.advance(0.01)
     await asyncio.gather(*tasks)
     assert peak == 3 and lane.in_flight == 0 and lane.queued == 0
+
+
+async def test_waiters_of_a_model_taken_out_of_rotation_hear_it_at_once() -> None:
+    clock = FakeClock()
+    lane = make_lane(clock, concurrency=1, model=dataclasses.replace(SLOW, rpm=6000))
+    held = await take(lane)
+    waiters = [asyncio.create_task(take(lane, start_by=100, deadline=100)) for _ in range(3)]
+    await settle()
+    assert lane.queued == 3
+    lane.governor.disable(SLOW.name, clock.now)  # the provider's spending limit, say
+    await settle()
+    for w in waiters:
+        with pytest.raises(ModelUnavailable):
+            w.result()
+    assert lane.queued == 0
+    finish(held)
+    assert lane.in_flight == 0
