@@ -407,3 +407,19 @@ async def test_an_edited_source_starts_afresh_and_clashing_outputs_are_refused(
             [str(tmp_path / "a" / "index.md"), str(tmp_path / "b" / "index.md")],
             settings(server, tmp_path, out_dir=str(tmp_path / "out")),
         )
+
+
+@pytest.mark.parametrize(
+    ("html", "texts"),
+    [
+        ("<ul><li>Apple<li>Banana</ul>", ["Apple", "Banana"]),  # end tags HTML lets one omit
+        ("<p>One<p>Two</p>", ["One", "Two"]),
+        ("<table><tr><td>a<td>b</table>", ["a", "b"]),
+        ("<li>Item text<ul><li>sub</li></ul></li>", ["Item text", "sub"]),  # text beside child blocks
+        ("<div>Intro <p>para</p> tail</div>", ["Intro ", "para", " tail"]),
+        ("<p>Use <code>x</code> here</p>", ["Use <code>x</code> here"]),  # inline code stays in its line
+        ("<body><p>a</p><pre>keep</pre><script>x=1</script>tail text</body>", ["a", "tail text"]),
+    ],
+)
+def test_html_text_is_found_however_the_markup_is_written(html: str, texts: list[str]) -> None:
+    assert [html[s:e] for s, e, _ in html_segments(html)] == texts

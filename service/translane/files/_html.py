@@ -22,6 +22,10 @@ BLOCKS = frozenset(
 SKIP = frozenset({"script", "style", "code", "pre", "svg", "math"})
 _ATTRS = re.compile(r"""\s(alt|title)\s*=\s*("([^"]*)"|'([^']*)')""", re.IGNORECASE)
 _TAG = re.compile(r"<[^>]*>")
+# Elements that sit inside a line of text: skipped ones stay in their run (sent as placeholders).
+_INLINE = frozenset(
+    "a abbr b bdi bdo cite code data dfn em i kbd mark q s samp small span strong sub sup time u var".split()
+)
 _VOID = frozenset("area base br col embed hr img input link meta param source track wbr".split())
 
 
@@ -31,6 +35,21 @@ class _Open:
     inner_start: int
     skip: bool
     has_block: bool = False
+    # Where the current run of text directly inside this block began (after its start tag or its
+    # last child block): a block that holds blocks also has text of its own between them.
+    run_start: int = 0
+
+
+# Start tags that end an open element the way HTML's parser does (`<p>One<p>Two`, `<li>A<li>B`),
+# each with the elements that bound the search.
+_ENDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "li": (frozenset({"li"}), frozenset({"ul", "ol"})),
+    "dt": (frozenset({"dt", "dd"}), frozenset({"dl"})),
+    "dd": (frozenset({"dt", "dd"}), frozenset({"dl"})),
+    "tr": (frozenset({"tr", "td", "th"}), frozenset({"table", "thead", "tbody", "tfoot"})),
+    "td": (frozenset({"td", "th"}), frozenset({"tr", "table"})),
+    "th": (frozenset({"td", "th"}), frozenset({"tr", "table"})),
+}
 
 
 class _Scanner(HTMLParser):
@@ -48,10 +67,33 @@ class _Scanner(HTMLParser):
     def _skipping(self) -> bool:
         return any(o.skip for o in self.stack)
 
+    def _parent_block(self) -> _Open | None:
+        return next((o for o in reversed(self.stack) if o.tag in BLOCKS), None)
+
+    def _emit(self, start: int, end: int, tag: str) -> None:
+        # Only text of its own between the tags (not a run that holds just an image or whitespace).
+        if end > start and _TAG.sub("", self.text[start:end]).strip():
+            self.spans.append((start, end, tag))
+
+    def _implied_ends(self, tag: str, at: int) -> None:
+        if tag in BLOCKS and self.stack and self.stack[-1].tag == "p":
+            self._close(len(self.stack) - 1, at)
+        rule = _ENDS.get(tag)
+        if rule is None:
+            return
+        ends, bounds = rule
+        for i in range(len(self.stack) - 1, -1, -1):
+            if self.stack[i].tag in bounds:
+                return
+            if self.stack[i].tag in ends:
+                self._close(i, at)
+                return
+
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         start = self._here()
         raw = self.get_starttag_text() or ""
         end = start + len(raw)
+        self._implied_ends(tag, start)
         skip = tag in SKIP or any(k == "translate" and (v or "").lower() == "no" for k, v in attrs)
         if not self._skipping() and not skip:
             for m in _ATTRS.finditer(raw):
@@ -61,10 +103,15 @@ class _Scanner(HTMLParser):
                     self.spans.append((s, e, f"{tag}@{m.group(1).lower()}"))
         if tag in _VOID or raw.endswith("/>"):
             return
-        if tag in BLOCKS:
+        # A block, or a skipped element that is no inline span (a script, a style), ends the text run
+        # of the block around it; an inline <code> stays in its run, as a placeholder.
+        if tag in BLOCKS or (skip and tag not in _INLINE):
+            parent = self._parent_block()
+            if parent is not None and not self._skipping():
+                self._emit(parent.run_start, start, parent.tag)  # the parent's own text before this one
             for o in self.stack:
                 o.has_block = True
-        self.stack.append(_Open(tag, end, skip))
+        self.stack.append(_Open(tag, end, skip, run_start=end))
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.handle_starttag(tag, attrs)
@@ -73,17 +120,33 @@ class _Scanner(HTMLParser):
         # Close back to the matching element (tolerating unclosed inline tags).
         for i in range(len(self.stack) - 1, -1, -1):
             if self.stack[i].tag == tag:
-                break
-        else:
-            return
+                here = self._here()
+                close = self.text.find(">", here)
+                self._close(i, here, close + 1 if close >= 0 else here)
+                return
+
+    def _close(self, i: int, end: int, after: int | None = None) -> None:
+        """Close stack[i] (and, first, what it holds) with its content ending at `end`, its end tag at `after`."""
+        while len(self.stack) > i + 1:
+            self._close(len(self.stack) - 1, end, end)  # elements left open inside end where it ends
         opened = self.stack[i]
         skipped = self._skipping()
         del self.stack[i:]
-        if tag in BLOCKS and not opened.has_block and not skipped:
-            end = self._here()
-            # Only a block with text of its own between its tags (not one that holds just an image).
-            if _TAG.sub("", self.text[opened.inner_start : end]).strip():
-                self.spans.append((opened.inner_start, end, tag))
+        delimits = opened.tag in BLOCKS or (opened.skip and opened.tag not in _INLINE)
+        if not delimits or (skipped and not opened.skip) or (skipped and self._skipping()):
+            return
+        if opened.skip:
+            parent = self._parent_block()
+            if parent is not None:
+                parent.run_start = end if after is None else after
+            return
+        if opened.has_block:
+            self._emit(opened.run_start, end, opened.tag)  # its own text after its last child block
+        else:
+            self._emit(opened.inner_start, end, opened.tag)
+        parent = self._parent_block()
+        if parent is not None:
+            parent.run_start = end if after is None else after
 
 
 def html_segments(text: str) -> list[tuple[int, int, str]]:

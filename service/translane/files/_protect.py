@@ -10,7 +10,11 @@ __all__ = ["protect", "restore"]
 _MARKDOWN = re.compile(r"`[^`\n]+`|\]\([^)\s]*(?:\s+\"[^\"]*\")?\)|<https?://[^>\s]+>|</?[A-Za-z][^>\n]*>|https?://\S+")
 _SUBTITLE = re.compile(r"</?[A-Za-z][^>]*>|\{\\[^}]*\}")
 # Inline code-like elements whole, other tags, comments: the text between tags is what is translated.
-_HTML = re.compile(r"<(code|kbd|samp|var)\b[^>]*>.*?</\1\s*>|<!--.*?-->|</?[A-Za-z][^>]*>", re.DOTALL | re.IGNORECASE)
+_HTML = re.compile(
+    r"<([A-Za-z][\w-]*)\b[^>]*\btranslate\s*=\s*[\"']no[\"'][^>]*>.*?</\1\s*>"  # marked not to translate: whole
+    r"|<(code|kbd|samp|var)\b[^>]*>.*?</\2\s*>|<!--.*?-->|</?[A-Za-z][^>]*>",
+    re.DOTALL | re.IGNORECASE,
+)
 _PLACEHOLDER = re.compile(r"\{(\d+)\}")
 
 
