@@ -84,7 +84,12 @@ def split_text(text: str, max_tokens: int, count: Callable[[str], int]) -> list[
         words = _pack(_units(sentence.text, _WORD_GAP), max_tokens, count)
         parts: list[Piece] = []
         for w in words:
-            parts.extend([w] if count(w.text) <= max_tokens else _hard_split(w.text, max_tokens, count))
+            if count(w.text) <= max_tokens:
+                parts.append(w)
+                continue
+            hard = _hard_split(w.text, max_tokens, count)
+            hard[-1] = Piece(hard[-1].text, hard[-1].sep + w.sep)  # the space after the word stays
+            parts.extend(hard)
         parts[-1] = Piece(parts[-1].text, parts[-1].sep + sentence.sep)
         out.extend(parts)
     return out

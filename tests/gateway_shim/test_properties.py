@@ -1,0 +1,78 @@
+"""Properties of the parsers and the segmenter over arbitrary text: any Unicode (surrogates, RTL, combining marks,
+NUL), huge and deeply nested values — a 4xx with a message or N segments out, never a crash or a hang."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from translane.segment import join_pieces, split_text
+from translane.tokens import count_tokens
+
+from gateway_shim._errors import ShimError
+from gateway_shim._openai import parse_chat
+from gateway_shim._plugin import parse_custom, split_message
+
+# Every code point, lone surrogates included, with the separators and markup the plugin uses mixed in.
+_PIECES = st.one_of(
+    st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF), max_size=40),
+    st.sampled_from(
+        ["\n", "\n\n%%\n\n", "- id: 1\n  text: ", "<yaml>", "</yaml>", "```yaml\n", "{0}", "\u202e", "\u0301"]
+    ),
+)
+ANY_TEXT = st.lists(_PIECES, max_size=12).map("".join)
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | ANY_TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(ANY_TEXT, inner, max_size=4),
+    max_leaves=30,
+)
+FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@FAST
+@given(ANY_TEXT)
+def test_split_message_always_renders_back_n_for_n(text: str) -> None:
+    batch = split_message(text)
+    assert batch.segments
+    rendered = batch.render(list(batch.segments))
+    # Rendering the paragraphs as their own translations gives the batch back in its form.
+    again = split_message(rendered) if batch.form != "single" else batch
+    assert len(again.segments) == len(batch.segments) or batch.form == "single"
+
+
+@FAST
+@given(ANY_TEXT, st.integers(min_value=1, max_value=50))
+def test_the_segmenter_splits_and_rejoins_any_text(text: str, limit: int) -> None:
+    pieces = split_text(text, limit, count_tokens)
+    assert join_pieces(pieces, [p.text for p in pieces]) == text
+
+
+@FAST
+@given(JSON_VALUES)
+def test_parse_chat_takes_any_json_body_or_names_what_is_wrong(body: Any) -> None:
+    if not isinstance(body, dict):
+        body = {"messages": body}
+    try:
+        chat = parse_chat(body, "", "zh")
+    except ShimError as exc:
+        assert 400 <= exc.status < 500 and exc.message
+        json.loads(exc.body())  # the error itself always encodes
+        return
+    if chat.batch is not None:
+        assert chat.batch.segments
+
+
+@FAST
+@given(JSON_VALUES)
+def test_parse_custom_takes_any_json_body_or_names_what_is_wrong(body: Any) -> None:
+    if not isinstance(body, dict):
+        body = {"text_list": body}
+    try:
+        req = parse_custom(body, "zh")
+    except ShimError as exc:
+        assert 400 <= exc.status < 500 and exc.message
+        json.loads(exc.body())
+        return
+    assert all(isinstance(t, str) for t in req.texts)
