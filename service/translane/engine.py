@@ -8,7 +8,7 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,7 @@ from .governors import open_governor
 from .lanes import INTERACTIVE, CallAt, Clock, Lane, Ticket
 from .metrics import EngineMetrics, call_outcome
 from .segment import Piece, join_pieces, split_text
+from .tasks import all_or_first_failure
 from .tokens import count_tokens, warm_up
 from .tracing import ATTR, end_span, record_span, tracer, using
 from .upstream import Completion, SegmentCall, UpstreamClient, prompt_tokens
@@ -166,21 +167,6 @@ def _call_attrs(job: Job, model: ModelConfig, attempt: int, ticket: Ticket) -> d
     }
 
 
-async def _all(coros: list[Coroutine[Any, Any, _Outcome]]) -> list[_Outcome]:
-    """Run all at once, in order; on the first failure cancel the rest and raise that failure."""
-    if len(coros) == 1:
-        return [await coros[0]]
-    try:
-        async with asyncio.TaskGroup() as tg:
-            tasks = [tg.create_task(c) for c in coros]
-    except BaseExceptionGroup as group:
-        exc: BaseException = group
-        while isinstance(exc, BaseExceptionGroup):
-            exc = exc.exceptions[0]
-        raise exc from None
-    return [t.result() for t in tasks]
-
-
 class Engine:
     """Runs jobs through lanes and the governor to the provider. Build with `Engine.open`."""
 
@@ -239,7 +225,9 @@ class Engine:
     async def translate(self, job: Job, stats: Stats | None = None) -> JobResult:
         """Translate every segment; results come back in request order. `stats` fills in as calls end."""
         stats = Stats() if stats is None else stats
-        outcomes = await _all([self._segment(job, i, text, stats, None) for i, text in enumerate(job.segments)])
+        outcomes = await all_or_first_failure(
+            [self._segment(job, i, text, stats, None) for i, text in enumerate(job.segments)]
+        )
         return JobResult(
             [o.text for o in outcomes],
             [o.model for o in outcomes],
@@ -367,7 +355,7 @@ class Engine:
                     sink(p.sep)
             return self._joined(pieces, outs)
         return self._joined(
-            pieces, await _all([self._complete(job, index, p.text, limit, stats, None) for p in pieces])
+            pieces, await all_or_first_failure([self._complete(job, index, p.text, limit, stats, None) for p in pieces])
         )
 
     async def _complete(
@@ -395,7 +383,9 @@ class Engine:
         pieces = split_text(text, max(8, count_tokens(text) // 2), count_tokens) if depth < MAX_SPLIT_DEPTH else []
         if len(pieces) > 1:
             stats.retries += 1
-            outs = await _all([self._complete(job, index, p.text, limit, stats, None, depth + 1) for p in pieces])
+            outs = await all_or_first_failure(
+                [self._complete(job, index, p.text, limit, stats, None, depth + 1) for p in pieces]
+            )
             return self._joined(pieces, outs)
         raise OutputTruncated(
             f"segments[{index}]: the translation was cut at the model's output limit "

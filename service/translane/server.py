@@ -58,9 +58,9 @@ MIME_TYPES = ("text/plain", "text/html")
 DEADLINE_MARGIN_S = 0.02
 # As the shim allows: a task id is logged, traced and echoed, so it is one short line.
 MAX_TASK_ID_CHARS = 256
+_PRIORITIES = frozenset(pb.Priority.values())
 # What must never be in a task id (a log line) or a glossary term (one line of the prompt):
 # controls, and anything that ends or folds a line.
-_PRIORITIES = frozenset(pb.Priority.values())
 _LINE_BREAKING = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 

@@ -15,6 +15,7 @@ import grpc
 
 from gateway_shim._openai import usage_json
 
+from ..calls import persist
 from ..v1 import translate_pb2 as pb
 from ..v1 import translate_pb2_grpc as pb_grpc
 from ._io import open_output, read_done, write_line
@@ -33,7 +34,6 @@ _HTTP_OF = {
     grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
-MAX_PAUSE_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,15 +137,6 @@ def _failed(custom_id: str, status: int, code: str, message: str) -> dict[str, A
     }
 
 
-def _retry_after(exc: grpc.aio.AioRpcError) -> float:
-    """The service's hint, in seconds (1 when it gave none)."""
-    for key, value in exc.trailing_metadata() or ():
-        if key == "retry-after":
-            with contextlib.suppress(ValueError):
-                return max(0.05, float(value))
-    return 1.0
-
-
 class _Job:
     def __init__(self, s: BatchSettings, stub: pb_grpc.TranslatorStub, out: IO[str], summary: BatchSummary) -> None:
         self.s, self.stub, self.out, self.summary = s, stub, out, summary
@@ -167,33 +158,27 @@ class _Job:
             max_output_tokens=line.max_output_tokens,
             allow_truncated=line.max_output_tokens > 0,
         )
-        attempts = 0
+
+        def waited() -> None:
+            self.summary.waits += 1
+
         try:
-            while True:
-                try:
-                    resp = await self.stub.Translate(req, timeout=self.s.deadline_s)
-                except grpc.aio.AioRpcError as exc:
-                    code = exc.code()
-                    budget = "daily budget" in (exc.details() or "")
-                    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and not budget:
-                        # The service is full: wait as it says (at most MAX_PAUSE_S at a time), and try again.
-                        # Never a failed line. (A spent daily budget is no overload: that line fails, named.)
-                        self.summary.waits += 1
-                        await asyncio.sleep(min(_retry_after(exc), MAX_PAUSE_S))
-                        continue
-                    attempts += 1
-                    if (
-                        code in _RETRY or code == grpc.StatusCode.RESOURCE_EXHAUSTED
-                    ) and attempts < self.s.max_attempts:
-                        await asyncio.sleep(min(MAX_PAUSE_S, 0.5 * 2**attempts))
-                        continue
-                    self.summary.failed += 1
-                    self.summary.errors[code.name] = self.summary.errors.get(code.name, 0) + 1
-                    self.write(_failed(line.custom_id, _HTTP_OF.get(code, 500), code.name.lower(), exc.details() or ""))
-                    return
-                self._count(resp)
-                self.write(_ok(line, resp))
+            try:
+                # Overload is waited out, never a failed line; a spent daily budget is no overload, and fails.
+                resp = await persist(
+                    lambda: self.stub.Translate(req, timeout=self.s.deadline_s),
+                    _RETRY | {grpc.StatusCode.RESOURCE_EXHAUSTED},
+                    self.s.max_attempts,
+                    waited,
+                )
+            except grpc.aio.AioRpcError as exc:
+                code = exc.code()
+                self.summary.failed += 1
+                self.summary.errors[code.name] = self.summary.errors.get(code.name, 0) + 1
+                self.write(_failed(line.custom_id, _HTTP_OF.get(code, 500), code.name.lower(), exc.details() or ""))
                 return
+            self._count(resp)
+            self.write(_ok(line, resp))
         finally:
             self.slots.release()
 

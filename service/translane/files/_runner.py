@@ -7,13 +7,15 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
 
+from ..calls import persist
+from ..tasks import all_or_first_failure
 from ..v1 import translate_pb2 as pb
 from ..v1 import translate_pb2_grpc as pb_grpc
 from ._doc import FORMATS, Doc, FormatError, load
@@ -22,7 +24,6 @@ from ._protect import protect, restore
 
 __all__ = ["FileSettings", "FileSummary", "apply_review", "output_path", "state_path", "translate_files"]
 
-MAX_PAUSE_S = 30.0
 # A call that fails for a passing reason (a service restarting) is tried this many times.
 MAX_ATTEMPTS = 5
 _TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
@@ -162,37 +163,11 @@ class _Sender:
             no_cache=fresh,
         )
         async with self.slots:
-            attempts = 0
-            while True:
-                try:
-                    resp: pb.TranslateResponse = await self.stub.Translate(req, timeout=self.s.deadline_s)
-                    return resp
-                except grpc.aio.AioRpcError as exc:
-                    code, details = exc.code(), exc.details() or ""
-                    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "daily budget" not in details:
-                        # Overload: wait as the service says (at most MAX_PAUSE_S at a time) and try again.
-                        hint = dict(exc.trailing_metadata() or ()).get("retry-after")
-                        pause = float(hint) if isinstance(hint, str) and hint.replace(".", "", 1).isdigit() else 1.0
-                        await asyncio.sleep(min(pause, MAX_PAUSE_S))
-                        continue
-                    attempts += 1
-                    if code in _TRANSIENT and attempts < MAX_ATTEMPTS:
-                        await asyncio.sleep(min(MAX_PAUSE_S, 0.5 * 2**attempts))  # a restart, say: try again
-                        continue
-                    raise
-
-
-async def _all(coros: list[Coroutine[Any, Any, None]]) -> None:
-    """Run all at once; on the first failure cancel the rest (before the state closes) and raise that failure."""
-    try:
-        async with asyncio.TaskGroup() as tg:
-            for c in coros:
-                tg.create_task(c)
-    except BaseExceptionGroup as group:
-        exc: BaseException = group
-        while isinstance(exc, BaseExceptionGroup):
-            exc = exc.exceptions[0]
-        raise exc from None
+            # A restarting service is tried again; overload is waited out as it asks.
+            resp: pb.TranslateResponse = await persist(
+                lambda: self.stub.Translate(req, timeout=self.s.deadline_s), _TRANSIENT, MAX_ATTEMPTS
+            )
+            return resp
 
 
 def _json_line(line: str) -> dict[str, Any] | None:
@@ -249,7 +224,7 @@ async def _translate_doc(
                 if leak is not None:
                     leaks[index] = (leak, t.text)
 
-    await _all([one(g) for g in groups])
+    await all_or_first_failure([one(g) for g in groups])
     summary.leaks_found = len(leaks)
     # Repair: another attempt past the cache, then along the model's fallbacks.
     attempts: list[str] = ["", *fallbacks][: sender.s.repair_attempts]

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import aiohttp
 import grpc
 
+from ..calls import retry_after_s
 from ..v1 import translate_pb2 as pb
 from ..v1 import translate_pb2_grpc as pb_grpc
 from ._config import LoadConfig, Target
@@ -212,9 +213,7 @@ class GrpcClient:
             record.status = exc.code().name
             record.outcome = _GRPC_OUTCOMES.get(exc.code(), "client_error")
             record.error = (exc.details() or "")[:200]
-            for key, value in exc.trailing_metadata() or ():
-                if key == "retry-after":
-                    record.retry_after_s = float(value)
+            record.retry_after_s = retry_after_s(exc)
         record.e2e_ms = (time.perf_counter() - t0) * 1000
 
     async def _stream(self, record: Record, req: pb.TranslateRequest, t0: float) -> pb.Usage:
