@@ -44,6 +44,48 @@ context_tokens = 4000
 """
 BENCH_TEXT = "The quick brown fox jumps over the lazy dog."
 
+# The slow lane's translation model with its published limits, as the provider-bound benchmarks use it.
+SLOW_MODEL = "doubao-seed-translation-250915"
+SLOW_RPM, SLOW_TPM = 5000, 500_000
+
+
+def slow_models(window_s: float = 60.0, rpm: int = SLOW_RPM, tpm: int = SLOW_TPM, cache: Path | None = None) -> str:
+    """A models file with SLOW_MODEL alone (no fallbacks) at `rpm`/`tpm` per `window_s`; the segment cache off,
+    or in `cache` (a SQLite file)."""
+    cache_table = f'kind = "sqlite"\npath = "{cache}"' if cache is not None else 'kind = "off"'
+    return f"""
+default_model = "{SLOW_MODEL}"
+[server]
+grace_s = 1.0
+[cache]
+{cache_table}
+[governor]
+window_s = {window_s}
+[providers.ark]
+base_url = "http://127.0.0.1:1/api/v3"
+api_key_env = "ARK_API_KEY"
+[lanes.slow]
+max_concurrency = 80
+[models."{SLOW_MODEL}"]
+provider = "ark"
+api_style = "responses"
+lane = "slow"
+rpm = {rpm}
+tpm = {tpm}
+max_concurrency = 80
+max_input_tokens = 1000
+max_output_tokens = 3000
+context_tokens = 4000
+input_price_per_mtok = 1.2
+output_price_per_mtok = 3.6
+"""
+
+
+def sim_stats(port: int, model: str = SLOW_MODEL) -> dict[str, float]:
+    """The simulated provider's own count for `model` (/_sim/stats)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/_sim/stats", timeout=5) as r:
+        return json.loads(r.read())["models"][model]  # type: ignore[no-any-return]
+
 
 def sim_and_serve_args(models: Path, sim_port: int, grpc_port: int) -> tuple[list[str], list[str]]:
     """`translane` arguments for a zero-latency simulated provider and a server sending to it."""

@@ -23,49 +23,15 @@ import random
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import free_port, machine, process
+from _common import SLOW_RPM as RPM
+from _common import SLOW_TPM as TPM
+from _common import free_port, machine, process, sim_stats, slow_models
 from translane.batch import BatchSettings, run_batch
-
-MODEL = "doubao-seed-translation-250915"
-RPM, TPM = 5000, 500_000
-MODELS = """
-default_model = "{model}"
-[server]
-grace_s = 1.0
-[cache]
-kind = "sqlite"
-path = "{cache}"
-[governor]
-window_s = {window}
-[providers.ark]
-base_url = "http://127.0.0.1:1/api/v3"
-api_key_env = "ARK_API_KEY"
-[lanes.slow]
-max_concurrency = 80
-[models."{model}"]
-provider = "ark"
-api_style = "responses"
-lane = "slow"
-rpm = {rpm}
-tpm = {tpm}
-max_concurrency = 80
-max_input_tokens = 1000
-max_output_tokens = 3000
-context_tokens = 4000
-input_price_per_mtok = 1.2
-output_price_per_mtok = 3.6
-"""
-
-
-def provider(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/_sim/stats", timeout=5) as r:
-        return json.loads(r.read())["models"][MODEL]  # type: ignore[no-any-return]
 
 
 def job(path: Path, lines: int, prefix: str, repeat_share: float, seed: int) -> int:
@@ -91,10 +57,10 @@ async def main_async(args: argparse.Namespace, grpc_port: int, sim_port: int, tm
         source, out = tmp / f"{prefix}.jsonl", tmp / f"{prefix}.out.jsonl"
         if not rerun:
             unique = job(source, args.lines, prefix, share, seed=1)
-        before = provider(sim_port)
+        before = sim_stats(sim_port)
         s = BatchSettings(f"127.0.0.1:{grpc_port}", str(source), str(out), progress=False)
         summary = await run_batch(s)
-        after = provider(sim_port)
+        after = sim_stats(sim_port)
         calls = after["admitted"] - before["admitted"]
         print(f"\n[{name}] {args.lines} lines, {unique} distinct sentences")
         print(f"  {summary.text()}")
@@ -121,15 +87,7 @@ def main() -> None:
         tmp = Path(tmp_dir)
         models = tmp / "models.toml"
         # Per window: the same rate per second as the real per-minute limits.
-        models.write_text(
-            MODELS.format(
-                model=MODEL,
-                cache=tmp / "cache.sqlite3",
-                window=args.window_s,
-                rpm=round(RPM * scale),
-                tpm=round(TPM * scale),
-            )
-        )
+        models.write_text(slow_models(args.window_s, round(RPM * scale), round(TPM * scale), tmp / "cache.sqlite3"))
         sim_port, grpc_port = free_port(), free_port()
         common = ["--models-file", str(models)]
         sim = [*common, "sim", "--port", str(sim_port), "--window-s", str(args.window_s), "--ttft-s", "0.3"]

@@ -12,7 +12,6 @@ allows for the segments sent, the provider's 429s and the leak check's findings.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -23,35 +22,11 @@ from pathlib import Path
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import free_port, machine, process
+from _common import SLOW_RPM as RPM
+from _common import SLOW_TPM as TPM
+from _common import free_port, machine, process, sim_stats, slow_models
 from translane.files._runner import FileSettings, translate_files
 
-MODEL = "doubao-seed-translation-250915"
-RPM, TPM = 5000, 500_000
-MODELS = """
-default_model = "{model}"
-[server]
-grace_s = 1.0
-[cache]
-kind = "off"
-[governor]
-window_s = {window}
-[providers.ark]
-base_url = "http://127.0.0.1:1/api/v3"
-api_key_env = "ARK_API_KEY"
-[lanes.slow]
-max_concurrency = 80
-[models."{model}"]
-provider = "ark"
-api_style = "responses"
-lane = "slow"
-rpm = {rpm}
-tpm = {tpm}
-max_concurrency = 80
-max_input_tokens = 1000
-max_output_tokens = 3000
-context_tokens = 4000
-"""
 WORDS = "the keeper watched the sea while the storm rolled over the rocks and the light turned slowly".split()
 
 
@@ -99,11 +74,6 @@ def book(path: Path, paragraphs: int, chapters: int = 10) -> None:
             z.writestr(name, text, compress_type=zipfile.ZIP_DEFLATED)
 
 
-def provider(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/_sim/stats", timeout=5) as r:
-        return json.loads(r.read())["models"][MODEL]  # type: ignore[no-any-return]
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--paragraphs", type=int, default=1000)
@@ -114,9 +84,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         models = tmp / "models.toml"
-        models.write_text(
-            MODELS.format(model=MODEL, window=args.window_s, rpm=round(RPM * scale), tpm=round(TPM * scale))
-        )
+        models.write_text(slow_models(args.window_s, round(RPM * scale), round(TPM * scale)))
         src = tmp / "night.epub"
         book(src, args.paragraphs)
         sim_port, grpc_port = free_port(), free_port()
@@ -136,7 +104,7 @@ def main() -> None:
             started = time.perf_counter()
             summaries, review = uvloop.run(translate_files([str(src)], settings))
             wall = time.perf_counter() - started
-            stats = provider(sim_port)
+            stats = sim_stats(sim_port)
     s = summaries[0]
     floor = stats["admitted"] / (RPM / 60)
     print(f"  {s.text()}")

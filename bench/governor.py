@@ -38,41 +38,10 @@ import grpc
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import free_port, machine, otlp_sink, percentile, process
+from _common import free_port, machine, otlp_sink, percentile, process, sim_stats, slow_models
 from translane.tokens import count_tokens
 from translane.v1 import translate_pb2 as pb
 from translane.v1 import translate_pb2_grpc as pb_grpc
-
-MODEL = "doubao-seed-translation-250915"
-
-MODELS = """
-default_model = "{model}"
-[server]
-grace_s = 1.0
-[cache]
-kind = "off"
-[governor]
-window_s = {window}
-[providers.ark]
-base_url = "http://127.0.0.1:1/api/v3"
-api_key_env = "ARK_API_KEY"
-max_retries = 4
-[lanes.slow]
-max_concurrency = 80
-max_queue = 20000
-[models."{model}"]
-provider = "ark"
-api_style = "responses"
-lane = "slow"
-rpm = {rpm}
-tpm = {tpm}
-max_concurrency = 80
-max_input_tokens = 1000
-max_output_tokens = 3000
-context_tokens = 4000
-input_price_per_mtok = 1.2
-output_price_per_mtok = 3.6
-"""
 
 SHORT = "Rate limits are per account, not per pod: sentence {i}."
 LONG_SENTENCE = "The governor reserves tokens before each call and settles them with real usage after it. "
@@ -150,11 +119,6 @@ async def drive(
     return out
 
 
-def sim_stats(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/_sim/stats", timeout=5) as r:
-        return json.loads(r.read())["models"][MODEL]  # type: ignore[no-any-return]
-
-
 def sim_control(port: int, settings: dict[str, float]) -> None:
     req = urllib.request.Request(
         f"http://127.0.0.1:{port}/_sim/config",
@@ -214,7 +178,7 @@ async def main_async(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp, otlp_sink() if args.tracing else contextlib.nullcontext() as sink:
         otel_env, spans = sink if sink is not None else ({}, None)
         models = Path(tmp) / "models.toml"
-        models.write_text(MODELS.format(model=MODEL, window=args.window_s, rpm=rpm, tpm=tpm))
+        models.write_text(slow_models(args.window_s, rpm, tpm))
         ports = [(free_port(), free_port()) for _ in scenarios]
         with_procs = []
         for sim_port, grpc_port in ports:

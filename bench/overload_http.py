@@ -43,37 +43,14 @@ import aiohttp
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import free_port, machine, percentile, process
+from _common import SLOW_MODEL as MODEL
+from _common import SLOW_RPM as RPM
+from _common import free_port, machine, percentile, process, sim_stats, slow_models
 
-MODEL = "doubao-seed-translation-250915"
-RPM, TPM, WINDOW_S = 5000, 500_000, 60.0
+WINDOW_S = 60.0
 CLIENT_TIMEOUT_S = 30.0
 WARM_UP_S = 10.0
 
-MODELS = f"""
-default_model = "{MODEL}"
-[server]
-grace_s = 1.0
-[cache]
-kind = "off"
-[providers.ark]
-base_url = "http://127.0.0.1:1/api/v3"
-api_key_env = "ARK_API_KEY"
-[lanes.slow]
-max_concurrency = 80
-[models."{MODEL}"]
-provider = "ark"
-api_style = "responses"
-lane = "slow"
-rpm = {RPM}
-tpm = {TPM}
-max_concurrency = 80
-max_input_tokens = 1000
-max_output_tokens = 3000
-context_tokens = 4000
-input_price_per_mtok = 1.2
-output_price_per_mtok = 3.6
-"""
 SYSTEM = "You are a professional translator. Output only the translation."
 TEXT = "Rate limits are per account, not per pod, and the queue must never outgrow its callers: sentence {i}."
 
@@ -95,8 +72,8 @@ def get_json(url: str) -> dict[str, object]:
 
 
 def provider_admitted(sim_port: int) -> tuple[float, float]:
-    stats = get_json(f"http://127.0.0.1:{sim_port}/_sim/stats")["models"][MODEL]  # type: ignore[index]
-    return float(stats["admitted"]), float(stats["rate_limited"])
+    stats = sim_stats(sim_port)
+    return stats["admitted"], stats["rate_limited"]
 
 
 def orphaned(metrics_port: int) -> float:
@@ -219,7 +196,7 @@ async def main_async(args: argparse.Namespace) -> None:
     os.nice(5)
     with tempfile.TemporaryDirectory() as tmp:
         models = Path(tmp) / "models.toml"
-        models.write_text(MODELS)
+        models.write_text(slow_models(WINDOW_S))
         for name in args.runs:
             await one_run(runs[name], models, args.load, args.seconds)
 

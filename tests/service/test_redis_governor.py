@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from translane.config import GovernorConfig, ModelConfig, load_config
 from translane.governor import ModelBudget, Reservation
 from translane.redis_governor import RedisGovernor, connect
@@ -18,16 +15,6 @@ BASE = load_config(env={}).models["doubao-seed-translation-250915"]
 # 40 requests per 2-second window: fast enough to measure in a few seconds.
 MODEL: ModelConfig = dataclasses.replace(BASE, rpm=40, tpm=10_000_000)
 CFG = GovernorConfig(kind="redis", window_s=2.0, jitter_allowance_s=0.0, replicas=3, redis_url="x")
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def make(redis_server: RedisServer, prefix: str) -> RedisGovernor:
