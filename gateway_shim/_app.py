@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import grpc
 from aiohttp import web
+from translane import tls
 from translane.tracing import aiohttp_server_middleware, grpc_client_interceptors
 
 from ._backend import Backend
@@ -208,7 +209,9 @@ async def running_shim(
     own = channel is None
     if channel is None:
         interceptors = grpc_client_interceptors()
-        ch = grpc.aio.insecure_channel(config.grpc_target, options=_CHANNEL_OPTIONS, interceptors=interceptors or None)
+        ch = tls.channel(
+            config.grpc_target, tls=config.backend_tls, options=_CHANNEL_OPTIONS, interceptors=interceptors or None
+        )
     else:
         ch = channel
     try:

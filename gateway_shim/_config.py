@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from translane.config import ConfigError
+from translane.config import ConfigError, is_loopback
 from translane.languages import normalize_language
+from translane.tls import ClientTLS
 
 from ._languages import resolve
 
@@ -24,16 +24,6 @@ DEFAULT_GRACE_S = 10.0
 _TRUE = ("1", "true", "yes", "on")
 
 
-def is_loopback(host: str) -> bool:
-    """True for hosts only this machine can reach."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 @dataclass(frozen=True, slots=True)
 class ShimConfig:
     """Where the shim listens, the service it calls, who may call it, and its limits."""
@@ -41,6 +31,8 @@ class ShimConfig:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     grpc_target: str = DEFAULT_GRPC_TARGET
+    # TLS (or mTLS) to the service: TRANSLANE_CLIENT_TLS_*; None = plaintext.
+    backend_tls: ClientTLS | None = None
     # Bearer keys callers must present; empty means anyone on the listening interface may call.
     api_keys: frozenset[str] = field(default=frozenset(), repr=False)
     # Listen on a non-loopback host with no keys: only when asked for in so many words.
@@ -95,6 +87,7 @@ class ShimConfig:
             host=host or env.get("TRANSLANE_SHIM_HOST") or DEFAULT_HOST,
             port=port if port is not None else _int(env, "TRANSLANE_SHIM_PORT", DEFAULT_PORT),
             grpc_target=grpc_target or env.get("TRANSLANE_GRPC_TARGET") or DEFAULT_GRPC_TARGET,
+            backend_tls=ClientTLS.from_env(env),
             api_keys=_keys(env),
             allow_public=env.get("TRANSLANE_SHIM_ALLOW_PUBLIC", "").strip().lower() in _TRUE,
             max_body_bytes=_int(env, "TRANSLANE_SHIM_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),

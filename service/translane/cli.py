@@ -40,6 +40,8 @@ def _config(args: argparse.Namespace) -> Config:
         changes["port"] = args.port
     if getattr(args, "metrics_port", None) is not None:
         changes["metrics_port"] = args.metrics_port
+    if getattr(args, "insecure", False):
+        changes["allow_insecure"] = True
     if changes:
         cfg = dataclasses.replace(cfg, server=dataclasses.replace(server, **changes))
     if getattr(args, "upstream_url", None):
@@ -160,6 +162,7 @@ async def _up_traced(args: argparse.Namespace) -> int:
 async def _translate(args: argparse.Namespace) -> int:
     import grpc
 
+    from . import tls
     from .v1 import translate_pb2 as pb
     from .v1 import translate_pb2_grpc as pb_grpc
 
@@ -172,7 +175,7 @@ async def _translate(args: argparse.Namespace) -> int:
         task_id=args.task_id,
         priority=pb.PRIORITY_BATCH if args.batch else pb.PRIORITY_INTERACTIVE,
     )
-    async with grpc.aio.insecure_channel(args.target) as channel:
+    async with tls.channel(args.target, tls=tls.ClientTLS.from_env()) as channel:
         stub = pb_grpc.TranslatorStub(channel)
         try:
             if args.stream:
@@ -223,12 +226,11 @@ async def _batch(args: argparse.Namespace) -> int:
 
 
 async def _models(args: argparse.Namespace) -> int:
-    import grpc
-
+    from . import tls
     from .v1 import translate_pb2 as pb
     from .v1 import translate_pb2_grpc as pb_grpc
 
-    async with grpc.aio.insecure_channel(args.target) as channel:
+    async with tls.channel(args.target, tls=tls.ClientTLS.from_env()) as channel:
         resp = await pb_grpc.TranslatorStub(channel).ListModels(pb.ListModelsRequest(), timeout=10)
     for m in resp.models:
         star = "*" if m.name == resp.default_model else " "
@@ -279,6 +281,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None, help="default: server.host or $TRANSLANE_GRPC_HOST")
     serve.add_argument("--port", type=int, default=None, help="default: server.port or $TRANSLANE_GRPC_PORT")
     serve.add_argument("--metrics-port", type=int, default=None, help="Prometheus port; 0 = off")
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve plaintext gRPC on an address other than loopback (server.allow_insecure)",
+    )
     serve.add_argument("--upstream-url", default=None, help="send every provider's calls here instead")
     serve.set_defaults(func=_serve)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -150,6 +151,47 @@ class ServerConfig:
     # A glossary rides in every call's prompt: a few hundred terms, each a word or a phrase.
     max_glossary_entries: int = 200
     max_glossary_term_chars: int = 200
+    # gRPC over TLS: the service's certificate chain and key (PEM files, read again on SIGHUP). With
+    # tls_client_ca_file set, every caller must present a certificate signed by that CA (mTLS).
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""
+    # Changed certificate files are noticed at the next handshake this long after the last look.
+    tls_reload_check_s: float = 10.0
+    # Plaintext on an address other than loopback only when asked for by name: whoever reaches the
+    # port spends the provider's budget.
+    allow_insecure: bool = False
+    # A plaintext port that serves only grpc.health.v1, for probes that speak no TLS (the kubelet's
+    # gRPC probes); 0 = none. It answers health and nothing else.
+    health_port: int = 0
+
+    def __post_init__(self) -> None:
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ConfigError("server.tls_cert_file and server.tls_key_file: set both or neither")
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            raise ConfigError("server.tls_client_ca_file: mTLS needs server.tls_cert_file and tls_key_file too")
+        if not self.tls and not self.allow_insecure and not is_loopback(self.host):
+            raise ConfigError(
+                f"server.host: {self.host[:64]!r} is not a loopback address and no TLS certificate is set "
+                "(server.tls_cert_file / TRANSLANE_TLS_CERT_FILE); to serve plaintext there on purpose set "
+                "server.allow_insecure = true (TRANSLANE_GRPC_INSECURE=1)"
+            )
+
+    @property
+    def tls(self) -> bool:
+        """True when the gRPC port speaks TLS."""
+        return bool(self.tls_cert_file)
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach ("localhost", 127.0.0.0/8, ::1)."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,29 +293,55 @@ class _Table:
 
 def _server(t: _Table, env: Mapping[str, str]) -> ServerConfig:
     d = ServerConfig()
-    cfg = ServerConfig(
+    # Built once with the environment's overrides in: a file that binds 0.0.0.0 is valid with the
+    # certificate the environment names.
+    fields: dict[str, Any] = dict(
         host=t.get("host", str, d.host),
         port=t.non_negative("port", int, d.port),
         grace_s=t.non_negative("grace_s", float, d.grace_s),
         max_segments=t.positive("max_segments", int, d.max_segments),
         max_segment_chars=t.positive("max_segment_chars", int, d.max_segment_chars),
         default_deadline_s=t.positive("default_deadline_s", float, d.default_deadline_s),
-        interactive_max_queue_wait_s=t.positive(
-            "interactive_max_queue_wait_s", float, d.interactive_max_queue_wait_s
-        ),
+        interactive_max_queue_wait_s=t.positive("interactive_max_queue_wait_s", float, d.interactive_max_queue_wait_s),
         batch_max_queue_wait_s=t.positive("batch_max_queue_wait_s", float, d.batch_max_queue_wait_s),
         metrics_port=t.non_negative("metrics_port", int, d.metrics_port),
         max_glossary_entries=t.positive("max_glossary_entries", int, d.max_glossary_entries),
         max_glossary_term_chars=t.positive("max_glossary_term_chars", int, d.max_glossary_term_chars),
+        tls_cert_file=t.get("tls_cert_file", str, d.tls_cert_file),
+        tls_key_file=t.get("tls_key_file", str, d.tls_key_file),
+        tls_client_ca_file=t.get("tls_client_ca_file", str, d.tls_client_ca_file),
+        tls_reload_check_s=t.non_negative("tls_reload_check_s", float, d.tls_reload_check_s),
+        allow_insecure=t.get("allow_insecure", bool, d.allow_insecure),
+        health_port=t.non_negative("health_port", int, d.health_port),
     )
     t.finish()
-    overrides: dict[str, Any] = {}
-    if "TRANSLANE_GRPC_HOST" in env:
-        overrides["host"] = env["TRANSLANE_GRPC_HOST"]
-    for var, name in (("TRANSLANE_GRPC_PORT", "port"), ("TRANSLANE_METRICS_PORT", "metrics_port")):
+    for var, name in (
+        ("TRANSLANE_GRPC_HOST", "host"),
+        ("TRANSLANE_TLS_CERT_FILE", "tls_cert_file"),
+        ("TRANSLANE_TLS_KEY_FILE", "tls_key_file"),
+        ("TRANSLANE_TLS_CLIENT_CA_FILE", "tls_client_ca_file"),
+    ):
         if var in env:
-            overrides[name] = _env_int(env, var)
-    return dataclasses.replace(cfg, **overrides)
+            fields[name] = env[var]
+    for var, name in (
+        ("TRANSLANE_GRPC_PORT", "port"),
+        ("TRANSLANE_METRICS_PORT", "metrics_port"),
+        ("TRANSLANE_HEALTH_PORT", "health_port"),
+    ):
+        if var in env:
+            fields[name] = _env_int(env, var)
+    if "TRANSLANE_GRPC_INSECURE" in env:
+        fields["allow_insecure"] = _env_flag(env, "TRANSLANE_GRPC_INSECURE")
+    return ServerConfig(**fields)
+
+
+def _env_flag(env: Mapping[str, str], var: str) -> bool:
+    value = env[var].strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{var}: expected 1/0, true/false, yes/no or on/off, got {env[var][:20]!r}")
 
 
 def _env_int(env: Mapping[str, str], var: str) -> int:

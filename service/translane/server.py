@@ -44,6 +44,7 @@ from .errors import (
 from .lanes import BATCH, INTERACTIVE
 from .languages import NAMES, normalize_language
 from .prometheus import serve_metrics
+from .tls import ServerCertificates
 from .tracing import ATTR, MAX_ID_CHARS, grpc_server_interceptors
 from .tracing import enabled as tracing_enabled
 from .v1 import translate_pb2 as pb
@@ -463,7 +464,7 @@ def _add_translator(service: TranslatorService, server: grpc.aio.Server) -> None
 
 
 class RunningServer:
-    """A started server: its bound port, health servicer, engine and metrics port (0 when not served)."""
+    """A started server: its bound port, health servicer, engine, metrics and health ports (0 when not served)."""
 
     def __init__(
         self,
@@ -472,18 +473,30 @@ class RunningServer:
         health_servicer: health.aio.HealthServicer,
         engine: Engine,
         metrics_port: int = 0,
+        certificates: ServerCertificates | None = None,
+        health_port: int = 0,
     ) -> None:
         self.server = server
         self.port = port
         self.health = health_servicer
         self.engine = engine
         self.metrics_port = metrics_port
+        self.certificates = certificates
+        self.health_port = health_port
+
+    def on_sighup(self) -> None:
+        """SIGHUP: put disabled models back in rotation and read the TLS certificates again."""
+        self.engine.governor.enable_all()
+        if self.certificates is not None:
+            self.certificates.reload()
 
 
 @contextlib.asynccontextmanager
 async def running_server(config: Config, *, grace_s: float | None = None) -> AsyncIterator[RunningServer]:
     """Start the gRPC server on config.server.host:port (and /metrics on metrics_port unless 0);
     on exit go NOT_SERVING and stop gracefully, then stop serving metrics."""
+    # Unreadable certificates fail here, naming the file, before anything starts.
+    certificates = ServerCertificates(config.server) if config.server.tls else None
     async with Engine.open(config) as engine, contextlib.AsyncExitStack() as stack:
         metrics_port = 0
         if config.server.metrics_port:
@@ -502,32 +515,49 @@ async def running_server(config: Config, *, grace_s: float | None = None) -> Asy
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-        port = server.add_insecure_port(f"{config.server.host}:{config.server.port}")
+        address = f"{config.server.host}:{config.server.port}"
+        if certificates is not None:
+            port = server.add_secure_port(address, certificates.credentials())
+        else:
+            port = server.add_insecure_port(address)
         if port == 0:
-            raise OSError(f"cannot bind {config.server.host}:{config.server.port}")
+            raise OSError(f"cannot bind {address}")
+        health_server, health_port = None, 0
+        if config.server.health_port:
+            # Health alone, in plaintext, for probes without TLS: a server of its own, so nothing
+            # else is reachable on that port.
+            health_server = grpc.aio.server()
+            health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)
+            health_port = health_server.add_insecure_port(f"{config.server.host}:{config.server.health_port}")
+            if health_port == 0:
+                raise OSError(f"cannot bind {config.server.host}:{config.server.health_port}")
+            await health_server.start()
         await server.start()
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         try:
-            yield RunningServer(server, port, health_servicer, engine, metrics_port)
+            yield RunningServer(server, port, health_servicer, engine, metrics_port, certificates, health_port)
         finally:
             # Stop taking new work first, so load balancers drain us, then finish in-flight calls.
             await health_servicer.enter_graceful_shutdown()
             await server.stop(config.server.grace_s if grace_s is None else grace_s)
+            if health_server is not None:
+                await health_server.stop(0)
 
 
 async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
-    """Run the server until SIGTERM or SIGINT; SIGHUP puts disabled models back in rotation."""
+    """Run the server until SIGTERM or SIGINT; SIGHUP puts disabled models back in rotation and reloads TLS."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with running_server(config) as running:
-        loop.add_signal_handler(signal.SIGHUP, running.engine.governor.enable_all)
+        loop.add_signal_handler(signal.SIGHUP, running.on_sighup)
         log.info(
-            "translane serving on %s:%d (models file %s, default model %s, governor %s)",
+            "translane serving on %s:%d (%s; models file %s, default model %s, governor %s)",
             config.server.host,
             running.port,
+            ("mTLS" if running.certificates.mutual else "TLS") if running.certificates else "plaintext",
             config.source,
             config.default_model,
             config.governor.kind,

@@ -38,16 +38,34 @@ from typing import Any
 
 import grpc
 import pytest
+import trustme
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from k8s_render import Rendered, render
 
 # What the Dockerfile's ENV and WORKDIR give every app container.
 IMAGE_ENV = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1", "HOME": "/tmp"}
 IMAGE_WORKDIR = "/tmp"
+# The cluster's CA (cert-manager's Issuer, say): it signs the service's certificate, for the names
+# its Services give it, and the shim's client certificate; each Secret carries it as ca.crt.
+CA = trustme.CA()
+SERVICE_CERT = CA.issue_cert(
+    *(f"{name}{suffix}" for name in ("translane-service", "translane-service-headless")
+      for suffix in ("", ".translane.svc", ".translane.svc.cluster.local"))
+)  # fmt: skip
+SHIM_CERT = CA.issue_cert("translane-shim")
 # Secrets are created out of band; these stand in for them. Unknown references fail the test.
 FAKE_SECRETS = {
     ("translane-provider", "ARK_API_KEY"): "sk-k8s-test-not-a-real-key",
     ("translane-shim-keys", "TRANSLANE_API_KEYS"): "k8s-test-key-1\nk8s-test-key-2\n",
+    **{
+        (secret, key): pem
+        for secret, cert in (("translane-service-tls", SERVICE_CERT), ("translane-shim-tls", SHIM_CERT))
+        for key, pem in (
+            ("tls.crt", cert.cert_chain_pems[0].bytes().decode()),
+            ("tls.key", cert.private_key_pem.bytes().decode()),
+            ("ca.crt", CA.cert_pem.bytes().decode()),
+        )
+    },
 }
 SHIM_KEYS = ("k8s-test-key-1", "k8s-test-key-2")
 ALL_INTERFACES = ("0.0.0.0", "::", "[::]", "")
@@ -100,7 +118,7 @@ def listening(container: dict[str, Any], env: dict[str, str]) -> tuple[str, set[
         host = flag(args, "--host") or cfg.server.host
         port = int(flag(args, "--port") or cfg.server.port)
         metrics = int(flag(args, "--metrics-port") or cfg.server.metrics_port)
-        return host, {port} | ({metrics} if metrics else set())
+        return host, {port} | {p for p in (metrics, cfg.server.health_port) if p}
     if r == "shim":
         from translane.cli import DEFAULT_SHIM_PORT
 
@@ -301,6 +319,8 @@ class Pods:
             env["TRANSLANE_GRPC_PORT"] = str(c.ports[cfg.server.port])
             if cfg.server.metrics_port:
                 env["TRANSLANE_METRICS_PORT"] = str(c.ports[cfg.server.metrics_port])
+            if cfg.server.health_port:
+                env["TRANSLANE_HEALTH_PORT"] = str(c.ports[cfg.server.health_port])
         elif c.role == "shim":
             (port,) = listening(c.spec, env)[1]
             env["TRANSLANE_SHIM_PORT"] = str(c.ports[port])
@@ -572,10 +592,19 @@ def test_service_serves_the_models_from_its_configmap(pods: Pods) -> None:
     models_file = Path(svc.env["TRANSLANE_MODELS_FILE"])
     want = tomllib.loads(models_file.read_text(encoding="utf-8"))["models"]
     port = svc.local("grpc")
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    # mTLS, as a labelled client with a certificate from the cluster's CA would call it.
+    creds = grpc.ssl_channel_credentials(
+        CA.cert_pem.bytes(), SHIM_CERT.private_key_pem.bytes(), SHIM_CERT.cert_chain_pems[0].bytes()
+    )
+    options = [("grpc.ssl_target_name_override", "translane-service.translane.svc")]
+    with grpc.secure_channel(f"127.0.0.1:{port}", creds, options=options) as channel:
         resp = translate_pb2_grpc.TranslatorStub(channel).ListModels(translate_pb2.ListModelsRequest(), timeout=10)
     got = {m.name: m.max_concurrency for m in resp.models}
     assert got == {name: m["max_concurrency"] for name, m in want.items()}
+    # Plaintext gets nowhere on the gRPC port.
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel, pytest.raises(grpc.RpcError) as err:
+        translate_pb2_grpc.TranslatorStub(channel).ListModels(translate_pb2.ListModelsRequest(), timeout=5)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
 def test_shim_takes_its_keys_from_the_mounted_secret(pods: Pods) -> None:

@@ -25,7 +25,15 @@ APP_IMAGE = "ghcr.io/translane/translane"
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PriorityClass"}
 # Secrets live outside the repo; the manifests may only reference these.
-SECRET_REFS = {("translane-provider", "ARK_API_KEY"), ("translane-shim-keys", "TRANSLANE_API_KEYS")}
+SECRET_REFS = {
+    ("translane-provider", "ARK_API_KEY"),
+    ("translane-shim-keys", "TRANSLANE_API_KEYS"),
+    *(
+        (secret, key)
+        for secret in ("translane-service-tls", "translane-shim-tls")
+        for key in ("tls.crt", "tls.key", "ca.crt")
+    ),
+}
 
 
 @pytest.fixture(params=OVERLAYS)
@@ -253,8 +261,11 @@ def test_containers_have_probes_on_declared_ports(rendered: Rendered) -> None:
 def test_service_uses_native_grpc_probes(rendered: Rendered) -> None:
     c = app_container(rendered, "translane-service")
     assert role(c) == "serve"
+    # The kubelet's gRPC probes speak no TLS: they ask the plaintext health-only port.
+    health = next(p["containerPort"] for p in c["ports"] if p["name"] == "health")
+    assert env_of(c)["TRANSLANE_HEALTH_PORT"] == str(health) != "50051"
     for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert c[kind]["grpc"]["port"] == 50051, kind
+        assert c[kind]["grpc"]["port"] == health, kind
     assert c["readinessProbe"]["grpc"].get("service", "") in ("", "translane.v1.Translator")
     # Liveness asks the overall server (""), never a dependency.
     assert c["livenessProbe"]["grpc"].get("service", "") == ""
@@ -358,6 +369,8 @@ def test_models_file_keeps_every_model_and_listens_on_all_interfaces(rendered: R
     assert cfg.server.host == "0.0.0.0"
     assert cfg.server.port == 50051
     assert cfg.server.metrics_port == 9464
+    # All interfaces, so only with mTLS: the service's config refuses plaintext there.
+    assert cfg.server.tls and cfg.server.tls_client_ca_file and not cfg.server.allow_insecure
     for name, m in cfg.models.items():
         d = default.models[name]
         # RPM/TPM are account-wide; they are never divided (the governor shares them).
@@ -629,3 +642,36 @@ def test_dockerignore_lets_the_package_sources_in() -> None:
             for init in (REPO / where).glob(f"{pattern}/__init__.py"):
                 top = init.parent.relative_to(REPO).parts[0]
                 assert top in allowed, f".dockerignore keeps out {top}/ (package {init.parent.name})"
+
+
+def test_grpc_is_mtls_between_shim_and_service(rendered: Rendered) -> None:
+    svc, shim = app_container(rendered, "translane-service"), app_container(rendered, "translane-shim")
+    svc_env, shim_env = env_of(svc), env_of(shim)
+
+    def secret_of(w: str, c: dict[str, Any], path: str) -> tuple[str, str]:
+        """(Secret, key) that the file at `path` in container `c` of Deployment `w` comes from."""
+        mount = next(m for m in c["volumeMounts"] if path.startswith(m["mountPath"].rstrip("/") + "/"))
+        vol = next(v for v in pod_spec(rendered.get("Deployment", w))["volumes"] if v["name"] == mount["name"])
+        rel = path[len(mount["mountPath"].rstrip("/")) + 1 :]
+        item = next(i for i in vol["secret"]["items"] if i["path"] == rel)
+        return vol["secret"]["secretName"], item["key"]
+
+    assert secret_of("translane-service", svc, svc_env["TRANSLANE_TLS_CERT_FILE"]) == (
+        "translane-service-tls",
+        "tls.crt",
+    )
+    assert secret_of("translane-service", svc, svc_env["TRANSLANE_TLS_KEY_FILE"]) == (
+        "translane-service-tls",
+        "tls.key",
+    )
+    assert secret_of("translane-service", svc, svc_env["TRANSLANE_TLS_CLIENT_CA_FILE"]) == (
+        "translane-service-tls",
+        "ca.crt",
+    )
+    for var, key in (("CA_FILE", "ca.crt"), ("CERT_FILE", "tls.crt"), ("KEY_FILE", "tls.key")):
+        assert secret_of("translane-shim", shim, shim_env[f"TRANSLANE_CLIENT_TLS_{var}"]) == ("translane-shim-tls", key)
+    # The name the shim checks is the headless Service's, in this namespace.
+    headless = rendered.get("Service", "translane-service-headless")
+    namespace = headless["metadata"].get("namespace", NAMESPACE)
+    assert shim_env["TRANSLANE_CLIENT_TLS_SERVER_NAME"] == f"translane-service-headless.{namespace}.svc"
+    assert "TRANSLANE_GRPC_INSECURE" not in svc_env

@@ -15,6 +15,7 @@ import grpc
 
 from gateway_shim._openai import usage_json
 
+from .. import tls
 from ..calls import persist
 from ..v1 import translate_pb2 as pb
 from ..v1 import translate_pb2_grpc as pb_grpc
@@ -212,7 +213,7 @@ async def run_batch(s: BatchSettings) -> BatchSummary:
     summary.lines = len(lines)
     show = sys.stderr.isatty() if s.progress is None else s.progress
     with open_output(s.output, done) as out:
-        async with grpc.aio.insecure_channel(s.grpc_target) as channel:
+        async with tls.channel(s.grpc_target, tls=tls.ClientTLS.from_env()) as channel:
             job = _Job(s, pb_grpc.TranslatorStub(channel), out, summary)
             with _progress(show, len(lines) - len(done.ids), job):
                 tasks: list[asyncio.Task[None]] = []

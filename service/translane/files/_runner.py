@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 
+from .. import tls
 from ..calls import persist
 from ..tasks import all_or_first_failure
 from ..v1 import translate_pb2 as pb
@@ -305,7 +306,7 @@ async def translate_files(paths: list[str], s: FileSettings) -> tuple[list[FileS
     summaries: list[FileSummary] = []
     review: list[dict[str, Any]] = []
     checker = LeakChecker(s.target_language, s.source_language)
-    async with grpc.aio.insecure_channel(s.grpc_target) as channel:
+    async with tls.channel(s.grpc_target, tls=tls.ClientTLS.from_env()) as channel:
         stub = pb_grpc.TranslatorStub(channel)
         listed = await stub.ListModels(pb.ListModelsRequest(), timeout=10)
         chosen = s.model or listed.default_model

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import aiohttp
 import grpc
 
+from .. import tls
 from ..calls import retry_after_s
 from ..v1 import translate_pb2 as pb
 from ..v1 import translate_pb2_grpc as pb_grpc
@@ -177,7 +178,7 @@ class GrpcClient:
 
     def __init__(self, cfg: LoadConfig, target: Target) -> None:
         self.cfg = cfg
-        self._channel = grpc.aio.insecure_channel(target.grpc)
+        self._channel = tls.channel(target.grpc, tls=tls.ClientTLS.from_env())
         self._stub = pb_grpc.TranslatorStub(self._channel)
         self._priority = pb.PRIORITY_BATCH if cfg.priority == "batch" else pb.PRIORITY_INTERACTIVE
 
