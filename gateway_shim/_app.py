@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -42,6 +43,32 @@ _CHANNEL_OPTIONS = (
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
+    # A call that fails in the transport (its backend killed, or refusing calls while it stops)
+    # is tried again on another backend, within the caller's deadline: safe, as a translation has
+    # no effect to repeat but its cost. The service's own failures carry a "do not retry" pushback
+    # (translane.server.NO_RETRY), so only transport failures are retried; a stream that has
+    # started answering is never retried. Throttled so a dead fleet is not hammered.
+    ("grpc.enable_retries", 1),
+    (
+        "grpc.service_config",
+        json.dumps(
+            {
+                "methodConfig": [
+                    {
+                        "name": [{"service": "translane.v1.Translator"}],
+                        "retryPolicy": {
+                            "maxAttempts": 3,
+                            "initialBackoff": "0.05s",
+                            "maxBackoff": "0.5s",
+                            "backoffMultiplier": 2,
+                            "retryableStatusCodes": ["UNAVAILABLE"],
+                        },
+                    }
+                ],
+                "retryThrottling": {"maxTokens": 100, "tokenRatio": 0.5},
+            }
+        ),
+    ),
 )
 _CORS_METHODS = "GET, POST, OPTIONS"
 _CORS_HEADERS = "Authorization, Content-Type, X-Task-Id, Request-Timeout, X-Request-Timeout"

@@ -1,4 +1,4 @@
-"""A rolling restart of two service processes behind one shim, under steady load: no request fails."""
+"""A rolling restart or a SIGKILL of one of two service processes behind one shim, under load: no request fails."""
 
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ async def test_restarting_each_service_in_turn_fails_no_request(models: Path, si
     assert outcomes["200"] > 100
 
 
-async def test_a_killed_service_costs_only_its_calls_in_flight(models: Path, sim: int, tmp_path: Path) -> None:
+async def test_a_killed_service_fails_no_request(models: Path, sim: int, tmp_path: Path) -> None:
     ports = [free_port(), free_port()]
     env = clean_env()
     upstream = ["--upstream-url", f"http://127.0.0.1:{sim}/v1"]
@@ -132,5 +132,6 @@ async def test_a_killed_service_costs_only_its_calls_in_flight(models: Path, sim
         for cm in running:
             cm.__exit__(None, None, None)
     assert before_kill["failed"] == 0 and before_kill["ok"] > 20
-    # At most the calls that were on the killed process when it died fail; the other serves the rest.
-    assert after_kill["failed"] <= 8 and after_kill["ok"] > 50
+    # The calls that were on the killed process when it died are tried again on the other (the
+    # shim's channel retries transport failures), which serves the rest.
+    assert after_kill["failed"] == 0 and after_kill["ok"] > 50

@@ -112,9 +112,17 @@ def _timing(stats: Stats, started: float) -> pb.Timing:
     )
 
 
+# The service's own failures are final for a client's automatic retry policy (gRFC A6 pushback: a
+# negative value stops it): the service has already retried the provider within the deadline, and
+# UNAVAILABLE from it means "the provider is failing", which another replica would only repeat. A
+# failure of the transport (a backend killed, or refusing calls while it stops) carries no such
+# trailer, so the shim's channel retries it on another backend (gateway_shim/_app.py).
+NO_RETRY = ("grpc-retry-pushback-ms", "-1")
+
+
 def _trailers(exc: TranslaneError, code: grpc.StatusCode) -> tuple[tuple[str, str | bytes], ...]:
     if exc.retry_after_s is None:
-        return ()
+        return (NO_RETRY,)
     delay = max(0.001, exc.retry_after_s)
     detail = error_details_pb2.RetryInfo(
         retry_delay=duration_pb2.Duration(seconds=int(delay), nanos=int((delay % 1) * 1e9))
@@ -122,6 +130,7 @@ def _trailers(exc: TranslaneError, code: grpc.StatusCode) -> tuple[tuple[str, st
     status = status_pb2.Status(code=getattr(code_pb2, code.name), message=exc.message)
     status.details.add().Pack(detail)
     return (
+        NO_RETRY,
         ("retry-after", str(math.ceil(delay))),
         ("grpc-status-details-bin", status.SerializeToString()),
     )

@@ -10,6 +10,7 @@ import grpc
 import openai
 import pytest
 from translane.config import Config, load_config
+from translane.server import RunningServer
 from translane.sim import SimConfig
 
 from gateway_shim import RunningShim, ShimConfig, running_shim
@@ -204,3 +205,17 @@ async def test_stream_error_before_any_byte_keeps_its_status(client: openai.Asyn
         )
     assert info.value.status_code == 400
     assert "no-such-model" in info.value.message
+
+
+async def test_the_services_own_unavailable_is_not_retried_by_the_shim(
+    http: aiohttp.ClientSession, sim: Sim, server: RunningServer
+) -> None:
+    """The provider failing is final once the service has tried: the shim's channel retries only
+    transport failures (tests/test_rolling_restart.py), not this."""
+    await sim.set(error_rate=1.0)
+    body = {"model": CHAT, "messages": [{"role": "user", "content": "Translate to German:\n\nHi"}]}
+    async with http.post("/v1/chat/completions", json=body, headers={"Request-Timeout": "3"}) as r:
+        assert r.status == 503, await r.text()
+    requests = server.engine.metrics.requests.values
+    answered = {k: v for k, v in requests.items() if k[0] == "Translate"}
+    assert sum(answered.values()) == 1, answered
