@@ -123,6 +123,13 @@ class GovernorConfig:
     default_pause_s: float = 1.0
     # Time a model stays out of rotation after the provider's spending-limit error.
     disable_s: float = 600.0
+    # A provider that fails this many calls in a row (5xx, refused or reset connections) is taken
+    # to be down: its model pauses, so work goes to the fallbacks at once instead of retrying into
+    # the outage. The pause starts at provider_down_pause_s and doubles while the first call after
+    # each pause fails again, up to provider_down_max_pause_s; a success ends it.
+    provider_down_after_failures: int = 3
+    provider_down_pause_s: float = 1.0
+    provider_down_max_pause_s: float = 5.0
     redis_url: str = ""
     redis_prefix: str = "translane"
     # Replicas sharing the limit: each takes 1/replicas of it when Redis is unreachable.
@@ -370,6 +377,11 @@ def _governor(t: _Table, env: Mapping[str, str]) -> GovernorConfig:
         recover_per_s=t.positive("recover_per_s", float, d.recover_per_s),
         default_pause_s=t.non_negative("default_pause_s", float, d.default_pause_s),
         disable_s=t.positive("disable_s", float, d.disable_s),
+        provider_down_after_failures=t.positive(
+            "provider_down_after_failures", int, d.provider_down_after_failures
+        ),
+        provider_down_pause_s=t.positive("provider_down_pause_s", float, d.provider_down_pause_s),
+        provider_down_max_pause_s=t.positive("provider_down_max_pause_s", float, d.provider_down_max_pause_s),
         redis_url=env.get("TRANSLANE_REDIS_URL") or t.get("redis_url", str, d.redis_url),
         redis_prefix=t.get("redis_prefix", str, d.redis_prefix),
         replicas=t.positive("replicas", int, d.replicas),

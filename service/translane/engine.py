@@ -23,10 +23,12 @@ from .errors import (
     ModelUnavailable,
     OutputTruncated,
     Overloaded,
+    ProviderConnectionError,
     ProviderEmptyAnswer,
     ProviderError,
     ProviderQuotaExhausted,
     ProviderRateLimited,
+    ProviderServerError,
     TranslaneError,
 )
 from .estimate import TokenEstimator
@@ -607,6 +609,11 @@ class Engine:
             # Any other failure reached the provider, which may count all of it: the ticket keeps
             # its reservation when it closes, and the day's budget counts it as spent.
             self._charge_budget(model, ticket.reservation.tokens)
+            if isinstance(exc, ProviderServerError | ProviderConnectionError) and not isinstance(
+                exc, ProviderEmptyAnswer
+            ):
+                # A run of these is a provider that is down: the model pauses and work falls back.
+                self.governor.on_failure(model.name, now)
 
     def _charge_budget(self, model: ModelConfig, tokens: int) -> None:
         """Count tokens the provider may have billed without an answer (a budget errs on the side of spent)."""

@@ -107,6 +107,9 @@ class ModelBudget:
         self.disabled_until = 0.0
         self.rate_limited = 0
         self.consecutive_429 = 0
+        self.consecutive_failures = 0
+        self.down_pauses = 0
+        self.outages = 0
 
     # The factor recovers linearly from its last cut: additive increase.
     def rate_factor(self, now: float) -> float:
@@ -171,8 +174,25 @@ class ModelBudget:
             pause = 0.0
         self.paused_until = max(self.paused_until, now + pause)
 
+    def on_failure(self, now: float) -> None:
+        """A call the provider failed (5xx, refused, reset): enough in a row and the model pauses."""
+        if now < self.paused_until:
+            return  # calls sent before the pause are still failing: that is not news
+        self.consecutive_failures += 1
+        if self.consecutive_failures < self.cfg.provider_down_after_failures:
+            return
+        # Down: pause, longer each time the first call after a pause fails too.
+        pause = min(self.cfg.provider_down_max_pause_s, self.cfg.provider_down_pause_s * 2**self.down_pauses)
+        if self.down_pauses == 0:
+            self.outages += 1
+        self.down_pauses += 1
+        self.consecutive_failures = self.cfg.provider_down_after_failures - 1
+        self.paused_until = max(self.paused_until, now + pause)
+
     def on_success(self) -> None:
         self.consecutive_429 = 0
+        self.consecutive_failures = 0
+        self.down_pauses = 0
 
     def snapshot(self, now: float) -> dict[str, float]:
         f = self.rate_factor(now)
@@ -189,6 +209,7 @@ class ModelBudget:
             "paused_s": max(0.0, self.paused_until - now),
             "disabled": 1.0 if now < self.disabled_until else 0.0,
             "rate_limited": float(self.rate_limited),
+            "provider_outages": float(self.outages),
         }
 
 
@@ -250,6 +271,14 @@ class Governor:
 
     def on_success(self, model: str) -> None:
         self.budgets[model].on_success()
+
+    def on_failure(self, model: str, now: float) -> None:
+        """The provider failed a call of `model` (not a 429): a run of them pauses it (see ModelBudget)."""
+        b = self.budgets[model]
+        was_paused = now < b.paused_until
+        b.on_failure(now)
+        if not was_paused and now < b.paused_until:
+            self.wake()  # its waiters hear it at once and fall back
 
     def disable(self, model: str, now: float) -> None:
         """Take a model out of rotation for `disable_s` (the provider's spending limit was hit)."""

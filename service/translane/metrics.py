@@ -87,7 +87,11 @@ _GOVERNOR_GAUGES = {
     "rate_factor": ("translane_governor_rate_factor", "Share of the published rate admitted now (<1 after 429s)"),
     "admitted_rpm": ("translane_governor_admitted_rpm", "Requests per minute the governor admits now"),
     "admitted_tpm": ("translane_governor_admitted_tpm", "Tokens per minute the governor admits now"),
-    "paused_s": ("translane_governor_paused_seconds", "Seconds until the model's 429 pause ends"),
+    "paused_s": ("translane_governor_paused_seconds", "Seconds until the model's pause (429 or provider down) ends"),
+    "provider_outages": (
+        "translane_governor_provider_outages",
+        "Times the model's provider was taken to be down (failed calls in a row) since start",
+    ),
     "disabled": ("translane_governor_disabled", "1 while the model is out of rotation (spending limit)"),
     "budget_tokens_spent": ("translane_budget_tokens_spent", "Tokens the model spent in the provider's day so far"),
     "budget_cost_spent": ("translane_budget_cost_spent", "Cost the model spent in the provider's day so far"),

@@ -121,3 +121,74 @@ class TestProviderDown:
                 assert_nothing_leaked(server)
             finally:
                 await runner.cleanup()
+
+
+FLASH = "doubao-seed-1-6-flash-250828"
+
+
+async def start_provider(port: int) -> web.AppRunner:
+    runner = web.AppRunner(create_app(SimConfig.from_config(load_config(env={}))), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner
+
+
+async def test_an_outage_of_the_primary_provider_is_served_by_the_fallback(sim: Sim) -> None:
+    """The primary's provider refuses every connection; a fallback model on another provider is up.
+
+    Callers see no failure: after a few failed calls the primary pauses, work goes to the fallback
+    at once, and the primary serves again once it is back (the first call after each pause looks)."""
+    primary_port = free_port()
+    base = load_config(env={})
+    ark = base.providers["ark"]
+    providers = {
+        "ark": dataclasses.replace(ark, base_url=f"http://127.0.0.1:{primary_port}/api/v3", retry_base_s=0.05),
+        "backup": dataclasses.replace(ark, name="backup", base_url=sim.url),
+    }
+    models = {
+        TR: dataclasses.replace(base.models[TR], fallbacks=(FLASH,)),
+        FLASH: dataclasses.replace(base.models[FLASH], provider="backup", fallbacks=()),
+    }
+    governor = dataclasses.replace(base.governor, provider_down_pause_s=0.2, provider_down_max_pause_s=0.4)
+    cfg = dataclasses.replace(
+        base,
+        default_model=TR,
+        providers=providers,
+        models=models,
+        governor=governor,
+        server=dataclasses.replace(base.server, port=0, grace_s=0.5),
+        cache=dataclasses.replace(base.cache, kind="off"),
+    )
+    served: list[str] = []
+    failed: list[BaseException] = []
+    back = asyncio.Event()
+    async with running_server(cfg) as server, grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        stub = pb_grpc.TranslatorStub(ch)
+
+        async def caller(i: int) -> None:
+            n = 0
+            while not (back.is_set() and served[-1:] == [TR]):
+                n += 1
+                req = pb.TranslateRequest(segments=[f"caller {i} line {n}"], target_language="zh")
+                try:
+                    resp = await stub.Translate(req, timeout=5)
+                except grpc.aio.AioRpcError as exc:
+                    failed.append(exc)
+                    return
+                served.append(resp.translations[0].model)
+
+        callers = [asyncio.create_task(caller(i)) for i in range(4)]
+        while served.count(FLASH) < 40 and not failed:  # the outage lasts until 40 answers came from the fallback
+            await asyncio.sleep(0.02)
+        runner = await start_provider(primary_port)
+        back.set()
+        try:
+            await asyncio.wait_for(asyncio.gather(*callers), 20)
+        finally:
+            await runner.cleanup()
+        await settle_lanes(server)
+        assert_nothing_leaked(server)
+        outages = server.engine.governor.snapshot(asyncio.get_running_loop().time())[TR]["provider_outages"]
+    assert not failed, failed[0]
+    assert served.count(FLASH) >= 40 and served[-1] == TR
+    assert outages == 1

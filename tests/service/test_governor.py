@@ -176,3 +176,36 @@ def test_share_scales_the_limits_for_a_replica() -> None:
     full = governor().budgets[SLOW.name]
     third = Governor({SLOW.name: SLOW}, CFG, 0.0, share=1 / 3).budgets[SLOW.name]
     assert third.request_rate == pytest.approx(full.request_rate / 3, rel=0.01)
+
+
+def test_a_run_of_provider_failures_pauses_the_model_longer_each_time_until_a_success() -> None:
+    cfg = dataclasses.replace(
+        CFG, provider_down_after_failures=3, provider_down_pause_s=1.0, provider_down_max_pause_s=4.0
+    )
+    g = governor(cfg=cfg)
+    name = SLOW.name
+    g.on_failure(name, 0.0)
+    g.on_failure(name, 0.1)
+    assert not g.is_paused(name, 0.2)  # two failures are bad luck, not an outage
+    g.on_failure(name, 0.2)
+    assert g.is_paused(name, 0.2) and g.is_paused(name, 1.19) and not g.is_paused(name, 1.2)
+    # Calls sent before the pause that fail during it change nothing.
+    for t in (0.3, 0.4, 0.5, 0.6):
+        g.on_failure(name, t)
+    assert not g.is_paused(name, 1.2)
+    # The first call after the pause fails too: paused again, twice as long, then capped.
+    g.on_failure(name, 1.2)
+    assert g.is_paused(name, 3.19) and not g.is_paused(name, 3.2)
+    g.on_failure(name, 3.2)
+    assert g.is_paused(name, 7.19) and not g.is_paused(name, 7.2)
+    g.on_failure(name, 7.2)
+    assert g.is_paused(name, 11.19) and not g.is_paused(name, 11.2)  # 4 s, the cap
+    assert g.snapshot(11.2)[name]["provider_outages"] == 1
+    # Back: a success ends the outage; the next run of failures starts from the beginning.
+    g.on_success(name)
+    g.on_failure(name, 12.0)
+    g.on_failure(name, 12.1)
+    assert not g.is_paused(name, 12.2)
+    g.on_failure(name, 12.2)
+    assert g.is_paused(name, 13.19) and not g.is_paused(name, 13.2)
+    assert g.snapshot(13.2)[name]["provider_outages"] == 2
