@@ -244,7 +244,10 @@ async def running_shim(
     try:
         app = create_app(config, ch, extra_routes=extra_routes, open_paths=open_paths)
         # handler_cancellation: a client that hangs up cancels its handler, and so its gRPC call.
-        runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=config.grace_s)
+        # auto_decompress=False: bodies are inflated by read_json, bounded, with a JSON error when they do not.
+        runner = web.AppRunner(
+            app, access_log=None, handler_cancellation=True, shutdown_timeout=config.grace_s, auto_decompress=False
+        )
         await runner.setup()
         try:
             site = web.TCPSite(runner, config.host, config.port)

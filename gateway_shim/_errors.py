@@ -2,7 +2,8 @@
 
 ShimError                  an HTTP error with an OpenAI-style body
 ├── raised by the shim     bad JSON or types (400), no or wrong key (401),
-│                          body too large (413), no such route (404/405)
+│                          body too large (413), no such route (404/405),
+│                          a Content-Encoding other than gzip or deflate (415)
 └── from_rpc_error()       the service's gRPC status, mapped by _HTTP_STATUS
 """
 

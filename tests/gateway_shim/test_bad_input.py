@@ -226,7 +226,9 @@ async def test_a_sound_compressed_body_is_read(
     assert status == 200, payload
 
 
-async def test_a_deflate_body_that_never_ends_is_answered_not_hung(raw_http: aiohttp.ClientSession, sim: Sim) -> None:
+async def test_a_deflate_body_that_never_ends_is_400_json_however_it_arrives(
+    raw_http: aiohttp.ClientSession, sim: Sim
+) -> None:
     truncated = zlib.compress(_TEXT)[:-12]
 
     async def slowly() -> AsyncIterator[bytes]:
@@ -236,16 +238,43 @@ async def test_a_deflate_body_that_never_ends_is_answered_not_hung(raw_http: aio
 
     headers = {**JSON, "Content-Encoding": "deflate", "Request-Timeout": "1"}
     async with asyncio.timeout(5):
-        # Sent in parts, aiohttp's parser fails it after the handler started, without telling the reader:
-        # the read is bounded by the caller's deadline.
-        async with raw_http.post("/translate", data=slowly(), headers=headers) as r:
-            assert r.status == 408
-            error = error_of(await r.json())
-        assert error["code"] == "request_timeout" and "deflate" in str(error["message"])
-        # Sent with its headers, aiohttp's parser refuses it before any handler runs: its own plain 400.
-        async with raw_http.post("/translate", data=truncated, headers=headers) as r:
-            assert r.status == 400
+        for data in (slowly(), truncated):  # in parts (chunked), and whole with its Content-Length
+            async with raw_http.post("/translate", data=data, headers=headers) as r:
+                assert r.status == 400
+                error = error_of(await r.json())
+            assert error["code"] == "invalid_body" and "does not end" in str(error["message"])
     assert await provider_calls(sim) == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "encoding", "status", "code"),
+    [
+        (
+            zlib.compress(b"{}" + b" " * 3_000_000),
+            "deflate",
+            413,
+            "body_too_large",
+        ),  # a small body that inflates past the limit
+        (gzip.compress(_TEXT) + b"trailing", "gzip", 400, "invalid_body"),
+        (_TEXT, "br", 415, "unsupported_encoding"),
+        (_TEXT, "gzip, deflate", 415, "unsupported_encoding"),
+    ],
+)
+async def test_compressed_bodies_are_bounded_after_inflating(
+    raw_http: aiohttp.ClientSession, sim: Sim, body: bytes, encoding: str, status: int, code: str
+) -> None:
+    got, payload = await post(raw_http, "/v1/chat/completions", body, {"Content-Encoding": encoding})
+    assert got == status, payload
+    assert error_of(payload)["code"] == code
+    assert await provider_calls(sim) == 0
+
+
+async def test_raw_deflate_without_the_zlib_wrapper_is_read(raw_http: aiohttp.ClientSession) -> None:
+    raw = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    status, payload = await post(
+        raw_http, "/translate", raw.compress(_TEXT) + raw.flush(), {"Content-Encoding": "deflate"}
+    )
+    assert status == 200, payload
 
 
 # -- unbounded values, quoted back by the service ------------------------------------------------------------
