@@ -93,6 +93,10 @@ class RedisSpending:
         return out
 
 
+def _nothing() -> None:
+    return None
+
+
 class Budgets:
     """Spent tokens and cost per model for the current day, against each model's daily budget."""
 
@@ -110,6 +114,8 @@ class Budgets:
         self._day = ""
         self.tokens: dict[str, int] = {}
         self.cost: dict[str, float] = {}
+        # Tokens reserved by calls sent and not yet charged, by model.
+        self._in_flight: dict[str, int] = {}
         self._writes: set[asyncio.Task[None]] = set()
 
     @property
@@ -136,19 +142,41 @@ class Budgets:
         self._roll()
         return self.tokens.get(model, 0), self.cost.get(model, 0.0)
 
-    def exhausted(self, model: ModelConfig) -> str:
-        """Why `model` may not spend more today ("" when it may)."""
+    def exhausted(self, model: ModelConfig, with_in_flight: bool = False) -> str:
+        """Why `model` may not spend more today ("" when it may).
+
+        `with_in_flight` (when a call is granted): the calls already sent count too, at their reservations
+        (priced as output: a budget errs on the side of spent), so work that queued while others spent the
+        budget is not sent past it.
+        """
         if not (model.daily_token_budget or model.daily_cost_budget):
             return ""
         tokens, cost = self.spent(model.name)
-        if model.daily_token_budget and tokens >= model.daily_token_budget:
-            return f"daily budget of {model.daily_token_budget} tokens for {model.name} is spent ({tokens} used)"
-        if model.daily_cost_budget and cost >= model.daily_cost_budget:
+        ahead = self._in_flight.get(model.name, 0) if with_in_flight else 0
+        held = f", {ahead} more in flight" if ahead else ""
+        if model.daily_token_budget and tokens + ahead >= model.daily_token_budget:
+            return f"daily budget of {model.daily_token_budget} tokens for {model.name} is spent ({tokens} used{held})"
+        if model.daily_cost_budget and cost + model.cost(0, ahead) >= model.daily_cost_budget:
             return (
                 f"daily budget of {model.daily_cost_budget:g} {model.currency} for {model.name} is spent "
-                f"({cost:.4f} used)"
+                f"({cost:.4f} used{held})"
             )
         return ""
+
+    def in_flight(self, model: ModelConfig, tokens: int) -> Callable[[], None]:
+        """Count a sent call's reserved `tokens` as about to be spent; the returned function stops counting them."""
+        if not (model.daily_token_budget or model.daily_cost_budget):
+            return _nothing
+        self._in_flight[model.name] = self._in_flight.get(model.name, 0) + tokens
+
+        def done() -> None:
+            left = self._in_flight[model.name] - tokens
+            if left:
+                self._in_flight[model.name] = left
+            else:
+                del self._in_flight[model.name]
+
+        return done
 
     def charge(self, model: ModelConfig, tokens: int, cost: float) -> None:
         """Count a call the provider was paid for (only models with a budget are counted)."""

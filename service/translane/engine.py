@@ -424,14 +424,16 @@ class Engine:
                 last = ModelUnavailable(f"model {model.name} is out of rotation (provider spending limit)")
                 continue
             if i < len(chain) - 1 and self.governor.is_paused(model.name, now):
-                last = ModelUnavailable(f"model {model.name} is paused by provider rate limits")
+                last = ModelUnavailable(f"model {model.name} is paused (provider rate limits or outage)")
                 continue
             counted = prompt_tokens(model, call)
             tokens = self.estimators[model.name].estimate(counted, job.max_output_tokens)
             lane = self.lanes[model.lane]
             waited_from = time.time_ns()
+            # A stack of its own, so a ticket given back below frees its slot before the next model is tried.
+            admission = contextlib.AsyncExitStack()
             try:
-                ticket = await stack.enter_async_context(
+                ticket = await admission.enter_async_context(
                     lane.admit(
                         model,
                         tokens,
@@ -446,6 +448,15 @@ class Engine:
                     record_span(self._tracer, "translane.lane.wait", waited_from, waited, _wait_attrs(job, model), exc)
                 last = exc
                 continue
+            # Checked again at the grant, counting the calls in flight: while this one queued, others may
+            # have spent the day's budget.
+            spent = self.budgets.exhausted(model, with_in_flight=True) if self.budgets is not None else ""
+            if spent:
+                assert self.budgets is not None
+                await admission.aclose()  # never sent: refunded
+                last = BudgetSpent(f"model: {spent}", retry_after_s=self.budgets.seconds_to_next_day())
+                continue
+            await stack.enter_async_context(admission)
             self.metrics.admitted(model, ticket.queued_s, ticket.governed_s)
             if self._tracer is not None and (ticket.queued_s or ticket.governed_s):
                 self._record_waits(job, model, ticket, waited_from)
@@ -480,6 +491,9 @@ class Engine:
                         raise failure
                     raise Overloaded(f"no time left to call {model.name} before the deadline", retry_after_s=1.0)
                 ticket.sent()
+                if self.budgets is not None:
+                    # Until it is charged, counted against the day's budget at its reservation.
+                    stack.callback(self.budgets.in_flight(model, ticket.reservation.tokens))
                 try:
                     completion = await self._attempt(model, call, job, sink, streamed, attempt, ticket)
                 except ProviderError as exc:

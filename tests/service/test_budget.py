@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import tomllib
@@ -122,6 +123,21 @@ async def test_a_spent_budget_hands_work_to_the_fallback_until_the_next_day(conf
         wall.now = beijing(2, 0, 0, 1)  # midnight in Beijing: a new day
         assert (await engine.translate(job(engine._clock()))).models == ["m"]
         assert budgets.spent("m")[0] < 150
+
+
+async def test_work_granted_together_does_not_pass_the_budget_by_more_than_one_call(config: Config) -> None:
+    """Twenty calls queue at once while nothing is spent yet: each is checked again when its slot is granted,
+    counting the calls already in flight, so the model stops at its budget and the rest go to the fallback."""
+    budgets = Budgets(config.models, "Asia/Shanghai", Wall(beijing(1, 12)))
+    async with UpstreamClient(config) as upstream:
+        engine = Engine(config, upstream, Governor(config.models, config.governor, 0.0), budgets=budgets)
+        one = await engine.translate(job(engine._clock(), "f"))  # what one call costs, on the model with no budget
+        per_call = one.stats.prompt_tokens + one.stats.completion_tokens
+        results = await asyncio.gather(*(engine.translate(job(engine._clock())) for _ in range(20)))
+    on_m = sum(r.models[0] == "m" for r in results)
+    tokens, _ = budgets.spent("m")
+    assert on_m >= 1 and sum(r.models[0] == "f" for r in results) == 20 - on_m
+    assert tokens < 150 + per_call  # past the budget by less than one call (without the check: 20 calls)
 
 
 async def test_with_no_fallback_the_refusal_names_the_budget_and_the_wait(config: Config) -> None:

@@ -174,12 +174,16 @@ async def test_an_outage_of_the_primary_provider_is_served_by_the_fallback(sim: 
                     resp = await stub.Translate(req, timeout=5)
                 except grpc.aio.AioRpcError as exc:
                     failed.append(exc)
+                    long_enough.set()
                     return
                 served.append(resp.translations[0].model)
+                if served.count(FLASH) >= 40:
+                    long_enough.set()
 
+        # The outage lasts until 40 answers came from the fallback.
+        long_enough = asyncio.Event()
         callers = [asyncio.create_task(caller(i)) for i in range(4)]
-        while served.count(FLASH) < 40 and not failed:  # the outage lasts until 40 answers came from the fallback
-            await asyncio.sleep(0.02)
+        await asyncio.wait_for(long_enough.wait(), 20)
         runner = await start_provider(primary_port)
         back.set()
         try:
