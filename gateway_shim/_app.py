@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import grpc
 from aiohttp import web
 from translane import tls
+from translane.config import ConfigError
 from translane.tracing import aiohttp_server_middleware, grpc_client_interceptors
 
 from ._backend import Backend
@@ -234,15 +235,25 @@ async def running_shim(
 ) -> AsyncIterator[RunningShim]:
     """Listen on config.host:port (0 picks a free port); on exit stop the site, then close our channel."""
     own = channel is None
-    if channel is None:
-        interceptors = grpc_client_interceptors()
-        ch = tls.channel(
+    interceptors = grpc_client_interceptors()
+
+    def open_channel() -> grpc.aio.Channel:
+        return tls.channel(
             config.grpc_target, tls=config.backend_tls, options=_CHANNEL_OPTIONS, interceptors=interceptors or None
         )
-    else:
-        ch = channel
+
+    ch = open_channel() if channel is None else channel
+    # Channels replaced after a certificate change: each closes once its calls had time to finish.
+    retired: dict[grpc.aio.Channel, asyncio.Task[None]] = {}
+    following: asyncio.Task[None] | None = None
+    backend: Backend | None = None
     try:
         app = create_app(config, ch, extra_routes=extra_routes, open_paths=open_paths)
+        backend = app[STATE].backend
+        if own and config.backend_tls is not None:
+            following = asyncio.create_task(
+                _follow_certificates(config.backend_tls, backend, open_channel, config.timeout_s, retired)
+            )
         # handler_cancellation: a client that hangs up cancels its handler, and so its gRPC call.
         # auto_decompress=False: bodies are inflated by read_json, bounded, with a JSON error when they do not.
         runner = web.AppRunner(
@@ -257,8 +268,47 @@ async def running_shim(
         finally:
             await runner.cleanup()
     finally:
+        if following is not None:
+            following.cancel()
+            await asyncio.gather(following, return_exceptions=True)
         if own:
-            await ch.close()
+            for old, closing in retired.items():
+                closing.cancel()
+                await old.close()
+            await (backend.channel if backend is not None else ch).close()
+
+
+async def _follow_certificates(
+    client: tls.ClientTLS,
+    backend: Backend,
+    open_channel: Callable[[], grpc.aio.Channel],
+    grace_s: float,
+    retired: dict[grpc.aio.Channel, asyncio.Task[None]],
+) -> None:
+    """Open a new channel when the client certificate files change (a renewed certificate); new calls use it,
+    calls on the old one get `grace_s` to finish."""
+    seen = client.signature()
+    while True:
+        await asyncio.sleep(client.reload_check_s)
+        now = client.signature()
+        if now == seen:
+            continue
+        seen = now
+        try:
+            fresh = open_channel()
+        except ConfigError as exc:
+            log.error("TLS files changed but cannot be used, keeping the channel in use: %s", exc)
+            continue
+        old = backend.channel
+        backend.replace_channel(fresh)
+        log.info("TLS files changed: new calls go over a new channel")
+        task = asyncio.create_task(old.close(grace_s))
+        retired[old] = task
+
+        def forget(_: asyncio.Task[None], old: grpc.aio.Channel = old) -> None:
+            retired.pop(old, None)
+
+        task.add_done_callback(forget)
 
 
 async def run_shim(

@@ -47,8 +47,12 @@ class Backend:
     """Calls the Translator service and its health service over one channel."""
 
     def __init__(self, channel: grpc.aio.Channel, timeout_s: float) -> None:
-        self.channel = channel
         self.timeout_s = timeout_s
+        self.replace_channel(channel)
+
+    def replace_channel(self, channel: grpc.aio.Channel) -> None:
+        """Send new calls over `channel` (calls already made finish on the one they started on)."""
+        self.channel = channel
         self._stub = pb_grpc.TranslatorStub(channel)
         self._health = health_pb2_grpc.HealthStub(channel)
 

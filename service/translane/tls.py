@@ -127,6 +127,9 @@ class ClientTLS:
     # The name the service's certificate is checked against when the target's host is not it
     # (an IP address, a headless Service's per-pod addresses behind one DNS name).
     server_name: str = ""
+    # A long-running caller (the shim) looks this often whether the files changed, and if so opens
+    # a new channel with them: a renewed certificate is used before the old one expires.
+    reload_check_s: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ClientTLS | None:
@@ -142,6 +145,14 @@ class ClientTLS:
         if bool(cert) != bool(key):
             raise ConfigError("TRANSLANE_CLIENT_TLS_CERT_FILE and TRANSLANE_CLIENT_TLS_KEY_FILE: set both or neither")
         return cls(ca, cert, key, env.get("TRANSLANE_CLIENT_TLS_SERVER_NAME", ""))
+
+    def signature(self) -> tuple[tuple[int, int, int], ...] | None:
+        """What the files are now (inode, mtime, size), to notice a change; None when one cannot be read."""
+        try:
+            stats = [os.stat(p) for p in (self.ca_file, self.cert_file, self.key_file) if p]
+        except OSError:
+            return None
+        return tuple((st.st_ino, st.st_mtime_ns, st.st_size) for st in stats)
 
     def credentials(self) -> grpc.ChannelCredentials:
         """Channel credentials read from the files now."""

@@ -19,7 +19,7 @@ import translane
 import trustme
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from translane import tls
-from translane.config import ConfigError, ServerConfig, load_config
+from translane.config import Config, ConfigError, ServerConfig, load_config
 from translane.server import RunningServer, running_server
 from translane.v1 import translate_pb2 as pb
 from translane.v1 import translate_pb2_grpc as pb_grpc
@@ -265,3 +265,42 @@ async def test_sighup_reloads_the_certificates_for_new_connections(tmp_path: Pat
     finally:
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.wait(), 20)
+
+
+def on_port(cfg: Config, port: int) -> Config:
+    return dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, port=port))
+
+
+async def test_the_shim_follows_renewed_certificate_files(sim: Sim, tmp_path: Path) -> None:
+    """The service comes back with certificates from a new CA, trusting only client certificates from it; the
+    shim's files are renewed in place. The shim opens a new channel with them and is served again."""
+    old, new = Pki.make(tmp_path / "old"), Pki.make(tmp_path / "new")
+    shim_files = Pki.make(tmp_path / "shim")  # the shim's own files: old's for now
+    for src, dst in ((old.server_ca, shim_files.server_ca), (old.client_cert, shim_files.client_cert)):
+        dst.write_bytes(src.read_bytes())
+    shim_files.client_key.write_bytes(old.client_key.read_bytes())
+    port = free_port()
+    client = dataclasses.replace(shim_files.client(), reload_check_s=0.05)
+    cfg = ShimConfig(port=0, grpc_target=f"{NAME}:{port}", backend_tls=client, timeout_s=3)
+    body = {"messages": [{"role": "user", "content": "Translate to Chinese:\n\nGood morning."}]}
+    async with running_shim(cfg) as shim, aiohttp.ClientSession() as http:
+        url = f"{shim.url}/v1/chat/completions"
+        async with running_server(on_port(server_config(sim, **old.server(mutual=True)), port)):
+            async with http.post(url, json=body) as resp:
+                assert resp.status == 200, await resp.text()
+        # The service restarts with the new CA's certificates; the shim's files are renewed.
+        async with running_server(on_port(server_config(sim, **new.server(mutual=True)), port)):
+            for src, dst in (
+                (new.server_ca, shim_files.server_ca),
+                (new.client_cert, shim_files.client_cert),
+                (new.client_key, shim_files.client_key),
+            ):
+                dst.write_bytes(src.read_bytes())
+            deadline = time.monotonic() + 10
+            while True:
+                async with http.post(url, json=body, headers={"Request-Timeout": "1"}) as resp:
+                    status, answer = resp.status, await resp.text()
+                if status == 200:
+                    break
+                assert time.monotonic() < deadline, answer
+                await asyncio.sleep(0.05)
