@@ -73,7 +73,11 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             message = f"{request.method} is not allowed on {request.path}"
         else:
             message = exc.text or exc.reason
-        return _error_response(ShimError(exc.status, message, code=exc.reason.lower().replace(" ", "_")))
+        response = _error_response(ShimError(exc.status, message, code=exc.reason.lower().replace(" ", "_")))
+        if "Allow" in exc.headers:
+            # A 405 names the methods the path does take (RFC 9110 requires it).
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except asyncio.CancelledError:
         raise
     except ConnectionResetError:

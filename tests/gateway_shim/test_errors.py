@@ -99,7 +99,11 @@ async def test_unknown_route_and_method_are_json(http: aiohttp.ClientSession) ->
         assert_openai_error(await r.json(), "invalid_request_error")
     async with http.get("/v1/chat/completions") as r:
         assert r.status == 405
+        assert r.headers["Allow"] == "POST"
         assert_openai_error(await r.json(), "invalid_request_error")
+    async with http.request("TRACE", "/healthz") as r:
+        assert r.status == 405
+        assert set(r.headers["Allow"].split(",")) == {"GET", "HEAD"}
 
 
 class TestBodyLimit:
