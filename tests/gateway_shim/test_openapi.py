@@ -4,6 +4,11 @@ The schemathesis run drives the real shim (with a key), the real service and the
 with requests generated from the document, valid and invalid (its examples, coverage and fuzzing phases), and
 checks every answer: never a 5xx, a status the document declares for the route, its content type, headers and
 schema (stream chunks included), and within a bounded time.
+
+One 5xx is the document's answer to the caller rather than a fault: 504 when the caller's own deadline passes
+before the service has answered. With the 50 ms deadlines the document allows, a stall of a few tens of ms (a
+garbage collection on a shared 2-core machine) is enough: about 1 in 300 such requests. The run allows 504 only
+for a deadline under SHORT_DEADLINE_S, and counts them apart.
 """
 
 from __future__ import annotations
@@ -179,6 +184,9 @@ MAX_EXAMPLES = 200
 # No answer may take longer, streams included: the shim's own deadline below bounds every call.
 MAX_RESPONSE_S = 10.0
 SHIM_TIMEOUT_S = 5.0
+# A 504 for a caller whose own deadline was shorter is its deadline passing, not a server fault (see above).
+SHORT_DEADLINE_S = 0.25
+DEADLINE_HEADERS = ("request-timeout", "x-request-timeout", "x-stainless-read-timeout")
 
 
 @contextlib.contextmanager
@@ -239,22 +247,29 @@ class Tally:
     statuses: Counter[int] = dataclasses.field(default_factory=Counter)
     kinds: Counter[str] = dataclasses.field(default_factory=Counter)
     operations: Counter[str] = dataclasses.field(default_factory=Counter)
+    deadlines_passed: int = 0
     started: float = dataclasses.field(default_factory=time.monotonic)
 
     def record(self, case: Case, response: Response) -> None:
         self.statuses[response.status_code] += 1
+        if _deadline_passed(case, response):
+            self.deadlines_passed += 1
         self.operations[case.operation.label] += 1
         if case.meta is not None:
             self.kinds[f"{case.meta.phase.name.value} {case.meta.generation.mode.value}"] += 1
 
     def summary(self) -> str:
-        server_errors = sum(n for status, n in self.statuses.items() if status >= 500)
+        server_errors = self.server_errors()
         statuses = ", ".join(f"{status}: {n}" for status, n in sorted(self.statuses.items()))
         kinds = ", ".join(f"{kind}: {n}" for kind, n in sorted(self.kinds.items()))
         return (
             f"schemathesis {schemathesis.__version__}: {self.statuses.total()} requests in "
-            f"{time.monotonic() - self.started:.1f} s, {server_errors} 5xx; by status {statuses}; by phase {kinds}"
+            f"{time.monotonic() - self.started:.1f} s, {server_errors} 5xx (and {self.deadlines_passed} 504 at a "
+            f"caller deadline under {SHORT_DEADLINE_S:g} s); by status {statuses}; by phase {kinds}"
         )
+
+    def server_errors(self) -> int:
+        return sum(n for status, n in self.statuses.items() if status >= 500) - self.deadlines_passed
 
 
 @pytest.fixture(scope="module")
@@ -269,7 +284,7 @@ def tally(pytestconfig: pytest.Config) -> Iterator[Tally]:
             reporter.write_line(f"\n{counts.summary()}")
     # An operation with no parameters still gets its coverage cases (each unexpected method, say).
     assert all(n >= 5 for n in counts.operations.values()), counts.operations
-    assert not any(status >= 500 for status in counts.statuses), counts.summary()
+    assert counts.server_errors() == 0, counts.summary()
 
 
 @pytest.fixture(scope="module")
@@ -292,6 +307,8 @@ schema = schemathesis.openapi.from_dict(
             "generation": {"mode": "all", "max-examples": MAX_EXAMPLES, "allow-extra-parameters": False},
             "phases": {"stateful": {"enabled": False}},
             "checks": {
+                # 504 only when the caller's deadline was short: checked by deadline_passed_or_no_server_error.
+                "not_a_server_error": {"expected-statuses": ["2xx", "3xx", "4xx", "504"]},
                 "max_response_time": MAX_RESPONSE_S,
                 # A request the document allows may still be refused for what it means: a language or model
                 # the service does not know (the document cannot list every spelling) is a 400 from the service
@@ -320,6 +337,28 @@ def stream_ends(ctx: CheckContext, response: Response, case: Case) -> bool | Non
     return True
 
 
+def _stated_deadline(case: Case) -> float | None:
+    values = []
+    for name, value in (case.headers or {}).items():
+        if name.lower() in DEADLINE_HEADERS:
+            with contextlib.suppress(TypeError, ValueError):
+                values.append(float(value))
+    return min(values, default=None)
+
+
+def _deadline_passed(case: Case, response: Response) -> bool:
+    deadline = _stated_deadline(case)
+    return response.status_code == 504 and deadline is not None and deadline < SHORT_DEADLINE_S
+
+
+def deadline_passed_or_no_server_error(ctx: CheckContext, response: Response, case: Case) -> bool | None:
+    """No 5xx but a 504 to a caller whose own deadline was under SHORT_DEADLINE_S."""
+    if response.status_code < 500:
+        return None
+    assert _deadline_passed(case, response), f"{response.status_code} with a deadline of {_stated_deadline(case)} s"
+    return True
+
+
 def refused_for_its_meaning(ctx: CheckContext, response: Response, case: Case) -> bool | None:
     """A 400 to a request the document allows comes from the service (an unknown language or model, say), never
     from the shim's own checks of types and bounds, which the document states."""
@@ -336,5 +375,7 @@ def test_shim_conforms_to_its_document(case: Case, shim_url: str, tally: Tally) 
     response = case.call(base_url=shim_url)
     tally.record(case, response)
     case.validate_response(
-        response, additional_checks=[stream_ends, refused_for_its_meaning], transport_kwargs={"base_url": shim_url}
+        response,
+        additional_checks=[stream_ends, refused_for_its_meaning, deadline_passed_or_no_server_error],
+        transport_kwargs={"base_url": shim_url},
     )
