@@ -18,6 +18,7 @@ from translane.tracing import aiohttp_server_middleware, grpc_client_interceptor
 
 from ._backend import Backend
 from ._config import ShimConfig
+from ._description import OPENAPI_PATH, openapi_handler
 from ._errors import ShimError, from_rpc_error
 from ._http import STATE, TASK_ID, TASK_ID_HEADER, ShimState, json_response
 from ._metrics import METRICS_PATH, ShimMetrics
@@ -102,7 +103,11 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             message = f"{request.method} is not allowed on {request.path}"
         else:
             message = exc.text or exc.reason
-        return _error_response(ShimError(exc.status, message, code=exc.reason.lower().replace(" ", "_")))
+        response = _error_response(ShimError(exc.status, message, code=exc.reason.lower().replace(" ", "_")))
+        if "Allow" in exc.headers:
+            # A 405 names the methods the path does take (RFC 9110 requires it).
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except asyncio.CancelledError:
         raise
     except ConnectionResetError:
@@ -118,7 +123,7 @@ class _Access:
 
     def __init__(self, config: ShimConfig, open_paths: Iterable[str]) -> None:
         self.keys = tuple(k.encode() for k in config.api_keys)
-        self.open_paths = frozenset({HEALTH_PATH, METRICS_PATH, *open_paths})
+        self.open_paths = frozenset({HEALTH_PATH, METRICS_PATH, OPENAPI_PATH, *open_paths})
         self.origins = config.cors_origins
 
     def key_ok(self, header: str) -> bool:
@@ -189,8 +194,9 @@ def create_app(
 ) -> web.Application:
     """The shim as an aiohttp app calling the service over `channel`.
 
-    /healthz and /metrics need no key. `extra_routes` sit behind the same auth unless their path is in
-    `open_paths`. With tracing on, every request but those two gets a server span, the parent of its gRPC call.
+    /healthz, /metrics and /openapi.json need no key. `extra_routes` sit behind the same auth unless their path is
+    in `open_paths`. With tracing on, every request but probes and scrapes (/healthz, /metrics) gets a server span,
+    the parent of its gRPC call.
     """
     access = _Access(config, open_paths)
     metrics = ShimMetrics()
@@ -207,6 +213,7 @@ def create_app(
     app.router.add_post("/translate/", custom_translate)
     app.router.add_get(HEALTH_PATH, _healthz)
     app.router.add_get(METRICS_PATH, metrics.handler)
+    app.router.add_get(OPENAPI_PATH, openapi_handler())
     app.router.add_routes(extra_routes)
     app.on_response_prepare.append(access.on_prepare)
     return app

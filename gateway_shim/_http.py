@@ -181,12 +181,17 @@ def _too_large(length: int | None, max_bytes: int) -> ShimError:
 
 
 def task_id_of(request: web.Request, body: Mapping[str, Any]) -> str:
-    """The caller's task id, from the body's `task_id` or else the X-Task-Id header; remembered for the echo."""
-    value = body.get("task_id")
-    field = "task_id"
-    if value is None:
-        value = request.headers.get(TASK_ID_HEADER, "")
-        field = TASK_ID_HEADER
+    """The caller's task id, from the body's `task_id` or else the X-Task-Id header (both checked when both are
+    given); remembered for the echo."""
+    header = _task_id(TASK_ID_HEADER, request.headers.get(TASK_ID_HEADER, ""))
+    given = body.get("task_id")
+    value = header if given is None else _task_id("task_id", given)
+    if value:
+        request[TASK_ID] = value
+    return value
+
+
+def _task_id(field: str, value: Any) -> str:
     if not isinstance(value, str):
         raise ShimError.bad_field(field, "a string", value)
     if value and (len(value) > MAX_TASK_ID_CHARS or not _TASK_ID.fullmatch(value)):
@@ -196,8 +201,6 @@ def task_id_of(request: web.Request, body: Mapping[str, Any]) -> str:
             code="invalid_value",
             param=field,
         )
-    if value:
-        request[TASK_ID] = value
     return value
 
 

@@ -85,24 +85,28 @@ def _content(content: Any, where: str) -> str:
     return "\n".join(texts)
 
 
-def _flag(body: Mapping[str, Any], name: str) -> bool:
+def _flag(body: Mapping[str, Any], name: str, where: str = "") -> bool:
     value = body.get(name)
     if value is None:
         return False
     if not isinstance(value, bool):
-        raise ShimError.bad_field(name, "true or false", value)
+        raise ShimError.bad_field(f"{where}{name}", "true or false", value)
     return value
 
 
 def _max_tokens(body: Mapping[str, Any]) -> int:
+    """`max_completion_tokens`, else `max_tokens`, else 0; each one given is checked, the one used or not."""
+    found = []
     for name in ("max_completion_tokens", "max_tokens"):
         value = body.get(name)
         if value is None:
             continue
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # 100.0 is the integer 100 in JSON (and in JSON Schema)
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_OUTPUT_TOKENS:
-            raise ShimError.bad_field(name, f"an integer from 0 to {MAX_OUTPUT_TOKENS}", value)
-        return value
-    return 0
+            raise ShimError.bad_field(name, f"an integer from 0 to {MAX_OUTPUT_TOKENS}", body.get(name))
+        found.append(value)
+    return found[0] if found else 0
 
 
 def parse_chat(body: Mapping[str, Any], task_id: str, default_target: str) -> ChatRequest:
@@ -110,17 +114,25 @@ def parse_chat(body: Mapping[str, Any], task_id: str, default_target: str) -> Ch
     messages = body.get("messages")
     if not isinstance(messages, list):
         raise ShimError.bad_field("messages", "a list of messages", messages)
-    model = body.get("model") or ""
+    model = body.get("model")
+    if model is None:
+        model = ""
     if not isinstance(model, str):
         raise ShimError.bad_field("model", "a string", model)
     stream = _flag(body, "stream")
     options = body.get("stream_options")
     if options is not None and not isinstance(options, Mapping):
         raise ShimError.bad_field("stream_options", "an object", options)
-    include_usage = stream and options is not None and _flag(options, "include_usage")
+    include_usage = options is not None and _flag(options, "include_usage", "stream_options.")
+    include_usage = stream and include_usage  # checked whether it applies or not, like every field
     max_output_tokens = _max_tokens(body)
     target, _ = language_field(body, "target_language", "target_lang")
     source, _ = language_field(body, "source_language", "source_lang")
+    use_cache = body.get("cache")
+    if use_cache is None:
+        use_cache = True
+    if not isinstance(use_cache, bool):
+        raise ShimError.bad_field("cache", "true or false", use_cache)
     if not messages:
         return ChatRequest(model, None, target or default_target, source, stream, include_usage, task_id, 0)
     roles: list[str] = []
@@ -149,9 +161,6 @@ def parse_chat(body: Mapping[str, Any], task_id: str, default_target: str) -> Ch
         found_source, found_target = prompt_languages(prompts)
         target = target or found_target
         source = source or found_source
-    use_cache = body.get("cache", True)
-    if not isinstance(use_cache, bool):
-        raise ShimError.bad_field("cache", "true or false", use_cache)
     return ChatRequest(
         model, batch, target or default_target, source, stream, include_usage, task_id, max_output_tokens, use_cache
     )

@@ -201,15 +201,18 @@ class CustomRequest:
 
 
 def language_field(body: Mapping[str, Any], *names: str) -> tuple[str, str]:
-    """(our code, as sent) from the first of `names` present; ("", "") when none is."""
+    """(our code, as sent) from the first of `names` present; ("", "") when none is. Each one present is checked."""
+    found = []
     for name in names:
         value = body.get(name)
         if value is None:
             continue
         if not isinstance(value, str):
             raise ShimError.bad_field(name, "a language code such as 'zh-CN' or 'en'", value)
-        return resolve(value) or normalize_language(value), value
-    return "", ""
+        found.append(value)
+    if not found:
+        return "", ""
+    return resolve(found[0]) or normalize_language(found[0]), found[0]
 
 
 def parse_custom(body: Mapping[str, Any], default_target: str, task_id: str = "") -> CustomRequest:
@@ -219,7 +222,9 @@ def parse_custom(body: Mapping[str, Any], default_target: str, task_id: str = ""
         raise ShimError.bad_field("text_list", "a list of strings", texts)
     target, _ = language_field(body, "target_lang", "target_language")
     source, source_sent = language_field(body, "source_lang", "source_language")
-    model = body.get("model", "")
+    model = body.get("model")
+    if model is None:
+        model = ""
     if not isinstance(model, str):
         raise ShimError.bad_field("model", "a string", model)
     return CustomRequest(tuple(texts), target or default_target, source, source_sent, model, task_id)

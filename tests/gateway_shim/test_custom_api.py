@@ -46,6 +46,8 @@ async def test_wrong_types_name_the_field(http: aiohttp.ClientSession) -> None:
         ({"text_list": "Hi"}, "text_list"),
         ({"text_list": ["a", 1]}, "text_list"),
         ({"text_list": ["a"], "target_lang": 3}, "target_lang"),
+        ({"text_list": ["a"], "target_lang": "fr", "target_language": 3}, "target_language"),
+        ({"text_list": ["a"], "model": 0}, "model"),
     ):
         async with http.post("/translate", json=body) as r:
             assert r.status == 400

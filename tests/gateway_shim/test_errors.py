@@ -71,6 +71,23 @@ class TestAuth:
         (b'{"messages": [{"role": "user", "content": "Hi"}], "max_tokens": -1}', "max_tokens"),
         (b'{"messages": [{"role": "user", "content": "Hi"}], "task_id": 12}', "task_id"),
         (b'{"messages": [{"role": "system", "content": "Translate to English."}]}', "messages"),
+        # A field is checked whether or not it is the one used: its alias is set, or it does not apply.
+        (
+            b'{"messages": [{"role": "user", "content": "Hi"}], "max_completion_tokens": 5, "max_tokens": "x"}',
+            "max_tokens",
+        ),
+        (
+            b'{"messages": [{"role": "user", "content": "Hi"}], "target_language": "fr", "target_lang": 5}',
+            "target_lang",
+        ),
+        (
+            b'{"messages": [{"role": "user", "content": "Hi"}], "stream_options": {"include_usage": 1}}',
+            "stream_options.include_usage",
+        ),
+        (b'{"messages": [], "cache": "no"}', "cache"),
+        # Only null stands for "absent": 0, false, [] are no model.
+        (b'{"messages": [{"role": "user", "content": "Hi"}], "model": 0}', "model"),
+        (b'{"messages": [], "model": false}', "model"),
     ],
 )
 async def test_malformed_bodies_are_400_with_a_message(
@@ -82,6 +99,27 @@ async def test_malformed_bodies_are_400_with_a_message(
     assert_openai_error(payload, "invalid_request_error")
     assert payload["error"]["param"] == field
     assert "Traceback" not in payload["error"]["message"]
+
+
+async def test_null_fields_are_absent(http: aiohttp.ClientSession) -> None:
+    body = {"messages": [{"role": "user", "content": "Hi"}], "model": None, "cache": None, "max_tokens": None}
+    async with http.post("/v1/chat/completions", json=body) as r:
+        assert r.status == 200, await r.text()
+    async with http.post("/translate", json={"text_list": ["Hi"], "model": None}) as r:
+        assert r.status == 200, await r.text()
+
+
+async def test_integral_numbers_are_integers(http: aiohttp.ClientSession) -> None:
+    body = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 100.0}
+    async with http.post("/v1/chat/completions", json=body) as r:
+        assert r.status == 200, await r.text()
+
+
+async def test_a_task_id_header_is_checked_beside_the_body_one(http: aiohttp.ClientSession) -> None:
+    body = {"messages": [{"role": "user", "content": "Hi"}], "task_id": "job-1"}
+    async with http.post("/v1/chat/completions", json=body, headers={"X-Task-Id": "x" * 300}) as r:
+        assert r.status == 400
+        assert (await r.json())["error"]["param"] == "X-Task-Id"
 
 
 async def test_service_invalid_argument_is_400_naming_the_field(http: aiohttp.ClientSession) -> None:
@@ -100,7 +138,11 @@ async def test_unknown_route_and_method_are_json(http: aiohttp.ClientSession) ->
         assert_openai_error(await r.json(), "invalid_request_error")
     async with http.get("/v1/chat/completions") as r:
         assert r.status == 405
+        assert r.headers["Allow"] == "POST"
         assert_openai_error(await r.json(), "invalid_request_error")
+    async with http.request("TRACE", "/healthz") as r:
+        assert r.status == 405
+        assert set(r.headers["Allow"].split(",")) == {"GET", "HEAD"}
 
 
 class TestBodyLimit:
