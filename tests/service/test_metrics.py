@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import grpc
@@ -58,8 +59,13 @@ async def test_a_request_naming_no_valid_model_counts_without_one(
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stub.Translate(pb.TranslateRequest(segments=["hi"], target_language="zh", model="nope"), timeout=5)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    got = _samples(server.engine.metrics.registry)
     labels = (("lane", ""), ("model", ""), ("rpc", "Translate"), ("status", "INVALID_ARGUMENT"))
+    # The server counts the RPC as its handler ends, which may be just after the caller heard the status.
+    for _ in range(200):
+        got = _samples(server.engine.metrics.registry)
+        if ("translane_requests_total", labels) in got:
+            break
+        await asyncio.sleep(0.01)
     assert got[("translane_requests_total", labels)] == 1
     # Every model's series exist from the start, at zero.
     assert got[("translane_upstream_calls_total", (("model", MODEL), ("outcome", "rate_limited")))] == 0
