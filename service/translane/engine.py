@@ -205,6 +205,8 @@ class Engine:
         self._rng = random.Random()
         self.metrics = EngineMetrics(config, self.lanes, governor, self._clock)
         self.metrics.budgets = budgets
+        self._streams: set[Outbox[_Outcome]] = set()
+        self.metrics.streams = self._streams
         # None when tracing is off: then no span work at all on the hot path.
         self._tracer = tracer("translane.engine")
 
@@ -258,6 +260,7 @@ class Engine:
                     raise
 
         tasks = [asyncio.create_task(run(i, t)) for i, t in enumerate(job.segments)]
+        self._streams.add(outbox)
         try:
             for i in range(len(job.segments)):
                 while True:
@@ -270,6 +273,7 @@ class Engine:
                         yield SegmentDelta(i, "", item.model, done=True, truncated=item.truncated)
                         break
         finally:
+            self._streams.discard(outbox)
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
