@@ -32,14 +32,15 @@ def segments(count: int, chars: int, tag: str = "") -> list[str]:
     return [f"{tag}{i}. {body}" for i in range(count)]
 
 
-def _small_stream_buffer(data: dict[str, Any]) -> None:
+def small_stream_buffer(data: dict[str, Any]) -> None:
+    """A models file's change: the service's bound on a stream's unread text at BUFFER_CHARS."""
     data["server"]["stream_buffer_chars"] = BUFFER_CHARS
 
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
     # A provider that answers at once, so the test is bound by what the service does, not by pacing.
-    with running_stack(tmp_path, change=_small_stream_buffer, sim_args=("--ttft-s", "0", "--tokens-per-s", "0")) as s:
+    with running_stack(tmp_path, change=small_stream_buffer, sim_args=("--ttft-s", "0", "--tokens-per-s", "0")) as s:
         yield s
 
 
