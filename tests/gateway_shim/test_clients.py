@@ -1,12 +1,14 @@
-"""HTTP clients that misbehave, against the shim as a process in front of the service: readers too slow for
-their stream. The simulated provider, the service and the shim run as child
+"""HTTP clients that misbehave, against the shim as a process in front of the service: streams dropped by the
+thousand, and readers too slow for their stream. The simulated provider, the service and the shim run as child
 processes on loopback with the shipped models file; the test reads both Prometheus endpoints and /proc."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import random
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,14 +16,16 @@ from typing import Any
 import aiohttp
 import pytest
 
-from ..helpers.stack import Stack, rss_bytes, running_stack
-from ..service.test_clients import FAST, segments, small_stream_buffer
+from ..helpers.stack import Stack, ensure_open_files, rss_bytes, running_stack
+from ..service.test_clients import FAST, MODEL, segments, small_stream_buffer
 
 CHAT = "/v1/chat/completions"
 
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
+    # A thousand connections end in this process and a thousand in the shim, which inherits the limit.
+    ensure_open_files(4096)
     sim_args = ("--ttft-s", "0", "--tokens-per-s", "0")
     with running_stack(tmp_path, change=small_stream_buffer, sim_args=sim_args, shim=True) as s:
         yield s
@@ -44,6 +48,96 @@ async def _read_sse(response: aiohttp.ClientResponse) -> str:
         elif line.startswith(b"data: [DONE]"):
             return "".join(content)
     raise AssertionError("the stream ended without [DONE]")
+
+
+# -- callers that leave ------------------------------------------------------------------------
+
+
+async def test_a_thousand_sse_streams_dropped_are_counted_499_and_leave_nothing_behind(stack: Stack) -> None:
+    streams = 1000
+    await stack.sim_set(ttft_s=0.05, tokens_per_s=200)
+    text = "the quick brown fox jumps over the lazy dog and keeps on running " * 3
+    rng = random.Random(499)
+    fates = ["queue"] * 400 + ["mid"] * 400 + ["full"] * 200
+    rng.shuffle(fates)
+    leave_after = [rng.randint(1, 5) for _ in range(streams)]
+    events = [0] * streams
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    async with aiohttp.ClientSession(stack.shim, connector=connector) as session:
+        async with session.post(CHAT, data=_body(["warm"])) as r:
+            await _read_sse(r)
+        start, shim_start = await stack.service(), await stack.shim_metrics()
+
+        async def caller(i: int) -> int:
+            async with session.post(CHAT, data=_body([f"{i}: {text}"])) as r:
+                assert r.status == 200
+                if fates[i] != "mid":
+                    await _read_sse(r)
+                    return 200
+                async for line in r.content:
+                    events[i] += line.startswith(b"data: ")
+                    if events[i] == leave_after[i]:
+                        r.close()  # hang up mid-stream
+                        return 499
+            raise AssertionError(f"stream {i} ended before its caller left")
+
+        opened = time.monotonic()
+        tasks = [asyncio.create_task(caller(i)) for i in range(streams)]
+        while True:  # every stream has reached the service (most wait in the lane's queue)
+            now = await stack.service()
+            arrived = now.get("translane_requests_in_flight", rpc="TranslateStream") + now.get(
+                "translane_requests_total", rpc="TranslateStream"
+            )
+            if arrived - start.get("translane_requests_total", rpc="TranslateStream") == streams:
+                break
+            await asyncio.sleep(0.05)
+        queued = now.get("translane_lane_queued", lane="slow")
+        for i, task in enumerate(tasks):
+            if fates[i] == "queue":
+                task.cancel()  # the connection closes before any answer
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        dropped = time.monotonic() - opened
+        quiet = await stack.quiet()
+        shim = await stack.shim_metrics()
+        settled = time.monotonic() - opened
+
+    assert all(r == 200 for r, f in zip(results, fates, strict=True) if f == "full")
+    assert all(isinstance(r, int | asyncio.CancelledError) for r in results), results
+    left = sum(1 for r in results if r != 200)
+    started_queue = sum(1 for r, f in zip(results, fates, strict=True) if f == "queue" and r == 200)
+
+    def delta(name: str, **labels: str) -> float:
+        return quiet.get(name, **labels) - start.get(name, **labels)
+
+    def shim_delta(status: str) -> float:
+        labels = {"route": CHAT, "status": status}
+        return shim.get("translane_shim_requests_total", **labels) - shim_start.get(
+            "translane_shim_requests_total", **labels
+        )
+
+    calls, orphaned = delta("translane_upstream_calls_total"), delta("translane_upstream_orphaned_total")
+    print(
+        f"\n{streams} SSE streams opened ({queued:.0f} in the lane's queue once all had reached the service) and "
+        f"dropped ({left} left): all ended in {dropped:.1f} s, both processes idle {settled - dropped:.2f} s "
+        f"later; the shim counted {shim_delta('499'):.0f} 499s; {calls:.0f} provider calls, {orphaned:.0f} orphaned"
+    )
+    # The shim counts a caller that hung up as 499, unless it had the whole answer already (then 200).
+    assert shim_delta("499") + shim_delta("200") == streams
+    assert left - 20 <= shim_delta("499") <= left
+    assert shim.get("translane_shim_requests_in_flight") == 1  # the scrape itself
+    # Its calls to the service went with them: nothing left there either.
+    assert quiet.get("translane_lane_in_flight") == quiet.get("translane_lane_queued") == 0
+    assert quiet.get("translane_requests_in_flight") == quiet.get("translane_stream_unread_chars") == 0
+    cancelled = delta("translane_requests_total", rpc="TranslateStream", status="CANCELLED")
+    assert cancelled + delta("translane_requests_total", rpc="TranslateStream", status="OK") == streams
+    # (A caller that hung up as the shim wrote the end of an answer the service had finished is a 499 in the
+    # shim and OK in the service.)
+    assert shim_delta("499") - 20 <= cancelled <= shim_delta("499")
+    assert delta("translane_lane_granted_total") == calls
+    assert calls <= fates.count("full") + fates.count("mid") + started_queue + 80
+    assert orphaned <= left
+    assert delta("translane_upstream_retries_total") == delta("translane_upstream_rate_limited_total") == 0
+    assert quiet.get("translane_governor_rate_factor", model=MODEL) == 1
 
 
 # -- a slow reader ----------------------------------------------------------------------------
