@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from ..helpers.stack import Stack, ensure_open_files, rss_bytes, running_stack
+from ..helpers.stack import Stack, arrived, ensure_open_files, rss_bytes, running_stack
 from ..service.test_clients import FAST, MODEL, segments, small_stream_buffer
 
 CHAT = "/v1/chat/completions"
@@ -83,14 +83,8 @@ async def test_a_thousand_sse_streams_dropped_are_counted_499_and_leave_nothing_
 
         opened = time.monotonic()
         tasks = [asyncio.create_task(caller(i)) for i in range(streams)]
-        while True:  # every stream has reached the service (most wait in the lane's queue)
-            now = await stack.service()
-            arrived = now.get("translane_requests_in_flight", rpc="TranslateStream") + now.get(
-                "translane_requests_total", rpc="TranslateStream"
-            )
-            if arrived - start.get("translane_requests_total", rpc="TranslateStream") == streams:
-                break
-            await asyncio.sleep(0.05)
+        # Once every stream has reached the service (most wait in the lane's queue), some clients hang up.
+        now = await stack.until(lambda now: arrived(start, now) == streams)
         queued = now.get("translane_lane_queued", lane="slow")
         for i, task in enumerate(tasks):
             if fates[i] == "queue":

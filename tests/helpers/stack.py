@@ -22,7 +22,7 @@ from translane.config import default_models_text
 
 from .processes import clean_env, free_port, translane
 
-__all__ = ["Samples", "Stack", "ensure_open_files", "rss_bytes", "running_stack"]
+__all__ = ["Samples", "Stack", "arrived", "ensure_open_files", "rss_bytes", "running_stack"]
 
 
 def rss_bytes(pid: int) -> int:
@@ -81,6 +81,14 @@ class Stack:
         """The shim's metrics now."""
         return Samples(await self._get(f"{self.shim}/metrics"))
 
+    async def until(self, done: Callable[[Samples], bool], timeout_s: float = 20.0) -> Samples:
+        """The service's metrics once `done` holds of them."""
+        deadline = time.monotonic() + timeout_s
+        while not done(now := await self.service()):
+            assert time.monotonic() < deadline, f"not reached in {timeout_s}s"
+            await asyncio.sleep(0.05)
+        return now
+
     async def quiet(self, timeout_s: float = 20.0, poll_s: float = 0.2) -> Samples:
         """The service's metrics once it has no call in flight or queued and started none over `poll_s`."""
         deadline = time.monotonic() + timeout_s
@@ -98,6 +106,12 @@ class Stack:
         """Change the simulator's runtime knobs (latency, faults, answer length)."""
         async with aiohttp.ClientSession() as s, s.post(f"{self.sim}/_sim/config", json=knobs) as r:
             assert r.status == 200, await r.text()
+
+
+def arrived(start: Samples, now: Samples, rpc: str = "TranslateStream") -> float:
+    """How many `rpc` calls reached the service between the scrapes `start` and `now` (served or being served)."""
+    served = now.get("translane_requests_total", rpc=rpc) - start.get("translane_requests_total", rpc=rpc)
+    return served + now.get("translane_requests_in_flight", rpc=rpc)
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ import pytest
 from translane.v1 import translate_pb2 as pb
 from translane.v1 import translate_pb2_grpc as pb_grpc
 
-from ..helpers.stack import Stack, rss_bytes, running_stack
+from ..helpers.stack import Stack, arrived, rss_bytes, running_stack
 
 MODEL = "doubao-seed-translation-250915"  # the default model, slow lane as shipped: 80 slots, 5,000 RPM, 500,000 TPM
 FAST = "deepseek-v3-2-251201"  # fast lane as shipped: 500 slots, 30,000 RPM, 5,000,000 TPM
@@ -95,14 +95,7 @@ async def test_a_thousand_streams_opened_and_dropped_leave_nothing_behind(stack:
         tasks = [asyncio.create_task(caller(i)) for i in range(streams)]
         # Once every stream has reached the service (most wait in the lane's queue), those fated to leave
         # in the queue leave.
-        while True:
-            now = await stack.service()
-            arrived = now.get("translane_requests_in_flight", rpc="TranslateStream") + now.get(
-                "translane_requests_total", rpc="TranslateStream"
-            )
-            if arrived - start.get("translane_requests_total", rpc="TranslateStream") == streams:
-                break
-            await asyncio.sleep(0.05)
+        now = await stack.until(lambda now: arrived(start, now) == streams)
         queued = now.get("translane_lane_queued", lane="slow")
         for i, task in enumerate(tasks):
             if fates[i] == "queue":
