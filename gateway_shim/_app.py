@@ -71,6 +71,11 @@ _CHANNEL_OPTIONS = (
             }
         ),
     ),
+    # A stream whose HTTP reader is slow makes the shim's writes wait, and so its reads of the call: what the
+    # service sends meanwhile waits in the call's window, in this process. grpc grows a window by BDP probing,
+    # to ~4 MiB a stream; without it a window stays at 64 KiB, ample for a translation's pace (a large answer
+    # that is not streamed takes a few more round trips, each a fraction of a millisecond within a cluster).
+    ("grpc.http2.bdp_probe", 0),
 )
 _CORS_METHODS = "GET, POST, OPTIONS"
 _CORS_HEADERS = "Authorization, Content-Type, X-Task-Id, Request-Timeout, X-Request-Timeout"

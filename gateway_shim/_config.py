@@ -21,6 +21,7 @@ DEFAULT_GRPC_TARGET = "127.0.0.1:50051"
 DEFAULT_MAX_BODY_BYTES = 2 * 1024 * 1024
 DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_GRACE_S = 10.0
+DEFAULT_STREAM_SEND_BUFFER_BYTES = 64 * 1024
 _TRUE = ("1", "true", "yes", "on")
 
 
@@ -45,6 +46,11 @@ class ShimConfig:
     timeout_s: float = DEFAULT_TIMEOUT_S
     # On shutdown, how long requests in flight may take to finish.
     grace_s: float = DEFAULT_GRACE_S
+    # The kernel's send buffer (SO_SNDBUF) of a connection that carries a stream (and keeps it for the requests
+    # that follow on it): what a slow reader can hold there before the shim's writes wait. 0 leaves it to the
+    # kernel, which grows it to tcp_wmem's maximum (4 MiB on Linux) for a reader that does not keep up; a
+    # translation's pace needs far less.
+    stream_send_buffer_bytes: int = DEFAULT_STREAM_SEND_BUFFER_BYTES
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -55,6 +61,10 @@ class ShimConfig:
             raise ConfigError(f"TRANSLANE_SHIM_TIMEOUT_S: must be > 0, got {self.timeout_s}")
         if self.grace_s < 0:
             raise ConfigError(f"TRANSLANE_SHIM_GRACE_S: must be >= 0, got {self.grace_s}")
+        if self.stream_send_buffer_bytes < 0:
+            raise ConfigError(
+                f"TRANSLANE_SHIM_STREAM_SEND_BUFFER_BYTES: must be >= 0, got {self.stream_send_buffer_bytes}"
+            )
         if not self.default_target_language:
             raise ConfigError("TRANSLANE_DEFAULT_TARGET_LANGUAGE: must name a language, e.g. zh")
         if not self.grpc_target:
@@ -95,6 +105,9 @@ class ShimConfig:
             default_target_language=resolve(default_target) or normalize_language(default_target),
             timeout_s=_float(env, "TRANSLANE_SHIM_TIMEOUT_S", DEFAULT_TIMEOUT_S),
             grace_s=_float(env, "TRANSLANE_SHIM_GRACE_S", DEFAULT_GRACE_S),
+            stream_send_buffer_bytes=_int(
+                env, "TRANSLANE_SHIM_STREAM_SEND_BUFFER_BYTES", DEFAULT_STREAM_SEND_BUFFER_BYTES
+            ),
         )
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import time
 import uuid
 from collections.abc import Mapping
@@ -263,6 +265,12 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 
 async def _open_sse(request: web.Request) -> web.StreamResponse:
+    send_buffer = request.app[STATE].config.stream_send_buffer_bytes
+    sock = request.transport.get_extra_info("socket") if request.transport is not None else None
+    if send_buffer and sock is not None:
+        # A stream goes at its reader's pace: past this, the writes below wait, and so the call's reads.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
     response = web.StreamResponse(headers=_SSE_HEADERS)
     response.content_type = "text/event-stream"
     await response.prepare(request)

@@ -153,6 +153,11 @@ class ServerConfig:
     interactive_max_queue_wait_s: float = 10.0
     # Batch work waits behind interactive work; its runner follows the retry hints.
     batch_max_queue_wait_s: float = 300.0
+    # Text a stream may hold for a reader that is behind (its calls under way counted at their
+    # input's length): past it the stream starts no new call until the reader catches up.
+    # About 100 pages; the translation model's pieces are ~3,000 characters, so a fast reader's
+    # stream still runs ~80 calls at once, as many as the slow lane has slots.
+    stream_buffer_chars: int = 262_144
     # Prometheus metrics port; 0 disables the endpoint.
     metrics_port: int = 0
     # A glossary rides in every call's prompt: a few hundred terms, each a word or a phrase.
@@ -311,6 +316,7 @@ def _server(t: _Table, env: Mapping[str, str]) -> ServerConfig:
         default_deadline_s=t.positive("default_deadline_s", float, d.default_deadline_s),
         interactive_max_queue_wait_s=t.positive("interactive_max_queue_wait_s", float, d.interactive_max_queue_wait_s),
         batch_max_queue_wait_s=t.positive("batch_max_queue_wait_s", float, d.batch_max_queue_wait_s),
+        stream_buffer_chars=t.positive("stream_buffer_chars", int, d.stream_buffer_chars),
         metrics_port=t.non_negative("metrics_port", int, d.metrics_port),
         max_glossary_entries=t.positive("max_glossary_entries", int, d.max_glossary_entries),
         max_glossary_term_chars=t.positive("max_glossary_term_chars", int, d.max_glossary_term_chars),

@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry.trace import SpanKind
 
@@ -36,6 +37,7 @@ from .governor import Governor
 from .governors import open_governor
 from .lanes import INTERACTIVE, CallAt, Clock, Lane, Ticket
 from .metrics import EngineMetrics, call_outcome
+from .outbox import Outbox
 from .segment import Piece, join_pieces, split_text
 from .tasks import all_or_first_failure
 from .tokens import count_tokens, warm_up
@@ -142,7 +144,12 @@ class _Outcome:
     completion_tokens: int = 0
 
 
-Sink = Callable[[str], None]
+class Sink(Protocol):
+    """Where a streamed segment's text goes, and what a call asks for room before it starts."""
+
+    def __call__(self, text: str) -> None: ...
+
+    def room(self, expected_chars: int) -> contextlib.AbstractAsyncContextManager[None]: ...
 
 
 def _wait_attrs(job: Job, model: ModelConfig) -> dict[str, Any]:
@@ -200,6 +207,8 @@ class Engine:
         self._rng = random.Random()
         self.metrics = EngineMetrics(config, self.lanes, governor, self._clock)
         self.metrics.budgets = budgets
+        self._streams: set[Outbox[_Outcome]] = set()
+        self.metrics.streams = self._streams
         # None when tracing is off: then no span work at all on the hot path.
         self._tracer = tracer("translane.engine")
 
@@ -239,30 +248,34 @@ class Engine:
         )
 
     async def stream(self, job: Job, stats: Stats) -> AsyncIterator[SegmentDelta]:
-        """Stream deltas in segment order; all segments run at once, later ones are buffered."""
-        queues: list[asyncio.Queue[str | _Outcome | BaseException]] = [asyncio.Queue() for _ in job.segments]
+        """Stream deltas in segment order; all segments run at once, later ones are buffered (see Outbox:
+        within `server.stream_buffer_chars`, so a slow reader holds new calls back rather than the text piling up).
+        """
+        outbox: Outbox[_Outcome] = Outbox(len(job.segments), self.config.server.stream_buffer_chars)
 
         async def run(i: int, text: str) -> None:
-            q = queues[i]
             try:
-                q.put_nowait(await self._segment(job, i, text, stats, q.put_nowait))
-            except BaseException as exc:  # handed to the consumer, which re-raises it
-                q.put_nowait(exc)
+                outbox.finish(i, await self._segment(job, i, text, stats, outbox.sink(i)))
+            except BaseException as exc:  # handed to the reader, which re-raises it
+                outbox.finish(i, exc)
                 if isinstance(exc, asyncio.CancelledError):
                     raise
 
         tasks = [asyncio.create_task(run(i, t)) for i, t in enumerate(job.segments)]
+        self._streams.add(outbox)
         try:
-            for i, q in enumerate(queues):
+            for i in range(len(job.segments)):
                 while True:
-                    item = await q.get()
-                    if isinstance(item, BaseException):
+                    item = await outbox.take(i)
+                    if isinstance(item, str):
+                        yield SegmentDelta(i, item, "")
+                    elif isinstance(item, BaseException):
                         raise item
-                    if isinstance(item, _Outcome):
+                    else:
                         yield SegmentDelta(i, "", item.model, done=True, truncated=item.truncated)
                         break
-                    yield SegmentDelta(i, item, "")
         finally:
+            self._streams.discard(outbox)
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -474,6 +487,11 @@ class Engine:
         while True:
             streamed: list[str] = []
             async with contextlib.AsyncExitStack() as stack:
+                if sink is not None:
+                    # A stream whose reader is behind holds the call back here, before it takes a slot. Its
+                    # answer is expected as long as its text, or as many times longer as the model answers.
+                    ratio = max(1.0, self.estimators[job.model].output_ratio)
+                    await stack.enter_async_context(sink.room(math.ceil(len(text) * ratio)))
                 # Leaving this block closes the ticket: a call that never reached the
                 # provider is refunded, one that did keeps its reservation.
                 try:

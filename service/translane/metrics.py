@@ -6,7 +6,7 @@ tests) never share counts. The plain-number families live in prometheus.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry
@@ -68,6 +68,19 @@ class _LaneSnapshot(Protocol):
     def snapshot(self) -> Mapping[str, float]: ...
 
 
+class _Unread(Protocol):
+    @property
+    def unread_chars(self) -> int: ...
+
+
+RPCS = ("Translate", "TranslateStream")
+_IN_FLIGHT = ("translane_requests_in_flight", "Requests being served, by RPC")
+_UNREAD = (
+    "translane_stream_unread_chars",
+    "Text translated for TranslateStream callers and not yet read by them (held for readers that are behind)",
+)
+
+
 # snapshot key -> (metric name, help); keys a lane or governor does not report are left out.
 _LANE_GAUGES = {
     "in_flight": ("translane_lane_in_flight", "Upstream calls the lane has in flight"),
@@ -116,6 +129,9 @@ class EngineMetrics:
         self._models = config.models
         # Set by the engine when it keeps daily budgets.
         self.budgets: Budgets | None = None
+        # Set by the engine: its streams in progress, each holding text its reader has not taken.
+        self.streams: Collection[_Unread] = ()
+        self.in_flight = dict.fromkeys(RPCS, 0)
         self.requests = Counts(
             "translane_requests",
             "Requests answered, by RPC, model asked for, its lane and gRPC status",
@@ -200,6 +216,8 @@ class EngineMetrics:
             yield CounterMetricFamily(name, doc, labels=["lane"])
         for name, doc in _GOVERNOR_GAUGES.values():
             yield GaugeMetricFamily(name, doc, labels=["model"])
+        yield GaugeMetricFamily(*_IN_FLIGHT, labels=["rpc"])
+        yield GaugeMetricFamily(*_UNREAD)
         for kept in self._kept():
             yield (CounterMetricFamily if isinstance(kept, Counts) else HistogramMetricFamily)(
                 kept.name, kept.doc, labels=kept.labels
@@ -220,6 +238,11 @@ class EngineMetrics:
                     models[name]["budget_cost_spent"] = cost
                     models[name]["budget_spent"] = 1.0 if self.budgets.exhausted(m) else 0.0
         yield from _snapshot_families(models, _GOVERNOR_GAUGES, GaugeMetricFamily, "model")
+        in_flight = GaugeMetricFamily(*_IN_FLIGHT, labels=["rpc"])
+        for rpc, n in self.in_flight.items():
+            in_flight.add_metric([rpc], n)
+        yield in_flight
+        yield GaugeMetricFamily(*_UNREAD, value=sum(s.unread_chars for s in self.streams))
 
     def _kept(self) -> tuple[Counts | Histograms, ...]:
         return (
@@ -286,8 +309,13 @@ class EngineMetrics:
 
     # -- server ------------------------------------------------------------
 
+    def started(self, rpc: str) -> None:
+        """One RPC is being served, until `answered` (RPCS have their series from the start)."""
+        self.in_flight[rpc] = self.in_flight.get(rpc, 0) + 1
+
     def answered(self, rpc: str, model: str, lane: str, status: str, seconds: float) -> None:
         """One RPC answered; `model` and `lane` are empty when the request named no valid model."""
+        self.in_flight[rpc] = self.in_flight.get(rpc, 0) - 1
         self.requests.inc((rpc, model, lane, status))
         self.request_seconds.observe((rpc, model), seconds)
 

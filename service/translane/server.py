@@ -275,7 +275,7 @@ class TranslatorService(pb_grpc.TranslatorServicer):
 
     async def refuse(self, rpc: str, request: Undecodable, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         """Answer a request whose bytes did not parse: INVALID_ARGUMENT saying what is wrong, counted like any."""
-        with _Served(rpc, "", 0, context, self._record) as served:
+        with self._open(rpc, "", 0, context) as served:
             await self._abort(context, InvalidRequest(request.message), served)
 
     async def _abort(self, context: grpc.aio.ServicerContext[Any, Any], exc: TranslaneError, served: _Served) -> None:
@@ -287,7 +287,12 @@ class TranslatorService(pb_grpc.TranslatorServicer):
     # -- one RPC's record -------------------------------------------------------
 
     def _served(self, rpc: str, request: pb.TranslateRequest, context: grpc.aio.ServicerContext[Any, Any]) -> _Served:
-        return _Served(rpc, request.task_id[:MAX_ID_CHARS], len(request.segments), context, self._record)
+        return self._open(rpc, request.task_id[:MAX_ID_CHARS], len(request.segments), context)
+
+    def _open(self, rpc: str, task_id: str, segments: int, context: grpc.aio.ServicerContext[Any, Any]) -> _Served:
+        """The record of an RPC starting now (in flight until `_record` counts it answered)."""
+        self.engine.metrics.started(rpc)
+        return _Served(rpc, task_id, segments, context, self._record)
 
     def _record(self, served: _Served) -> None:
         """Count the RPC, annotate its server span and write its one log line: never text, never a key."""

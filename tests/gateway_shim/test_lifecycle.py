@@ -93,16 +93,19 @@ def test_config_from_env(tmp_path: Path) -> None:
             "TRANSLANE_DEFAULT_TARGET_LANGUAGE": "zh-TW",
             "TRANSLANE_SHIM_TIMEOUT_S": "30",
             "TRANSLANE_GRPC_TARGET": "svc:50051",
+            "TRANSLANE_SHIM_STREAM_SEND_BUFFER_BYTES": "0",
         }
     )
     assert (cfg.host, cfg.port, cfg.grpc_target) == ("0.0.0.0", 9000, "svc:50051")
     assert cfg.api_keys == {"sk-a", "sk-b", "sk-c"} and "sk-a" not in repr(cfg)
     assert cfg.max_body_bytes == 4096 and cfg.cors_origins == ("chrome-extension://x", "*")
-    assert cfg.default_target_language == "zh-Hant" and cfg.timeout_s == 30
+    assert cfg.default_target_language == "zh-Hant" and cfg.timeout_s == 30 and cfg.stream_send_buffer_bytes == 0
     # Arguments win over the environment; defaults fill the rest.
     cfg = ShimConfig.from_env(host="127.0.0.1", port=0, grpc_target="a:1", env={"TRANSLANE_SHIM_PORT": "1"})
     assert (cfg.host, cfg.port, cfg.grpc_target, cfg.max_body_bytes) == ("127.0.0.1", 0, "a:1", 2 * 1024 * 1024)
-    assert cfg.default_target_language == "zh" and cfg.timeout_s == 120
+    assert cfg.default_target_language == "zh" and cfg.timeout_s == 120 and cfg.stream_send_buffer_bytes == 65536
+    with pytest.raises(ConfigError, match="TRANSLANE_SHIM_STREAM_SEND_BUFFER_BYTES"):
+        ShimConfig.from_env(env={"TRANSLANE_SHIM_STREAM_SEND_BUFFER_BYTES": "-1"})
 
 
 def test_no_keys_on_a_public_host_is_refused_unless_allowed() -> None:

@@ -10,7 +10,7 @@ import grpc
 import pytest
 from translane.config import Config, ServerConfig, parse_config
 from translane.estimate import TokenEstimator
-from translane.server import MAX_TASK_ID_CHARS
+from translane.server import MAX_TASK_ID_CHARS, RunningServer
 from translane.v1 import translate_pb2 as pb
 from translane.v1 import translate_pb2_grpc as pb_grpc
 
@@ -85,11 +85,13 @@ async def test_undecodable_requests_are_invalid_argument(
     assert resp.translations[0].text.endswith("Hello")
 
 
-async def test_undecodable_list_models_is_invalid_argument(channel: grpc.aio.Channel) -> None:
+async def test_undecodable_list_models_is_invalid_argument(channel: grpc.aio.Channel, server: RunningServer) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await channel.unary_unary(LIST_MODELS)(b"\xff\xff", timeout=5)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "translane.v1.ListModelsRequest" in (info.value.details() or "")
+    # Counted like any refusal: in flight while it was answered, not after.
+    assert server.engine.metrics.in_flight["ListModels"] == 0
 
 
 async def test_unknown_fields_still_decode(channel: grpc.aio.Channel) -> None:

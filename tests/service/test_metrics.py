@@ -17,6 +17,7 @@ from translane.v1 import translate_pb2 as pb
 from translane.v1 import translate_pb2_grpc as pb_grpc
 
 MODEL = "doubao-seed-translation-250915"
+FAST = "deepseek-v3-2-251201"
 
 
 def _samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -85,6 +86,37 @@ class TestDeadline:
         requests = server.engine.metrics.requests.values
         assert requests[("Translate", MODEL, "slow", "DEADLINE_EXCEEDED")] == 1
         assert sum(server.engine.metrics.upstream_calls.values.values()) == 1
+
+
+class TestAStreamInProgress:
+    @pytest.fixture
+    def sim_config(self) -> SimConfig:
+        return SimConfig.from_config(load_config(env={}), answer_repeat=200)  # ~5,000 characters an answer
+
+    async def test_counts_in_flight_with_the_text_its_reader_has_not_taken(self, server: RunningServer) -> None:
+        metrics = server.engine.metrics
+
+        async def until(done: object) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+            assert callable(done)
+            for _ in range(500):
+                got = _samples(metrics.registry)
+                if done(got):
+                    return got
+                await asyncio.sleep(0.01)
+            raise AssertionError("not reached in 5 s")
+
+        in_flight = ("translane_requests_in_flight", (("rpc", "TranslateStream"),))
+        unread = ("translane_stream_unread_chars", ())
+        # A client that pulls nothing, its window left at 64 KiB: 40 answers fill it and more.
+        options = [("grpc.http2.bdp_probe", 0)]
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=options) as channel:
+            request = pb.TranslateRequest(segments=[f"hi {i}" for i in range(40)], target_language="zh", model=FAST)
+            call = pb_grpc.TranslatorStub(channel).TranslateStream(request, timeout=10)
+            got = await until(lambda got: got[unread] > 0)
+            assert got[in_flight] == 1 and got[("translane_requests_in_flight", (("rpc", "Translate"),))] == 0
+            call.cancel()
+            got = await until(lambda got: got[in_flight] == 0)
+        assert got[unread] == 0
 
 
 async def test_one_log_line_per_request_with_no_text(

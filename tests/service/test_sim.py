@@ -291,6 +291,19 @@ async def test_latency_paces_the_stream() -> None:
     assert elapsed >= 0.05 + (pieces - 1) / 400.0
 
 
+async def test_answer_repeat_makes_a_long_answer_to_a_short_question() -> None:
+    async with serving(_config()) as sim:
+        assert (await sim.configure(answer_repeat=3))[1]["answer_repeat"] == 3.0
+        status, body, _ = await sim.post("/api/v3/responses", _responses_body())
+        text = body["output"][0]["content"][0]["text"]
+        once = f"[sim en->zh] {TEXT}"
+        assert (status, text) == (200, " ".join([once] * 3))
+        assert body["usage"]["output_tokens"] == count_tokens(text)
+        events = await sim.sse("/api/v3/responses", _responses_body(stream=True))
+        deltas = [json.loads(d)["delta"] for e, d in events if e == "response.output_text.delta"]
+        assert "".join(deltas) == text
+
+
 async def test_stats_reset_and_traceparent() -> None:
     tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     async with serving(_config()) as sim:

@@ -121,10 +121,13 @@ class _Simulator:
         caps = [int(c) for c in (call.max_tokens, cfg.output_cap_tokens) if c]
         ident = f"{wire.id_prefix}{next(self._ids):010d}"
         leak = bool(cfg.untranslated_rate) and self._rng.random() < cfg.untranslated_rate
+        output = call.text if leak else translate(call, bool(cfg.pseudo_translate))
+        if cfg.answer_repeat >= 2:
+            output = " ".join([output] * int(cfg.answer_repeat))
         answer = make_answer(
             ident,
             int(time.time()),
-            call.text if leak else translate(call, bool(cfg.pseudo_translate)),
+            output,
             int(cfg.reasoning_tokens),
             min(caps) if caps else 0,
             bool(cfg.think_in_content),

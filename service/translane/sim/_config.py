@@ -27,9 +27,10 @@ RUNTIME_FIELDS: tuple[str, ...] = (
     "output_cap_tokens",
     "pseudo_translate",
     "untranslated_rate",
+    "answer_repeat",
 )
 _RATES = ("error_rate", "rate_limit_rate", "spend_limit_rate", "reset_rate", "stall_rate", "untranslated_rate")
-_DURATIONS = ("window_s", "ttft_s", "tokens_per_s", "stall_s", "reasoning_tokens", "output_cap_tokens")
+_DURATIONS = ("window_s", "ttft_s", "tokens_per_s", "stall_s", "reasoning_tokens", "output_cap_tokens", "answer_repeat")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,9 @@ class SimConfig:
     pseudo_translate: float = 0.0
     # Share of calls answered with the input as it came, untranslated and unmarked (a leak to find).
     untranslated_rate: float = 0.0
+    # Each answer holds its translation this many times over (whole times, at least once): a long answer
+    # to a short question, for tests of what a long stream costs without an input as long.
+    answer_repeat: float = 1.0
     retry_after: bool = True
     api_key: str = field(default="", repr=False)
     seed: int = 0
