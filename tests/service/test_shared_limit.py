@@ -1,4 +1,5 @@
-"""Three service processes, one Redis, one provider limit: 3x overload, then Redis dies and comes back."""
+"""Three service processes, one Redis, one provider limit, at 3x overload: through a Redis outage, and through a
+partition that cuts one replica off Redis while the others still reach it."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from translane.v1 import translate_pb2 as pb
 from translane.v1 import translate_pb2_grpc as pb_grpc
 
 from ..helpers.redis_server import RedisServer, free_port
+from ..helpers.tcp_proxy import TcpProxy
 
 MODEL = "doubao-seed-translation-250915"
 WINDOW_S = 20.0
@@ -201,3 +203,41 @@ async def test_three_replicas_stay_under_one_limit_through_a_redis_outage(tmp_pa
     assert not run.failures and not run.late, (run.failures + run.late)[:5]
     assert len(run.ok) == 3 * REPLICAS, run.ok
     assert all(replicas_alive)  # no replica died with Redis
+
+
+async def test_a_replica_cut_off_from_redis_spends_only_its_share(tmp_path: Path) -> None:
+    """The others still share the full buckets in Redis, so the cut-off replica's local share must come out of them."""
+    redis = RedisServer(tmp_path)
+    redis.start()
+    proxy = TcpProxy(redis.port)
+    proxy.start()
+    try:
+        # Replica 0 reaches Redis through the proxy, the others directly.
+        urls = [f"redis://127.0.0.1:{proxy.port}/0", redis.url, redis.url]
+        with running_cluster(tmp_path, urls) as cluster:
+            phases = [(0.0, "shared", nothing), (12.0, "cut", proxy.cut), (27.0, "healed", proxy.heal)]
+            run = await overload(cluster, 39.0, phases)
+            replicas_alive = [proc.poll() is None for proc in cluster.procs[1:]]
+        logs = [log.read_text() for log in cluster.logs]
+    finally:
+        proxy.stop()
+        redis.stop()
+
+    # (Before the fix, three runs: 3 to 5 provider 429s, 2 during the cut and the rest after it, and
+    # 0.91 of the limit, the 429s having cut every replica's rate.)
+    figures = (run.stats["max_window_requests"], run.limited, run.stats["rejected"], run.achieved)
+    assert run.stats["rate_limited"] == 0, figures
+    assert run.stats["max_window_requests"] <= RPM, figures
+    # Every replica answered in every phase, the cut-off one on its local share.
+    assert not run.failures, run.failures[:5]
+    assert len(run.ok) == 3 * REPLICAS, run.ok
+    # A few calls may miss their deadline, partition or not: replica 0's slower link to Redis wins it
+    # fewer grants from the shared buckets than its lane forecasts, so its queue runs to the deadline's
+    # edge, where the lane still starts a call with half its usual time left (lanes.MIN_SERVICE_SHARE).
+    assert len(run.late) <= 0.01 * sum(run.ok.values()), run.late[:5]
+    assert all(replicas_alive)
+    # The cut-off replica fell back to its own buckets and came back; the others never left Redis.
+    assert "redis unreachable" in logs[0] and "redis is back" in logs[0], logs[0][-2000:]
+    assert not any("redis unreachable" in log for log in logs[1:])
+    # What the partition costs: the cut-off replica's pause until the others count it out.
+    assert run.achieved >= 0.95, figures
