@@ -134,6 +134,15 @@ class GovernorConfig:
     redis_prefix: str = "translane"
     # Replicas sharing the limit: each takes 1/replicas of it when Redis is unreachable.
     replicas: int = 1
+    # Each replica on the shared buckets writes its liveness to Redis this often. One that has
+    # not for stale_after_s (a replica cut off from Redis, spending its 1/replicas locally) has
+    # its share taken out of the shared rate; one not seen for forget_after_s is forgotten. A
+    # replica that loses Redis waits until the others must count it out before it spends, so
+    # stale_after_s is also the pause every replica takes once when Redis goes down: short,
+    # but several heartbeats long, so a busy event loop is not mistaken for a partition.
+    heartbeat_s: float = 0.1
+    stale_after_s: float = 0.5
+    forget_after_s: float = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,6 +400,9 @@ def _governor(t: _Table, env: Mapping[str, str]) -> GovernorConfig:
         redis_url=env.get("TRANSLANE_REDIS_URL") or t.get("redis_url", str, d.redis_url),
         redis_prefix=t.get("redis_prefix", str, d.redis_prefix),
         replicas=t.positive("replicas", int, d.replicas),
+        heartbeat_s=t.positive("heartbeat_s", float, d.heartbeat_s),
+        stale_after_s=t.positive("stale_after_s", float, d.stale_after_s),
+        forget_after_s=t.positive("forget_after_s", float, d.forget_after_s),
     )
     t.seen.add("redis_url")
     t.finish()
@@ -400,6 +412,10 @@ def _governor(t: _Table, env: Mapping[str, str]) -> GovernorConfig:
         raise ConfigError("governor.burst_fraction: must be < 0.5")
     if cfg.backoff_factor >= 1:
         raise ConfigError("governor.backoff_factor: must be < 1")
+    if cfg.stale_after_s < 2 * cfg.heartbeat_s:
+        raise ConfigError("governor.stale_after_s: must be at least twice governor.heartbeat_s")
+    if cfg.forget_after_s <= cfg.stale_after_s:
+        raise ConfigError("governor.forget_after_s: must be more than governor.stale_after_s")
     if cfg.kind == "redis" and not cfg.redis_url:
         raise ConfigError("governor.redis_url: required when governor.kind is redis (or set TRANSLANE_REDIS_URL)")
     return cfg

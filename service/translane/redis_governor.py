@@ -19,13 +19,39 @@ acquisition per model is in flight at a time.
 Redis unreachable: this governor falls back to its in-process buckets at a
 `1/replicas` share of every limit (never the full limit), logs and counts the
 switch, and probes Redis every second until it answers, then goes back.
+
+When Redis is down for every replica, N replicas at 1/N make one limit. When it
+is out of reach for one replica only (a partition), the others still share the
+full buckets, and that replica's local 1/N would come on top. So every replica
+on the shared buckets writes a heartbeat (Redis time) for each model every
+`heartbeat_s`, in a sorted set beside the model's bucket (same hash slot), and
+the scripts refill the shared buckets at `1 - missing/N` of the rate, where
+`missing` counts replicas whose heartbeat stopped (stale after `stale_after_s`,
+forgotten after `forget_after_s`), but never more than the replicas short of N
+that beat now: a crashed replica already replaced costs nothing, and one that
+left cleanly took its heartbeat with it. A replica that loses Redis holds its
+local buckets until the others must count it out (its last heartbeat that
+could still land, plus `stale_after_s`), and its heartbeats resume only once it
+spends from the shared buckets again. So at every moment the rates the
+replicas refill at add up to at most the full rate `r`, and the window bound of
+governor.py holds with the capacities added: with `k` replicas cut off, any
+window of `W` sees at most `b + (1 - k/N)·r·W` from the shared buckets and
+`L/N` less its jitter allowance from each cut-off replica's own, which is the
+limit `L` less its jitter allowance plus `k·b/N` (inside the allowance with the
+shipped settings). It holds for partitions shorter than `forget_after_s`. The
+price is the hold: when Redis goes down for all, each replica waits up to
+`stale_after_s` once (calls queue; none fail).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
+import os
+import secrets
+import socket
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
@@ -41,36 +67,47 @@ __all__ = ["RedisGovernor", "connect"]
 
 log = logging.getLogger("translane.governor")
 
-# KEYS[1]: the model's bucket hash.
-# ARGV: req_cap, req_rate, tok_cap, tok_rate, recover_per_s, ttl_ms, then per script below.
+# KEYS[1]: the model's bucket hash, KEYS[2]: its heartbeats (replica -> Redis time), same hash slot.
+# ARGV: req_cap, req_rate, tok_cap, tok_rate, recover_per_s, ttl_ms, replicas, stale_after_s,
+# forget_after_s, then per script below.
 _PRELUDE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local req_cap, req_rate = tonumber(ARGV[1]), tonumber(ARGV[2])
 local tok_cap, tok_rate = tonumber(ARGV[3]), tonumber(ARGV[4])
 local recover = tonumber(ARGV[5])
-local h = redis.call('HMGET', KEYS[1], 'rl', 'tl', 'ts', 'f', 'fa', 'p')
+local n, fresh_from = tonumber(ARGV[7]), now - tonumber(ARGV[8])
+local fresh = redis.call('ZCOUNT', KEYS[2], fresh_from, '+inf')
+local stale = redis.call('ZCOUNT', KEYS[2], now - tonumber(ARGV[9]), '(' .. fresh_from)
+-- Replicas whose heartbeat stopped may be spending their 1/n locally: leave it to them. Not more
+-- of them than the replicas short of n beating now (the caller counts: it reaches Redis).
+local missing = math.max(0, math.min(stale, n - math.max(fresh, 1)))
+local share = 1 - missing / n
+local h = redis.call('HMGET', KEYS[1], 'rl', 'tl', 'ts', 'f', 'fa', 'p', 's')
 local rl, tl, ts = tonumber(h[1]) or req_cap, tonumber(h[2]) or tok_cap, tonumber(h[3]) or now
 local f0, fa, paused = tonumber(h[4]) or 1, tonumber(h[5]) or now, tonumber(h[6]) or 0
 local f = math.min(1, f0 + math.max(0, now - fa) * recover)
 local dt = math.max(0, now - ts)
-rl = math.min(req_cap, rl + dt * req_rate * f)
-tl = math.min(tok_cap, tl + dt * tok_rate * f)
+-- The time since the last script refills at the lower of the shares then and now: a replica
+-- counted back in may have spent locally until a moment ago, so its share is not back-dated.
+local fs = f * math.min(tonumber(h[7]) or share, share)
+rl = math.min(req_cap, rl + dt * req_rate * fs)
+tl = math.min(tok_cap, tl + dt * tok_rate * fs)
 """
 _SAVE = """
-redis.call('HSET', KEYS[1], 'rl', rl, 'tl', tl, 'ts', now, 'f', f0, 'fa', fa, 'p', paused)
+redis.call('HSET', KEYS[1], 'rl', rl, 'tl', tl, 'ts', now, 'f', f0, 'fa', fa, 'p', paused, 's', share)
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[6]))
 """
 
-# ARGV[7]: tokens. Returns {granted (0/1), wait seconds as a string}.
+# ARGV[10]: tokens. Returns {granted (0/1), wait seconds, share of the rate refilled now} (strings but the first).
 RESERVE = (
     _PRELUDE
     + """
-local tokens = tonumber(ARGV[7])
+local tokens = tonumber(ARGV[10])
 local wait = math.max(0, paused - now)
-if rl < 1 - 1e-6 then wait = math.max(wait, (1 - rl) / (req_rate * f)) end
+if rl < 1 - 1e-6 then wait = math.max(wait, (1 - rl) / (req_rate * f * share)) end
 local need = math.min(tokens, tok_cap)
-if tl < need - 1e-6 then wait = math.max(wait, (need - tl) / (tok_rate * f)) end
+if tl < need - 1e-6 then wait = math.max(wait, (need - tl) / (tok_rate * f * share)) end
 local granted = 0
 if wait <= 0 then
   rl = rl - 1
@@ -79,14 +116,14 @@ if wait <= 0 then
 end
 """
     + _SAVE
-    + "return {granted, tostring(wait)}"
+    + "return {granted, tostring(wait), tostring(share)}"
 )
 
-# ARGV[7]: token delta (+ charge, - refund), ARGV[8]: request delta (-1 refunds a request).
+# ARGV[10]: token delta (+ charge, - refund), ARGV[11]: request delta (-1 refunds a request).
 ADJUST = (
     _PRELUDE
     + """
-local dtok, dreq = tonumber(ARGV[7]), tonumber(ARGV[8])
+local dtok, dreq = tonumber(ARGV[10]), tonumber(ARGV[11])
 if dtok > 0 then tl = tl - dtok else tl = math.min(tok_cap, tl - dtok) end
 if dreq < 0 then rl = math.min(req_cap, rl - dreq) end
 """
@@ -94,13 +131,13 @@ if dreq < 0 then rl = math.min(req_cap, rl - dreq) end
     + "return 1"
 )
 
-# ARGV[7]: pause seconds, ARGV[8]: 1 to cut the rate, ARGV[9]: backoff factor, ARGV[10]: min factor.
+# ARGV[10]: pause seconds, ARGV[11]: 1 to cut the rate, ARGV[12]: backoff factor, ARGV[13]: min factor.
 PENALIZE = (
     _PRELUDE
     + """
-paused = math.max(paused, now + tonumber(ARGV[7]))
-if tonumber(ARGV[8]) == 1 then
-  f0 = math.max(tonumber(ARGV[10]), f * tonumber(ARGV[9]))
+paused = math.max(paused, now + tonumber(ARGV[10]))
+if tonumber(ARGV[11]) == 1 then
+  f0 = math.max(tonumber(ARGV[13]), f * tonumber(ARGV[12]))
   fa = now
   rl = math.min(rl, 0)
   tl = math.min(tl, 0)
@@ -122,6 +159,22 @@ end
 return tostring(math.max(0, at - now))
 """
 
+# KEYS[1]: a model's heartbeats. ARGV[1]: this replica, ARGV[2]: the latest Redis time this beat
+# may run at, ARGV[3]: forget_after_s. Returns {recorded (0/1), Redis time}.
+# A beat held up in the network (a partition that heals with it still in a socket buffer) must
+# not count back in a replica that has since gone local: past its deadline it records nothing.
+HEARTBEAT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local at = string.format('%.6f', now)
+if now > tonumber(ARGV[2]) then return {0, at} end
+local forget = tonumber(ARGV[3])
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - forget))
+redis.call('PEXPIRE', KEYS[1], math.ceil(forget * 1000))
+return {1, at}
+"""
+
 # Replicas probe a lost Redis this often, and resume together this long after
 # the first one finds it back (longer than a probe period, so all have seen it).
 _PROBE_S = 1.0
@@ -132,6 +185,13 @@ _RESUME_AFTER_S = 1.5
 _STALE_S = 0.5
 # Until Redis answers, the lane is told to wait this long (it is woken sooner).
 _ASK_AGAIN_S = 1.0
+# A heartbeat Redis runs later than this after it was sent records nothing (see HEARTBEAT): far
+# above a round trip; it lengthens the hold of a replica that loses Redis with a beat unanswered.
+# A beat refused for being slow only has the others count this replica out early: less
+# throughput, never more.
+_LATE_S = 0.1
+# This host's monotonic clock and Redis's TIME tick at rates parts per million apart.
+_CLOCK_MARGIN_S = 0.02
 
 
 class RedisGovernor(Governor):
@@ -153,14 +213,30 @@ class RedisGovernor(Governor):
         full = {name: ModelBudget(m, cfg, now) for name, m in models.items()}
         ttl_ms = int(cfg.window_s * 2000)
         self._params = {
-            name: [b.requests.capacity, b.request_rate, b.tokens.capacity, b.token_rate, cfg.recover_per_s, ttl_ms]
+            name: [
+                *(b.requests.capacity, b.request_rate, b.tokens.capacity, b.token_rate),
+                *(cfg.recover_per_s, ttl_ms, cfg.replicas, cfg.stale_after_s, cfg.forget_after_s),
+            ]
             for name, b in full.items()
         }
-        self._keys = {name: f"{{{cfg.redis_prefix}:{name}}}:bucket" for name in models}
+        # Bucket and heartbeats under one hash tag: one slot for the scripts that read both.
+        self._keys = {
+            name: [f"{{{cfg.redis_prefix}:{name}}}:bucket", f"{{{cfg.redis_prefix}:{name}}}:alive"] for name in models
+        }
+        self.replica = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
         self._reserve = client.register_script(RESERVE)
         self._adjust = client.register_script(ADJUST)
         self._penalize = client.register_script(PENALIZE)
         self._resume = client.register_script(RESUME)
+        self._beat = client.register_script(HEARTBEAT)
+        # Share of the full rate the shared buckets refilled at, as the last reservation saw it.
+        self._share = dict.fromkeys(models, 1.0)
+        # The moment (this clock) by which every other replica counts this one out, were it to beat no
+        # more: after its last recorded heartbeat, or after one sent and not yet answered, which may land.
+        self._counted_until = 0.0
+        self._beat_in_flight = 0.0
+        # Local buckets spend nothing before this (see _go_local).
+        self._held_until = 0.0
         self._resume_key = f"{{{cfg.redis_prefix}}}:resume"
         self._parked: dict[str, Reservation] = {}
         self._not_before: dict[str, float] = {}
@@ -168,11 +244,15 @@ class RedisGovernor(Governor):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._probe: asyncio.Task[None] | None = None
         self._loop = asyncio.get_running_loop()
+        self._heartbeat: asyncio.Task[None] | None = self._loop.create_task(self._heartbeats())
+        self._closed = False
 
     # -- the Governor interface ----------------------------------------------------
 
     def try_reserve(self, model: str, tokens: int, now: float) -> Reservation | float:
         if not self.shared:
+            if now < self._held_until and self.is_available(model, now):
+                return self._held_until - now
             return super().try_reserve(model, tokens, now)
         if not self.is_available(model, now):
             return math.inf
@@ -191,6 +271,10 @@ class RedisGovernor(Governor):
             self._asking.add(model)
             self._spawn(self._ask(model, tokens))
         return _ASK_AGAIN_S
+
+    def time_to_serve(self, model: str, requests: int, tokens: int, now: float) -> float:
+        served = super().time_to_serve(model, requests, tokens, now)
+        return served if self.shared else max(served, self._held_until - now)
 
     def settle(self, r: Reservation, actual_tokens: int, now: float) -> None:
         if not r.shared:
@@ -219,16 +303,28 @@ class RedisGovernor(Governor):
 
     def snapshot(self, now: float) -> dict[str, dict[str, float]]:
         snap = super().snapshot(now)
-        for s in snap.values():
+        for name, s in snap.items():
             s["shared"] = 1.0 if self.shared else 0.0
             s["fallbacks"] = float(self.fallbacks)
+            s["shared_rate_share"] = self._share[name]
+            s["held_s"] = 0.0 if self.shared else max(0.0, self._held_until - now)
         return snap
 
     async def aclose(self) -> None:
-        """Stop the probe and the pending Redis calls, then close the client."""
-        for t in [*self._tasks, *([self._probe] if self._probe else [])]:
+        """Stop the heartbeats, the probe and the pending Redis calls, leave the heartbeats, close the client."""
+        tasks = [*self._tasks, *(t for t in (self._probe, self._heartbeat) if t is not None)]
+        # The loops also stop on this flag: a cancel that lands inside a redis-py call can be lost
+        # (seen once in sixteen runs on a busy machine), and then only the flag ends them.
+        self._closed = True
+        self._heartbeat = None
+        for t in tasks:
             t.cancel()
-        await asyncio.gather(*self._tasks, *([self._probe] if self._probe else []), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self.shared:
+            # Gone, not cut off: the others need not leave a share for this replica.
+            with contextlib.suppress(RedisError, OSError, TimeoutError):
+                for _, alive in self._keys.values():
+                    await self.client.zrem(alive, self.replica)
         await self.client.aclose()
 
     # -- Redis calls -----------------------------------------------------------------
@@ -240,11 +336,12 @@ class RedisGovernor(Governor):
 
     async def _ask(self, model: str, tokens: int) -> None:
         try:
-            granted, wait = await self._reserve(keys=[self._keys[model]], args=[*self._params[model], tokens])
+            granted, wait, share = await self._reserve(keys=self._keys[model], args=[*self._params[model], tokens])
         except (RedisError, OSError, TimeoutError) as exc:
             self._go_local(exc)
         else:
             now = self._loop.time()
+            self._share[model] = float(share)
             if int(granted):
                 self._parked[model] = Reservation(model, tokens, now, shared=True)
             else:
@@ -255,21 +352,60 @@ class RedisGovernor(Governor):
 
     async def _run(self, script: Any, model: str, *args: float) -> None:
         try:
-            await script(keys=[self._keys[model]], args=[*self._params[model], *args])
+            await script(keys=self._keys[model], args=[*self._params[model], *args])
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._go_local(exc)
+
+    async def _heartbeats(self) -> None:
+        """Every heartbeat_s, record in Redis that this replica spends from the shared buckets of each model."""
+        loop = self._loop
+        try:
+            # A Redis time and when (this clock) the call that read it was sent and answered: Redis's
+            # clock at this clock's `x` lies between at + (x - back) and at + (x - sent).
+            sent = loop.time()
+            seconds, micros = await self.client.time()
+            at, back = seconds + micros / 1e6, loop.time()
+            stale_s = self.cfg.stale_after_s
+            while True:
+                for _, alive in self._keys.values():
+                    beat = loop.time()
+                    deadline = at + (beat - sent) + _LATE_S
+                    # Until answered, this beat may land as late as `deadline` by Redis's clock, and the
+                    # others count this replica out stale_after_s after it lands: on this clock, by
+                    self._beat_in_flight = beat + _LATE_S + stale_s + (back - sent)
+                    recorded, redis_at = await self._beat(
+                        keys=[alive], args=[self.replica, deadline, self.cfg.forget_after_s]
+                    )
+                    at, sent, back = float(redis_at), beat, loop.time()
+                    self._beat_in_flight = 0.0
+                    if int(recorded):  # at `at`, so counted out by
+                        self._counted_until = max(self._counted_until, back + stale_s)
+                await asyncio.sleep(self.cfg.heartbeat_s)
+                if self._heartbeat is not asyncio.current_task():  # gone local, or closing
+                    return
         except (RedisError, OSError, TimeoutError) as exc:
             self._go_local(exc)
 
     def _go_local(self, exc: BaseException) -> None:
-        if not self.shared:
+        if not self.shared or self._closed:
             return
         self.shared = False
         self.fallbacks += 1
         self._parked.clear()
         self._not_before.clear()
+        if self._heartbeat is not None and self._heartbeat is not asyncio.current_task():
+            self._heartbeat.cancel()
+        self._heartbeat = None
+        # The other replicas may still reach Redis and share the full buckets until they count this one
+        # out: spending the local share before then would put it on top of theirs.
+        now = self._loop.time()
+        counted_until = max(self._counted_until, self._beat_in_flight)
+        self._held_until = max(self._held_until, counted_until + _CLOCK_MARGIN_S)
         log.warning(
-            "redis unreachable (%s): governing locally at 1/%d of each limit until it is back",
+            "redis unreachable (%s): governing locally at 1/%d of each limit, after %.2fs, until it is back",
             type(exc).__name__,
             self.cfg.replicas,
+            max(0.0, self._held_until - now),
             extra={"governor": "local-fallback"},
         )
         self._probe = self._loop.create_task(self._wait_for_redis())
@@ -278,6 +414,8 @@ class RedisGovernor(Governor):
     async def _wait_for_redis(self) -> None:
         while True:
             await asyncio.sleep(_PROBE_S)
+            if self._closed:
+                return
             try:
                 # Every replica resumes at the same moment, the first one back
                 # setting it: a replica back on the shared buckets while another
@@ -288,7 +426,11 @@ class RedisGovernor(Governor):
             await asyncio.sleep(delay)
             # Connections pooled before the outage are dead; start afresh.
             await self.client.connection_pool.disconnect()
+            if self._closed:
+                return
             self.shared = True
+            # Only now, with the local buckets left, may the others count this replica back in.
+            self._heartbeat = self._loop.create_task(self._heartbeats())
             log.warning("redis is back: shared governing resumed", extra={"governor": "redis"})
             self.wake()
             return

@@ -59,6 +59,8 @@ def test_key_comes_from_the_named_variable_and_never_shows() -> None:
         (lambda d: d["models"][SLOW].update(tpm=2**60), f"models.{SLOW}.tpm: must be at most 9007199254740992"),
         (lambda d: d["models"][SLOW].update(max_concurrency=2**32), f"models.{SLOW}.max_concurrency: must be at most"),
         (lambda d: d["server"].update(interactive_max_queue_wait_s=0), "server.interactive_max_queue_wait_s: must be"),
+        (lambda d: d["governor"].update(stale_after_s=0.15), "governor.stale_after_s: must be at least twice"),
+        (lambda d: d["governor"].update(forget_after_s=0.5), "governor.forget_after_s: must be more than"),
     ],
 )
 def test_bad_config_names_the_field(mutate: Any, message: str) -> None:
