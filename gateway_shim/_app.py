@@ -49,7 +49,9 @@ _CHANNEL_OPTIONS = (
     # is tried again on another backend, within the caller's deadline: safe, as a translation has
     # no effect to repeat but its cost. The service's own failures carry a "do not retry" pushback
     # (translane.server.NO_RETRY), so only transport failures are retried; a stream that has
-    # started answering is never retried. Throttled so a dead fleet is not hammered.
+    # started answering is never retried. Not throttled: grpc's throttle counts the service's own
+    # failures too, so after a provider outage it would stop the retries a killed backend needs;
+    # three attempts bound the extra calls, each after a backoff.
     ("grpc.enable_retries", 1),
     (
         "grpc.service_config",
@@ -67,7 +69,6 @@ _CHANNEL_OPTIONS = (
                         },
                     }
                 ],
-                "retryThrottling": {"maxTokens": 100, "tokenRatio": 0.5},
             }
         ),
     ),
@@ -77,6 +78,8 @@ _CHANNEL_OPTIONS = (
     # that is not streamed takes a few more round trips, each a fraction of a millisecond within a cluster).
     ("grpc.http2.bdp_probe", 0),
 )
+# A request message is the body's text plus framing: twice the body's bytes covers any escaping.
+_RETRY_SLACK_BYTES = 64 * 1024
 _CORS_METHODS = "GET, POST, OPTIONS"
 _CORS_HEADERS = "Authorization, Content-Type, X-Task-Id, Request-Timeout, X-Request-Timeout"
 _CORS_EXPOSED = "X-Task-Id, Retry-After"
@@ -201,7 +204,8 @@ def create_app(
 
     /healthz, /metrics and /openapi.json need no key. `extra_routes` sit behind the same auth unless their path is
     in `open_paths`. With tracing on, every request but probes and scrapes (/healthz, /metrics) gets a server span,
-    the parent of its gRPC call.
+    the parent of its gRPC call. Run by running_shim, request bodies arrive as sent, not inflated (read_json in
+    gateway_shim._http inflates them, bounded): an extra route that reads one itself must do the same.
     """
     access = _Access(config, open_paths)
     metrics = ShimMetrics()
@@ -249,10 +253,12 @@ async def running_shim(
     own = channel is None
     interceptors = grpc_client_interceptors()
 
+    # grpc retries only a call whose request it kept, 256 KiB by default: keep the largest body's.
+    options = (*_CHANNEL_OPTIONS, ("grpc.per_rpc_retry_buffer_size", 2 * config.max_body_bytes + _RETRY_SLACK_BYTES))
+
     def open_channel() -> grpc.aio.Channel:
-        return tls.channel(
-            config.grpc_target, tls=config.backend_tls, options=_CHANNEL_OPTIONS, interceptors=interceptors or None
-        )
+        tls_cfg, target = config.backend_tls, config.grpc_target
+        return tls.channel(target, tls=tls_cfg, options=options, interceptors=interceptors or None)
 
     ch = open_channel() if channel is None else channel
     # Channels replaced after a certificate change: each closes once its calls had time to finish.
@@ -309,7 +315,11 @@ async def _follow_certificates(
         try:
             fresh = open_channel()
         except ConfigError as exc:
+            # Half written, say (a certificate beside the old key): the next change is looked at again.
             log.error("TLS files changed but cannot be used, keeping the channel in use: %s", exc)
+            continue
+        except Exception:
+            log.exception("TLS files changed but no channel could be opened with them, keeping the one in use")
             continue
         old = backend.channel
         backend.replace_channel(fresh)

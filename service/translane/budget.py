@@ -155,11 +155,13 @@ class Budgets:
         ahead = self._in_flight.get(model.name, 0) if with_in_flight else 0
         held = f", {ahead} more in flight" if ahead else ""
         if model.daily_token_budget and tokens + ahead >= model.daily_token_budget:
-            return f"daily budget of {model.daily_token_budget} tokens for {model.name} is spent ({tokens} used{held})"
+            state = "committed" if ahead else "spent"
+            budget = model.daily_token_budget
+            return f"daily budget of {budget} tokens for {model.name} is {state} ({tokens} used{held})"
         if model.daily_cost_budget and cost + model.cost(0, ahead) >= model.daily_cost_budget:
             return (
-                f"daily budget of {model.daily_cost_budget:g} {model.currency} for {model.name} is spent "
-                f"({cost:.4f} used{held})"
+                f"daily budget of {model.daily_cost_budget:g} {model.currency} for {model.name} is "
+                f"{'committed' if ahead else 'spent'} ({cost:.4f} used{held})"
             )
         return ""
 

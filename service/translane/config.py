@@ -191,11 +191,18 @@ class ServerConfig:
             raise ConfigError("server.tls_cert_file and server.tls_key_file: set both or neither")
         if self.tls_client_ca_file and not self.tls_cert_file:
             raise ConfigError("server.tls_client_ca_file: mTLS needs server.tls_cert_file and tls_key_file too")
+
+    def check_listen(self) -> None:
+        """ConfigError unless gRPC may be served where configured: plaintext only on loopback, unless asked.
+
+        Checked when the server starts, after the command line's --host / --insecure, not when the file is
+        read: the same models file also serves `translane sim`, `up` and the tools, which serve no gRPC from it.
+        """
         if not self.tls and not self.allow_insecure and not is_loopback(self.host):
             raise ConfigError(
                 f"server.host: {self.host[:64]!r} is not a loopback address and no TLS certificate is set "
                 "(server.tls_cert_file / TRANSLANE_TLS_CERT_FILE); to serve plaintext there on purpose set "
-                "server.allow_insecure = true (TRANSLANE_GRPC_INSECURE=1)"
+                "server.allow_insecure = true (TRANSLANE_GRPC_INSECURE=1, or serve --insecure)"
             )
 
     @property

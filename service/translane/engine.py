@@ -459,16 +459,23 @@ class Engine:
                 if self._tracer is not None:
                     waited = (time.time_ns() - waited_from) / 1e9
                     record_span(self._tracer, "translane.lane.wait", waited_from, waited, _wait_attrs(job, model), exc)
+                down = self.governor.down_for(model.name, self._clock())
+                if isinstance(exc, Overloaded) and down > 0:
+                    # The queue is long because the provider is failing, not because of our rate: say so.
+                    exc = ModelUnavailable(
+                        f"the provider of {model.name} is failing (failed calls in a row): paused for {down:.1f}s",
+                        retry_after_s=down,
+                    )
                 last = exc
                 continue
             # Checked again at the grant, counting the calls in flight: while this one queued, others may
-            # have spent the day's budget.
-            spent = self.budgets.exhausted(model, with_in_flight=True) if self.budgets is not None else ""
-            if spent:
-                assert self.budgets is not None
-                await admission.aclose()  # never sent: refunded
-                last = BudgetSpent(f"model: {spent}", retry_after_s=self.budgets.seconds_to_next_day())
-                continue
+            # have spent the day's budget, or be about to.
+            if self.budgets is not None:
+                refusal = self._budget_refusal(model)
+                if refusal is not None:
+                    await admission.aclose()  # never sent: refunded
+                    last = refusal
+                    continue
             await stack.enter_async_context(admission)
             self.metrics.admitted(model, ticket.queued_s, ticket.governed_s)
             if self._tracer is not None and (ticket.queued_s or ticket.governed_s):
@@ -646,6 +653,18 @@ class Engine:
             ):
                 # A run of these is a provider that is down: the model pauses and work falls back.
                 self.governor.on_failure(model.name, now)
+
+    def _budget_refusal(self, model: ModelConfig) -> TranslaneError | None:
+        """Why a granted call of `model` may not go, by the day's budget: spent (until the next day), or
+        committed by calls in flight (briefly: their reservations are estimates, settled when they end)."""
+        assert self.budgets is not None
+        spent = self.budgets.exhausted(model)
+        if spent:
+            return BudgetSpent(f"model: {spent}", retry_after_s=self.budgets.seconds_to_next_day())
+        committed = self.budgets.exhausted(model, with_in_flight=True)
+        if committed:
+            return Overloaded(f"model: {committed}; wait for them to settle", retry_after_s=1.0)
+        return None
 
     def _charge_budget(self, model: ModelConfig, tokens: int) -> None:
         """Count tokens the provider may have billed without an answer (a budget errs on the side of spent)."""

@@ -109,6 +109,7 @@ class ModelBudget:
         self.consecutive_429 = 0
         self.consecutive_failures = 0
         self.down_pauses = 0
+        self.down_until = 0.0
         self.outages = 0
 
     # The factor recovers linearly from its last cut: additive increase.
@@ -187,7 +188,8 @@ class ModelBudget:
             self.outages += 1
         self.down_pauses += 1
         self.consecutive_failures = self.cfg.provider_down_after_failures - 1
-        self.paused_until = max(self.paused_until, now + pause)
+        self.down_until = now + pause
+        self.paused_until = max(self.paused_until, self.down_until)
 
     def on_success(self) -> None:
         self.consecutive_429 = 0
@@ -278,7 +280,7 @@ class Governor:
         was_paused = now < b.paused_until
         b.on_failure(now)
         if not was_paused and now < b.paused_until:
-            self.wake()  # its waiters hear it at once and fall back
+            self.wake()  # waiters of other models may be granted what its waiters now cannot take
 
     def disable(self, model: str, now: float) -> None:
         """Take a model out of rotation for `disable_s` (the provider's spending limit was hit)."""
@@ -296,6 +298,10 @@ class Governor:
 
     def is_paused(self, model: str, now: float) -> bool:
         return now < self.budgets[model].paused_until
+
+    def down_for(self, model: str, now: float) -> float:
+        """Seconds left of the pause after a run of provider failures (0 when the provider is not taken to be down)."""
+        return max(0.0, self.budgets[model].down_until - now)
 
     def snapshot(self, now: float) -> dict[str, dict[str, float]]:
         return {name: b.snapshot(now) for name, b in self.budgets.items()}

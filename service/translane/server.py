@@ -509,7 +509,8 @@ class RunningServer:
 async def running_server(config: Config, *, grace_s: float | None = None) -> AsyncIterator[RunningServer]:
     """Start the gRPC server on config.server.host:port (and /metrics on metrics_port unless 0);
     on exit go NOT_SERVING and stop gracefully, then stop serving metrics."""
-    # Unreadable certificates fail here, naming the file, before anything starts.
+    # Plaintext off loopback, or unreadable certificates, fail here, naming the setting, before anything starts.
+    config.server.check_listen()
     certificates = ServerCertificates(config.server) if config.server.tls else None
     async with Engine.open(config) as engine, contextlib.AsyncExitStack() as stack:
         metrics_port = 0

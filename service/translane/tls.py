@@ -44,6 +44,19 @@ def _read(path: str, what: str) -> bytes:
     return data
 
 
+_Signature = tuple[tuple[int, int, int], ...] | None
+
+
+def _signature(*paths: str) -> _Signature:
+    """(inode, mtime, size) of each file named, to notice a change (a Secret volume swaps files in); None when
+    one cannot be read."""
+    try:
+        stats = [os.stat(p) for p in paths if p]
+    except OSError:
+        return None
+    return tuple((st.st_ino, st.st_mtime_ns, st.st_size) for st in stats)
+
+
 class ServerCertificates:
     """The service's certificate, key and (for mTLS) client CA, read from files; `reload()` reads them again."""
 
@@ -77,13 +90,9 @@ class ServerCertificates:
         roots = _read(s.tls_client_ca_file, "server.tls_client_ca_file") if s.tls_client_ca_file else None
         return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=roots)
 
-    def _signature(self) -> tuple[tuple[int, int, int], ...] | None:
+    def _signature(self) -> _Signature:
         s = self._server
-        try:
-            stats = [os.stat(p) for p in (s.tls_cert_file, s.tls_key_file, s.tls_client_ca_file) if p]
-        except OSError:
-            return None
-        return tuple((st.st_ino, st.st_mtime_ns, st.st_size) for st in stats)
+        return _signature(s.tls_cert_file, s.tls_key_file, s.tls_client_ca_file)
 
     def reload(self) -> bool:
         """Read the files again; new connections use them. False (and the old ones kept) when they are unusable."""
@@ -146,19 +155,30 @@ class ClientTLS:
             raise ConfigError("TRANSLANE_CLIENT_TLS_CERT_FILE and TRANSLANE_CLIENT_TLS_KEY_FILE: set both or neither")
         return cls(ca, cert, key, env.get("TRANSLANE_CLIENT_TLS_SERVER_NAME", ""))
 
-    def signature(self) -> tuple[tuple[int, int, int], ...] | None:
-        """What the files are now (inode, mtime, size), to notice a change; None when one cannot be read."""
-        try:
-            stats = [os.stat(p) for p in (self.ca_file, self.cert_file, self.key_file) if p]
-        except OSError:
-            return None
-        return tuple((st.st_ino, st.st_mtime_ns, st.st_size) for st in stats)
+    def signature(self) -> _Signature:
+        """What the files are now, to notice a change."""
+        return _signature(self.ca_file, self.cert_file, self.key_file)
 
     def credentials(self) -> grpc.ChannelCredentials:
-        """Channel credentials read from the files now."""
+        """Channel credentials read from the files now; ConfigError, naming the file, when they are unusable
+        (grpc would only fail each handshake, saying nothing about why)."""
         ca = _read(self.ca_file, "TRANSLANE_CLIENT_TLS_CA_FILE")
         cert = _read(self.cert_file, "TRANSLANE_CLIENT_TLS_CERT_FILE") if self.cert_file else None
         key = _read(self.key_file, "TRANSLANE_CLIENT_TLS_KEY_FILE") if self.key_file else None
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        try:
+            context.load_verify_locations(cadata=ca.decode("ascii", "replace"))
+        except ssl.SSLError as exc:
+            message = f"TRANSLANE_CLIENT_TLS_CA_FILE: {self.ca_file[:200]!r} holds no CA certificate ({exc})"
+            raise ConfigError(message) from None
+        if self.cert_file:
+            try:
+                context.load_cert_chain(self.cert_file, self.key_file)
+            except (ssl.SSLError, OSError) as exc:
+                raise ConfigError(
+                    f"TRANSLANE_CLIENT_TLS_CERT_FILE / _KEY_FILE: {self.cert_file[:200]!r} and {self.key_file[:200]!r} "
+                    f"are not a certificate chain and its key ({exc})"
+                ) from None
         return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
 
 

@@ -203,6 +203,8 @@ async def test_slow_http_readers_pause_the_chain_and_hold_bounded_memory(stack: 
         for reader in slow:
             await reader.open()
         trickling = [asyncio.create_task(reader.trickle(stop)) for reader in slow]
+        # Every stream reached the service before "quiet" means anything.
+        await stack.until(lambda now: arrived(start, now) >= readers)
         quiet = await stack.quiet()
         held = rss_bytes(stack.shim_pid), rss_bytes(stack.service_pid)
         made = quiet.get("translane_upstream_calls_total") - start.get("translane_upstream_calls_total")
@@ -217,7 +219,8 @@ async def test_slow_http_readers_pause_the_chain_and_hold_bounded_memory(stack: 
         # the service's writes, its provider calls. The work paused at what the buffers between hold, per
         # stream: the socket's (2 x 64 KiB), aiohttp's (~128 KiB), the gRPC window (64 KiB), the service's
         # (~3 x 16 Ki characters): ~50 answers of ~8,000 characters, of 400.
-        assert made <= readers * 56
+        assert readers <= made <= readers * 56  # each stream started, and stopped at the bound
+        assert quiet.get("translane_stream_unread_chars") > 0
         assert quiet.get("translane_lane_in_flight") == 0
         # Read ahead, each stream's answer would hold 3.2 M characters in the shim or the service.
         assert held[0] - before[0] < 16 * 2**20

@@ -16,7 +16,7 @@ import pytest_asyncio
 from translane.budget import Budgets, open_budgets
 from translane.config import CacheConfig, Config, parse_config
 from translane.engine import Engine, Job
-from translane.errors import BudgetSpent
+from translane.errors import BudgetSpent, Overloaded
 from translane.governor import Governor
 from translane.server import running_server
 from translane.sim import SimConfig
@@ -70,6 +70,17 @@ context_tokens = 4000
 input_price_per_mtok = 1.0
 output_price_per_mtok = 2.0
 daily_cost_budget = 0.00001
+[models.solo]
+provider = "p"
+api_style = "chat_completions"
+lane = "l"
+rpm = 6000
+tpm = 1000000
+max_concurrency = 10
+max_input_tokens = 1000
+max_output_tokens = 1000
+context_tokens = 4000
+daily_token_budget = 400
 """
 BEIJING = ZoneInfo("Asia/Shanghai")
 
@@ -138,6 +149,25 @@ async def test_work_granted_together_does_not_pass_the_budget_by_more_than_one_c
     tokens, _ = budgets.spent("m")
     assert on_m >= 1 and sum(r.models[0] == "f" for r in results) == 20 - on_m
     assert tokens < 150 + per_call  # past the budget by less than one call (without the check: 20 calls)
+
+
+async def test_a_budget_only_committed_by_calls_in_flight_is_a_short_wait_not_the_next_day(config: Config) -> None:
+    """Reservations are estimates: when only the calls in flight cross the budget, a call is told to wait for
+    them to settle (a second), not that the day is over; once they settle, what is left is served."""
+    budgets = Budgets(config.models, "Asia/Shanghai", Wall(beijing(1, 12)))
+    async with UpstreamClient(config) as upstream:
+        engine = Engine(config, upstream, Governor(config.models, config.governor, 0.0), budgets=budgets)
+        results = await asyncio.gather(
+            *(engine.translate(job(engine._clock(), "solo")) for _ in range(6)), return_exceptions=True
+        )
+        refused = [r for r in results if isinstance(r, BaseException)]
+        assert refused, "the reservations of six calls cross 400 tokens"
+        for r in refused:
+            assert isinstance(r, Overloaded) and not isinstance(r, BudgetSpent), r
+            assert r.retry_after_s is not None and r.retry_after_s <= 1.0 and "committed" in r.message
+        tokens, _ = budgets.spent("solo")
+        if tokens < 400:
+            assert (await engine.translate(job(engine._clock(), "solo"))).models == ["solo"]
 
 
 async def test_with_no_fallback_the_refusal_names_the_budget_and_the_wait(config: Config) -> None:

@@ -154,7 +154,7 @@ async def test_a_thousand_streams_opened_and_dropped_leave_nothing_behind(stack:
         answered = time.monotonic() - asked
         assert resp.translations[0].text.endswith("after") and texts[0].endswith("after")
         print(f"then a request and a stream answered in {answered * 1000:.0f} ms")
-        assert answered < 2.0
+        assert answered < 5.0  # not stuck behind what the dropped callers left (it is ~0.2 s)
 
 
 # -- a slow reader ----------------------------------------------------------------------------
@@ -178,6 +178,8 @@ async def test_slow_readers_pause_the_work_and_hold_bounded_memory(stack: Stack)
         before = rss_bytes(stack.service_pid)
 
         calls = [stub.TranslateStream(short if i == 0 else request, timeout=60) for i in range(readers)]
+        # Every stream reached the service before "quiet" means anything.
+        await stack.until(lambda now: arrived(start, now) >= readers)
         quiet = await stack.quiet()
         held = rss_bytes(stack.service_pid)
         made = quiet.get("translane_upstream_calls_total") - start.get("translane_upstream_calls_total")
@@ -190,9 +192,9 @@ async def test_slow_readers_pause_the_work_and_hold_bounded_memory(stack: Stack)
         # The work paused at the bound: each stream made the calls whose answers fill its reader's window
         # (64 KiB, ~8 answers) and the service's bound (16 Ki characters, ~2), of its 200; it holds no lane
         # slot while it waits for its reader.
-        assert made <= readers * 20
+        assert readers <= made <= readers * 20  # each stream started, and stopped at the bound
         assert quiet.get("translane_lane_in_flight") == 0
-        assert unread <= readers * 3 * BUFFER_CHARS
+        assert 0 < unread <= readers * 3 * BUFFER_CHARS
         # Read ahead, the answers would hold 7 x 1.6 M characters; the service holds its requests
         # (7 x 80 KB) and a bounded buffer per stream.
         assert held - before < 24 * 2**20

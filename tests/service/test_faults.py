@@ -196,3 +196,21 @@ async def test_an_outage_of_the_primary_provider_is_served_by_the_fallback(sim: 
     assert not failed, failed[0]
     assert served.count(FLASH) >= 40 and served[-1] == TR
     assert outages == 1
+
+
+async def test_a_failing_provider_is_unavailable_not_rate_limited_while_its_model_is_paused(
+    stub: pb_grpc.TranslatorStub, sim: Sim, server: RunningServer
+) -> None:
+    """With no fallback, calls that meet the model's outage pause hear that the provider is failing
+    (UNAVAILABLE with a retry hint), not that we are over a rate (RESOURCE_EXHAUSTED)."""
+    await sim.set(error_rate=1.0)
+    codes, details = [], []
+    for i in range(8):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Translate(pb.TranslateRequest(segments=[f"s{i}"], target_language="zh"), timeout=0.5)
+        codes.append(info.value.code())
+        details.append(info.value.details() or "")
+    assert set(codes) == {grpc.StatusCode.UNAVAILABLE}, list(zip(codes, details, strict=True))
+    assert any("is failing" in d for d in details), details
+    await settle_lanes(server)
+    assert_nothing_leaked(server)

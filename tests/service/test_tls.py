@@ -28,6 +28,7 @@ from gateway_shim import ShimConfig, running_shim
 
 from ..conftest import Sim, server_config
 from ..helpers.processes import clean_env, free_port
+from ..helpers.processes import translane as translane_process
 
 # The name the service's certificate carries; clients check it against the target's host.
 NAME = "localhost"
@@ -162,13 +163,13 @@ async def test_certificates_changed_on_disk_are_used_without_a_signal(sim: Sim, 
 
 def test_config_refuses_plaintext_off_loopback_unless_asked() -> None:
     with pytest.raises(ConfigError, match=r"server\.host: '0\.0\.0\.0' is not a loopback address.*allow_insecure"):
-        load_config(env={"TRANSLANE_GRPC_HOST": "0.0.0.0"})
-    assert load_config(env={"TRANSLANE_GRPC_HOST": "0.0.0.0", "TRANSLANE_GRPC_INSECURE": "1"}).server.allow_insecure
+        load_config(env={"TRANSLANE_GRPC_HOST": "0.0.0.0"}).server.check_listen()
+    load_config(env={"TRANSLANE_GRPC_HOST": "0.0.0.0", "TRANSLANE_GRPC_INSECURE": "1"}).server.check_listen()
     for host in ("127.0.0.1", "127.3.4.5", "::1", "[::1]", "localhost"):
-        assert ServerConfig(host=host).host == host
+        ServerConfig(host=host).check_listen()
     for host in ("::", "", "10.0.0.7", "example.com"):
         with pytest.raises(ConfigError, match=r"server\.host"):
-            ServerConfig(host=host)
+            ServerConfig(host=host).check_listen()
     with pytest.raises(ConfigError, match="set both or neither"):
         ServerConfig(tls_cert_file="a.crt")
     with pytest.raises(ConfigError, match="tls_client_ca_file"):
@@ -189,6 +190,12 @@ def test_unusable_certificates_are_refused_naming_the_files(pki: Pki) -> None:
     (pki.dir / "junk.pem").write_text("not a certificate")
     with pytest.raises(ConfigError, match="is not PEM"):
         tls.ServerCertificates(ServerConfig(tls_cert_file=str(pki.dir / "junk.pem"), tls_key_file=str(pki.key)))
+    # The client side checks its pair too: a renewed certificate beside the old key is refused, not used.
+    mismatched_client = tls.ClientTLS(str(pki.server_ca), str(pki.client_cert), str(pki.dir / "other.key"))
+    with pytest.raises(ConfigError, match="not a certificate chain and its key"):
+        mismatched_client.credentials()
+    with pytest.raises(ConfigError, match="holds no CA certificate"):
+        tls.ClientTLS(str(pki.client_key)).credentials()
     with pytest.raises(ConfigError, match="need TRANSLANE_CLIENT_TLS_CA_FILE"):
         tls.ClientTLS.from_env({"TRANSLANE_CLIENT_TLS_CERT_FILE": "c", "TRANSLANE_CLIENT_TLS_KEY_FILE": "k"})
 
@@ -214,6 +221,24 @@ def test_serve_refuses_to_start_plaintext_on_all_interfaces(tmp_path: Path) -> N
     )
     assert done.returncode == 2
     assert "server.host: '0.0.0.0' is not a loopback address" in done.stderr
+
+
+def test_the_command_line_overrides_a_models_file_that_binds_all_interfaces(tmp_path: Path) -> None:
+    """A models file with host = "0.0.0.0" (the k8s one) still serves with --insecure or --host 127.0.0.1, and
+    the commands that serve no gRPC from it (sim) do not care."""
+    models = tmp_path / "models.toml"
+    shipped = (Path(translane.__file__).parent / "default_models.toml").read_text(encoding="utf-8")
+    models.write_text(shipped.replace('host = "127.0.0.1"', 'host = "0.0.0.0"', 1), encoding="utf-8")
+    for flags in (["--insecure"], ["--host", "127.0.0.1"]):
+        port = free_port()
+        args = ["--models-file", str(models), "serve", "--port", str(port), *flags]
+        with translane_process(args, port, tmp_path / "serve.log", clean_env()):
+            pass
+    port = free_port()
+    with translane_process(
+        ["--models-file", str(models), "sim", "--port", str(port)], port, tmp_path / "sim.log", clean_env()
+    ):
+        pass
 
 
 async def test_sighup_reloads_the_certificates_for_new_connections(tmp_path: Path, pki: Pki) -> None:
