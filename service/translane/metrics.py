@@ -106,6 +106,14 @@ _GOVERNOR_GAUGES = {
         "Times the model's provider was taken to be down (failed calls in a row) since start",
     ),
     "disabled": ("translane_governor_disabled", "1 while the model is out of rotation (spending limit)"),
+    # The shared (Redis) governor only.
+    "shared": ("translane_governor_shared", "1 while this replica governs through Redis, 0 while it governs locally"),
+    "fallbacks": ("translane_governor_redis_fallbacks", "Times this replica lost Redis and governed locally"),
+    "shared_rate_share": (
+        "translane_governor_shared_rate_share",
+        "Share of the model's rate the shared buckets refill at (replicas cut off keep theirs locally)",
+    ),
+    "held_s": ("translane_governor_held_seconds", "Seconds a replica cut off from Redis still waits before its share"),
     "budget_tokens_spent": ("translane_budget_tokens_spent", "Tokens the model spent in the provider's day so far"),
     "budget_cost_spent": ("translane_budget_cost_spent", "Cost the model spent in the provider's day so far"),
     "budget_spent": ("translane_budget_spent", "1 while the model's daily budget is spent (out of rotation)"),

@@ -7,8 +7,10 @@ import dataclasses
 
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client import generate_latest
 from translane.config import GovernorConfig, ModelConfig, load_config
 from translane.governor import ModelBudget, Reservation
+from translane.metrics import EngineMetrics
 from translane.redis_governor import ADJUST, HEARTBEAT, RESERVE, RedisGovernor, connect
 
 from ..helpers.redis_server import RedisServer
@@ -264,3 +266,18 @@ async def test_a_replica_that_leaves_cleanly_takes_its_heartbeat_with_it(redis_s
         assert await client.zscore(key, gov.replica) is None
     finally:
         await client.aclose()
+
+
+async def test_the_shared_state_is_in_the_metrics(redis_server: RedisServer) -> None:
+    gov = make(redis_server, "metrics")
+    try:
+        assert len(await reserve_for(gov, 0.3)) > 0
+        config = dataclasses.replace(load_config(env={}), models={MODEL.name: MODEL})
+        metrics = EngineMetrics(config, {}, gov, asyncio.get_running_loop().time)
+        text = generate_latest(metrics.registry).decode()
+        label = f'{{model="{MODEL.name}"}}'
+        assert f"translane_governor_shared{label} 1.0" in text
+        assert f"translane_governor_redis_fallbacks{label} 0.0" in text
+        assert f"translane_governor_shared_rate_share{label} 1.0" in text
+    finally:
+        await gov.aclose()
