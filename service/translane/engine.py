@@ -453,6 +453,7 @@ class Engine:
                         job.priority,
                         start_by=min(job.deadline, now + job.max_queue_wait_s),
                         deadline=job.deadline,
+                        may_leave=i < len(chain) - 1,
                     )
                 )
             except (Overloaded, ModelUnavailable) as exc:

@@ -105,12 +105,31 @@ class Ticket:
 
 
 class _Waiter:
-    __slots__ = ("deadline", "enqueued", "expiry", "future", "gone", "governed_since", "model", "priority", "tokens")
+    __slots__ = (
+        "deadline",
+        "enqueued",
+        "expiry",
+        "future",
+        "gone",
+        "governed_since",
+        "may_leave",
+        "model",
+        "priority",
+        "tokens",
+    )
 
     def __init__(
-        self, model: str, tokens: int, priority: int, deadline: float, now: float, future: asyncio.Future[Ticket]
+        self,
+        model: str,
+        tokens: int,
+        priority: int,
+        deadline: float,
+        now: float,
+        future: asyncio.Future[Ticket],
+        may_leave: bool,
     ) -> None:
         self.model = model
+        self.may_leave = may_leave
         self.tokens = tokens
         self.priority = priority
         self.deadline = deadline
@@ -130,7 +149,7 @@ class Admission:
 
     __slots__ = ("_args", "_lane", "_ticket")
 
-    def __init__(self, lane: Lane, args: tuple[ModelConfig, int, int, float, float]) -> None:
+    def __init__(self, lane: Lane, args: tuple[ModelConfig, int, int, float, float, bool]) -> None:
         self._lane = lane
         self._args = args
         self._ticket: Ticket | None = None
@@ -168,6 +187,8 @@ class Lane:
         # Live waiters per model and priority, for the wait estimate.
         self._waiting: dict[str, list[int]] = {}
         self._waiting_tokens: dict[str, list[int]] = {}
+        # Live waiters per model that have somewhere else to go (a fallback) when it is taken to be down.
+        self._leavers: dict[str, int] = {}
         self._seq = itertools.count()
         self._dead = 0  # entries still in a heap whose waiter is gone
         self._timer: Timer | None = None
@@ -185,17 +206,27 @@ class Lane:
 
     # -- admission ---------------------------------------------------------
 
-    def admit(self, model: ModelConfig, tokens: int, priority: int, *, start_by: float, deadline: float) -> Admission:
+    def admit(
+        self,
+        model: ModelConfig,
+        tokens: int,
+        priority: int,
+        *,
+        start_by: float,
+        deadline: float,
+        may_leave: bool = False,
+    ) -> Admission:
         """A ticket for one call of `model` that starts by `start_by` and can finish by `deadline`.
 
         Entering raises Overloaded at once (with a retry hint) when the lane forecasts it cannot start
         in time, and later when the start_by moment passes in the queue; ModelUnavailable when the model
-        is out of rotation.
+        is out of rotation, and (with `may_leave`: the caller has a fallback) when its provider is taken to
+        be down while it waits.
         """
-        return Admission(self, (model, tokens, priority, start_by, deadline))
+        return Admission(self, (model, tokens, priority, start_by, deadline, may_leave))
 
     async def _acquire(
-        self, model: ModelConfig, tokens: int, priority: int, start_by: float, deadline: float
+        self, model: ModelConfig, tokens: int, priority: int, start_by: float, deadline: float, may_leave: bool
     ) -> Ticket:
         name = model.name
         now = self._clock()
@@ -221,7 +252,7 @@ class Lane:
                 retry_after_s=wait,
             )
         fut: asyncio.Future[Ticket] = asyncio.get_running_loop().create_future()
-        w = _Waiter(name, tokens, priority, deadline, now, fut)
+        w = _Waiter(name, tokens, priority, deadline, now, fut, may_leave)
         heapq.heappush(self._heaps.setdefault(name, []), (priority, next(self._seq), w))
         self._count(w, +1)
         w.expiry = self._call_at(min(start_by, deadline - MIN_SERVICE_SHARE * service), lambda: self._expire(w))
@@ -260,6 +291,8 @@ class Lane:
     def _count(self, w: _Waiter, sign: int) -> None:
         self._waiting.setdefault(w.model, [0, 0])[w.priority] += sign
         self._waiting_tokens.setdefault(w.model, [0, 0])[w.priority] += sign * w.tokens
+        if w.may_leave:
+            self._leavers[w.model] = self._leavers.get(w.model, 0) + sign
         self.queued += sign
 
     def _drop(self, w: _Waiter) -> None:
@@ -339,6 +372,9 @@ class Lane:
             if self._has_waiters(model) and not self.governor.is_available(model, now):
                 # Taken out of rotation while they waited: tell them now, so they fall back in time.
                 self._refuse_all(model)
+            elif self._leavers.get(model) and self.governor.down_for(model, now) > 0:
+                # Its provider is failing: those with a fallback go there rather than wait out the pause.
+                self._refuse_leavers(model)
         while self.in_flight < self.max_concurrency:
             heads: list[_Entry] = []
             for heap in self._heaps.values():
@@ -370,6 +406,13 @@ class Lane:
             w.gone = True
             self.shed += 1
             w.future.set_exception(ModelUnavailable(f"model {model} was taken out of rotation"))
+
+    def _refuse_leavers(self, model: str) -> None:
+        leaving = [w for _, _, w in self._heaps.get(model, []) if w.may_leave and not w.gone and not w.future.done()]
+        for w in leaving:
+            self._drop(w)
+            self.shed += 1
+            w.future.set_exception(ModelUnavailable(f"model {model} is paused: its provider is failing"))
 
     def _arm(self, when: float) -> None:
         if when == self._timer_at:

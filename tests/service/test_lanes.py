@@ -294,3 +294,29 @@ async def test_waiters_of_a_model_taken_out_of_rotation_hear_it_at_once() -> Non
     assert lane.queued == 0
     finish(held)
     assert lane.in_flight == 0
+
+
+async def test_waiters_with_a_fallback_leave_when_the_provider_is_taken_to_be_down() -> None:
+    clock = FakeClock()
+    lane = make_lane(clock, concurrency=1, model=dataclasses.replace(SLOW, rpm=6000))
+    held = await take(lane)
+
+    async def wait(may_leave: bool) -> Ticket:
+        return await lane.admit(SLOW, 10, INTERACTIVE, start_by=100, deadline=100, may_leave=may_leave).__aenter__()
+
+    leavers = [asyncio.create_task(wait(True)) for _ in range(3)]
+    stayer = asyncio.create_task(wait(False))
+    await settle()
+    assert lane.queued == 4
+    for _ in range(GovernorConfig().provider_down_after_failures):
+        lane.governor.on_failure(SLOW.name, clock.now)  # connections refused, say
+    await settle()
+    for w in leavers:
+        with pytest.raises(ModelUnavailable, match="provider is failing"):
+            w.result()
+    # The last model of its chain has nowhere to go: it waits out the pause.
+    assert not stayer.done() and lane.queued == 1
+    finish(held)
+    await clock.advance(GovernorConfig().provider_down_pause_s)
+    finish(await stayer)
+    assert (lane.in_flight, lane.queued) == (0, 0)
