@@ -56,6 +56,7 @@ async def settle_lanes(server: RunningServer) -> None:
         ({"rate_limit_rate": 1.0}, grpc.StatusCode.RESOURCE_EXHAUSTED),  # a 429 storm, no Retry-After
         ({"error_rate": 1.0}, grpc.StatusCode.UNAVAILABLE),  # a 5xx burst
         ({"reset_rate": 1.0}, grpc.StatusCode.UNAVAILABLE),  # connections reset
+        ({"garbage_rate": 1.0}, grpc.StatusCode.UNAVAILABLE),  # 200 with a body that is not JSON
     ],
 )
 async def test_a_faulty_provider_gets_a_clear_status_and_leaks_nothing(
@@ -72,6 +73,18 @@ async def test_a_faulty_provider_gets_a_clear_status_and_leaks_nothing(
     await sim.set(**dict.fromkeys(knobs, 0.0))
     ok = await stub.Translate(pb.TranslateRequest(segments=["after"], target_language="zh"), timeout=10)
     assert ok.translations[0].text.endswith("after")
+
+
+async def test_a_stream_answered_with_a_body_that_is_not_json_is_unavailable(
+    stub: pb_grpc.TranslatorStub, sim: Sim, server: RunningServer
+) -> None:
+    await sim.set(garbage_rate=1.0)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for _ in stub.TranslateStream(pb.TranslateRequest(segments=["x"], target_language="zh"), timeout=10):
+            pass
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE, info.value.details()
+    await settle_lanes(server)
+    assert_nothing_leaked(server)
 
 
 async def test_a_stalled_stream_fails_at_the_idle_timeout_not_the_deadline(

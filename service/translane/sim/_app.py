@@ -157,6 +157,9 @@ class _Simulator:
             if cfg.reset_rate and rng.random() < cfg.reset_rate:
                 limiter.errors += 1
                 return _drop(request)
+            if cfg.garbage_rate and rng.random() < cfg.garbage_rate:
+                limiter.errors += 1
+                return web.Response(text="<html><body>502 Bad Gateway</body></html>", content_type="text/html")
             if cfg.stall_rate and rng.random() < cfg.stall_rate:
                 await asyncio.sleep(cfg.stall_s)
             response, delivered = await (self._stream if call.stream else self._reply)(request, wire, call, answer, cfg)

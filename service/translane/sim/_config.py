@@ -20,6 +20,7 @@ RUNTIME_FIELDS: tuple[str, ...] = (
     "rate_limit_rate",
     "spend_limit_rate",
     "reset_rate",
+    "garbage_rate",
     "stall_rate",
     "stall_s",
     "reasoning_tokens",
@@ -29,7 +30,15 @@ RUNTIME_FIELDS: tuple[str, ...] = (
     "untranslated_rate",
     "answer_repeat",
 )
-_RATES = ("error_rate", "rate_limit_rate", "spend_limit_rate", "reset_rate", "stall_rate", "untranslated_rate")
+_RATES = (
+    "error_rate",
+    "rate_limit_rate",
+    "spend_limit_rate",
+    "reset_rate",
+    "garbage_rate",
+    "stall_rate",
+    "untranslated_rate",
+)
 _DURATIONS = ("window_s", "ttft_s", "tokens_per_s", "stall_s", "reasoning_tokens", "output_cap_tokens", "answer_repeat")
 
 
@@ -65,6 +74,8 @@ class SimConfig:
     # Share of calls answered 429 SetLimitExceeded: the account's spending limit.
     spend_limit_rate: float = 0.0
     reset_rate: float = 0.0
+    # Share of calls answered 200 with a body that is not JSON (a proxy's HTML error page, say).
+    garbage_rate: float = 0.0
     stall_rate: float = 0.0
     stall_s: float = 30.0
     # Thinking models: tokens spent reasoning before each answer (billed as output), and whether the
