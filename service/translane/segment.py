@@ -57,19 +57,34 @@ def _hard_split(text: str, max_tokens: int, count: Callable[[str], int]) -> list
 
 
 def _pack(units: list[Piece], max_tokens: int, count: Callable[[str], int]) -> list[Piece]:
+    """Consecutive units joined into pieces of at most `max_tokens` where one unit fits (a larger unit stays alone).
+
+    Each unit is counted once and a piece is filled by the sum of its units' counts, then the joined text is
+    counted once to confirm it (the separators between units may add tokens, or merge into the next word):
+    linear in the text, where counting every candidate again was quadratic (a 100,000-character segment
+    held the event loop for half a second).
+    """
+    counts = [count(u.text) for u in units]
     pieces: list[Piece] = []
-    cur = ""
-    cur_sep = ""
-    for u in units:
-        candidate = cur + cur_sep + u.text if cur else u.text
-        if cur and count(candidate) > max_tokens:
-            pieces.append(Piece(cur, cur_sep))
-            cur, cur_sep = u.text, u.sep
-        else:
-            cur, cur_sep = candidate, u.sep
-    if cur or cur_sep:
-        pieces.append(Piece(cur, cur_sep))
+    i = 0
+    while i < len(units):
+        j, total = i + 1, counts[i]
+        while j < len(units) and total + counts[j] <= max_tokens:
+            total += counts[j]
+            j += 1
+        text = _joined(units, i, j)
+        while j - i > 1 and count(text) > max_tokens:
+            j -= 1
+            text = _joined(units, i, j)
+        pieces.append(Piece(text, units[j - 1].sep))
+        i = j
     return pieces
+
+
+def _joined(units: list[Piece], start: int, end: int) -> str:
+    """units[start:end] as they stood in the text, less the whitespace after the last."""
+    last = end - 1
+    return "".join(u.text + (u.sep if k < last else "") for k, u in enumerate(units[start:end], start))
 
 
 def split_text(text: str, max_tokens: int, count: Callable[[str], int]) -> list[Piece]:

@@ -47,6 +47,8 @@ def test_split_message_always_renders_back_n_for_n(text: str) -> None:
 def test_the_segmenter_splits_and_rejoins_any_text(text: str, limit: int) -> None:
     pieces = split_text(text, limit, count_tokens)
     assert join_pieces(pieces, [p.text for p in pieces]) == text
+    # Each piece fits the limit (a single character that alone is over it aside).
+    assert all(count_tokens(p.text) <= limit or len(p.text) == 1 for p in pieces), pieces
 
 
 @FAST
