@@ -45,7 +45,9 @@ _CHANNEL_OPTIONS = (
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
-    # A call that fails in the transport (its backend killed, or refusing calls while it stops)
+    # A call that fails in the transport (its backend killed, or refusing calls while it stops:
+    # UNAVAILABLE; or one the stopping server had received but not started, which grpc cancels:
+    # CANCELLED — about one rolling restart in ten met it)
     # is tried again on another backend, within the caller's deadline: safe, as a translation has
     # no effect to repeat but its cost. The service's own failures carry a "do not retry" pushback
     # (translane.server.NO_RETRY), so only transport failures are retried; a stream that has
@@ -65,7 +67,7 @@ _CHANNEL_OPTIONS = (
                             "initialBackoff": "0.05s",
                             "maxBackoff": "0.5s",
                             "backoffMultiplier": 2,
-                            "retryableStatusCodes": ["UNAVAILABLE"],
+                            "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"],
                         },
                     }
                 ],

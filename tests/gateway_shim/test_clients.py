@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import socket
 import time
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from ..helpers.stack import Stack, arrived, ensure_open_files, rss_bytes, running_stack
+from ..helpers.stack import Stack, arrived, dropping_plan, ensure_open_files, rss_bytes, running_stack
 from ..service.test_clients import FAST, MODEL, segments, small_stream_buffer
 
 CHAT = "/v1/chat/completions"
@@ -57,10 +56,7 @@ async def test_a_thousand_sse_streams_dropped_are_counted_499_and_leave_nothing_
     streams = 1000
     await stack.sim_set(ttft_s=0.05, tokens_per_s=200)
     text = "the quick brown fox jumps over the lazy dog and keeps on running " * 3
-    rng = random.Random(499)
-    fates = ["queue"] * 400 + ["mid"] * 400 + ["full"] * 200
-    rng.shuffle(fates)
-    leave_after = [rng.randint(1, 5) for _ in range(streams)]
+    fates, leave_after = dropping_plan(streams, seed=499)
     events = [0] * streams
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
     async with aiohttp.ClientSession(stack.shim, connector=connector) as session:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import random
 import resource
 import time
 import tomllib
@@ -148,3 +149,13 @@ def running_stack(
             proc = stack.enter_context(translane(args, shim_port, tmp / "shim.log", child_env))
             running = dataclasses.replace(running, shim=f"http://127.0.0.1:{shim_port}", shim_pid=proc.pid)
         yield running
+
+
+def dropping_plan(streams: int, seed: int) -> tuple[list[str], list[int]]:
+    """How each of `streams` callers leaves, shuffled with `seed`: 40% while queued ("queue"), 40% after 1-5
+    chunks ("mid", with how many in the second list), 20% read to the end ("full")."""
+    rng = random.Random(seed)
+    queue, mid = streams * 2 // 5, streams * 2 // 5
+    fates = ["queue"] * queue + ["mid"] * mid + ["full"] * (streams - queue - mid)
+    rng.shuffle(fates)
+    return fates, [rng.randint(1, 5) for _ in range(streams)]

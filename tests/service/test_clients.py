@@ -6,7 +6,6 @@ Prometheus endpoint and /proc)."""
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 from translane.v1 import translate_pb2 as pb
 from translane.v1 import translate_pb2_grpc as pb_grpc
 
-from ..helpers.stack import Stack, arrived, rss_bytes, running_stack
+from ..helpers.stack import Stack, arrived, dropping_plan, rss_bytes, running_stack
 
 MODEL = "doubao-seed-translation-250915"  # the default model, slow lane as shipped: 80 slots, 5,000 RPM, 500,000 TPM
 FAST = "deepseek-v3-2-251201"  # fast lane as shipped: 500 slots, 30,000 RPM, 5,000,000 TPM
@@ -62,10 +61,7 @@ async def test_a_thousand_streams_opened_and_dropped_leave_nothing_behind(stack:
     # Answers of ~40 pieces paced at 200 a second: a stream lasts ~0.25 s, long enough to leave in the middle.
     await stack.sim_set(ttft_s=0.05, tokens_per_s=200)
     text = "the quick brown fox jumps over the lazy dog and keeps on running " * 3
-    rng = random.Random(1000)
-    fates = ["queue"] * 400 + ["mid"] * 400 + ["full"] * 200
-    rng.shuffle(fates)
-    leave_after = [rng.randint(1, 5) for _ in range(streams)]
+    fates, leave_after = dropping_plan(streams, seed=1000)
     got = [0] * streams
     async with grpc.aio.insecure_channel(stack.grpc_target) as channel:
         stub = pb_grpc.TranslatorStub(channel)
