@@ -356,10 +356,14 @@ async def run_shim(
                     "listens on %s only, and any local process may call it",
                     config.host,
                 )
+        tls_mode = "plaintext"
+        if config.backend_tls is not None:
+            tls_mode = "mTLS" if config.backend_tls.cert_file else "TLS"
         log.info(
-            "translane shim on %s, calling the service at %s (%d API key%s)",
+            "translane shim on %s, calling the service at %s over %s (%d API key%s)",
             shim.url,
             config.grpc_target,
+            tls_mode,
             len(config.api_keys),
             "" if len(config.api_keys) == 1 else "s",
         )

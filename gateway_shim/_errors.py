@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import grpc
@@ -116,8 +117,12 @@ def _retry_after_s(exc: grpc.aio.AioRpcError) -> int | None:
     return None
 
 
-def from_rpc_error(exc: grpc.aio.AioRpcError) -> ShimError:
-    """The HTTP error for a failed gRPC call: the only place gRPC status becomes HTTP status."""
+def from_rpc_error(exc: grpc.aio.AioRpcError, fields: Mapping[str, str] | None = None) -> ShimError:
+    """The HTTP error for a failed gRPC call: the only place gRPC status becomes HTTP status.
+
+    `fields` renames the request message's fields the service names to the body's (`segments` is `text_list`
+    in the custom API), so `param` names what the caller sent.
+    """
     code = exc.code()
     status, kind, error_code = _HTTP_STATUS.get(code, _SERVER_ERROR)
     message = exc.details() or code.name.lower()
@@ -125,6 +130,11 @@ def from_rpc_error(exc: grpc.aio.AioRpcError) -> ShimError:
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         m = _FIELD.match(message)
         param = m.group(1) if m else None
+        if param is not None and fields:
+            root = re.match(r"[A-Za-z_]\w*", param)
+            if root is not None and root.group() in fields:
+                param = fields[root.group()] + param[root.end() :]
+                message = param + message[m.end(1) :] if m else message
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED) and not exc.details():
         message = "the translation service is unavailable"
     retry = _retry_after_s(exc) if status in (429, 503) else None

@@ -15,11 +15,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 from aiohttp import web
 from translane.languages import normalize_language
 from translane.v1 import translate_pb2 as pb
 
-from ._errors import ShimError
+from ._errors import ShimError, from_rpc_error
 from ._http import STATE, json_response, read_json, task_id_of
 from ._languages import plugin_code, prompt_languages, resolve
 
@@ -246,6 +247,10 @@ def render_custom(req: CustomRequest, resp: pb.TranslateResponse | None) -> dict
     return {"translations": out}
 
 
+# The service's field names as the custom API's body has them, for the errors it quotes.
+_CUSTOM_FIELDS = {"segments": "text_list", "target_language": "target_lang", "source_language": "source_lang"}
+
+
 async def custom_translate(request: web.Request) -> web.Response:
     """POST /translate: the plugin's custom API onto one Translate call."""
     state = request.app[STATE]
@@ -254,16 +259,19 @@ async def custom_translate(request: web.Request) -> web.Response:
     req = parse_custom(body, state.config.default_target_language, task_id_of(request, body))
     if not req.texts:
         return json_response(render_custom(req, None))
-    resp = await state.backend.translate(
-        pb.TranslateRequest(
-            segments=req.texts,
-            target_language=req.target_language,
-            source_language=req.source_language,
-            model=req.model,
-            task_id=req.task_id,
-            priority=pb.PRIORITY_INTERACTIVE,
-        ),
-        request.headers,
-        time.monotonic() - arrived,
-    )
+    try:
+        resp = await state.backend.translate(
+            pb.TranslateRequest(
+                segments=req.texts,
+                target_language=req.target_language,
+                source_language=req.source_language,
+                model=req.model,
+                task_id=req.task_id,
+                priority=pb.PRIORITY_INTERACTIVE,
+            ),
+            request.headers,
+            time.monotonic() - arrived,
+        )
+    except grpc.aio.AioRpcError as exc:
+        raise from_rpc_error(exc, _CUSTOM_FIELDS) from None
     return json_response(render_custom(req, resp))

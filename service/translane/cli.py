@@ -154,6 +154,12 @@ async def _up_traced(args: argparse.Namespace) -> int:
         shim_cfg = ShimConfig.from_env(
             host="127.0.0.1", port=args.shim_port, grpc_target=f"127.0.0.1:{cfg.server.port}"
         )
+        if cfg.server.tls and shim_cfg.backend_tls is None:
+            raise ConfigError(
+                "the service would serve TLS (TRANSLANE_TLS_CERT_FILE) but the shim has no "
+                "TRANSLANE_CLIENT_TLS_CA_FILE to trust it with (and, for mTLS, TRANSLANE_CLIENT_TLS_CERT_FILE / "
+                "_KEY_FILE); set them, or run `translane up --no-shim`"
+            )
         coros.append(run_shim(shim_cfg))
     await _until_signal(*coros)
     return 0
@@ -194,8 +200,7 @@ async def _translate(args: argparse.Namespace) -> int:
                     print(t.text)
                 usage = resp.usage
         except grpc.aio.AioRpcError as exc:
-            print(f"translane: {exc.code().name}: {exc.details()}", file=sys.stderr)
-            return 1
+            return _rpc_failed(exc, args.target)
     if args.verbose:
         print(
             f"[{usage.prompt_tokens}+{usage.completion_tokens} tokens, {usage.cost:.6f} {usage.currency}"
@@ -225,13 +230,32 @@ async def _batch(args: argparse.Namespace) -> int:
     return 0 if summary.failed == 0 else 1
 
 
+def _rpc_failed(exc: Any, target: str) -> int:
+    """One line for a failed call (no traceback), with what to check when the service was not reached."""
+    import grpc
+
+    print(f"translane: {exc.code().name}: {exc.details()}", file=sys.stderr)
+    if exc.code() == grpc.StatusCode.UNAVAILABLE and not os.environ.get("TRANSLANE_CLIENT_TLS_CA_FILE"):
+        print(
+            f"translane: is the service running at {target} (--target, $TRANSLANE_GRPC_TARGET)? If it serves TLS, "
+            "set TRANSLANE_CLIENT_TLS_CA_FILE (and for mTLS TRANSLANE_CLIENT_TLS_CERT_FILE / _KEY_FILE)",
+            file=sys.stderr,
+        )
+    return 1
+
+
 async def _models(args: argparse.Namespace) -> int:
+    import grpc
+
     from . import tls
     from .v1 import translate_pb2 as pb
     from .v1 import translate_pb2_grpc as pb_grpc
 
     async with tls.channel(args.target, tls=tls.ClientTLS.from_env()) as channel:
-        resp = await pb_grpc.TranslatorStub(channel).ListModels(pb.ListModelsRequest(), timeout=10)
+        try:
+            resp = await pb_grpc.TranslatorStub(channel).ListModels(pb.ListModelsRequest(), timeout=10)
+        except grpc.aio.AioRpcError as exc:
+            return _rpc_failed(exc, args.target)
     for m in resp.models:
         star = "*" if m.name == resp.default_model else " "
         budget = ""

@@ -236,6 +236,7 @@ class Engine:
     async def translate(self, job: Job, stats: Stats | None = None) -> JobResult:
         """Translate every segment; results come back in request order. `stats` fills in as calls end."""
         stats = Stats() if stats is None else stats
+        self._price_in(job, stats)
         outcomes = await all_or_first_failure(
             [self._segment(job, i, text, stats, None) for i, text in enumerate(job.segments)]
         )
@@ -251,6 +252,7 @@ class Engine:
         """Stream deltas in segment order; all segments run at once, later ones are buffered (see Outbox:
         within `server.stream_buffer_chars`, so a slow reader holds new calls back rather than the text piling up).
         """
+        self._price_in(job, stats)
         outbox: Outbox[_Outcome] = Outbox(len(job.segments), self.config.server.stream_buffer_chars)
 
         async def run(i: int, text: str) -> None:
@@ -654,6 +656,12 @@ class Engine:
             ):
                 # A run of these is a provider that is down: the model pauses and work falls back.
                 self.governor.on_failure(model.name, now)
+
+    def _price_in(self, job: Job, stats: Stats) -> None:
+        """The currency of the model asked for, so a job served wholly from the cache (cost 0) still names it."""
+        model = self.config.models.get(job.model)
+        if model is not None and not stats.currency:
+            stats.currency = model.currency
 
     def _budget_refusal(self, model: ModelConfig) -> TranslaneError | None:
         """Why a granted call of `model` may not go, by the day's budget: spent (until the next day), or

@@ -477,6 +477,20 @@ def _add_translator(service: TranslatorService, server: grpc.aio.Server) -> None
     server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
 
+def _bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
+    """Listen on `address`; OSError saying so when it cannot (in use, say), where grpc raises RuntimeError."""
+    try:
+        if credentials is not None:
+            port: int = server.add_secure_port(address, credentials)
+        else:
+            port = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise OSError(f"cannot listen on {address} (in use, or not an address of this machine): {exc}") from None
+    if port == 0:
+        raise OSError(f"cannot listen on {address}")
+    return port
+
+
 class RunningServer:
     """A started server: its bound port, health servicer, engine, metrics and health ports (0 when not served)."""
 
@@ -531,21 +545,15 @@ async def running_server(config: Config, *, grace_s: float | None = None) -> Asy
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         address = f"{config.server.host}:{config.server.port}"
-        if certificates is not None:
-            port = server.add_secure_port(address, certificates.credentials())
-        else:
-            port = server.add_insecure_port(address)
-        if port == 0:
-            raise OSError(f"cannot bind {address}")
+        credentials = certificates.credentials() if certificates is not None else None
+        port = _bind(server, address, credentials)
         health_server, health_port = None, 0
         if config.server.health_port:
             # Health alone, in plaintext, for probes without TLS: a server of its own, so nothing
             # else is reachable on that port.
-            health_server = grpc.aio.server()
+            health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
             health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)
-            health_port = health_server.add_insecure_port(f"{config.server.host}:{config.server.health_port}")
-            if health_port == 0:
-                raise OSError(f"cannot bind {config.server.host}:{config.server.health_port}")
+            health_port = _bind(health_server, f"{config.server.host}:{config.server.health_port}", None)
             await health_server.start()
         await server.start()
         for name in ("", SERVICE_NAME):

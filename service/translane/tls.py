@@ -44,6 +44,17 @@ def _read(path: str, what: str) -> bytes:
     return data
 
 
+def _ca(path: str, what: str) -> bytes:
+    """A CA bundle's PEM; ConfigError naming the file when it holds no certificate (a key, say): grpc would
+    only log that it could not load it, and fail every handshake."""
+    data = _read(path, what)
+    try:
+        ssl.create_default_context().load_verify_locations(cadata=data.decode("ascii", "replace"))
+    except ssl.SSLError as exc:
+        raise ConfigError(f"{what}: {path[:200]!r} holds no CA certificate ({exc})") from None
+    return data
+
+
 _Signature = tuple[tuple[int, int, int], ...] | None
 
 
@@ -87,7 +98,7 @@ class ServerCertificates:
                 f"server.tls_cert_file / tls_key_file: {s.tls_cert_file[:200]!r} and {s.tls_key_file[:200]!r} "
                 f"are not a certificate chain and its key ({exc})"
             ) from None
-        roots = _read(s.tls_client_ca_file, "server.tls_client_ca_file") if s.tls_client_ca_file else None
+        roots = _ca(s.tls_client_ca_file, "server.tls_client_ca_file") if s.tls_client_ca_file else None
         return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=roots)
 
     def _signature(self) -> _Signature:
@@ -162,18 +173,12 @@ class ClientTLS:
     def credentials(self) -> grpc.ChannelCredentials:
         """Channel credentials read from the files now; ConfigError, naming the file, when they are unusable
         (grpc would only fail each handshake, saying nothing about why)."""
-        ca = _read(self.ca_file, "TRANSLANE_CLIENT_TLS_CA_FILE")
+        ca = _ca(self.ca_file, "TRANSLANE_CLIENT_TLS_CA_FILE")
         cert = _read(self.cert_file, "TRANSLANE_CLIENT_TLS_CERT_FILE") if self.cert_file else None
         key = _read(self.key_file, "TRANSLANE_CLIENT_TLS_KEY_FILE") if self.key_file else None
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-        try:
-            context.load_verify_locations(cadata=ca.decode("ascii", "replace"))
-        except ssl.SSLError as exc:
-            message = f"TRANSLANE_CLIENT_TLS_CA_FILE: {self.ca_file[:200]!r} holds no CA certificate ({exc})"
-            raise ConfigError(message) from None
         if self.cert_file:
             try:
-                context.load_cert_chain(self.cert_file, self.key_file)
+                ssl.create_default_context(ssl.Purpose.SERVER_AUTH).load_cert_chain(self.cert_file, self.key_file)
             except (ssl.SSLError, OSError) as exc:
                 raise ConfigError(
                     f"TRANSLANE_CLIENT_TLS_CERT_FILE / _KEY_FILE: {self.cert_file[:200]!r} and {self.key_file[:200]!r} "

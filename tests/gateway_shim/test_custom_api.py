@@ -53,3 +53,15 @@ async def test_wrong_types_name_the_field(http: aiohttp.ClientSession) -> None:
             assert r.status == 400
             error = (await r.json())["error"]
             assert error["param"] == field and field in error["message"]
+
+
+async def test_the_services_refusals_name_the_fields_the_caller_sent(http: aiohttp.ClientSession) -> None:
+    """The service speaks of `segments` and `target_language`; this body has `text_list` and `target_lang`."""
+    for body, field in (
+        ({"text_list": ["a"] * 1001, "target_lang": "de"}, "text_list"),
+        ({"text_list": ["ok", "x" * 100_001], "target_lang": "de"}, "text_list[1]"),
+    ):
+        async with http.post("/translate", json=body) as r:
+            assert r.status == 400, await r.text()
+            error = (await r.json())["error"]
+        assert error["param"] == field and error["message"].startswith(field + ":"), error

@@ -64,6 +64,10 @@ async def test_a_repeated_segment_costs_nothing_and_is_marked(
     hits = server.engine.metrics.cache_lookups.values
     assert hits[(TR, "hit")] == 1 and hits[(TR, "miss")] == 3
     assert server.engine.metrics.cache_saved_tokens.values[(TR,)] > 0
+    # Served wholly from the cache: nothing paid, and the currency still named.
+    cached = await stub.Translate(req("Hello there."), timeout=10)
+    assert cached.usage.cached_segments == 1 and cached.usage.cost == 0
+    assert cached.usage.currency == first.usage.currency != ""
 
 
 async def test_identical_segments_in_flight_call_the_provider_once(stub: pb_grpc.TranslatorStub, sim: Sim) -> None:

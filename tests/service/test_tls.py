@@ -196,6 +196,10 @@ def test_unusable_certificates_are_refused_naming_the_files(pki: Pki) -> None:
         mismatched_client.credentials()
     with pytest.raises(ConfigError, match="holds no CA certificate"):
         tls.ClientTLS(str(pki.client_key)).credentials()
+    with pytest.raises(ConfigError, match=r"server\.tls_client_ca_file: .* holds no CA certificate"):
+        tls.ServerCertificates(
+            dataclasses.replace(ServerConfig(**pki.server(mutual=True)), tls_client_ca_file=str(pki.key))
+        )
     with pytest.raises(ConfigError, match="need TRANSLANE_CLIENT_TLS_CA_FILE"):
         tls.ClientTLS.from_env({"TRANSLANE_CLIENT_TLS_CERT_FILE": "c", "TRANSLANE_CLIENT_TLS_KEY_FILE": "k"})
 
@@ -329,3 +333,19 @@ async def test_the_shim_follows_renewed_certificate_files(sim: Sim, tmp_path: Pa
                     break
                 assert time.monotonic() < deadline, answer
                 await asyncio.sleep(0.05)
+
+
+async def test_a_port_in_use_is_said_plainly(sim: Sim, tmp_path: Path) -> None:
+    port = free_port()
+    async with running_server(on_port(server_config(sim), port)):
+        env = clean_env(TRANSLANE_GRPC_PORT=str(port), TRANSLANE_UPSTREAM_URL="http://127.0.0.1:1/api/v3")
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "translane.cli", "serve"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1
+    assert f"translane: cannot listen on 127.0.0.1:{port}" in done.stderr and "Traceback" not in done.stderr
