@@ -132,8 +132,15 @@ async def _up(args: argparse.Namespace) -> int:
 
 async def _up_traced(args: argparse.Namespace) -> int:
     from .server import serve
+    from .tls import ClientTLS
 
     cfg = _config(args)
+    if cfg.server.tls and not args.no_shim and ClientTLS.from_env() is None:
+        raise ConfigError(
+            "the service would serve TLS (TRANSLANE_TLS_CERT_FILE) but the shim has no "
+            "TRANSLANE_CLIENT_TLS_CA_FILE to trust it with (and, for mTLS, TRANSLANE_CLIENT_TLS_CERT_FILE / "
+            "_KEY_FILE); set them, or run `translane up --no-shim`"
+        )
     coros: list[Any] = []
     keyed = bool(os.environ.get("ARK_API_KEY"))
     if not keyed or args.sim:
@@ -154,12 +161,6 @@ async def _up_traced(args: argparse.Namespace) -> int:
         shim_cfg = ShimConfig.from_env(
             host="127.0.0.1", port=args.shim_port, grpc_target=f"127.0.0.1:{cfg.server.port}"
         )
-        if cfg.server.tls and shim_cfg.backend_tls is None:
-            raise ConfigError(
-                "the service would serve TLS (TRANSLANE_TLS_CERT_FILE) but the shim has no "
-                "TRANSLANE_CLIENT_TLS_CA_FILE to trust it with (and, for mTLS, TRANSLANE_CLIENT_TLS_CERT_FILE / "
-                "_KEY_FILE); set them, or run `translane up --no-shim`"
-            )
         coros.append(run_shim(shim_cfg))
     await _until_signal(*coros)
     return 0

@@ -349,3 +349,13 @@ async def test_a_port_in_use_is_said_plainly(sim: Sim, tmp_path: Path) -> None:
         )
     assert done.returncode == 1
     assert f"translane: cannot listen on 127.0.0.1:{port}" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_up_refuses_a_tls_service_its_shim_could_not_trust(pki: Pki) -> None:
+    env = clean_env(TRANSLANE_TLS_CERT_FILE=str(pki.cert), TRANSLANE_TLS_KEY_FILE=str(pki.key))
+    ports = ["--port", str(free_port()), "--shim-port", str(free_port()), "--sim-port", str(free_port())]
+    done = subprocess.run(
+        [sys.executable, "-m", "translane.cli", "up", *ports], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2, done.stderr
+    assert "TRANSLANE_CLIENT_TLS_CA_FILE" in done.stderr and "Traceback" not in done.stderr
