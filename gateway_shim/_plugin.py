@@ -247,7 +247,7 @@ def render_custom(req: CustomRequest, resp: pb.TranslateResponse | None) -> dict
     return {"translations": out}
 
 
-# The service's field names as the custom API's body has them, for the errors it quotes.
+# The service's field names as the custom API's body usually has them, for the errors it quotes.
 _CUSTOM_FIELDS = {"segments": "text_list", "target_language": "target_lang", "source_language": "source_lang"}
 
 
@@ -273,5 +273,7 @@ async def custom_translate(request: web.Request) -> web.Response:
             time.monotonic() - arrived,
         )
     except grpc.aio.AioRpcError as exc:
-        raise from_rpc_error(exc, _CUSTOM_FIELDS) from None
+        # Named as the body has it (it may carry the service's own names too).
+        fields = {name: alias for name, alias in _CUSTOM_FIELDS.items() if name not in body}
+        raise from_rpc_error(exc, fields) from None
     return json_response(render_custom(req, resp))

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import importlib.util
 import logging
 import os
 import sys
@@ -135,12 +136,14 @@ async def _up_traced(args: argparse.Namespace) -> int:
     from .tls import ClientTLS
 
     cfg = _config(args)
-    if cfg.server.tls and not args.no_shim and ClientTLS.from_env() is None:
-        raise ConfigError(
-            "the service would serve TLS (TRANSLANE_TLS_CERT_FILE) but the shim has no "
-            "TRANSLANE_CLIENT_TLS_CA_FILE to trust it with (and, for mTLS, TRANSLANE_CLIENT_TLS_CERT_FILE / "
-            "_KEY_FILE); set them, or run `translane up --no-shim`"
-        )
+    shim_client = ClientTLS.from_env()
+    if cfg.server.tls and not args.no_shim and importlib.util.find_spec("gateway_shim") is not None:
+        if shim_client is None or (cfg.server.tls_client_ca_file and not shim_client.cert_file):
+            raise ConfigError(
+                "the service would serve TLS (TRANSLANE_TLS_CERT_FILE) but the shim could not reach it: it needs "
+                "TRANSLANE_CLIENT_TLS_CA_FILE to trust it, and for mTLS (TRANSLANE_TLS_CLIENT_CA_FILE) "
+                "TRANSLANE_CLIENT_TLS_CERT_FILE / _KEY_FILE; set them, or run `translane up --no-shim`"
+            )
     coros: list[Any] = []
     keyed = bool(os.environ.get("ARK_API_KEY"))
     if not keyed or args.sim:
@@ -236,7 +239,13 @@ def _rpc_failed(exc: Any, target: str) -> int:
     import grpc
 
     print(f"translane: {exc.code().name}: {exc.details()}", file=sys.stderr)
-    if exc.code() == grpc.StatusCode.UNAVAILABLE and not os.environ.get("TRANSLANE_CLIENT_TLS_CA_FILE"):
+    # The service's own answers carry its no-retry trailer: it was reached, so no hint about reaching it.
+    answered = any(key == "grpc-retry-pushback-ms" for key, _ in (exc.trailing_metadata() or ()))
+    if (
+        exc.code() == grpc.StatusCode.UNAVAILABLE
+        and not answered
+        and not os.environ.get("TRANSLANE_CLIENT_TLS_CA_FILE")
+    ):
         print(
             f"translane: is the service running at {target} (--target, $TRANSLANE_GRPC_TARGET)? If it serves TLS, "
             "set TRANSLANE_CLIENT_TLS_CA_FILE (and for mTLS TRANSLANE_CLIENT_TLS_CERT_FILE / _KEY_FILE)",

@@ -236,10 +236,10 @@ class Engine:
     async def translate(self, job: Job, stats: Stats | None = None) -> JobResult:
         """Translate every segment; results come back in request order. `stats` fills in as calls end."""
         stats = Stats() if stats is None else stats
-        self._price_in(job, stats)
         outcomes = await all_or_first_failure(
             [self._segment(job, i, text, stats, None) for i, text in enumerate(job.segments)]
         )
+        self._price_in(job, stats)
         return JobResult(
             [o.text for o in outcomes],
             [o.model for o in outcomes],
@@ -252,7 +252,6 @@ class Engine:
         """Stream deltas in segment order; all segments run at once, later ones are buffered (see Outbox:
         within `server.stream_buffer_chars`, so a slow reader holds new calls back rather than the text piling up).
         """
-        self._price_in(job, stats)
         outbox: Outbox[_Outcome] = Outbox(len(job.segments), self.config.server.stream_buffer_chars)
 
         async def run(i: int, text: str) -> None:
@@ -276,6 +275,7 @@ class Engine:
                     else:
                         yield SegmentDelta(i, "", item.model, done=True, truncated=item.truncated)
                         break
+            self._price_in(job, stats)
         finally:
             self._streams.discard(outbox)
             for t in tasks:
@@ -438,7 +438,7 @@ class Engine:
             if not self.governor.is_available(model.name, now):
                 last = ModelUnavailable(f"model {model.name} is out of rotation (provider spending limit)")
                 continue
-            if i < len(chain) - 1 and self.governor.is_paused(model.name, now):
+            if self.governor.is_paused(model.name, now) and self._usable_after(chain, i, now):
                 last = ModelUnavailable(f"model {model.name} is paused (provider rate limits or outage)")
                 continue
             counted = prompt_tokens(model, call)
@@ -455,7 +455,7 @@ class Engine:
                         job.priority,
                         start_by=min(job.deadline, now + job.max_queue_wait_s),
                         deadline=job.deadline,
-                        may_leave=i < len(chain) - 1,
+                        may_leave=self._usable_after(chain, i, now),
                     )
                 )
             except (Overloaded, ModelUnavailable) as exc:
@@ -657,8 +657,18 @@ class Engine:
                 # A run of these is a provider that is down: the model pauses and work falls back.
                 self.governor.on_failure(model.name, now)
 
+    def _usable_after(self, chain: list[ModelConfig], i: int, now: float) -> bool:
+        """Whether a model after chain[i] could take a call now (in rotation, not paused, budget left)."""
+        return any(
+            self.governor.is_available(m.name, now)
+            and not self.governor.is_paused(m.name, now)
+            and not (self.budgets is not None and self.budgets.exhausted(m))
+            for m in chain[i + 1 :]
+        )
+
     def _price_in(self, job: Job, stats: Stats) -> None:
-        """The currency of the model asked for, so a job served wholly from the cache (cost 0) still names it."""
+        """When the job is done: a job no call was paid for (served from the cache, cost 0) still names a
+        currency, the model's it asked for; otherwise the first model that served sets it (Stats.add)."""
         model = self.config.models.get(job.model)
         if model is not None and not stats.currency:
             stats.currency = model.currency

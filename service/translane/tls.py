@@ -49,8 +49,9 @@ def _ca(path: str, what: str) -> bytes:
     only log that it could not load it, and fail every handshake."""
     data = _read(path, what)
     try:
-        ssl.create_default_context().load_verify_locations(cadata=data.decode("ascii", "replace"))
-    except ssl.SSLError as exc:
+        # From the file, as grpc reads it: a bundle may have text outside its PEM blocks in any encoding.
+        ssl.create_default_context().load_verify_locations(cafile=path)
+    except (ssl.SSLError, ValueError, OSError) as exc:
         raise ConfigError(f"{what}: {path[:200]!r} holds no CA certificate ({exc})") from None
     return data
 
@@ -112,6 +113,9 @@ class ServerCertificates:
             loaded = self._load()
         except ConfigError as exc:
             log.error("TLS reload failed, keeping the certificates in use: %s", exc)
+            return False
+        except Exception:  # called on grpc's handshake threads too: nothing may escape
+            log.exception("TLS reload failed, keeping the certificates in use")
             return False
         with self._lock:
             self._pending = loaded

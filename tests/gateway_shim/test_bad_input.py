@@ -290,7 +290,7 @@ async def test_raw_deflate_without_the_zlib_wrapper_is_read(raw_http: aiohttp.Cl
             {"target_language": "x" * 20_000, "messages": [{"role": "user", "content": "Hi"}]},
         ),
         ("/translate", "model", {"model": "\n" * 20_000, "text_list": ["Hi"]}),
-        ("/translate", "source_language", {"source_lang": "q" * 20_000, "text_list": ["Hi"]}),
+        ("/translate", "source_lang", {"source_lang": "q" * 20_000, "text_list": ["Hi"]}),
     ],
 )
 async def test_a_huge_value_is_400_quoting_a_bounded_prefix(

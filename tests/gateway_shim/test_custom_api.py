@@ -65,3 +65,11 @@ async def test_the_services_refusals_name_the_fields_the_caller_sent(http: aioht
             assert r.status == 400, await r.text()
             error = (await r.json())["error"]
         assert error["param"] == field and error["message"].startswith(field + ":"), error
+
+
+async def test_a_refusal_names_the_field_as_the_body_spelled_it(http: aiohttp.ClientSession) -> None:
+    for key in ("target_lang", "target_language"):
+        async with http.post("/translate", json={"text_list": ["a"], key: "x" * 20_000}) as r:
+            assert r.status == 400, await r.text()
+            error = (await r.json())["error"]
+        assert error["param"] == key, error

@@ -78,3 +78,26 @@ def test_parse_custom_takes_any_json_body_or_names_what_is_wrong(body: Any) -> N
         json.loads(exc.body())
         return
     assert all(isinstance(t, str) for t in req.texts)
+
+
+@FAST
+@given(
+    st.lists(
+        st.sampled_from(["12", "word", "A sentence.", "这是一句话。", "\n", " ", "\n\n"]), min_size=1, max_size=400
+    ),
+    st.integers(min_value=1, max_value=60),
+)
+def test_the_segmenter_reads_the_text_a_bounded_number_of_times(parts: list[str], limit: int) -> None:
+    """Counting tokens is the segmenter's cost: it counts each character a bounded number of times (a few dozen
+    at most, the bisections within a piece's length), whatever the text's shape — counting every candidate
+    piece again read a text of short lines, or a word longer than the limit, over and over to its end."""
+    text = "".join(parts) * 5
+    read = 0
+
+    def count(s: str) -> int:
+        nonlocal read
+        read += len(s)
+        return count_tokens(s)
+
+    split_text(text, limit, count)
+    assert read <= 32 * len(text) + 1000, (read, len(text))

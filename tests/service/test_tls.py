@@ -359,3 +359,9 @@ def test_up_refuses_a_tls_service_its_shim_could_not_trust(pki: Pki) -> None:
     )
     assert done.returncode == 2, done.stderr
     assert "TRANSLANE_CLIENT_TLS_CA_FILE" in done.stderr and "Traceback" not in done.stderr
+    # mTLS: trusting the service is not enough, the shim must present a certificate.
+    env |= {"TRANSLANE_TLS_CLIENT_CA_FILE": str(pki.client_ca), "TRANSLANE_CLIENT_TLS_CA_FILE": str(pki.server_ca)}
+    done = subprocess.run(
+        [sys.executable, "-m", "translane.cli", "up", *ports], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2 and "TRANSLANE_CLIENT_TLS_CERT_FILE" in done.stderr, done.stderr
