@@ -200,6 +200,10 @@ def test_unusable_certificates_are_refused_naming_the_files(pki: Pki) -> None:
         tls.ServerCertificates(
             dataclasses.replace(ServerConfig(**pki.server(mutual=True)), tls_client_ca_file=str(pki.key))
         )
+    # A bundle with text outside its PEM blocks, in any encoding (curl's cacert.pem has such comments), loads.
+    bundle = pki.dir / "bundle.pem"
+    bundle.write_bytes("# Főtanúsítvány — Hungarian root\n".encode() + pki.server_ca.read_bytes())
+    assert tls.ClientTLS(str(bundle)).credentials() is not None
     with pytest.raises(ConfigError, match="need TRANSLANE_CLIENT_TLS_CA_FILE"):
         tls.ClientTLS.from_env({"TRANSLANE_CLIENT_TLS_CERT_FILE": "c", "TRANSLANE_CLIENT_TLS_KEY_FILE": "k"})
 
