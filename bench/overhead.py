@@ -13,8 +13,11 @@ and what gRPC and the shim add over the direct call, then the most requests/s on
 sustains (closed loop, gRPC). The model's limits sit far above the load, so the governor
 admits everything and the differences are translane's own cost.
 
-    python bench/overhead.py [--seconds 10] [--rounds 5] [--workers 64] [--tracing]
+    python bench/overhead.py [--seconds 10] [--rounds 5] [--workers 64] [--tracing] [--mtls]
                              [--profile-server FILE] [--profile-shim FILE]
+
+--mtls serves gRPC with mTLS (certificates made with trustme, as the k8s overlays run it): this
+process and the shim present client certificates.
 
 --tracing runs the server and shim with OTEL_TRACES_EXPORTER=otlp (OTLP/HTTP, default
 batching) to a local receiver of its own. --profile-* runs that process under pyinstrument
@@ -33,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import grpc
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -49,6 +51,7 @@ from _common import (
     process,
     sim_and_serve_args,
 )
+from translane import tls
 from translane.v1 import translate_pb2 as pb
 from translane.v1 import translate_pb2_grpc as pb_grpc
 
@@ -120,7 +123,7 @@ async def run(args: argparse.Namespace, sim_port: int, grpc_port: int, shim_port
     shim_url = f"http://127.0.0.1:{shim_port}/v1/chat/completions"
     async with (
         aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http,
-        grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel,
+        tls.channel(f"127.0.0.1:{grpc_port}", tls=args.client_tls) as channel,
     ):
         stub = pb_grpc.TranslatorStub(channel)
         req = pb.TranslateRequest(segments=[BENCH_TEXT], target_language="zh", model="bench")
@@ -173,6 +176,31 @@ async def run(args: argparse.Namespace, sim_port: int, grpc_port: int, shim_port
         print(f"  sustained {done / elapsed:8.0f} req/s through one server ({failed} failed)   (target >= 1,000)")
 
 
+def certificates(tmp: Path) -> tuple[dict[str, str], dict[str, str], tls.ClientTLS]:
+    """A CA, the service's certificate for 127.0.0.1 and a client's: the service's TLS environment, the
+    shim's, and this process's client side."""
+    import trustme
+
+    ca = trustme.CA()
+    files = {name: tmp / name for name in ("ca.pem", "server.crt", "server.key", "client.crt", "client.key")}
+    ca.cert_pem.write_to_path(str(files["ca.pem"]))
+    for who, cert in (("server", ca.issue_cert("127.0.0.1")), ("client", ca.issue_cert("bench-client"))):
+        cert.cert_chain_pems[0].write_to_path(str(files[f"{who}.crt"]))
+        cert.private_key_pem.write_to_path(str(files[f"{who}.key"]))
+    server = {
+        "TRANSLANE_TLS_CERT_FILE": str(files["server.crt"]),
+        "TRANSLANE_TLS_KEY_FILE": str(files["server.key"]),
+        "TRANSLANE_TLS_CLIENT_CA_FILE": str(files["ca.pem"]),
+    }
+    client = tls.ClientTLS(str(files["ca.pem"]), str(files["client.crt"]), str(files["client.key"]))
+    shim = {
+        "TRANSLANE_CLIENT_TLS_CA_FILE": client.ca_file,
+        "TRANSLANE_CLIENT_TLS_CERT_FILE": client.cert_file,
+        "TRANSLANE_CLIENT_TLS_KEY_FILE": client.key_file,
+    }
+    return server, shim, client
+
+
 @contextlib.contextmanager
 def tracing(on: bool) -> Iterator[tuple[dict[str, str], Callable[[], dict[str, int]] | None]]:
     if not on:
@@ -191,11 +219,13 @@ def main() -> None:
     p.add_argument("--tracing", action="store_true", help="trace every request, OTLP to a local receiver")
     p.add_argument("--profile-server", type=Path, default=None)
     p.add_argument("--profile-shim", type=Path, default=None)
+    p.add_argument("--mtls", action="store_true", help="gRPC with mTLS between client/shim and service")
     args = p.parse_args()
     sim_port, grpc_port, shim_port = free_port(), free_port(), free_port()
     print(
         f"bench/overhead.py on {machine()}, {time.strftime('%Y-%m-%d')}; "
-        f"tracing {'on (OTLP/HTTP to a local receiver)' if args.tracing else 'off'}"
+        f"tracing {'on (OTLP/HTTP to a local receiver)' if args.tracing else 'off'}; "
+        f"gRPC {'mTLS' if args.mtls else 'plaintext'}"
     )
     with tempfile.TemporaryDirectory() as tmp, tracing(args.tracing) as (otel_env, spans):
         models = Path(tmp) / "models.toml"
@@ -203,9 +233,15 @@ def main() -> None:
         sim_args, serve_args = sim_and_serve_args(models, sim_port, grpc_port)
         shim_args = ["shim", "--host", "127.0.0.1", "--port", str(shim_port), "--grpc-target", f"127.0.0.1:{grpc_port}"]
         shim_env = {**otel_env, "TRANSLANE_API_KEYS": ""}
+        serve_env = dict(otel_env)
+        args.client_tls = None
+        if args.mtls:
+            server_tls, client_env, args.client_tls = certificates(Path(tmp))
+            serve_env |= server_tls
+            shim_env |= client_env
         with (
             process(sim_args, sim_port),
-            process(serve_args, grpc_port, env=otel_env, command=profiled(args.profile_server)),
+            process(serve_args, grpc_port, env=serve_env, command=profiled(args.profile_server)),
             process(shim_args, shim_port, env=shim_env, command=profiled(args.profile_shim)),
         ):
             uvloop.run(run(args, sim_port, grpc_port, shim_port))
