@@ -44,6 +44,17 @@ def _read(path: str, what: str) -> bytes:
     return data
 
 
+def _check_pair(cert_file: str, key_file: str, what: str) -> None:
+    """ConfigError naming both files unless they are a certificate chain and its key: grpc would only find a
+    mismatched pair at the first handshake, as a failed connection with nothing said why."""
+    try:
+        ssl.create_default_context().load_cert_chain(cert_file, key_file)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(
+            f"{what}: {cert_file[:200]!r} and {key_file[:200]!r} are not a certificate chain and its key ({exc})"
+        ) from None
+
+
 def _ca(path: str, what: str) -> bytes:
     """A CA bundle's PEM; ConfigError naming the file when it holds no certificate (a key, say): grpc would
     only log that it could not load it, and fail every handshake."""
@@ -90,15 +101,7 @@ class ServerCertificates:
         s = self._server
         cert = _read(s.tls_cert_file, "server.tls_cert_file")
         key = _read(s.tls_key_file, "server.tls_key_file")
-        # grpc would only find a mismatched pair at the first handshake, as a failed connection
-        # with nothing said why: check the pair here, where the error can name the files.
-        try:
-            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(s.tls_cert_file, s.tls_key_file)
-        except (ssl.SSLError, OSError) as exc:
-            raise ConfigError(
-                f"server.tls_cert_file / tls_key_file: {s.tls_cert_file[:200]!r} and {s.tls_key_file[:200]!r} "
-                f"are not a certificate chain and its key ({exc})"
-            ) from None
+        _check_pair(s.tls_cert_file, s.tls_key_file, "server.tls_cert_file / tls_key_file")
         roots = _ca(s.tls_client_ca_file, "server.tls_client_ca_file") if s.tls_client_ca_file else None
         return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=roots)
 
@@ -181,13 +184,7 @@ class ClientTLS:
         cert = _read(self.cert_file, "TRANSLANE_CLIENT_TLS_CERT_FILE") if self.cert_file else None
         key = _read(self.key_file, "TRANSLANE_CLIENT_TLS_KEY_FILE") if self.key_file else None
         if self.cert_file:
-            try:
-                ssl.create_default_context(ssl.Purpose.SERVER_AUTH).load_cert_chain(self.cert_file, self.key_file)
-            except (ssl.SSLError, OSError) as exc:
-                raise ConfigError(
-                    f"TRANSLANE_CLIENT_TLS_CERT_FILE / _KEY_FILE: {self.cert_file[:200]!r} and {self.key_file[:200]!r} "
-                    f"are not a certificate chain and its key ({exc})"
-                ) from None
+            _check_pair(self.cert_file, self.key_file, "TRANSLANE_CLIENT_TLS_CERT_FILE / _KEY_FILE")
         return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
 
 
