@@ -12,24 +12,7 @@ from translane.config import API_STYLES, Config
 
 __all__ = ["RUNTIME_FIELDS", "SimConfig", "SimModelLimits"]
 
-# Knobs that POST /_sim/config may change while the simulator runs.
-RUNTIME_FIELDS: tuple[str, ...] = (
-    "ttft_s",
-    "tokens_per_s",
-    "error_rate",
-    "rate_limit_rate",
-    "spend_limit_rate",
-    "reset_rate",
-    "garbage_rate",
-    "stall_rate",
-    "stall_s",
-    "reasoning_tokens",
-    "think_in_content",
-    "output_cap_tokens",
-    "pseudo_translate",
-    "untranslated_rate",
-    "answer_repeat",
-)
+# Shares of calls (0..1), and the knobs that POST /_sim/config may change while the simulator runs.
 _RATES = (
     "error_rate",
     "rate_limit_rate",
@@ -38,6 +21,17 @@ _RATES = (
     "garbage_rate",
     "stall_rate",
     "untranslated_rate",
+)
+RUNTIME_FIELDS: tuple[str, ...] = (
+    "ttft_s",
+    "tokens_per_s",
+    *_RATES,
+    "stall_s",
+    "reasoning_tokens",
+    "think_in_content",
+    "output_cap_tokens",
+    "pseudo_translate",
+    "answer_repeat",
 )
 _DURATIONS = ("window_s", "ttft_s", "tokens_per_s", "stall_s", "reasoning_tokens", "output_cap_tokens", "answer_repeat")
 
