@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from ..helpers.stack import Stack, arrived, dropping_plan, ensure_open_files, rss_bytes, running_stack
+from ..helpers.stack import Stack, arrived, dropping_plan, ensure_open_files, leave_the_queue, rss_bytes, running_stack
 from ..service.test_clients import FAST, MODEL, segments, small_stream_buffer
 
 CHAT = "/v1/chat/completions"
@@ -79,12 +79,7 @@ async def test_a_thousand_sse_streams_dropped_are_counted_499_and_leave_nothing_
 
         opened = time.monotonic()
         tasks = [asyncio.create_task(caller(i)) for i in range(streams)]
-        # Once every stream has reached the service (most wait in the lane's queue), some clients hang up.
-        now = await stack.until(lambda now: arrived(start, now) == streams)
-        queued = now.get("translane_lane_queued", lane="slow")
-        for i, task in enumerate(tasks):
-            if fates[i] == "queue":
-                task.cancel()  # the connection closes before any answer
+        queued = await leave_the_queue(stack, start, tasks, fates)
         results = await asyncio.gather(*tasks, return_exceptions=True)
         dropped = time.monotonic() - opened
         quiet = await stack.quiet()

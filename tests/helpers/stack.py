@@ -159,3 +159,14 @@ def dropping_plan(streams: int, seed: int) -> tuple[list[str], list[int]]:
     fates = ["queue"] * queue + ["mid"] * mid + ["full"] * (streams - queue - mid)
     rng.shuffle(fates)
     return fates, [rng.randint(1, 5) for _ in range(streams)]
+
+
+async def leave_the_queue(stack: Stack, start: Samples, tasks: list[asyncio.Task[Any]], fates: list[str]) -> float:
+    """Once every stream has reached the service (most wait in the lane's queue), the callers fated to leave
+    in the queue leave: their tasks are cancelled, closing their calls before any answer. Returns how many
+    waited in the slow lane's queue then."""
+    now = await stack.until(lambda now: arrived(start, now) == len(tasks))
+    for task, fate in zip(tasks, fates, strict=True):
+        if fate == "queue":
+            task.cancel()
+    return now.get("translane_lane_queued", lane="slow")

@@ -16,7 +16,7 @@ import pytest
 from translane.v1 import translate_pb2 as pb
 from translane.v1 import translate_pb2_grpc as pb_grpc
 
-from ..helpers.stack import Stack, arrived, dropping_plan, rss_bytes, running_stack
+from ..helpers.stack import Stack, arrived, dropping_plan, leave_the_queue, rss_bytes, running_stack
 
 MODEL = "doubao-seed-translation-250915"  # the default model, slow lane as shipped: 80 slots, 5,000 RPM, 500,000 TPM
 FAST = "deepseek-v3-2-251201"  # fast lane as shipped: 500 slots, 30,000 RPM, 5,000,000 TPM
@@ -89,13 +89,7 @@ async def test_a_thousand_streams_opened_and_dropped_leave_nothing_behind(stack:
 
         opened = time.monotonic()
         tasks = [asyncio.create_task(caller(i)) for i in range(streams)]
-        # Once every stream has reached the service (most wait in the lane's queue), those fated to leave
-        # in the queue leave.
-        now = await stack.until(lambda now: arrived(start, now) == streams)
-        queued = now.get("translane_lane_queued", lane="slow")
-        for i, task in enumerate(tasks):
-            if fates[i] == "queue":
-                task.cancel()
+        queued = await leave_the_queue(stack, start, tasks, fates)
         results = await asyncio.gather(*tasks, return_exceptions=True)
         dropped = time.monotonic() - opened
         quiet = await stack.quiet()
