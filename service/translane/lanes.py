@@ -101,6 +101,8 @@ class Ticket:
                 lane.governor.settle(self.reservation, max(self.used, self.reservation.tokens), now)
             else:
                 lane.governor.refund(self.reservation, now)
+        if not self._sent:
+            lane.refunded += 1
         lane._release(self, now)
 
 
@@ -196,6 +198,7 @@ class Lane:
         self.in_flight = 0
         self.queued = 0
         self.granted = 0
+        self.refunded = 0  # granted calls that never reached the provider
         self.shed = 0
         self.expired = 0
         # Moving averages per model: how long a call holds a slot, and the
@@ -439,6 +442,7 @@ class Lane:
             "queued": float(self.queued),
             "max_concurrency": float(self.max_concurrency),
             "granted": float(self.granted),
+            "refunded": float(self.refunded),
             "shed": float(self.shed),
             "expired": float(self.expired),
         }

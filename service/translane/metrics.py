@@ -89,6 +89,10 @@ _LANE_GAUGES = {
 }
 _LANE_COUNTERS = {
     "granted": ("translane_lane_granted", "Calls the lane let start"),
+    "refunded": (
+        "translane_lane_refunded",
+        "Granted calls that never reached the provider (caller gone, or time or budget out first): all given back",
+    ),
     "shed": ("translane_lane_shed", "Calls the lane turned away (queue full or deadline out of reach)"),
     "expired": ("translane_lane_expired", "Queued calls refused when their start-by moment passed in the queue"),
 }

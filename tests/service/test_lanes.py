@@ -198,6 +198,7 @@ async def test_cancel_after_grant_gives_the_reservation_back() -> None:
     assert w.cancelled()
     assert lane.in_flight == 0
     assert budget.requests.level == pytest.approx(budget.requests.capacity, abs=1.0)
+    assert lane.granted == 2 and lane.refunded == 1  # counted as granted, and as never sent
 
 
 async def test_leaving_the_admission_refunds_a_call_never_sent_and_keeps_one_that_was() -> None:
@@ -230,7 +231,7 @@ async def test_leaving_the_admission_refunds_a_call_never_sent_and_keeps_one_tha
         t.sent()
         t.settle(120)
     assert budget.tokens.level == pytest.approx(full_tokens - 1420)
-    assert lane.in_flight == 0 and lane.granted == 4
+    assert lane.in_flight == 0 and lane.granted == 4 and lane.refunded == 1
 
 
 async def test_a_governor_wake_dispatches_the_lanes_that_subscribed() -> None:
