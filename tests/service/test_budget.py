@@ -26,61 +26,34 @@ from translane.v1 import translate_pb2_grpc as pb_grpc
 
 from ..conftest import Sim, start_sim
 
-MODELS = """
+# Four models alike but for prices, budgets and fallbacks.
+_MODEL = """
+provider = "p"
+api_style = "chat_completions"
+lane = "l"
+rpm = 6000
+tpm = 1000000
+max_concurrency = 10
+max_input_tokens = 1000
+max_output_tokens = 1000
+context_tokens = 4000
+"""
+_PRICED = """
+input_price_per_mtok = 1.0
+output_price_per_mtok = 2.0
+"""
+MODELS = f"""
 default_model = "m"
 [providers.p]
 base_url = "http://127.0.0.1:1/api/v3"
 max_retries = 0
 [lanes.l]
 max_concurrency = 10
-[models.m]
-provider = "p"
-api_style = "chat_completions"
-lane = "l"
-rpm = 6000
-tpm = 1000000
-max_concurrency = 10
-max_input_tokens = 1000
-max_output_tokens = 1000
-context_tokens = 4000
-input_price_per_mtok = 1.0
-output_price_per_mtok = 2.0
-daily_token_budget = 150
+[models.m]{_MODEL}{_PRICED}daily_token_budget = 150
 fallbacks = ["f"]
-[models.f]
-provider = "p"
-api_style = "chat_completions"
-lane = "l"
-rpm = 6000
-tpm = 1000000
-max_concurrency = 10
-max_input_tokens = 1000
-max_output_tokens = 1000
-context_tokens = 4000
-[models.alone]
-provider = "p"
-api_style = "chat_completions"
-lane = "l"
-rpm = 6000
-tpm = 1000000
-max_concurrency = 10
-max_input_tokens = 1000
-max_output_tokens = 1000
-context_tokens = 4000
-input_price_per_mtok = 1.0
-output_price_per_mtok = 2.0
-daily_cost_budget = 0.00001
-[models.solo]
-provider = "p"
-api_style = "chat_completions"
-lane = "l"
-rpm = 6000
-tpm = 1000000
-max_concurrency = 10
-max_input_tokens = 1000
-max_output_tokens = 1000
-context_tokens = 4000
-daily_token_budget = 400
+[models.f]{_MODEL}
+[models.alone]{_MODEL}{_PRICED}daily_cost_budget = 0.00001
+[models.solo]{_MODEL}daily_token_budget = 400
 """
 BEIJING = ZoneInfo("Asia/Shanghai")
 
