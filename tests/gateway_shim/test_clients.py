@@ -57,6 +57,10 @@ async def test_a_thousand_sse_streams_dropped_are_counted_499_and_leave_nothing_
     await stack.sim_set(ttft_s=0.05, tokens_per_s=200)
     text = "the quick brown fox jumps over the lazy dog and keeps on running " * 3
     fates, leave_after = dropping_plan(streams, seed=499)
+    # Those that hang up mid-stream ask for ~1 s of answer (200 tokens/s), not ~0.25 s: they leave after 1-5
+    # chunks, so the service is still generating it when they go (with the short answer, a test client behind
+    # on 1,000 streams had left 22 after the service had finished theirs: a 499 in the shim, OK in the service).
+    texts = [text * 4 if fate == "mid" else text for fate in fates]
     events = [0] * streams
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
     async with aiohttp.ClientSession(stack.shim, connector=connector) as session:
@@ -65,7 +69,7 @@ async def test_a_thousand_sse_streams_dropped_are_counted_499_and_leave_nothing_
         start, shim_start = await stack.service(), await stack.shim_metrics()
 
         async def caller(i: int) -> int:
-            async with session.post(CHAT, data=_body([f"{i}: {text}"])) as r:
+            async with session.post(CHAT, data=_body([f"{i}: {texts[i]}"])) as r:
                 assert r.status == 200
                 if fates[i] != "mid":
                     await _read_sse(r)
@@ -101,10 +105,12 @@ async def test_a_thousand_sse_streams_dropped_are_counted_499_and_leave_nothing_
         )
 
     calls, orphaned = delta("translane_upstream_calls_total"), delta("translane_upstream_orphaned_total")
+    cancelled = delta("translane_requests_total", rpc="TranslateStream", status="CANCELLED")
     print(
         f"\n{streams} SSE streams opened ({queued:.0f} in the lane's queue once all had reached the service) and "
         f"dropped ({left} left): all ended in {dropped:.1f} s, both processes idle {settled - dropped:.2f} s "
-        f"later; the shim counted {shim_delta('499'):.0f} 499s; {calls:.0f} provider calls, {orphaned:.0f} orphaned"
+        f"later; the shim counted {shim_delta('499'):.0f} 499s, the service {cancelled:.0f} cancelled; "
+        f"{calls:.0f} provider calls, {orphaned:.0f} orphaned"
     )
     # The shim counts a caller that hung up as 499, unless it had the whole answer already (then 200).
     assert shim_delta("499") + shim_delta("200") == streams
@@ -113,7 +119,6 @@ async def test_a_thousand_sse_streams_dropped_are_counted_499_and_leave_nothing_
     # Its calls to the service went with them: nothing left there either.
     assert quiet.get("translane_lane_in_flight") == quiet.get("translane_lane_queued") == 0
     assert quiet.get("translane_requests_in_flight") == quiet.get("translane_stream_unread_chars") == 0
-    cancelled = delta("translane_requests_total", rpc="TranslateStream", status="CANCELLED")
     assert cancelled + delta("translane_requests_total", rpc="TranslateStream", status="OK") == streams
     # (A caller that hung up as the shim wrote the end of an answer the service had finished is a 499 in the
     # shim and OK in the service.)
