@@ -24,6 +24,7 @@ import aiosqlite
 import redis.asyncio as aioredis
 
 from .config import Config, ModelConfig
+from .errors import BudgetSpent, Overloaded, TranslaneError
 
 __all__ = ["Budgets", "RedisSpending", "SqliteSpending", "open_budgets"]
 
@@ -164,6 +165,18 @@ class Budgets:
                 f"{'committed' if ahead else 'spent'} ({cost:.4f} used{held})"
             )
         return ""
+
+    def refusal(self, model: ModelConfig, with_in_flight: bool = False) -> TranslaneError | None:
+        """Why a call of `model` may not go by the day's budget (None: it may): spent, until the next day; or,
+        `with_in_flight` (at the grant), committed by calls in flight, briefly (their reservations are
+        estimates, settled when they end)."""
+        spent = self.exhausted(model)
+        if spent:
+            return BudgetSpent(f"model: {spent}", retry_after_s=self.seconds_to_next_day())
+        committed = self.exhausted(model, with_in_flight=True) if with_in_flight else ""
+        if committed:
+            return Overloaded(f"model: {committed}; wait for them to settle", retry_after_s=1.0)
+        return None
 
     def in_flight(self, model: ModelConfig, tokens: int) -> Callable[[], None]:
         """Count a sent call's reserved `tokens` as about to be spent; the returned function stops counting them."""

@@ -417,11 +417,7 @@ class TranslatorService(pb_grpc.TranslatorServicer):
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListModelsResponse:
         now = self._loop.time()
-        budgets = self.engine.budgets
-
-        def spent(m: ModelConfig) -> tuple[int, float]:
-            return budgets.spent(m.name) if budgets is not None else (0, 0.0)
-
+        budgets, rotation = self.engine.budgets, self.engine.rotation
         return pb.ListModelsResponse(
             default_model=self.config.default_model,
             models=[
@@ -440,12 +436,11 @@ class TranslatorService(pb_grpc.TranslatorServicer):
                     output_price_per_mtok=m.output_price_per_mtok,
                     currency=m.currency,
                     fallbacks=list(m.fallbacks),
-                    available=self.engine.governor.is_available(m.name, now)
-                    and not (budgets is not None and budgets.exhausted(m)),
+                    available=rotation.available(m, now),
                     daily_token_budget=m.daily_token_budget,
-                    daily_tokens_spent=spent(m)[0],
+                    daily_tokens_spent=budgets.spent(m.name)[0],
                     daily_cost_budget=m.daily_cost_budget,
-                    daily_cost_spent=spent(m)[1],
+                    daily_cost_spent=budgets.spent(m.name)[1],
                 )
                 for m in self.config.models.values()
             ],

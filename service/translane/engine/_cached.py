@@ -1,0 +1,62 @@
+"""Layer: the segment cache: a hit is answered here, a complete translation of a miss is stored."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+
+from ..cache import Entry, cache_key
+from ._dedup import key_of
+from ._parts import Parts
+from ._work import Outcome, Step, Work
+
+__all__ = ["Cached"]
+
+log = logging.getLogger("translane.engine")
+
+
+class Cached:
+    """From the cache when it holds the segment; else translated below, and stored when complete."""
+
+    def __init__(self, inner: Step, parts: Parts) -> None:
+        self.inner = inner
+        self.parts = parts
+        self.models = parts.config.models
+
+    async def __call__(self, work: Work) -> Outcome:
+        cache = self.parts.cache
+        if cache is None or not work.job.use_cache:
+            return await self.inner(work)
+        if not work.key:
+            work = dataclasses.replace(work, key=key_of(work, self.parts))
+        model = self.models[work.job.model]
+        entry = await cache.get(work.key, model.cache_ttl_s)
+        if entry is not None:
+            served = self.models.get(entry.model, model)
+            self.parts.metrics.cache_hit(served, entry.prompt_tokens, entry.completion_tokens)
+            work.stats.cached_segments += 1
+            if work.sink is not None:
+                work.sink(entry.text)
+            return Outcome(entry.text, entry.model, cached=True)
+        self.parts.metrics.cache_miss(model)
+        outcome = await self.inner(work)
+        # A cut answer is never stored, nor one that came back as it was sent (an untranslated leak, likely).
+        if not outcome.truncated and outcome.text.strip() != work.text.strip():
+            await self._store(work, outcome)
+        return outcome
+
+    async def _store(self, work: Work, outcome: Outcome) -> None:
+        """Keep a complete translation under the key of the model that served it."""
+        assert self.parts.cache is not None
+        job = work.job
+        asked = self.models[job.model]
+        served = self.models.get(outcome.model, asked)
+        key = work.key
+        if served is not asked:
+            key = cache_key(served, job.source_language, job.target_language, job.glossary, job.mime_type, work.text)
+        entry = Entry(outcome.text, served.name, outcome.prompt_tokens, outcome.completion_tokens, time.time())
+        try:
+            await self.parts.cache.put(key, entry, served.cache_ttl_s)
+        except Exception as exc:  # a cache that cannot write never fails a translation
+            log.warning("segment cache write failed: %s", exc)

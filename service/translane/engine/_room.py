@@ -1,0 +1,26 @@
+"""Layer: a stream whose reader is behind holds its next call back here, before the call takes a lane slot."""
+
+from __future__ import annotations
+
+import math
+
+from ._parts import Parts
+from ._work import Outcome, Step, Work
+
+__all__ = ["Room"]
+
+
+class Room:
+    """Asks the stream for room for the expected answer: as long as the text, or as many times longer as the
+    model answers."""
+
+    def __init__(self, inner: Step, parts: Parts) -> None:
+        self.inner = inner
+        self.estimators = parts.estimators
+
+    async def __call__(self, work: Work) -> Outcome:
+        if work.sink is None:
+            return await self.inner(work)
+        ratio = max(1.0, self.estimators[work.job.model].output_ratio)
+        async with work.sink.room(math.ceil(len(work.text) * ratio)):
+            return await self.inner(work)

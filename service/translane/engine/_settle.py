@@ -1,0 +1,104 @@
+"""Layer: settle: what a sent call cost is told to the ticket, the governor, the day's budget, the estimator,
+the job's usage and the metrics, whether it answered, failed or lost its caller."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from ..config import ModelConfig
+from ..errors import (
+    ProviderConnectionError,
+    ProviderEmptyAnswer,
+    ProviderError,
+    ProviderQuotaExhausted,
+    ProviderRateLimited,
+    ProviderServerError,
+)
+from ..lanes import Ticket
+from ..tokens import count_tokens
+from ._parts import Parts
+from ._work import Outcome, Step, Work
+
+__all__ = ["Settle"]
+
+log = logging.getLogger("translane.engine")
+
+
+class Settle:
+    """From here down the call is sent: the ticket is marked so, and until it is charged the call counts
+    against the day's budget at its reservation."""
+
+    def __init__(self, inner: Step, parts: Parts) -> None:
+        self.inner = inner
+        self.parts = parts
+
+    async def __call__(self, work: Work) -> Outcome:
+        attempt = work.call
+        model, ticket = attempt.model, attempt.ticket
+        assert model is not None and ticket is not None
+        parts = self.parts
+        started = parts.clock()
+        ticket.sent()
+        release = parts.budgets.in_flight(model, ticket.reservation.tokens)
+        timer = time.perf_counter()
+        try:
+            outcome = await self.inner(work)
+        except ProviderError as exc:
+            parts.metrics.called(model, time.perf_counter() - timer, None, exc)
+            self._failed(ticket, model, exc)
+            raise
+        except BaseException as exc:
+            parts.metrics.called(model, time.perf_counter() - timer, None, exc)
+            if isinstance(exc, asyncio.CancelledError):
+                # The caller left mid-call: the provider counted the call and may finish generating it;
+                # what was streamed is certainly spent.
+                ticket.used = attempt.counted + count_tokens("".join(attempt.streamed))
+                parts.metrics.orphaned(model)
+                self._charge(model, max(ticket.used, ticket.reservation.tokens))
+            raise
+        finally:
+            release()
+            work.stats.upstream_s = max(work.stats.upstream_s, parts.clock() - started)
+        completion = outcome.completion
+        assert completion is not None
+        parts.metrics.called(model, time.perf_counter() - timer, completion, None)
+        used = completion.prompt_tokens + completion.completion_tokens
+        ticket.settle(used)
+        parts.governor.on_success(model.name)
+        work.stats.add(model, completion)
+        parts.budgets.charge(
+            model, used, model.cost(completion.prompt_tokens, completion.completion_tokens, completion.cached_tokens)
+        )
+        if not completion.estimated and not completion.truncated:
+            parts.estimators[model.name].learn(attempt.counted, completion.prompt_tokens, completion.completion_tokens)
+        if not (completion.text.strip() or completion.truncated):
+            # Paid for, but nothing to show (a thinking model that only reasoned, say): the retry layer tries again.
+            raise ProviderEmptyAnswer(f"{model.name} answered with no translation")
+        return outcome
+
+    def _failed(self, ticket: Ticket, model: ModelConfig, exc: ProviderError) -> None:
+        now = self.parts.clock()
+        governor = self.parts.governor
+        if isinstance(exc, ProviderRateLimited):
+            # Turned away: no tokens were used, but the request still counts.
+            ticket.settle(0)
+            governor.on_rate_limited(model.name, exc.over_rate, exc.retry_after_s, now)
+        elif isinstance(exc, ProviderQuotaExhausted):
+            ticket.settle(0)
+            governor.disable(model.name, now)
+            log.error("model %s taken out of rotation: %s", model.name, exc.message)
+        else:
+            # Any other failure reached the provider, which may count all of it: the ticket keeps
+            # its reservation when it closes, and the day's budget counts it as spent.
+            self._charge(model, ticket.reservation.tokens)
+            if isinstance(exc, ProviderServerError | ProviderConnectionError) and not isinstance(
+                exc, ProviderEmptyAnswer
+            ):
+                # A run of these is a provider that is down: the model pauses and work falls back.
+                governor.on_failure(model.name, now)
+
+    def _charge(self, model: ModelConfig, tokens: int) -> None:
+        """Count tokens the provider may have billed without an answer (a budget errs on the side of spent)."""
+        self.parts.budgets.charge(model, tokens, model.cost(tokens, 0))
