@@ -78,8 +78,6 @@ class ATTR:
     GRPC_STATUS = "rpc.grpc.status_code"
 
 
-# A caller-chosen id is echoed, never a caller-chosen amount of it.
-MAX_ID_CHARS = 256
 _OFF = ("", "none")
 _OTLP_BY_PROTOCOL = {"grpc": "otlp_proto_grpc", "http/protobuf": "otlp_proto_http"}
 _TRUE = ("1", "true", "yes", "on")

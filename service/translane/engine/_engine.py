@@ -129,6 +129,10 @@ class Engine:
         for lane in self.lanes.values():
             self.governor.unsubscribe(lane.kick)
 
+    def enable_all(self) -> None:
+        """Put every model taken out of rotation (a provider spending limit, say) back in."""
+        self.governor.enable_all()
+
     def chain(self, model: str) -> list[ModelConfig]:
         """The model and its fallbacks, in order, each once."""
         return list(self.rotation.chain(model))
