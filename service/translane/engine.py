@@ -34,7 +34,7 @@ from .errors import (
 )
 from .estimate import TokenEstimator
 from .governor import Governor
-from .governors import open_governor
+from .governor_choice import open_governor
 from .lanes import INTERACTIVE, CallAt, Clock, Lane, Ticket
 from .metrics import EngineMetrics, call_outcome
 from .outbox import Outbox
