@@ -1,11 +1,11 @@
-"""Lanes: bounded concurrency per class of model, waiters ordered by priority then arrival.
+"""Lanes: bounded concurrency per class of model, waiters granted as the governor allows.
 
 A waiter is granted when its lane has a free slot *and* the governor can
-reserve its model's request and tokens. Waiters sit in one heap per model (so a
-paused model does not block another model of the same lane); one timer, armed
-for the earliest moment the governor says a head waiter could start, wakes the
-lane, and each waiter has one timer for the moment it must have started by.
-Nothing polls or sleeps.
+reserve its model's request and tokens. Waiters sit in the lane's queue
+(lane_queue.py: ordered by priority then arrival, one heap per model); one
+timer, armed for the earliest moment the governor says a head waiter could
+start, wakes the lane, and each waiter has one timer for the moment it must
+have started by. Nothing polls or sleeps.
 
 The lane owns a call's admission from start to end:
 
@@ -16,25 +16,19 @@ The lane owns a call's admission from start to end:
 
 On exit the lane refunds a reservation whose call never reached the provider
 and keeps (at least) the estimate of one that did, then frees the slot.
-
-Cancellation costs O(1): a waiter that leaves is marked gone and counted out at
-once; its heap entry is dropped when it reaches the head (lazy deletion), and
-the heaps are rebuilt without the dead when those outnumber the living.
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 import math
 from collections.abc import Callable
 from types import TracebackType
-from typing import Protocol
 
 from .config import LaneConfig, ModelConfig
 from .errors import ModelUnavailable, Overloaded
 from .governor import Governor, Reservation
+from .lane_queue import LaneQueue, Timer, Waiter
 
 __all__ = ["BATCH", "INTERACTIVE", "Admission", "CallAt", "Clock", "Lane", "Ticket", "Timer"]
 
@@ -45,10 +39,6 @@ BATCH = 1
 ESTIMATE_HEADROOM = 1.2
 # A call needs about this share of its usual time before the deadline to be worth sending.
 MIN_SERVICE_SHARE = 0.5
-
-
-class Timer(Protocol):
-    def cancel(self) -> None: ...
 
 
 Clock = Callable[[], float]
@@ -106,46 +96,6 @@ class Ticket:
         lane._release(self, now)
 
 
-class _Waiter:
-    __slots__ = (
-        "deadline",
-        "enqueued",
-        "expiry",
-        "future",
-        "gone",
-        "governed_since",
-        "may_leave",
-        "model",
-        "priority",
-        "tokens",
-    )
-
-    def __init__(
-        self,
-        model: str,
-        tokens: int,
-        priority: int,
-        deadline: float,
-        now: float,
-        future: asyncio.Future[Ticket],
-        may_leave: bool,
-    ) -> None:
-        self.model = model
-        self.may_leave = may_leave
-        self.tokens = tokens
-        self.priority = priority
-        self.deadline = deadline
-        self.enqueued = now
-        self.future = future
-        self.governed_since = -1.0
-        self.gone = False
-        self.expiry: Timer | None = None
-
-
-# Heap entries: (priority, arrival, waiter); the arrival number is unique, so waiters are never compared.
-_Entry = tuple[int, int, _Waiter]
-
-
 class Admission:
     """`async with lane.admit(...) as ticket`: waits for a ticket, and closes it on exit."""
 
@@ -185,18 +135,10 @@ class Lane:
         loop = asyncio.get_running_loop() if clock is None or call_at is None else None
         self._clock: Clock = clock or loop.time  # type: ignore[union-attr]
         self._call_at: CallAt = call_at or loop.call_at  # type: ignore[union-attr]
-        self._heaps: dict[str, list[_Entry]] = {}
-        # Live waiters per model and priority, for the wait estimate.
-        self._waiting: dict[str, list[int]] = {}
-        self._waiting_tokens: dict[str, list[int]] = {}
-        # Live waiters per model that have somewhere else to go (a fallback) when it is taken to be down.
-        self._leavers: dict[str, int] = {}
-        self._seq = itertools.count()
-        self._dead = 0  # entries still in a heap whose waiter is gone
+        self._queue: LaneQueue[Ticket] = LaneQueue()
         self._timer: Timer | None = None
         self._timer_at = math.inf
         self.in_flight = 0
-        self.queued = 0
         self.granted = 0
         self.refunded = 0  # granted calls that never reached the provider
         self.shed = 0
@@ -206,6 +148,11 @@ class Lane:
         self._service_s: dict[str, float] = {}
         self._interactive_share: dict[str, float] = {}
         governor.subscribe(self.kick)
+
+    @property
+    def queued(self) -> int:
+        """Waiters in the queue now."""
+        return self._queue.queued
 
     # -- admission ---------------------------------------------------------
 
@@ -235,7 +182,7 @@ class Lane:
         now = self._clock()
         if not self.governor.is_available(name, now):
             raise ModelUnavailable(f"model {name} is out of rotation")
-        if self.in_flight < self.max_concurrency and not self._has_waiters(name):
+        if self.in_flight < self.max_concurrency and not self._queue.has_waiters(name):
             got = self.governor.try_reserve(name, tokens, now)
             if isinstance(got, Reservation):
                 return self._grant(name, got, now, now, -1.0, priority)
@@ -255,9 +202,8 @@ class Lane:
                 retry_after_s=wait,
             )
         fut: asyncio.Future[Ticket] = asyncio.get_running_loop().create_future()
-        w = _Waiter(name, tokens, priority, deadline, now, fut, may_leave)
-        heapq.heappush(self._heaps.setdefault(name, []), (priority, next(self._seq), w))
-        self._count(w, +1)
+        w = Waiter(name, tokens, priority, deadline, now, fut, may_leave)
+        self._queue.push(w)
         w.expiry = self._call_at(min(start_by, deadline - MIN_SERVICE_SHARE * service), lambda: self._expire(w))
         self._dispatch()
         try:
@@ -267,12 +213,8 @@ class Lane:
                 # Granted in the same tick as the cancel: give everything back.
                 fut.result().close()
             else:
-                self._drop(w)
+                self._queue.drop(w)
             raise
-
-    def _has_waiters(self, model: str) -> bool:
-        counts = self._waiting.get(model)
-        return counts is not None and (counts[0] + counts[1]) > 0
 
     def _grant(
         self, model: str, r: Reservation, now: float, enqueued: float, gov_since: float, priority: int
@@ -291,55 +233,18 @@ class Lane:
         self._service_s[ticket.model] = held if prev is None else prev * 0.9 + held * 0.1
         self._dispatch()
 
-    def _count(self, w: _Waiter, sign: int) -> None:
-        self._waiting.setdefault(w.model, [0, 0])[w.priority] += sign
-        self._waiting_tokens.setdefault(w.model, [0, 0])[w.priority] += sign * w.tokens
-        if w.may_leave:
-            self._leavers[w.model] = self._leavers.get(w.model, 0) + sign
-        self.queued += sign
-
-    def _drop(self, w: _Waiter) -> None:
-        """Count a waiter out of the queue (idempotent); its heap entry goes when it reaches the head."""
-        if w.gone:
-            return
-        w.gone = True
-        self._count(w, -1)
-        self._dead += 1
-        if w.expiry is not None:
-            w.expiry.cancel()
-        if self._dead > 64 and self._dead > 2 * self.queued:
-            self._compact()
-
-    def _compact(self) -> None:
-        """Rebuild the heaps without their dead entries: O(n), paid for by the n removals before it."""
-        for name, heap in self._heaps.items():
-            live = [e for e in heap if not e[2].gone]
-            heapq.heapify(live)
-            self._heaps[name] = live
-        self._dead = 0
-
-    def _pop(self, model: str) -> _Waiter:
-        w = heapq.heappop(self._heaps[model])[2]
-        if w.expiry is not None:
-            w.expiry.cancel()
-        self._count(w, -1)
-        return w
-
-    def _expire(self, w: _Waiter) -> None:
+    def _expire(self, w: Waiter[Ticket]) -> None:
         """The waiter's start_by passed in the queue: refuse it now rather than start it too late."""
         if w.gone or w.future.done():
             return
         w.expiry = None
-        self._drop(w)
+        self._queue.drop(w)
         self.shed += 1
         self.expired += 1
         w.future.set_exception(Overloaded(f"model {w.model} could not start in time", retry_after_s=1.0))
 
     def _wait_estimate(self, model: str, tokens: int, priority: int, now: float) -> float:
-        counts = self._waiting.get(model, [0, 0])
-        toks = self._waiting_tokens.get(model, [0, 0])
-        ahead = counts[INTERACTIVE] if priority == INTERACTIVE else counts[0] + counts[1]
-        ahead_tokens = toks[INTERACTIVE] if priority == INTERACTIVE else toks[0] + toks[1]
+        ahead, ahead_tokens = self._queue.ahead(model, priority)
         by_rate = self.governor.time_to_serve(model, ahead + 1, ahead_tokens + tokens, now)
         if priority != INTERACTIVE:
             # Interactive work arriving later goes first: batch gets what it leaves.
@@ -352,46 +257,25 @@ class Lane:
 
     # -- dispatch ------------------------------------------------------------
 
-    def _head(self, heap: list[_Entry]) -> _Entry | None:
-        while heap:
-            w = heap[0][2]
-            if not w.gone and not w.future.done():
-                return heap[0]
-            heapq.heappop(heap)
-            if w.gone:
-                self._dead -= 1
-            else:
-                # Its task was cancelled and has not run its handler yet: count it out now.
-                w.gone = True
-                self._count(w, -1)
-                if w.expiry is not None:
-                    w.expiry.cancel()
-        return None
-
     def _dispatch(self) -> None:
         now = self._clock()
         earliest = math.inf
-        for model in self._heaps:
-            if self._has_waiters(model) and not self.governor.is_available(model, now):
+        for model in self._queue.models():
+            if self._queue.has_waiters(model) and not self.governor.is_available(model, now):
                 # Taken out of rotation while they waited: tell them now, so they fall back in time.
                 self._refuse_all(model)
-            elif self._leavers.get(model) and self.governor.down_for(model, now) > 0:
+            elif self._queue.has_leavers(model) and self.governor.down_for(model, now) > 0:
                 # Its provider is failing: those with a fallback go there rather than wait out the pause.
                 self._refuse_leavers(model)
         while self.in_flight < self.max_concurrency:
-            heads: list[_Entry] = []
-            for heap in self._heaps.values():
-                head = self._head(heap)
-                if head is not None:
-                    heads.append(head)
+            heads = self._queue.heads()
             if not heads:
                 break
-            heads.sort()
             granted = False
-            for _, _, w in heads:
+            for w in heads:
                 got = self.governor.try_reserve(w.model, w.tokens, now)
                 if isinstance(got, Reservation):
-                    self._pop(w.model)
+                    self._queue.pop(w.model)
                     w.future.set_result(self._grant(w.model, got, now, w.enqueued, w.governed_since, w.priority))
                     granted = True
                     break
@@ -403,17 +287,13 @@ class Lane:
         self._arm(earliest if self.queued else math.inf)
 
     def _refuse_all(self, model: str) -> None:
-        heap = self._heaps.get(model, [])
-        while self._head(heap) is not None:
-            w = self._pop(model)
-            w.gone = True
+        for w in self._queue.pop_all(model):
             self.shed += 1
             w.future.set_exception(ModelUnavailable(f"model {model} was taken out of rotation"))
 
     def _refuse_leavers(self, model: str) -> None:
-        leaving = [w for _, _, w in self._heaps.get(model, []) if w.may_leave and not w.gone and not w.future.done()]
-        for w in leaving:
-            self._drop(w)
+        for w in self._queue.leavers(model):
+            self._queue.drop(w)
             self.shed += 1
             w.future.set_exception(ModelUnavailable(f"model {model} is paused: its provider is failing"))
 

@@ -1,15 +1,8 @@
 """The governor shared by every replica through Redis, with a conservative local fallback.
 
 Each reservation, settlement and 429 is one Lua script run atomically on the
-Redis server, against the same token buckets the in-process governor keeps
-(see governor.py for their shape). A token bucket rather than GCRA because a
-call costs a variable number of tokens that is corrected after the call: a
-bucket's level takes refunds and debts as plain additions, where GCRA's
-theoretical arrival time would need the same arithmetic in disguise, and
-keeping the arithmetic identical to the local governor means one analysis
-covers both. Time comes from Redis (`TIME`), so pod clocks never matter, and
-each model's state is one hash under a `{hash tag}` key, so Redis Cluster
-keeps every script on one slot.
+Redis server (redis_scripts.py: the scripts, their keys and arguments), against
+the same token buckets the in-process governor keeps.
 
 The lane scheduler asks synchronously; a Redis round trip is not. So the
 first ask for a model starts one acquisition and says "wait"; when Redis
@@ -62,118 +55,11 @@ from redis.exceptions import RedisError
 
 from .config import GovernorConfig, ModelConfig
 from .governor import Governor, ModelBudget, Reservation
+from .redis_scripts import ADJUST, HEARTBEAT, PENALIZE, RESERVE, RESUME, bucket_args, model_keys, resume_key
 
 __all__ = ["RedisGovernor", "connect"]
 
 log = logging.getLogger("translane.governor")
-
-# KEYS[1]: the model's bucket hash, KEYS[2]: its heartbeats (replica -> Redis time), same hash slot.
-# ARGV: req_cap, req_rate, tok_cap, tok_rate, recover_per_s, ttl_ms, replicas, stale_after_s,
-# forget_after_s, then per script below.
-_PRELUDE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local req_cap, req_rate = tonumber(ARGV[1]), tonumber(ARGV[2])
-local tok_cap, tok_rate = tonumber(ARGV[3]), tonumber(ARGV[4])
-local recover = tonumber(ARGV[5])
-local n, fresh_from = tonumber(ARGV[7]), now - tonumber(ARGV[8])
-local fresh = redis.call('ZCOUNT', KEYS[2], fresh_from, '+inf')
-local stale = redis.call('ZCOUNT', KEYS[2], now - tonumber(ARGV[9]), '(' .. fresh_from)
--- Replicas whose heartbeat stopped may be spending their 1/n locally: leave it to them. Not more
--- of them than the replicas short of n beating now (the caller counts: it reaches Redis).
-local missing = math.max(0, math.min(stale, n - math.max(fresh, 1)))
-local share = 1 - missing / n
-local h = redis.call('HMGET', KEYS[1], 'rl', 'tl', 'ts', 'f', 'fa', 'p', 's')
-local rl, tl, ts = tonumber(h[1]) or req_cap, tonumber(h[2]) or tok_cap, tonumber(h[3]) or now
-local f0, fa, paused = tonumber(h[4]) or 1, tonumber(h[5]) or now, tonumber(h[6]) or 0
-local f = math.min(1, f0 + math.max(0, now - fa) * recover)
-local dt = math.max(0, now - ts)
--- The time since the last script refills at the lower of the shares then and now: a replica
--- counted back in may have spent locally until a moment ago, so its share is not back-dated.
-local fs = f * math.min(tonumber(h[7]) or share, share)
-rl = math.min(req_cap, rl + dt * req_rate * fs)
-tl = math.min(tok_cap, tl + dt * tok_rate * fs)
-"""
-_SAVE = """
-redis.call('HSET', KEYS[1], 'rl', rl, 'tl', tl, 'ts', now, 'f', f0, 'fa', fa, 'p', paused, 's', share)
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[6]))
-"""
-
-# ARGV[10]: tokens. Returns {granted (0/1), wait seconds, share of the rate refilled now} (strings but the first).
-RESERVE = (
-    _PRELUDE
-    + """
-local tokens = tonumber(ARGV[10])
-local wait = math.max(0, paused - now)
-if rl < 1 - 1e-6 then wait = math.max(wait, (1 - rl) / (req_rate * f * share)) end
-local need = math.min(tokens, tok_cap)
-if tl < need - 1e-6 then wait = math.max(wait, (need - tl) / (tok_rate * f * share)) end
-local granted = 0
-if wait <= 0 then
-  rl = rl - 1
-  tl = tl - tokens
-  granted = 1
-end
-"""
-    + _SAVE
-    + "return {granted, tostring(wait), tostring(share)}"
-)
-
-# ARGV[10]: token delta (+ charge, - refund), ARGV[11]: request delta (-1 refunds a request).
-ADJUST = (
-    _PRELUDE
-    + """
-local dtok, dreq = tonumber(ARGV[10]), tonumber(ARGV[11])
-if dtok > 0 then tl = tl - dtok else tl = math.min(tok_cap, tl - dtok) end
-if dreq < 0 then rl = math.min(req_cap, rl - dreq) end
-"""
-    + _SAVE
-    + "return 1"
-)
-
-# ARGV[10]: pause seconds, ARGV[11]: 1 to cut the rate, ARGV[12]: backoff factor, ARGV[13]: min factor.
-PENALIZE = (
-    _PRELUDE
-    + """
-paused = math.max(paused, now + tonumber(ARGV[10]))
-if tonumber(ARGV[11]) == 1 then
-  f0 = math.max(tonumber(ARGV[13]), f * tonumber(ARGV[12]))
-  fa = now
-  rl = math.min(rl, 0)
-  tl = math.min(tl, 0)
-end
-"""
-    + _SAVE
-    + "return 1"
-)
-
-# ARGV[1]: seconds from now. Returns the seconds left until the agreed resume time.
-RESUME = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local at = tonumber(redis.call('GET', KEYS[1]))
-if not at or at < now - 60 then
-  at = now + tonumber(ARGV[1])
-  redis.call('SET', KEYS[1], tostring(at), 'PX', 120000)
-end
-return tostring(math.max(0, at - now))
-"""
-
-# KEYS[1]: a model's heartbeats. ARGV[1]: this replica, ARGV[2]: the latest Redis time this beat
-# may run at, ARGV[3]: forget_after_s. Returns {recorded (0/1), Redis time}.
-# A beat held up in the network (a partition that heals with it still in a socket buffer) must
-# not count back in a replica that has since gone local: past its deadline it records nothing.
-HEARTBEAT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local at = string.format('%.6f', now)
-if now > tonumber(ARGV[2]) then return {0, at} end
-local forget = tonumber(ARGV[3])
-redis.call('ZADD', KEYS[1], now, ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - forget))
-redis.call('PEXPIRE', KEYS[1], math.ceil(forget * 1000))
-return {1, at}
-"""
 
 # Replicas probe a lost Redis this often, and resume together this long after
 # the first one finds it back (longer than a probe period, so all have seen it).
@@ -210,19 +96,9 @@ class RedisGovernor(Governor):
         self.client = client
         self.shared = True
         self.fallbacks = 0
-        full = {name: ModelBudget(m, cfg, now) for name, m in models.items()}
-        ttl_ms = int(cfg.window_s * 2000)
-        self._params = {
-            name: [
-                *(b.requests.capacity, b.request_rate, b.tokens.capacity, b.token_rate),
-                *(cfg.recover_per_s, ttl_ms, cfg.replicas, cfg.stale_after_s, cfg.forget_after_s),
-            ]
-            for name, b in full.items()
-        }
-        # Bucket and heartbeats under one hash tag: one slot for the scripts that read both.
-        self._keys = {
-            name: [f"{{{cfg.redis_prefix}:{name}}}:bucket", f"{{{cfg.redis_prefix}:{name}}}:alive"] for name in models
-        }
+        # The shared buckets are sized at the full limits; this governor's own (the fallback) at 1/replicas.
+        self._params = {name: bucket_args(ModelBudget(m, cfg, now), cfg) for name, m in models.items()}
+        self._keys = {name: model_keys(cfg.redis_prefix, name) for name in models}
         self.replica = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
         self._reserve = client.register_script(RESERVE)
         self._adjust = client.register_script(ADJUST)
@@ -237,7 +113,7 @@ class RedisGovernor(Governor):
         self._beat_in_flight = 0.0
         # Local buckets spend nothing before this (see _go_local).
         self._held_until = 0.0
-        self._resume_key = f"{{{cfg.redis_prefix}}}:resume"
+        self._resume_key = resume_key(cfg.redis_prefix)
         self._parked: dict[str, Reservation] = {}
         self._not_before: dict[str, float] = {}
         self._asking: set[str] = set()

@@ -12,7 +12,7 @@ from ..cache import SegmentCache, open_cache
 from ..config import Config, ModelConfig
 from ..estimate import TokenEstimator
 from ..governor import Governor
-from ..governors import open_governor
+from ..governor_choice import open_governor
 from ..lanes import CallAt, Clock, Lane
 from ..metrics import EngineMetrics
 from ..outbox import Outbox

@@ -1,4 +1,4 @@
-"""Build the governor the configuration asks for (in-process, or shared through Redis) and close it after."""
+"""The choice of governor: the one the configuration asks for (in-process, or through Redis), opened and closed."""
 
 from __future__ import annotations
 
