@@ -28,6 +28,7 @@ from typing import Any
 import grpc
 
 from .config import ConfigError, ServerConfig
+from .settings import text
 
 __all__ = ["ClientTLS", "ServerCertificates", "channel"]
 
@@ -162,16 +163,16 @@ class ClientTLS:
     def from_env(cls, env: Mapping[str, str] | None = None) -> ClientTLS | None:
         """From TRANSLANE_CLIENT_TLS_CA_FILE / _CERT_FILE / _KEY_FILE / _SERVER_NAME; None when no CA is named."""
         env = os.environ if env is None else env
-        ca = env.get("TRANSLANE_CLIENT_TLS_CA_FILE", "")
-        cert = env.get("TRANSLANE_CLIENT_TLS_CERT_FILE", "")
-        key = env.get("TRANSLANE_CLIENT_TLS_KEY_FILE", "")
+        ca = text(env, "TRANSLANE_CLIENT_TLS_CA_FILE")
+        cert = text(env, "TRANSLANE_CLIENT_TLS_CERT_FILE")
+        key = text(env, "TRANSLANE_CLIENT_TLS_KEY_FILE")
         if not ca:
             if cert or key:
                 raise ConfigError("TRANSLANE_CLIENT_TLS_CERT_FILE / _KEY_FILE need TRANSLANE_CLIENT_TLS_CA_FILE too")
             return None
         if bool(cert) != bool(key):
             raise ConfigError("TRANSLANE_CLIENT_TLS_CERT_FILE and TRANSLANE_CLIENT_TLS_KEY_FILE: set both or neither")
-        return cls(ca, cert, key, env.get("TRANSLANE_CLIENT_TLS_SERVER_NAME", ""))
+        return cls(ca, cert, key, text(env, "TRANSLANE_CLIENT_TLS_SERVER_NAME"))
 
     def signature(self) -> _Signature:
         """What the files are now, to notice a change."""

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from pathlib import Path
+from typing import get_type_hints
 
 import aiohttp
 import pytest
 from aiohttp import web
 from translane.config import ConfigError
 from translane.server import RunningServer
+from translane.settings import DEFAULT_GRPC_TARGET, declaration
 
 from gateway_shim import RunningShim, ShimConfig, run_shim, running_shim
 
@@ -118,6 +121,41 @@ def test_no_keys_on_a_public_host_is_refused_unless_allowed() -> None:
         ShimConfig.from_env(env={"TRANSLANE_SHIM_PORT": "http"})
     with pytest.raises(ConfigError, match="TRANSLANE_API_KEYS_FILE"):
         ShimConfig.from_env(env={"TRANSLANE_API_KEYS_FILE": "/nonexistent/keys"})
+
+
+@pytest.mark.parametrize("word", ["1", "true", "YES", " on ", "0", "false", "No", "off", ""])
+def test_one_boolean_rule_as_in_the_service(word: str) -> None:
+    cfg = ShimConfig.from_env(env={"TRANSLANE_SHIM_ALLOW_PUBLIC": word})
+    assert cfg.allow_public is (word.strip().lower() in ("1", "true", "yes", "on"))
+
+
+def test_a_flag_that_is_neither_is_refused_naming_the_variable() -> None:
+    # Once read as false (a keyless shim then refused to listen publicly for another reason); now named.
+    with pytest.raises(ConfigError) as info:
+        ShimConfig.from_env(env={"TRANSLANE_SHIM_HOST": "0.0.0.0", "TRANSLANE_SHIM_ALLOW_PUBLIC": "maybe"})
+    assert str(info.value) == "TRANSLANE_SHIM_ALLOW_PUBLIC: expected 1/0, true/false, yes/no or on/off, got 'maybe'"
+
+
+def test_every_setting_is_declared_with_its_variable_and_read_from_it() -> None:
+    """A field added to ShimConfig declares where it comes from, and from_env reads it there."""
+    samples = {int: ("7", 7), float: ("1.5", 1.5), bool: ("yes", True), str: ("ja", "ja"),
+               tuple[str, ...]: ("ja, x", ("ja", "x")), frozenset[str]: ("ja", frozenset({"ja"}))}
+    hints = get_type_hints(ShimConfig)
+    for f in dataclasses.fields(ShimConfig):
+        decl = declaration(f)
+        if decl.derived:
+            assert f.name == "backend_tls" and "TRANSLANE_CLIENT_TLS_" in decl.derived
+            continue
+        assert decl.env.startswith("TRANSLANE_"), f.name
+        raw, value = samples[hints[f.name]]
+        cfg = ShimConfig.from_env(env={"TRANSLANE_API_KEYS": "k", decl.env: raw})
+        assert getattr(cfg, f.name) == value, decl.env
+        if hints[f.name] in (int, float, bool):
+            with pytest.raises(ConfigError, match=f"^{decl.env}: "):
+                ShimConfig.from_env(env={decl.env: "maybe"})
+    assert ShimConfig().grpc_target == ShimConfig.from_env(env={}).grpc_target == DEFAULT_GRPC_TARGET
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    assert all(declaration(f).env in readme for f in dataclasses.fields(ShimConfig) if declaration(f).env)
 
 
 async def test_run_shim_warns_without_keys_and_cleans_up(

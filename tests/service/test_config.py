@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import re
 import subprocess
 import sys
 import tomllib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import pytest
 import yaml
-from translane.config import ConfigError, default_models_text, load_config, parse_config
+from translane import settings
+from translane.config import Config, ConfigError, default_models_text, load_config, parse_config
+from translane.settings import build, declaration, non_negative, read, setting
 
 SLOW = "doubao-seed-translation-250915"
 
@@ -96,3 +102,157 @@ def test_the_command_fails_at_start_with_the_field(tmp_path: Path) -> None:
     missing = subprocess.run([sys.executable, "-m", "translane.cli", "--models-file", str(tmp_path / "nope.toml"),
                               "serve"], capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+# -- each setting declared once ---------------------------------------------------------------------
+
+
+def tables(cls: type, path: tuple[str, ...] = ()) -> Iterator[tuple[type, tuple[str, ...]]]:
+    """Every settings dataclass under `cls` and where its table sits in the shipped file."""
+    yield cls, path
+    data = shipped()
+    for f in dataclasses.fields(cls):
+        kind, args = get_type_hints(cls)[f.name], get_args(get_type_hints(cls)[f.name])
+        if dataclasses.is_dataclass(kind):
+            yield from tables(kind, (*path, f.name))
+        elif get_origin(kind) is Mapping and dataclasses.is_dataclass(args[1]):
+            first = next(iter(data[f.name]))
+            yield from tables(args[1], (*path, f.name, first))
+
+
+def table_at(data: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
+    for key in path:
+        data = data.setdefault(key, {})
+    return data
+
+
+FIELDS = [(cls, path, f) for cls, path in tables(Config) for f in dataclasses.fields(cls)]
+
+
+@pytest.mark.parametrize(("cls", "path", "f"), FIELDS, ids=[".".join((*p, f.name)) for _, p, f in FIELDS])
+def test_every_field_is_read_from_the_file_or_says_where_it_comes_from(
+    cls: type, path: tuple[str, ...], f: dataclasses.Field[Any]
+) -> None:
+    """A field added to a config object is read from the file at its place (or declares its source)."""
+    where = ".".join((*path, f.name))
+    wrong = shipped()
+    table_at(wrong, path)[f.name] = [[]]
+    with pytest.raises(ConfigError) as info:
+        parse_config(wrong, env={})
+    if declaration(f).derived:
+        assert str(info.value) == f"{where}: unknown field"
+        return
+    # A value of the wrong type is refused naming this field: the file's key reaches it.
+    assert str(info.value).startswith(f"{where}: expected")
+    # Its declared default passes its own checks (a required field is in the shipped file).
+    data = shipped()
+    table = table_at(data, path)
+    if f.name not in table and f.default is not dataclasses.MISSING:
+        table[f.name] = list(f.default) if isinstance(f.default, tuple) else f.default
+    parse_config(data, env={"ARK_API_KEY": "k"})
+
+
+def env_fields() -> Iterator[tuple[type, tuple[str, ...], dataclasses.Field[Any]]]:
+    return ((cls, path, f) for cls, path, f in FIELDS if declaration(f).env)
+
+
+def sample(kind: Any) -> tuple[str, Any]:
+    """A value of `kind` as the environment gives it, and as it is read."""
+    if get_origin(kind) is Literal:
+        return get_args(kind)[-1], get_args(kind)[-1]
+    return {int: ("7", 7), float: ("1.5", 1.5), bool: ("yes", True), str: ("v", "v")}[kind]
+
+
+def test_every_declared_variable_is_read_by_the_one_rule() -> None:
+    declared = {declaration(f).env for _, _, f in env_fields()}
+    assert {"TRANSLANE_GRPC_PORT", "TRANSLANE_GRPC_INSECURE", "TRANSLANE_REPLICAS", "TRANSLANE_CACHE"} <= declared
+    for cls, path, f in env_fields():
+        var, kind = declaration(f).env, get_type_hints(cls)[f.name]
+        raw, value = sample(kind)
+        assert read(cls, None, ".".join(path), {var: raw})[f.name] == value, var
+        # Blank is not given: the file's value (here the default) holds.
+        assert f.name not in read(cls, None, ".".join(path), {var: " "}) or kind is bool, var
+        if kind is not str:
+            with pytest.raises(ConfigError, match=f"^{var}: "):
+                read(cls, None, ".".join(path), {var: "maybe"})
+
+
+@pytest.mark.parametrize("word", ["1", "true", "YES", " on ", "0", "false", "No", "off", ""])
+def test_one_boolean_rule(word: str) -> None:
+    cfg = load_config(env={"TRANSLANE_GRPC_INSECURE": word})
+    assert cfg.server.allow_insecure is (word.strip().lower() in ("1", "true", "yes", "on"))
+    assert settings.flag({"V": word}, "V") is cfg.server.allow_insecure
+
+
+def test_a_flag_that_is_neither_names_the_variable_and_quotes_a_bounded_prefix() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(env={"TRANSLANE_GRPC_INSECURE": "maybe"})
+    assert str(info.value) == "TRANSLANE_GRPC_INSECURE: expected 1/0, true/false, yes/no or on/off, got 'maybe'"
+    with pytest.raises(ConfigError) as info:
+        load_config(env={"TRANSLANE_GRPC_INSECURE": "x" * 10_000})
+    assert len(str(info.value)) < 120
+
+
+def test_an_environment_variable_declared_on_a_field_overrides_the_file() -> None:
+    data = shipped()
+    data["server"]["metrics_port"] = 5
+    assert parse_config(data, env={}).server.metrics_port == 5
+    assert parse_config(data, env={"TRANSLANE_METRICS_PORT": "9"}).server.metrics_port == 9
+    assert parse_config(data, env={"TRANSLANE_METRICS_PORT": "  "}).server.metrics_port == 5
+    # The field's one check applies to both, naming where the value came from.
+    with pytest.raises(ConfigError, match=r"^TRANSLANE_METRICS_PORT: must be >= 0, got -1$"):
+        parse_config(data, env={"TRANSLANE_METRICS_PORT": "-1"})
+    with pytest.raises(ConfigError, match=r"^TRANSLANE_METRICS_PORT: expected an integer, got 'nine'$"):
+        parse_config(data, env={"TRANSLANE_METRICS_PORT": "nine"})
+    data["server"]["port"] = -1
+    with pytest.raises(ConfigError, match=r"^server\.port: must be >= 0, got -1$"):
+        parse_config(data, env={})
+
+
+@pytest.mark.parametrize(
+    "path", [(), ("server",), ("governor",), ("cache",), ("providers", "ark"), ("lanes", "fast"), ("models", SLOW)]
+)
+def test_an_unknown_field_is_named_in_every_table(path: tuple[str, ...]) -> None:
+    data = shipped()
+    table_at(data, path)["colour"] = "blue"
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, env={})
+    assert str(info.value) == ".".join((*path, "colour")) + ": unknown field"
+
+
+@dataclasses.dataclass(frozen=True)
+class Knobs:
+    port: int = setting(5, check=non_negative, env="KNOB_PORT")
+    on: bool = setting(False, env="KNOB_ON")
+    names: tuple[str, ...] = setting(("a",), env="KNOB_NAMES")
+
+
+def test_the_builder_takes_the_argument_then_the_variable_then_the_table_then_the_default() -> None:
+    assert build(Knobs) == Knobs()
+    assert build(Knobs, {"port": 6}).port == 6
+    assert build(Knobs, {"port": 6}, env={"KNOB_PORT": "7"}).port == 7
+    assert build(Knobs, {"port": 6}, env={"KNOB_PORT": "7"}, port=8).port == 8
+    assert build(Knobs, env={"KNOB_ON": "on", "KNOB_NAMES": " x, ,y "}) == Knobs(on=True, names=("x", "y"))
+    with pytest.raises(ConfigError, match=r"^knobs\.port: expected int, got str 'six'$"):
+        build(Knobs, {"port": "six"}, "knobs")
+    with pytest.raises(ConfigError, match=r"^knobs\.colour: unknown field$"):
+        build(Knobs, {"colour": 1}, "knobs")
+
+
+def test_the_grpc_target_is_declared_once() -> None:
+    assert settings.DEFAULT_GRPC_TARGET == f"127.0.0.1:{settings.DEFAULT_GRPC_PORT}" == "127.0.0.1:50051"
+    assert settings.grpc_target({}) == settings.grpc_target({"TRANSLANE_GRPC_TARGET": " "}) == "127.0.0.1:50051"
+    assert settings.grpc_target({"TRANSLANE_GRPC_TARGET": "svc:1"}) == "svc:1"
+    assert load_config(env={}).server.port == settings.DEFAULT_GRPC_PORT
+
+
+def test_every_declared_variable_is_in_the_readme() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    assert {declaration(f).env for _, _, f in env_fields()} <= set(re.findall(r"TRANSLANE_[A-Z_]+", readme))
+
+
+def test_parsing_leaves_the_input_alone() -> None:
+    data = shipped()
+    before = copy.deepcopy(data)
+    parse_config(data, env={})
+    assert data == before
