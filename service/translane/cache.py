@@ -5,7 +5,7 @@ rerun does not pay again), or Redis when the governor is shared there (one cache
 every replica). Keys hash everything that shapes a translation: the model and
 how it is prompted, the languages, the glossary, the mime type and the NFC-normalised
 text. Only complete, successful translations are written (the engine's business).
-Identical segments in flight at the same moment are translated once (`Flights`).
+Writes go behind the reply, in batches (`SegmentCache.put`).
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import math
 import time
 import unicodedata
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, Protocol, TypeVar
+from typing import Protocol
 
 import aiosqlite
 import redis.asyncio as aioredis
@@ -31,11 +31,10 @@ import redis.asyncio as aioredis
 from .config import CacheConfig, GovernorConfig, ModelConfig
 from .redis_governor import connect
 
-__all__ = ["CACHE_VERSION", "Entry", "Flights", "RedisStore", "SegmentCache", "SqliteStore", "cache_key", "open_cache"]
+__all__ = ["CACHE_VERSION", "Entry", "RedisStore", "SegmentCache", "SqliteStore", "cache_key", "open_cache"]
 
 log = logging.getLogger("translane.cache")
 
-T = TypeVar("T")
 
 # Bump when the prompt or the request shape changes what a model answers: old entries then miss.
 CACHE_VERSION = 1
@@ -80,16 +79,33 @@ def cache_key(
 class Store(Protocol):
     """Where entries live behind the in-process LRU."""
 
+    def may_hold(self, key: str) -> bool:
+        """False only when the store certainly lacks `key` (a miss that costs no I/O)."""
+        ...
+
     async def load(self, key: str) -> Entry | None: ...
 
-    async def save(self, key: str, entry: Entry, ttl_s: float) -> None: ...
+    async def save_many(self, entries: list[tuple[str, Entry, float]]) -> None:
+        """Write (key, entry, ttl_s) triples at once."""
+        ...
+
+
+def _short(key: str) -> int:
+    """The first 64 bits of a key (a sha256 hex digest): what the SQLite index keeps in memory."""
+    return int(key[:16], 16)
 
 
 class SqliteStore:
-    """Entries in a SQLite file: a restart or a rerun does not pay again."""
+    """Entries in a SQLite file: a restart or a rerun does not pay again. An index of the keys the file holds
+    (64 bits each) answers most misses without reading the file; entries written to the file by another
+    process after this one opened it are seen after its next start."""
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: aiosqlite.Connection, keys: set[int]) -> None:
         self.db = db
+        self._keys = keys
+
+    def may_hold(self, key: str) -> bool:
+        return _short(key) in self._keys
 
     async def load(self, key: str) -> Entry | None:
         async with self.db.execute(
@@ -98,13 +114,15 @@ class SqliteStore:
             row = await cur.fetchone()
         return Entry(*row) if row is not None else None
 
-    async def save(self, key: str, entry: Entry, ttl_s: float) -> None:
-        await self.db.execute(
+    async def save_many(self, entries: list[tuple[str, Entry, float]]) -> None:
+        # One transaction for the batch: one commit (WAL, synchronous=NORMAL) however many entries.
+        await self.db.executemany(
             "INSERT OR REPLACE INTO segments (key, text, model, prompt_tokens, completion_tokens, created) "
             "VALUES (?, ?, ?, ?, ?, ?)",
-            (key, entry.text, entry.model, entry.prompt_tokens, entry.completion_tokens, entry.created),
+            [(k, e.text, e.model, e.prompt_tokens, e.completion_tokens, e.created) for k, e, _ in entries],
         )
         await self.db.commit()
+        self._keys.update(_short(k) for k, _, _ in entries)
 
 
 class RedisStore:
@@ -114,6 +132,9 @@ class RedisStore:
         self.client = client
         self.prefix = prefix
 
+    def may_hold(self, key: str) -> bool:
+        return True  # other replicas write too: only Redis knows
+
     async def load(self, key: str) -> Entry | None:
         raw = await self.client.get(f"{self.prefix}:seg:{key}")
         if raw is None:
@@ -121,9 +142,12 @@ class RedisStore:
         data = json.loads(raw)
         return Entry(data["text"], data["model"], data["prompt_tokens"], data["completion_tokens"], data["created"])
 
-    async def save(self, key: str, entry: Entry, ttl_s: float) -> None:
-        value = json.dumps(dataclasses.asdict(entry), ensure_ascii=False)
-        await self.client.set(f"{self.prefix}:seg:{key}", value, ex=max(1, math.ceil(ttl_s)) if ttl_s else None)
+    async def save_many(self, entries: list[tuple[str, Entry, float]]) -> None:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key, entry, ttl_s in entries:
+                value = json.dumps(dataclasses.asdict(entry), ensure_ascii=False)
+                pipe.set(f"{self.prefix}:seg:{key}", value, ex=max(1, math.ceil(ttl_s)) if ttl_s else None)
+            await pipe.execute()
 
 
 # After a store fails, how long the cache runs on its LRU alone before trying the store again.
@@ -131,17 +155,29 @@ STORE_PAUSE_S = 5.0
 
 
 class SegmentCache:
-    """LRU in memory in front of an optional store (SQLite or Redis).
+    """LRU in memory in front of an optional store (SQLite or Redis), written behind the reply.
 
+    `put` costs the caller no I/O: the entry goes to memory at once and to the store in the next batch,
+    `flush_s` later or as soon as `flush_entries` wait, one transaction a batch; `aclose` writes what is left.
+    A process killed without closing loses at most the entries put in the last `flush_s` and the batch
+    being written, never a translation already returned (it was paid for; a later request pays again).
     A store that fails is skipped for STORE_PAUSE_S, so an outage costs one failed call, not one per
     segment: the cache then answers from memory and translations go on at full speed.
     """
 
-    def __init__(self, max_entries: int, store: Store | None = None) -> None:
+    def __init__(
+        self, max_entries: int, store: Store | None = None, *, flush_s: float = 0.25, flush_entries: int = 512
+    ) -> None:
         self.max_entries = max_entries
+        self.flush_s = flush_s
+        self.flush_entries = flush_entries
         self._lru: OrderedDict[str, Entry] = OrderedDict()
         self._store = store
         self._store_down_until = 0.0
+        # Put and not yet handed to the store, by key (with its ttl_s).
+        self._pending: dict[str, tuple[Entry, float]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._writing: asyncio.Task[None] | None = None
 
     def _store_up(self) -> bool:
         return self._store is not None and time.monotonic() >= self._store_down_until
@@ -153,28 +189,74 @@ class SegmentCache:
 
     async def get(self, key: str, ttl_s: float) -> Entry | None:
         entry = self._lru.get(key)
-        if entry is None and self._store is not None and self._store_up():
-            try:
-                entry = await self._store.load(key)
-            except Exception as exc:  # an unreachable store is a miss, never a failed translation
-                self._store_failed("read", exc)
-            if entry is not None:
-                self._remember(key, entry)
         if entry is None:
-            return None
+            pending = self._pending.get(key)
+            if pending is not None:
+                entry = pending[0]
+            elif self._store is not None and self._store_up() and self._store.may_hold(key):
+                try:
+                    entry = await self._store.load(key)
+                except Exception as exc:  # an unreachable store is a miss, never a failed translation
+                    self._store_failed("read", exc)
+            if entry is None:
+                return None
+            self._remember(key, entry)
         if ttl_s and time.time() - entry.created > ttl_s:
             self._lru.pop(key, None)
             return None
         self._lru.move_to_end(key)
         return entry
 
-    async def put(self, key: str, entry: Entry, ttl_s: float = 0.0) -> None:
+    def put(self, key: str, entry: Entry, ttl_s: float = 0.0) -> None:
+        """Keep `entry` now in memory, and in the store with the next batch."""
         self._remember(key, entry)
-        if self._store is not None and self._store_up():
-            try:
-                await self._store.save(key, entry, ttl_s)
-            except Exception as exc:
-                self._store_failed("write", exc)
+        if self._store is None or not self._store_up():
+            return
+        self._pending[key] = (entry, ttl_s)
+        if len(self._pending) >= self.flush_entries:
+            self._flush_soon()
+        elif self._timer is None and self._writing is None:
+            self._timer = asyncio.get_running_loop().call_later(self.flush_s, self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._writing is None and self._pending:
+            self._writing = asyncio.get_running_loop().create_task(self._write())
+
+    async def _write(self) -> None:
+        try:
+            while self._pending:
+                batch = [(k, e, ttl) for k, (e, ttl) in self._pending.items()]
+                self._pending = {}
+                assert self._store is not None
+                try:
+                    await self._store.save_many(batch)
+                except Exception as exc:  # memory still has them; the store is skipped for a while
+                    self._store_failed("write", exc)
+                    return
+                if len(self._pending) < self.flush_entries:
+                    break  # the rest waits for the timer
+        finally:
+            self._writing = None
+            if self._pending and self._timer is None:
+                self._timer = asyncio.get_running_loop().call_later(self.flush_s, self._flush_soon)
+
+    async def flush(self) -> None:
+        """Write every pending entry now (and wait for a batch already being written)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._writing is not None or self._pending:
+            if self._writing is None:
+                self._writing = asyncio.get_running_loop().create_task(self._write())
+            await asyncio.shield(self._writing)
+            if self._pending and not self._store_up():
+                self._pending.clear()  # the store is down: nothing more to do
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _remember(self, key: str, entry: Entry) -> None:
         self._lru[key] = entry
@@ -183,60 +265,25 @@ class SegmentCache:
             self._lru.popitem(last=False)
 
 
-class Flights(Generic[T]):
-    """Identical work in flight at once runs once: later callers wait for the first one's result."""
-
-    def __init__(self, shared_failures: tuple[type[BaseException], ...] = ()) -> None:
-        self._running: dict[str, asyncio.Future[T]] = {}
-        # Failures that would recur for every twin (a cut the whole ladder could not fix, a bad request):
-        # handed to the followers rather than paid for again by each.
-        self._shared_failures = shared_failures
-
-    async def join(self, key: str, work: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
-        """(`work()`'s result, whether it was shared from another caller). A leader cancelled, or failed
-        for a passing reason, hands nothing on: the followers then run the work themselves."""
-        while (running := self._running.get(key)) is not None:
-            try:
-                return await asyncio.shield(running), True
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if not running.cancelled() or (task is not None and task.cancelling()):
-                    raise  # we were cancelled (perhaps in the same tick as the leader), not just the leader
-            except self._shared_failures:
-                raise
-            except Exception:
-                pass  # the leader failed for a passing reason: try ourselves
-            if self._running.get(key) is running:
-                del self._running[key]
-        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._running[key] = fut
-        try:
-            result = await work()
-        except BaseException as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                fut.cancel()
-            else:
-                fut.set_exception(exc)
-                fut.exception()  # retrieved: no "never retrieved" warning when nobody waits
-            raise
-        else:
-            fut.set_result(result)
-            return result, False
-        finally:
-            if self._running.get(key) is fut:
-                del self._running[key]
-
-
-async def _sqlite(path: str) -> aiosqlite.Connection:
+async def _sqlite(path: str) -> tuple[aiosqlite.Connection, set[int]]:
+    """The file opened for write-behind (WAL; synchronous=NORMAL: a commit is durable against a killed process,
+    and against a power cut up to the last checkpoint), and the index of the keys it holds."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     db = await aiosqlite.connect(path)
-    await db.execute("PRAGMA journal_mode=WAL")
-    await db.execute(
-        "CREATE TABLE IF NOT EXISTS segments (key TEXT PRIMARY KEY, text TEXT NOT NULL, model TEXT NOT NULL, "
-        "prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, created REAL NOT NULL)"
-    )
-    await db.commit()
-    return db
+    try:
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA synchronous=NORMAL")
+        await db.execute(
+            "CREATE TABLE IF NOT EXISTS segments (key TEXT PRIMARY KEY, text TEXT NOT NULL, model TEXT NOT NULL, "
+            "prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, created REAL NOT NULL)"
+        )
+        await db.commit()
+        async with db.execute("SELECT key FROM segments") as cur:
+            keys = {_short(row[0]) for row in await cur.fetchall()}
+    except BaseException:
+        await db.close()
+        raise
+    return db, keys
 
 
 @contextlib.asynccontextmanager
@@ -248,19 +295,31 @@ async def open_cache(cfg: CacheConfig, governor: GovernorConfig | None = None) -
         return
     if governor is not None and governor.kind == "redis" and cfg.kind != "memory":
         client = connect(governor.redis_url)
+        # Other replicas look for what this one paid for: written at once, still behind the reply.
+        redis_store = RedisStore(client, f"{{{governor.redis_prefix}}}:cache")
+        shared = SegmentCache(cfg.max_entries, redis_store, flush_s=0.0, flush_entries=cfg.flush_entries)
         try:
-            yield SegmentCache(cfg.max_entries, RedisStore(client, f"{{{governor.redis_prefix}}}:cache"))
+            yield shared
         finally:
-            await client.aclose()
+            try:
+                await shared.flush()
+            finally:
+                await client.aclose()
         return
     db: aiosqlite.Connection | None = None
+    store: SqliteStore | None = None
     if cfg.kind == "sqlite":
         try:
-            db = await _sqlite(cfg.path)
+            db, keys = await _sqlite(cfg.path)
+            store = SqliteStore(db, keys)
         except (OSError, aiosqlite.Error) as exc:
             log.warning("cache file %s cannot be opened (%s): caching in memory only", cfg.path, exc)
+    cache = SegmentCache(cfg.max_entries, store, flush_s=cfg.flush_s, flush_entries=cfg.flush_entries)
     try:
-        yield SegmentCache(cfg.max_entries, SqliteStore(db) if db is not None else None)
+        yield cache
     finally:
-        if db is not None:
-            await db.close()
+        try:
+            await cache.flush()
+        finally:
+            if db is not None:
+                await db.close()

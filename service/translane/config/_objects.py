@@ -255,6 +255,10 @@ class CacheConfig:
     # ~/.cache/translane).
     path: str = setting("")
     max_entries: int = setting(100_000, check=positive)
+    # Entries reach the store behind the reply, one transaction a batch: at the latest this long after they
+    # were put, or as soon as flush_entries wait. A killed process loses at most the last interval's entries.
+    flush_s: float = setting(0.25, check=non_negative)
+    flush_entries: int = setting(512, check=positive)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

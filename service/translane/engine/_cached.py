@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 
 from ..cache import Entry, cache_key
@@ -12,8 +11,6 @@ from ._parts import Parts
 from ._work import Outcome, Step, Work
 
 __all__ = ["Cached"]
-
-log = logging.getLogger("translane.engine")
 
 
 class Cached:
@@ -43,10 +40,10 @@ class Cached:
         outcome = await self.inner(work)
         # A cut answer is never stored, nor one that came back as it was sent (an untranslated leak, likely).
         if not outcome.truncated and outcome.text.strip() != work.text.strip():
-            await self._store(work, outcome)
+            self._store(work, outcome)
         return outcome
 
-    async def _store(self, work: Work, outcome: Outcome) -> None:
+    def _store(self, work: Work, outcome: Outcome) -> None:
         """Keep a complete translation under the key of the model that served it."""
         assert self.parts.cache is not None
         job = work.job
@@ -56,7 +53,5 @@ class Cached:
         if served is not asked:
             key = cache_key(served, job.source_language, job.target_language, job.glossary, job.mime_type, work.text)
         entry = Entry(outcome.text, served.name, outcome.prompt_tokens, outcome.completion_tokens, time.time())
-        try:
-            await self.parts.cache.put(key, entry, served.cache_ttl_s)
-        except Exception as exc:  # a cache that cannot write never fails a translation
-            log.warning("segment cache write failed: %s", exc)
+        # Behind the reply: memory now, the store with the next batch (a store that fails never fails a call).
+        self.parts.cache.put(key, entry, served.cache_ttl_s)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..cache import Flights, cache_key
+from ..cache import cache_key
 from ..errors import BudgetSpent, InvalidRequest, OutputTruncated
+from ..flights import Flights
 from ._parts import Parts
 from ._work import Outcome, Step, Work
 
