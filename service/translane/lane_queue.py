@@ -98,6 +98,11 @@ class LaneQueue(Generic[T]):
         counts = self._waiting.get(model)
         return counts is not None and (counts[0] + counts[1]) > 0
 
+    def waiting(self, model: str, priority: int) -> int:
+        """Live waiters of `model` at `priority`."""
+        counts = self._waiting.get(model)
+        return counts[priority] if counts is not None else 0
+
     def has_leavers(self, model: str) -> bool:
         """Whether a live waiter of `model` has a fallback to go to."""
         return bool(self._leavers.get(model))

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
 
 from .config import LaneConfig, ModelConfig
@@ -127,7 +127,11 @@ class Lane:
         *,
         clock: Clock | None = None,
         call_at: CallAt | None = None,
+        queue_target_s: Mapping[int, float] | None = None,
+        standing_after_s: float = math.inf,
     ) -> None:
+        """`queue_target_s` (by priority) and `standing_after_s`: the controlled delay (see `_acquire`); none
+        by default."""
         self.name = config.name
         self.max_concurrency = config.max_concurrency
         self.max_queue = config.max_queue
@@ -147,6 +151,10 @@ class Lane:
         # share of grants that went to interactive work.
         self._service_s: dict[str, float] = {}
         self._interactive_share: dict[str, float] = {}
+        self._queue_target_s = dict(queue_target_s or {})
+        self._standing_after_s = standing_after_s
+        # Per model and priority: the last moment its queue was seen empty.
+        self._calm_at: dict[tuple[str, int], float] = {}
         governor.subscribe(self.kick)
 
     @property
@@ -182,6 +190,7 @@ class Lane:
         now = self._clock()
         if not self.governor.is_available(name, now):
             raise ModelUnavailable(f"model {name} is out of rotation")
+        standing = self._standing(name, priority, now)
         if self.in_flight < self.max_concurrency and not self._queue.has_waiters(name):
             got = self.governor.try_reserve(name, tokens, now)
             if isinstance(got, Reservation):
@@ -195,12 +204,13 @@ class Lane:
         wait = self._wait_estimate(name, tokens, priority, now)
         service = self._service_s.get(name, 0.0)
         latest = min(start_by, deadline - service)
+        if standing:
+            # A standing queue is kept near its target: the newcomer starts within it, or hears so now.
+            latest = min(latest, now + self._queue_target_s[priority])
         if now + wait * ESTIMATE_HEADROOM > latest:
             self.shed += 1
-            raise Overloaded(
-                f"model {name} cannot start within the deadline (about {wait:.2f}s of queue)",
-                retry_after_s=wait,
-            )
+            why = "is queued past its target" if standing else "cannot start within the deadline"
+            raise Overloaded(f"model {name} {why} (about {wait:.2f}s of queue)", retry_after_s=wait)
         fut: asyncio.Future[Ticket] = asyncio.get_running_loop().create_future()
         w = Waiter(name, tokens, priority, deadline, now, fut, may_leave)
         self._queue.push(w)
@@ -214,7 +224,23 @@ class Lane:
                 fut.result().close()
             else:
                 self._queue.drop(w)
+                self._left(w, self._clock())
             raise
+
+    def _standing(self, model: str, priority: int, now: float) -> bool:
+        """Whether the queue of `model` at `priority` has stood (not been empty) for standing_after_s."""
+        key = (model, priority)
+        if not self._queue.waiting(model, priority):
+            self._calm_at[key] = now
+            return False
+        if priority not in self._queue_target_s:
+            return False
+        return now - self._calm_at.get(key, now) > self._standing_after_s
+
+    def _left(self, w: Waiter[Ticket], now: float) -> None:
+        """A waiter left the queue (granted, expired, refused or gone): note the moment its queue emptied."""
+        if not self._queue.waiting(w.model, w.priority):
+            self._calm_at[(w.model, w.priority)] = now
 
     def _grant(
         self, model: str, r: Reservation, now: float, enqueued: float, gov_since: float, priority: int
@@ -239,6 +265,7 @@ class Lane:
             return
         w.expiry = None
         self._queue.drop(w)
+        self._left(w, self._clock())
         self.shed += 1
         self.expired += 1
         w.future.set_exception(Overloaded(f"model {w.model} could not start in time", retry_after_s=1.0))
@@ -276,6 +303,7 @@ class Lane:
                 got = self.governor.try_reserve(w.model, w.tokens, now)
                 if isinstance(got, Reservation):
                     self._queue.pop(w.model)
+                    self._left(w, now)
                     w.future.set_result(self._grant(w.model, got, now, w.enqueued, w.governed_since, w.priority))
                     granted = True
                     break

@@ -321,3 +321,88 @@ async def test_waiters_with_a_fallback_leave_when_the_provider_is_taken_to_be_do
     await clock.advance(GovernorConfig().provider_down_pause_s)
     finish(await stayer)
     assert (lane.in_flight, lane.queued) == (0, 0)
+
+
+def controlled_lane(clock: FakeClock) -> Lane:
+    """A lane whose model takes 10 requests a second, with the controlled delay the service runs."""
+    model = dataclasses.replace(SLOW, rpm=600)
+    gov = Governor({SLOW.name: model}, GovernorConfig(jitter_allowance_s=0.0), clock())
+    return Lane(
+        LaneConfig("slow", 1000, 10_000),
+        gov,
+        clock=clock,
+        call_at=clock.call_at,
+        queue_target_s={INTERACTIVE: 1.0, BATCH: 5.0},
+        standing_after_s=1.0,
+    )
+
+
+async def arrive(lane: Lane, prio: int, wait_cap_s: float) -> asyncio.Task[Ticket]:
+    """One newcomer that may wait up to `wait_cap_s`; its ticket is sent and settled when granted."""
+    now = lane._clock()
+
+    async def one() -> Ticket:
+        t = await take(lane, prio, start_by=now + wait_cap_s, deadline=now + wait_cap_s + 5)
+        finish(t)
+        return t
+
+    task = asyncio.create_task(one())
+    await settle()
+    return task
+
+
+async def test_a_burst_into_an_idle_lane_is_absorbed_up_to_the_max_wait() -> None:
+    clock = FakeClock()
+    lane = controlled_lane(clock)
+    # 40 arrivals within half a second: four seconds of work at 10 a second, all taken.
+    burst = []
+    for _ in range(40):
+        burst.append(await arrive(lane, INTERACTIVE, 10.0))
+        await clock.advance(0.0125)
+    assert not any(t.done() and t.exception() for t in burst)
+    while not all(t.done() for t in burst) and clock.now < 20:
+        await clock.advance(0.1)
+    assert all(t.result().queued_s + t.result().governed_s < 10.0 for t in burst)
+    assert lane.shed == 0
+
+
+async def test_a_standing_queue_is_kept_near_its_target_and_the_rest_refused_at_once() -> None:
+    clock = FakeClock()
+    lane = controlled_lane(clock)
+    accepted: list[asyncio.Task[Ticket]] = []
+    refused = 0
+    # Three times what the model takes, for ten seconds.
+    for _ in range(300):
+        task = await arrive(lane, INTERACTIVE, 10.0)
+        if task.done() and task.exception() is not None:
+            assert isinstance(task.exception(), Overloaded)
+            refused += 1
+        else:
+            accepted.append(task)
+        await clock.advance(1 / 30)
+    while not all(t.done() for t in accepted) and clock.now < 60:
+        await clock.advance(0.1)
+    waits = sorted(t.result().queued_s + t.result().governed_s for t in accepted)
+    assert refused > 150  # about two in three: what the provider cannot take
+    assert len(accepted) >= 95  # the model stayed busy: ~10 a second for 10 s
+    # Once the queue stood (after a second), no newcomer waited much past the target.
+    late = [w for w in waits if w > 1.0 * 1.25]
+    assert len(late) <= 25, waits[-30:]  # only those that arrived before it stood
+    assert waits[-1] < 2.5
+    assert lane.expired == 0  # refused on arrival, never after waiting
+
+
+async def test_each_priority_has_its_own_target() -> None:
+    clock = FakeClock()
+    lane = controlled_lane(clock)
+    # Interactive work stands at 3x for two seconds; batch arrivals beside it keep their longer target.
+    for _ in range(60):
+        await arrive(lane, INTERACTIVE, 10.0)
+        await clock.advance(1 / 30)
+    assert lane._standing(SLOW.name, INTERACTIVE, clock.now)
+    refused_interactive = await arrive(lane, INTERACTIVE, 10.0)
+    assert isinstance(refused_interactive.exception(), Overloaded)
+    assert "past its target" in str(refused_interactive.exception())
+    batch = await arrive(lane, BATCH, 300.0)
+    assert not batch.done()  # batch's own queue was empty: a burst of one, taken
+    assert not lane._standing(SLOW.name, BATCH, clock.now)

@@ -187,6 +187,16 @@ class ServerConfig:
     interactive_max_queue_wait_s: float = setting(10.0, check=positive)
     # Batch work waits behind interactive work; its runner follows the retry hints.
     batch_max_queue_wait_s: float = setting(300.0, check=positive)
+    # Controlled delay (CoDel as "Fail at Scale", ACM Queue 2015, applies it to server queues): a model's
+    # queue of one priority that has not been empty for standing_queue_after_s is a standing queue, not a
+    # burst; while it stands, a newcomer is taken only when it is forecast to start within its priority's
+    # target, and refused at once otherwise. A burst into an idle lane still fills it up to the max waits
+    # above; sustained overload keeps the wait near the target while the provider stays saturated. The
+    # interactive target is a second: a paragraph still worth showing, and ~80 calls of the slow model's
+    # 5,000 RPM queued, so the provider never runs dry between refills.
+    interactive_queue_target_s: float = setting(1.0, check=positive)
+    batch_queue_target_s: float = setting(30.0, check=positive)
+    standing_queue_after_s: float = setting(1.0, check=positive)
     # Text a stream may hold for a reader that is behind (its calls under way counted at their
     # input's length): past it the stream starts no new call until the reader catches up.
     # About 100 pages; the translation model's pieces are ~3,000 characters, so a fast reader's

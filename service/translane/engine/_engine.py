@@ -13,7 +13,7 @@ from ..config import Config, ModelConfig
 from ..estimate import TokenEstimator
 from ..governor import Governor
 from ..governor_choice import open_governor
-from ..lanes import CallAt, Clock, Lane
+from ..lanes import BATCH, INTERACTIVE, CallAt, Clock, Lane
 from ..metrics import EngineMetrics
 from ..outbox import Outbox
 from ..tasks import all_or_first_failure
@@ -87,7 +87,18 @@ class Engine:
         self.upstream = upstream
         self.governor = governor
         call_at = call_at or loop.call_at
-        self.lanes = {name: Lane(lc, governor, clock=self._clock, call_at=call_at) for name, lc in config.lanes.items()}
+        server = config.server
+        self.lanes = {
+            name: Lane(
+                lc,
+                governor,
+                clock=self._clock,
+                call_at=call_at,
+                queue_target_s={INTERACTIVE: server.interactive_queue_target_s, BATCH: server.batch_queue_target_s},
+                standing_after_s=server.standing_queue_after_s,
+            )
+            for name, lc in config.lanes.items()
+        }
         self.estimators = {n: TokenEstimator(m.output_ratio, m.max_output_tokens) for n, m in config.models.items()}
         self.rotation = Rotation(config.models, governor, self.budgets, self._clock)
         self.metrics = EngineMetrics(config, self.lanes, governor, self._clock)
