@@ -215,7 +215,7 @@ async def _translate(args: argparse.Namespace) -> int:
 
 
 async def _batch(args: argparse.Namespace) -> int:
-    from .batch import BatchSettings, run_batch
+    from .tools.batch import BatchSettings, run_batch
 
     if args.max_in_flight < 1 or not args.deadline > 0:
         print("translane batch: --max-in-flight must be >= 1 and --deadline > 0", file=sys.stderr)
@@ -348,11 +348,11 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--target", default=os.environ.get("TRANSLANE_GRPC_TARGET", f"127.0.0.1:{DEFAULT_GRPC_PORT}"))
     tr.set_defaults(func=_translate)
 
-    from .loadtest._cli import add_parser as add_loadtest
+    from .tools.loadtest._cli import add_parser as add_loadtest
 
     add_loadtest(sub)
 
-    from .files._cli import add_parser as add_files
+    from .tools.files._cli import add_parser as add_files
 
     add_files(sub, f"127.0.0.1:{DEFAULT_GRPC_PORT}")
 

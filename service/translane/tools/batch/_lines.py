@@ -9,8 +9,7 @@ from typing import Any
 from gateway_shim._errors import ShimError
 from gateway_shim._openai import parse_chat
 from gateway_shim._plugin import Batch
-
-from ..languages import normalize_language
+from translane.languages import normalize_language
 
 __all__ = ["Line", "LineError", "parse_line"]
 

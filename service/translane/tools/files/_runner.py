@@ -14,11 +14,12 @@ from typing import Any
 
 import grpc
 
-from .. import tls
-from ..calls import persist
-from ..tasks import all_or_first_failure
-from ..v1 import translate_pb2 as pb
-from ..v1 import translate_pb2_grpc as pb_grpc
+from translane import tls
+from translane.calls import persist
+from translane.tasks import all_or_first_failure
+from translane.v1 import translate_pb2 as pb
+from translane.v1 import translate_pb2_grpc as pb_grpc
+
 from ._doc import FORMATS, Doc, FormatError, load
 from ._leaks import Leak, LeakChecker
 from ._protect import protect, restore

@@ -14,11 +14,11 @@ from typing import IO, Any
 import grpc
 
 from gateway_shim._openai import usage_json
+from translane import tls
+from translane.calls import persist
+from translane.v1 import translate_pb2 as pb
+from translane.v1 import translate_pb2_grpc as pb_grpc
 
-from .. import tls
-from ..calls import persist
-from ..v1 import translate_pb2 as pb
-from ..v1 import translate_pb2_grpc as pb_grpc
 from ._io import open_output, read_done, write_line
 from ._lines import Line, LineError, parse_line
 
