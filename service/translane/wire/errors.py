@@ -1,7 +1,8 @@
-"""The shim's errors as OpenAI error JSON, and the one mapping from gRPC status to HTTP status.
+"""Errors as OpenAI error JSON with their HTTP status, and the one mapping from gRPC status to HTTP status.
 
-ShimError                  an HTTP error with an OpenAI-style body
-├── raised by the shim     bad JSON or types (400), no or wrong key (401),
+WireError                  an HTTP error with an OpenAI-style body
+├── raised by the parsers  a missing or mistyped field (400: translane.wire.openai, .plugin)
+├── raised by the shim     bad JSON (400), no or wrong key (401),
 │                          body too large (413), no such route (404/405),
 │                          a Content-Encoding other than gzip or deflate (415)
 └── from_rpc_error()       the service's gRPC status, mapped by _HTTP_STATUS
@@ -18,7 +19,7 @@ from typing import Any
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
-__all__ = ["ShimError", "from_rpc_error"]
+__all__ = ["WireError", "from_rpc_error"]
 
 # gRPC status → (HTTP status, OpenAI error type, error code): every status, chosen on purpose.
 _HTTP_STATUS: dict[grpc.StatusCode, tuple[int, str, str]] = {
@@ -47,7 +48,7 @@ _SERVER_ERROR = (500, "server_error", "internal_error")
 _FIELD = re.compile(r"^([A-Za-z_][\w.\[\]]*): ")
 
 
-class ShimError(Exception):
+class WireError(Exception):
     """An HTTP error answered as `{"error": {"message", "type", "param", "code"}}`."""
 
     def __init__(
@@ -69,7 +70,7 @@ class ShimError(Exception):
         self.retry_after_s = retry_after_s
 
     @classmethod
-    def bad_field(cls, field: str, expected: str, got: Any) -> ShimError:
+    def bad_field(cls, field: str, expected: str, got: Any) -> WireError:
         """400 for a field of the wrong type or value."""
         shown = "missing" if got is None else f"got {type(got).__name__} {_short(got)}"
         return cls(400, f"{field}: expected {expected}, {shown}", code="invalid_type", param=field)
@@ -117,7 +118,7 @@ def _retry_after_s(exc: grpc.aio.AioRpcError) -> int | None:
     return None
 
 
-def from_rpc_error(exc: grpc.aio.AioRpcError, fields: Mapping[str, str] | None = None) -> ShimError:
+def from_rpc_error(exc: grpc.aio.AioRpcError, fields: Mapping[str, str] | None = None) -> WireError:
     """The HTTP error for a failed gRPC call: the only place gRPC status becomes HTTP status.
 
     `fields` renames the request message's fields the service names to the body's (`segments` is `text_list`
@@ -140,4 +141,4 @@ def from_rpc_error(exc: grpc.aio.AioRpcError, fields: Mapping[str, str] | None =
     retry = _retry_after_s(exc) if status in (429, 503) else None
     if status in (429, 503) and retry is None:
         retry = 1
-    return ShimError(status, message, kind=kind, code=error_code, param=param, retry_after_s=retry)
+    return WireError(status, message, kind=kind, code=error_code, param=param, retry_after_s=retry)
