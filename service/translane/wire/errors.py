@@ -17,7 +17,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import grpc
-from google.rpc import error_details_pb2, status_pb2
+
+from ..calls import retry_after_s
 
 __all__ = ["WireError", "from_rpc_error"]
 
@@ -92,32 +93,6 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _retry_after_s(exc: grpc.aio.AioRpcError) -> int | None:
-    """Seconds to wait, from the `retry-after` trailer or else the RetryInfo detail; at least 1."""
-    trailers = exc.trailing_metadata() or ()
-    details: bytes | None = None
-    for key, value in trailers:
-        if key == "retry-after":
-            try:
-                return max(1, math.ceil(float(value)))
-            except (TypeError, ValueError):
-                pass
-        elif key == "grpc-status-details-bin" and isinstance(value, bytes):
-            details = value
-    if details is None:
-        return None
-    try:
-        status = status_pb2.Status.FromString(details)
-    except Exception:  # a malformed detail must not turn a 429 into a 500
-        return None
-    info = error_details_pb2.RetryInfo()
-    for detail in status.details:
-        if detail.Unpack(info):
-            delay: float = info.retry_delay.seconds + info.retry_delay.nanos / 1e9
-            return max(1, math.ceil(delay))
-    return None
-
-
 def from_rpc_error(exc: grpc.aio.AioRpcError, fields: Mapping[str, str] | None = None) -> WireError:
     """The HTTP error for a failed gRPC call: the only place gRPC status becomes HTTP status.
 
@@ -138,7 +113,9 @@ def from_rpc_error(exc: grpc.aio.AioRpcError, fields: Mapping[str, str] | None =
                 message = param + message[m.end(1) :] if m else message
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED) and not exc.details():
         message = "the translation service is unavailable"
-    retry = _retry_after_s(exc) if status in (429, 503) else None
-    if status in (429, 503) and retry is None:
-        retry = 1
+    retry = None
+    if status in (429, 503):
+        hint = retry_after_s(exc)
+        # Retry-After takes whole seconds: at least 1, and 1 when the answer names no wait.
+        retry = 1 if hint is None else max(1, math.ceil(hint))
     return WireError(status, message, kind=kind, code=error_code, param=param, retry_after_s=retry)
