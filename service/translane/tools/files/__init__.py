@@ -7,7 +7,8 @@ and put back in place; everything outside the translated text is kept byte for b
 
 from __future__ import annotations
 
+from ._cli import add_parser
 from ._doc import Doc, Segment, load
 from ._leaks import Leak, LeakChecker
 
-__all__ = ["Doc", "Leak", "LeakChecker", "Segment", "load"]
+__all__ = ["Doc", "Leak", "LeakChecker", "Segment", "add_parser", "load"]
