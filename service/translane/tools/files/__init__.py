@@ -10,5 +10,18 @@ from __future__ import annotations
 from ._cli import add_parser
 from ._doc import Doc, Segment, load
 from ._leaks import Leak, LeakChecker
+from ._runner import FileSettings, FileSummary, apply_review, check_file, translate_files
 
-__all__ = ["Doc", "Leak", "LeakChecker", "Segment", "add_parser", "load"]
+__all__ = [
+    "Doc",
+    "FileSettings",
+    "FileSummary",
+    "Leak",
+    "LeakChecker",
+    "Segment",
+    "add_parser",
+    "apply_review",
+    "check_file",
+    "load",
+    "translate_files",
+]

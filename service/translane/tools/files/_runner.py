@@ -24,7 +24,7 @@ from ._doc import FORMATS, Doc, FormatError, load
 from ._leaks import Leak, LeakChecker
 from ._protect import protect, restore
 
-__all__ = ["FileSettings", "FileSummary", "apply_review", "output_path", "state_path", "translate_files"]
+__all__ = ["FileSettings", "FileSummary", "apply_review", "check_file", "output_path", "state_path", "translate_files"]
 
 # A call that fails for a passing reason (a service restarting) is tried this many times.
 MAX_ATTEMPTS = 5
