@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SLOW_RPM as RPM
 from _common import SLOW_TPM as TPM
 from _common import free_port, machine, process, sim_stats, slow_models
-from translane.batch import BatchSettings, run_batch
+from translane.tools.batch import BatchSettings, run_batch
 
 
 def job(path: Path, lines: int, prefix: str, repeat_share: float, seed: int) -> int:

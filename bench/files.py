@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SLOW_RPM as RPM
 from _common import SLOW_TPM as TPM
 from _common import free_port, machine, process, sim_stats, slow_models
-from translane.files._runner import FileSettings, translate_files
+from translane.tools.files import FileSettings, translate_files
 
 WORDS = "the keeper watched the sea while the storm rolled over the rocks and the light turned slowly".split()
 

@@ -25,7 +25,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import UNTHROTTLED_MODELS, free_port, machine, percentile, process
-from translane.loadtest import LoadConfig, Target, run
+from translane.tools.loadtest import LoadConfig, Target, run
 
 BODY = {
     "model": "bench",

@@ -15,11 +15,11 @@ from aiohttp import web
 from translane import tls
 from translane.config import ConfigError
 from translane.tracing import aiohttp_server_middleware, grpc_client_interceptors
+from translane.wire import WireError, from_rpc_error
 
 from ._backend import Backend
 from ._config import ShimConfig
 from ._description import OPENAPI_PATH, openapi_handler
-from ._errors import ShimError, from_rpc_error
 from ._http import STATE, TASK_ID, TASK_ID_HEADER, ShimState, json_response
 from ._metrics import METRICS_PATH, ShimMetrics
 from ._openai import chat_completions, list_models
@@ -88,7 +88,7 @@ _CORS_EXPOSED = "X-Task-Id, Retry-After"
 _CORS_MAX_AGE_S = 600
 
 
-def _error_response(exc: ShimError) -> web.Response:
+def _error_response(exc: WireError) -> web.Response:
     headers = exc.headers()
     if exc.status == 401:
         headers["WWW-Authenticate"] = "Bearer"
@@ -100,7 +100,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure becomes OpenAI error JSON with the right status; never a traceback."""
     try:
         return await handler(request)
-    except ShimError as exc:
+    except WireError as exc:
         return _error_response(exc)
     except grpc.aio.AioRpcError as exc:
         return _error_response(from_rpc_error(exc))
@@ -113,7 +113,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             message = f"{request.method} is not allowed on {request.path}"
         else:
             message = exc.text or exc.reason
-        response = _error_response(ShimError(exc.status, message, code=exc.reason.lower().replace(" ", "_")))
+        response = _error_response(WireError(exc.status, message, code=exc.reason.lower().replace(" ", "_")))
         if "Allow" in exc.headers:
             # A 405 names the methods the path does take (RFC 9110 requires it).
             response.headers["Allow"] = exc.headers["Allow"]
@@ -125,7 +125,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return web.Response(status=499, reason="Client Closed Request")
     except Exception:
         log.exception("unexpected error serving %s %s", request.method, request.path)
-        return _error_response(ShimError(500, "internal error in the shim", kind="server_error", code="internal_error"))
+        return _error_response(WireError(500, "internal error in the shim", kind="server_error", code="internal_error"))
 
 
 class _Access:
@@ -173,9 +173,9 @@ class _Access:
         if self.keys and request.path not in self.open_paths and request.method != "OPTIONS":
             header = request.headers.get("Authorization")
             if not header:
-                raise ShimError(401, "missing API key: send 'Authorization: Bearer KEY'", code="invalid_api_key")
+                raise WireError(401, "missing API key: send 'Authorization: Bearer KEY'", code="invalid_api_key")
             if not self.key_ok(header):
-                raise ShimError(401, "invalid API key", code="invalid_api_key")
+                raise WireError(401, "invalid API key", code="invalid_api_key")
         return await handler(request)
 
     async def on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:

@@ -12,8 +12,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from translane.v1 import translate_pb2 as pb
 from translane.v1 import translate_pb2_grpc as pb_grpc
-
-from ._errors import ShimError
+from translane.wire import WireError
 
 __all__ = ["Backend"]
 
@@ -34,7 +33,7 @@ def _seconds(name: str, raw: str) -> float:
     except ValueError:
         value = math.nan
     if not math.isfinite(value) or value < MIN_TIMEOUT_S:
-        raise ShimError(
+        raise WireError(
             400,
             f"{name}: expected a number of seconds >= {MIN_TIMEOUT_S}, got {raw[:40]!r}",
             code="invalid_value",

@@ -12,10 +12,10 @@ from typing import Any
 
 from aiohttp import web
 from translane.errors import quote
+from translane.wire import WireError
 
 from ._backend import Backend
 from ._config import ShimConfig
-from ._errors import ShimError
 
 __all__ = ["CLIENT_GONE", "STATE", "TASK_ID", "TASK_ID_HEADER", "ShimState", "json_response", "read_json", "task_id_of"]
 
@@ -62,30 +62,30 @@ async def read_json(request: web.Request, max_bytes: int, timeout_s: float) -> d
             raw = await request.read()
     except TimeoutError:
         decoded = f" (or did not decode as its Content-Encoding {quote(encoding)} says)" if encoding else ""
-        raise ShimError(
+        raise WireError(
             408, f"the request body did not arrive within {timeout_s:g} s{decoded}", code="request_timeout"
         ) from None
     except web.HTTPRequestEntityTooLarge:
         raise _too_large(None, max_bytes) from None
     except web.RequestPayloadError:
         # Cut off mid-body.
-        raise ShimError(400, "the request body ended before its declared length", code="invalid_body") from None
+        raise WireError(400, "the request body ended before its declared length", code="invalid_body") from None
     raw = _decompressed(raw, encoding, max_bytes)
     try:
         # JSON between systems is UTF-8 (RFC 8259): strictly, so no surrogate arrives undeclared.
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ShimError(
+        raise WireError(
             400, f"the request body is not UTF-8 text: {exc.reason} at byte {exc.start}", code="invalid_json"
         ) from None
     try:
         body = json.loads(text)
     except ValueError as exc:
-        raise ShimError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+        raise WireError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from None
     except RecursionError:
         raise _too_deep() from None
     if not isinstance(body, dict):
-        raise ShimError(400, f"the request body must be a JSON object, got {type(body).__name__}", code="invalid_json")
+        raise WireError(400, f"the request body must be a JSON object, got {type(body).__name__}", code="invalid_json")
     _check_tree(body, check_text=_SURROGATE_ESCAPE.search(text) is not None)
     return body
 
@@ -106,7 +106,7 @@ def _decompressed(raw: bytes, encoding: str, max_bytes: int) -> bytes:
         zlib_header = len(raw) >= 2 and raw[0] & 0x0F == 8 and (raw[0] << 8 | raw[1]) % 31 == 0
         wbits = zlib.MAX_WBITS if zlib_header else -zlib.MAX_WBITS
     else:
-        raise ShimError(
+        raise WireError(
             415,
             f"Content-Encoding {quote(encoding)} is not supported (gzip, deflate or identity)",
             code="unsupported_encoding",
@@ -115,7 +115,7 @@ def _decompressed(raw: bytes, encoding: str, max_bytes: int) -> bytes:
     try:
         body = inflater.decompress(raw, max_bytes + 1)
     except zlib.error:
-        raise ShimError(
+        raise WireError(
             400,
             f"the request body does not decompress as its Content-Encoding {quote(encoding)} says",
             code="invalid_body",
@@ -124,7 +124,7 @@ def _decompressed(raw: bytes, encoding: str, max_bytes: int) -> bytes:
         raise _too_large(None, max_bytes)
     if not inflater.eof or inflater.unused_data:
         fault = "does not end" if not inflater.eof else "has bytes after its end"
-        raise ShimError(400, f"the request body's {quote(encoding)} stream {fault}", code="invalid_body")
+        raise WireError(400, f"the request body's {quote(encoding)} stream {fault}", code="invalid_body")
     return body
 
 
@@ -156,11 +156,11 @@ def _child(path: str, key: str | int) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _not_text(path: str, text: str, what: str) -> ShimError:
+def _not_text(path: str, text: str, what: str) -> WireError:
     bad = _SURROGATE.search(text)
     assert bad is not None
     field = path if len(path) <= _PATH_CHARS else path[: _PATH_CHARS - 3] + "..."
-    return ShimError(
+    return WireError(
         400,
         f"{field or 'body'}: {what} is not Unicode text: it holds a lone UTF-16 surrogate "
         f"(\\u{ord(bad.group()):04x}) at character {bad.start()}",
@@ -169,13 +169,13 @@ def _not_text(path: str, text: str, what: str) -> ShimError:
     )
 
 
-def _too_deep() -> ShimError:
-    return ShimError(400, f"the request body nests deeper than {MAX_JSON_DEPTH} levels", code="invalid_json")
+def _too_deep() -> WireError:
+    return WireError(400, f"the request body nests deeper than {MAX_JSON_DEPTH} levels", code="invalid_json")
 
 
-def _too_large(length: int | None, max_bytes: int) -> ShimError:
+def _too_large(length: int | None, max_bytes: int) -> WireError:
     size = f"{length} bytes" if length is not None else "the body"
-    return ShimError(
+    return WireError(
         413, f"{size} is over the limit of {max_bytes} bytes (TRANSLANE_SHIM_MAX_BODY_BYTES)", code="body_too_large"
     )
 
@@ -193,9 +193,9 @@ def task_id_of(request: web.Request, body: Mapping[str, Any]) -> str:
 
 def _task_id(field: str, value: Any) -> str:
     if not isinstance(value, str):
-        raise ShimError.bad_field(field, "a string", value)
+        raise WireError.bad_field(field, "a string", value)
     if value and (len(value) > MAX_TASK_ID_CHARS or not _TASK_ID.fullmatch(value)):
-        raise ShimError(
+        raise WireError(
             400,
             f"{field}: must be printable ASCII, at most {MAX_TASK_ID_CHARS} characters",
             code="invalid_value",

@@ -1,28 +1,52 @@
-"""Calling the service as its own tools do (batch jobs, file translation): overload waited out as the service
-asks, passing failures tried again, the rest raised."""
+"""Calling the service as its own clients do: the retry hint of a failed call read (for the tools and the shim),
+overload waited out as the service asks, passing failures tried again, the rest raised."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import Awaitable, Callable, Collection
 from typing import TypeVar
 
 import grpc
+from google.rpc import error_details_pb2, status_pb2
 
-__all__ = ["MAX_PAUSE_S", "overload_pause", "persist", "retry_after_s"]
+__all__ = ["MAX_PAUSE_S", "MIN_PAUSE_S", "overload_pause", "persist", "retry_after_s"]
 
 T = TypeVar("T")
 # The longest single wait: a hint longer than this is waited out in steps, each a fresh try.
 MAX_PAUSE_S = 30.0
+# The shortest wait a hint asks for: a hint of 0 is no reason to try again at once.
+MIN_PAUSE_S = 0.05
 
 
 def retry_after_s(exc: grpc.aio.AioRpcError) -> float | None:
-    """The service's `retry-after` trailer in seconds, when it sent a readable one."""
+    """The wait a failed call's answer asks for, in seconds (at least MIN_PAUSE_S): its `retry-after` trailer,
+    else the RetryInfo detail of its status; None when it carries no readable one.
+
+    The one reader of the hint: the tools wait it out, the shim passes it on as Retry-After.
+    """
+    details: bytes | None = None
     for key, value in exc.trailing_metadata() or ():
         if key == "retry-after":
             with contextlib.suppress(TypeError, ValueError):
-                return max(0.05, float(value))
+                seconds = float(value)
+                if math.isfinite(seconds):
+                    return max(MIN_PAUSE_S, seconds)
+        elif key == "grpc-status-details-bin" and isinstance(value, bytes):
+            details = value
+    if details is None:
+        return None
+    try:
+        status = status_pb2.Status.FromString(details)
+    except Exception:  # a malformed detail is no hint (and must not turn the shim's 429 into a 500)
+        return None
+    info = error_details_pb2.RetryInfo()
+    for detail in status.details:
+        if detail.Unpack(info):
+            delay: float = info.retry_delay.seconds + info.retry_delay.nanos / 1e9
+            return max(MIN_PAUSE_S, delay)
     return None
 
 

@@ -1,4 +1,4 @@
-"""The `translane` command: up, serve, sim, shim, translate, loadtest, batch, models."""
+"""The `translane` command: up, serve, sim, shim, translate, models, loadtest, file, batch."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from typing import Any
 import uvloop
 
 from .config import Config, ConfigError, load_config
+from .tools import batch, client, files, loadtest
 
 __all__ = ["main"]
 
@@ -169,117 +170,6 @@ async def _up_traced(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _translate(args: argparse.Namespace) -> int:
-    import grpc
-
-    from . import tls
-    from .v1 import translate_pb2 as pb
-    from .v1 import translate_pb2_grpc as pb_grpc
-
-    texts = args.text or [sys.stdin.read()]
-    req = pb.TranslateRequest(
-        segments=texts,
-        target_language=args.to,
-        source_language=args.source,
-        model=args.model,
-        task_id=args.task_id,
-        priority=pb.PRIORITY_BATCH if args.batch else pb.PRIORITY_INTERACTIVE,
-    )
-    async with tls.channel(args.target, tls=tls.ClientTLS.from_env()) as channel:
-        stub = pb_grpc.TranslatorStub(channel)
-        try:
-            if args.stream:
-                current = 0
-                async for chunk in stub.TranslateStream(req, timeout=args.timeout):
-                    if chunk.final:
-                        usage = chunk.usage
-                    elif chunk.segment_done:
-                        print(flush=True)
-                        current += 1
-                    else:
-                        print(chunk.delta, end="", flush=True)
-            else:
-                resp = await stub.Translate(req, timeout=args.timeout)
-                for t in resp.translations:
-                    print(t.text)
-                usage = resp.usage
-        except grpc.aio.AioRpcError as exc:
-            return _rpc_failed(exc, args.target)
-    if args.verbose:
-        print(
-            f"[{usage.prompt_tokens}+{usage.completion_tokens} tokens, {usage.cost:.6f} {usage.currency}"
-            f"{', estimated' if usage.estimated else ''}]",
-            file=sys.stderr,
-        )
-    return 0
-
-
-async def _batch(args: argparse.Namespace) -> int:
-    from .batch import BatchSettings, run_batch
-
-    if args.max_in_flight < 1 or not args.deadline > 0:
-        print("translane batch: --max-in-flight must be >= 1 and --deadline > 0", file=sys.stderr)
-        return 2
-    settings = BatchSettings(
-        grpc_target=args.target,
-        input=args.input,
-        output=args.output,
-        default_target_language=args.to,
-        max_in_flight=args.max_in_flight,
-        deadline_s=args.deadline,
-        progress=False if args.quiet else None,
-    )
-    summary = await run_batch(settings)
-    print(summary.text(), file=sys.stderr)
-    return 0 if summary.failed == 0 else 1
-
-
-def _rpc_failed(exc: Any, target: str) -> int:
-    """One line for a failed call (no traceback), with what to check when the service was not reached."""
-    import grpc
-
-    print(f"translane: {exc.code().name}: {exc.details()}", file=sys.stderr)
-    # The service's own answers carry its no-retry trailer: it was reached, so no hint about reaching it.
-    answered = any(key == "grpc-retry-pushback-ms" for key, _ in (exc.trailing_metadata() or ()))
-    if (
-        exc.code() == grpc.StatusCode.UNAVAILABLE
-        and not answered
-        and not os.environ.get("TRANSLANE_CLIENT_TLS_CA_FILE")
-    ):
-        print(
-            f"translane: is the service running at {target} (--target, $TRANSLANE_GRPC_TARGET)? If it serves TLS, "
-            "set TRANSLANE_CLIENT_TLS_CA_FILE (and for mTLS TRANSLANE_CLIENT_TLS_CERT_FILE / _KEY_FILE)",
-            file=sys.stderr,
-        )
-    return 1
-
-
-async def _models(args: argparse.Namespace) -> int:
-    import grpc
-
-    from . import tls
-    from .v1 import translate_pb2 as pb
-    from .v1 import translate_pb2_grpc as pb_grpc
-
-    async with tls.channel(args.target, tls=tls.ClientTLS.from_env()) as channel:
-        try:
-            resp = await pb_grpc.TranslatorStub(channel).ListModels(pb.ListModelsRequest(), timeout=10)
-        except grpc.aio.AioRpcError as exc:
-            return _rpc_failed(exc, args.target)
-    for m in resp.models:
-        star = "*" if m.name == resp.default_model else " "
-        budget = ""
-        if m.daily_token_budget:
-            budget += f" today={m.daily_tokens_spent}/{m.daily_token_budget} tokens"
-        if m.daily_cost_budget:
-            budget += f" today={m.daily_cost_spent:.4f}/{m.daily_cost_budget:g} {m.currency}"
-        print(
-            f"{star} {m.name:34} lane={m.lane:5} rpm={m.rpm} tpm={m.tpm} concurrency={m.max_concurrency}"
-            f" api={m.api_style}{budget}{'' if m.available else ' (out of rotation)'}"
-        )
-    return 0
-
-
 # -- parser ------------------------------------------------------------------------
 
 
@@ -335,41 +225,12 @@ def _parser() -> argparse.ArgumentParser:
     shim.add_argument("--grpc-target", default=None, help="default $TRANSLANE_GRPC_TARGET or 127.0.0.1:50051")
     shim.set_defaults(func=_shim)
 
-    tr = sub.add_parser("translate", help="translate text through a running server")
-    tr.add_argument("text", nargs="*", help="segments to translate (default: stdin as one segment)")
-    tr.add_argument("--to", required=True, help="target language code, e.g. zh, en, ja")
-    tr.add_argument("--from", dest="source", default="", help="source language code (default: detect)")
-    tr.add_argument("--model", default="", help="model name (default: the server's default)")
-    tr.add_argument("--task-id", default="")
-    tr.add_argument("--batch", action="store_true", help="batch priority")
-    tr.add_argument("--stream", action="store_true", help="print deltas as they arrive")
-    tr.add_argument("--timeout", type=float, default=120.0)
-    tr.add_argument("-v", "--verbose", action="store_true", help="print usage and cost to stderr")
-    tr.add_argument("--target", default=os.environ.get("TRANSLANE_GRPC_TARGET", f"127.0.0.1:{DEFAULT_GRPC_PORT}"))
-    tr.set_defaults(func=_translate)
-
-    from .loadtest._cli import add_parser as add_loadtest
-
-    add_loadtest(sub)
-
-    from .files._cli import add_parser as add_files
-
-    add_files(sub, f"127.0.0.1:{DEFAULT_GRPC_PORT}")
-
-    batch = sub.add_parser("batch", help="translate an OpenAI Batch JSONL file through the service, resumably")
-    batch.add_argument("action", choices=("run",))
-    batch.add_argument("input", help="JSONL: OpenAI Batch lines or {custom_id, text|segments, target_language}")
-    batch.add_argument("-o", "--output", required=True, help="JSONL in the OpenAI Batch output format (appended)")
-    batch.add_argument("--target", default=os.environ.get("TRANSLANE_GRPC_TARGET", f"127.0.0.1:{DEFAULT_GRPC_PORT}"))
-    batch.add_argument("--to", default="zh", help="target language of lines that name none (default zh)")
-    batch.add_argument("--max-in-flight", type=int, default=256)
-    batch.add_argument("--deadline", type=float, default=600.0, help="seconds a line may take, queue included")
-    batch.add_argument("--quiet", action="store_true", help="no progress bar")
-    batch.set_defaults(func=_batch)
-
-    models = sub.add_parser("models", help="list a running server's models")
-    models.add_argument("--target", default=os.environ.get("TRANSLANE_GRPC_TARGET", f"127.0.0.1:{DEFAULT_GRPC_PORT}"))
-    models.set_defaults(func=_models)
+    # The tools (translane.tools), clients of the service: each adds its own subcommands.
+    default_target = f"127.0.0.1:{DEFAULT_GRPC_PORT}"
+    client.add_parser(sub, default_target)
+    loadtest.add_parser(sub)
+    files.add_parser(sub, default_target)
+    batch.add_parser(sub, default_target)
     return p
 
 

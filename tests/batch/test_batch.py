@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 from openai.types.chat import ChatCompletion
-from translane.batch import BatchSettings, read_done, run_batch
 from translane.config import CacheConfig, Config, load_config
 from translane.server import RunningServer
 from translane.sim import SimConfig
+from translane.tools.batch import BatchSettings, read_done, run_batch
 
 from ..conftest import Sim, server_config, with_lanes
 from ..helpers.processes import ROOT

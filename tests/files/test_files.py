@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 from translane.config import load_config
-from translane.files._doc import load
-from translane.files._html import html_segments
-from translane.files._leaks import LeakChecker
-from translane.files._runner import FileSettings, apply_review, check_file, state_path, translate_files
 from translane.server import RunningServer
 from translane.sim import SimConfig
+from translane.tools.files._doc import load
+from translane.tools.files._html import html_segments
+from translane.tools.files._leaks import LeakChecker
+from translane.tools.files._runner import FileSettings, apply_review, check_file, state_path, translate_files
 
 from ..conftest import Sim
 
@@ -400,7 +400,7 @@ async def test_an_edited_source_starts_afresh_and_clashing_outputs_are_refused(
     (tmp_path / "b").mkdir()
     for d in ("a", "b"):
         (tmp_path / d / "index.md").write_text("# Title\n", encoding="utf-8")
-    from translane.files._doc import FormatError
+    from translane.tools.files._doc import FormatError
 
     with pytest.raises(FormatError, match="would both be written"):
         await translate_files(

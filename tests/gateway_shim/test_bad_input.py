@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 import pytest
 import pytest_asyncio
+from translane.wire import WireError
 
 from gateway_shim import RunningShim
-from gateway_shim._errors import ShimError
 from gateway_shim._http import MAX_JSON_DEPTH
 
 from ..conftest import Sim
@@ -123,8 +123,8 @@ async def test_a_surrogate_pair_escaped_is_text(http: aiohttp.ClientSession, sim
 def test_an_error_quoting_a_surrogate_still_encodes() -> None:
     # However a lone surrogate reaches a message, the error body is JSON (the surrogate as its escape).
     for error in (
-        ShimError.bad_field("model", "a string", ["\ud800" * 100]),
-        ShimError(400, "model: \udcff is unknown", param="model"),
+        WireError.bad_field("model", "a string", ["\ud800" * 100]),
+        WireError(400, "model: \udcff is unknown", param="model"),
     ):
         decoded = json.loads(error.body())
         assert decoded["error"]["param"] == "model"

@@ -12,9 +12,9 @@ import pytest
 from translane.config import Config, load_config
 from translane.server import RunningServer
 from translane.sim import SimConfig
+from translane.wire import from_rpc_error
 
 from gateway_shim import RunningShim, ShimConfig, running_shim
-from gateway_shim._errors import from_rpc_error
 
 from ..conftest import Sim, server_config, with_lanes
 from .conftest import KEY

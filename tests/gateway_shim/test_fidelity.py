@@ -9,7 +9,7 @@ from translane.config import Config
 from translane.languages import language_name
 
 from ..conftest import Sim, server_config
-from .test_languages import PLUGIN_TARGETS
+from ..wire.test_languages import PLUGIN_TARGETS
 
 TR = "doubao-seed-translation-250915"
 CHAT = "doubao-seed-1-6-251015"

@@ -39,12 +39,10 @@ from translane.config import load_config
 from translane.languages import NAMES
 from translane.server import running_server
 from translane.sim import SimConfig
+from translane.wire import WireError, parse_chat, parse_custom
 
 from gateway_shim import RunningShim, ShimConfig, running_shim
-from gateway_shim._errors import ShimError
 from gateway_shim._http import task_id_of
-from gateway_shim._openai import parse_chat
-from gateway_shim._plugin import parse_custom
 
 from ..conftest import server_config, start_sim
 from .conftest import KEY
@@ -156,7 +154,7 @@ def _accepts(parse: Callable[[dict[str, Any], str], object], body: dict[str, Any
     request = make_mocked_request("POST", "/")
     try:
         parse(body, task_id_of(request, body))
-    except ShimError as exc:
+    except WireError as exc:
         assert exc.status == 400
         return False
     return True

@@ -10,10 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from translane.segment import join_pieces, split_text
 from translane.tokens import count_tokens
-
-from gateway_shim._errors import ShimError
-from gateway_shim._openai import parse_chat
-from gateway_shim._plugin import parse_custom, split_message
+from translane.wire import WireError, parse_chat, parse_custom, split_message
 
 # Every code point, lone surrogates included, with the separators and markup the plugin uses mixed in.
 _PIECES = st.one_of(
@@ -58,7 +55,7 @@ def test_parse_chat_takes_any_json_body_or_names_what_is_wrong(body: Any) -> Non
         body = {"messages": body}
     try:
         chat = parse_chat(body, "", "zh")
-    except ShimError as exc:
+    except WireError as exc:
         assert 400 <= exc.status < 500 and exc.message
         json.loads(exc.body())  # the error itself always encodes
         return
@@ -73,7 +70,7 @@ def test_parse_custom_takes_any_json_body_or_names_what_is_wrong(body: Any) -> N
         body = {"text_list": body}
     try:
         req = parse_custom(body, "zh")
-    except ShimError as exc:
+    except WireError as exc:
         assert 400 <= exc.status < 500 and exc.message
         json.loads(exc.body())
         return

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 from translane.cli import _parser
 from translane.config import load_config
-from translane.loadtest import LoadConfig, Target, run
-from translane.loadtest._config import LoadConfigError
-from translane.loadtest._data import fill, prompts
-from translane.loadtest._records import percentile, spread
-from translane.loadtest._schedule import arrivals
 from translane.server import RunningServer
 from translane.sim import SimConfig
 from translane.tokens import count_tokens
+from translane.tools.loadtest import LoadConfig, Target, run
+from translane.tools.loadtest._config import LoadConfigError
+from translane.tools.loadtest._data import fill, prompts
+from translane.tools.loadtest._records import percentile, spread
+from translane.tools.loadtest._schedule import arrivals
 
 from ..conftest import Sim
 

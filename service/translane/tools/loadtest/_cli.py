@@ -22,6 +22,7 @@ def _steps(text: str) -> tuple[float, ...]:
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Add the `loadtest` subcommand."""
     p: argparse.ArgumentParser = sub.add_parser(
         "loadtest",
         help="load-test an OpenAI-compatible endpoint or this service (`loadtest report RUN.jsonl` re-renders)",

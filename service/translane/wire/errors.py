@@ -1,7 +1,8 @@
-"""The shim's errors as OpenAI error JSON, and the one mapping from gRPC status to HTTP status.
+"""Errors as OpenAI error JSON with their HTTP status, and the one mapping from gRPC status to HTTP status.
 
-ShimError                  an HTTP error with an OpenAI-style body
-├── raised by the shim     bad JSON or types (400), no or wrong key (401),
+WireError                  an HTTP error with an OpenAI-style body
+├── raised by the parsers  a missing or mistyped field (400: translane.wire.openai, .plugin)
+├── raised by the shim     bad JSON (400), no or wrong key (401),
 │                          body too large (413), no such route (404/405),
 │                          a Content-Encoding other than gzip or deflate (415)
 └── from_rpc_error()       the service's gRPC status, mapped by _HTTP_STATUS
@@ -16,9 +17,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import grpc
-from google.rpc import error_details_pb2, status_pb2
 
-__all__ = ["ShimError", "from_rpc_error"]
+from ..calls import retry_after_s
+
+__all__ = ["WireError", "from_rpc_error"]
 
 # gRPC status → (HTTP status, OpenAI error type, error code): every status, chosen on purpose.
 _HTTP_STATUS: dict[grpc.StatusCode, tuple[int, str, str]] = {
@@ -47,7 +49,7 @@ _SERVER_ERROR = (500, "server_error", "internal_error")
 _FIELD = re.compile(r"^([A-Za-z_][\w.\[\]]*): ")
 
 
-class ShimError(Exception):
+class WireError(Exception):
     """An HTTP error answered as `{"error": {"message", "type", "param", "code"}}`."""
 
     def __init__(
@@ -69,7 +71,7 @@ class ShimError(Exception):
         self.retry_after_s = retry_after_s
 
     @classmethod
-    def bad_field(cls, field: str, expected: str, got: Any) -> ShimError:
+    def bad_field(cls, field: str, expected: str, got: Any) -> WireError:
         """400 for a field of the wrong type or value."""
         shown = "missing" if got is None else f"got {type(got).__name__} {_short(got)}"
         return cls(400, f"{field}: expected {expected}, {shown}", code="invalid_type", param=field)
@@ -91,33 +93,7 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _retry_after_s(exc: grpc.aio.AioRpcError) -> int | None:
-    """Seconds to wait, from the `retry-after` trailer or else the RetryInfo detail; at least 1."""
-    trailers = exc.trailing_metadata() or ()
-    details: bytes | None = None
-    for key, value in trailers:
-        if key == "retry-after":
-            try:
-                return max(1, math.ceil(float(value)))
-            except (TypeError, ValueError):
-                pass
-        elif key == "grpc-status-details-bin" and isinstance(value, bytes):
-            details = value
-    if details is None:
-        return None
-    try:
-        status = status_pb2.Status.FromString(details)
-    except Exception:  # a malformed detail must not turn a 429 into a 500
-        return None
-    info = error_details_pb2.RetryInfo()
-    for detail in status.details:
-        if detail.Unpack(info):
-            delay: float = info.retry_delay.seconds + info.retry_delay.nanos / 1e9
-            return max(1, math.ceil(delay))
-    return None
-
-
-def from_rpc_error(exc: grpc.aio.AioRpcError, fields: Mapping[str, str] | None = None) -> ShimError:
+def from_rpc_error(exc: grpc.aio.AioRpcError, fields: Mapping[str, str] | None = None) -> WireError:
     """The HTTP error for a failed gRPC call: the only place gRPC status becomes HTTP status.
 
     `fields` renames the request message's fields the service names to the body's (`segments` is `text_list`
@@ -137,7 +113,9 @@ def from_rpc_error(exc: grpc.aio.AioRpcError, fields: Mapping[str, str] | None =
                 message = param + message[m.end(1) :] if m else message
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED) and not exc.details():
         message = "the translation service is unavailable"
-    retry = _retry_after_s(exc) if status in (429, 503) else None
-    if status in (429, 503) and retry is None:
-        retry = 1
-    return ShimError(status, message, kind=kind, code=error_code, param=param, retry_after_s=retry)
+    retry = None
+    if status in (429, 503):
+        hint = retry_after_s(exc)
+        # Retry-After takes whole seconds: at least 1, and 1 when the answer names no wait.
+        retry = 1 if hint is None else max(1, math.ceil(hint))
+    return WireError(status, message, kind=kind, code=error_code, param=param, retry_after_s=retry)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from gateway_shim._languages import plugin_code, prompt_languages, resolve
+from translane.wire import plugin_code, prompt_languages, resolve
 
 
 @pytest.mark.parametrize(

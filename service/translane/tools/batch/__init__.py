@@ -8,8 +8,19 @@ and a kill loses at most what was in flight.
 
 from __future__ import annotations
 
+from ._cli import add_parser
 from ._io import Done, open_output, read_done
 from ._lines import Line, parse_line
 from ._runner import BatchSettings, BatchSummary, run_batch
 
-__all__ = ["BatchSettings", "BatchSummary", "Done", "Line", "open_output", "parse_line", "read_done", "run_batch"]
+__all__ = [
+    "BatchSettings",
+    "BatchSummary",
+    "Done",
+    "Line",
+    "add_parser",
+    "open_output",
+    "parse_line",
+    "read_done",
+    "run_batch",
+]

@@ -11,10 +11,11 @@ from typing import Any, Protocol
 import aiohttp
 import grpc
 
-from .. import tls
-from ..calls import retry_after_s
-from ..v1 import translate_pb2 as pb
-from ..v1 import translate_pb2_grpc as pb_grpc
+from translane import tls
+from translane.calls import retry_after_s
+from translane.v1 import translate_pb2 as pb
+from translane.v1 import translate_pb2_grpc as pb_grpc
+
 from ._config import LoadConfig, Target
 from ._data import Prompt, fill
 from ._records import Record

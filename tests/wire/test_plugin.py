@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from gateway_shim._plugin import split_message
+from translane.wire import split_message
 
 
 def roundtrip(text: str) -> str:

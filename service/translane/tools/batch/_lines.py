@@ -6,11 +6,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from gateway_shim._errors import ShimError
-from gateway_shim._openai import parse_chat
-from gateway_shim._plugin import Batch
-
-from ..languages import normalize_language
+from translane.languages import normalize_language
+from translane.wire import Batch, WireError, parse_chat
 
 __all__ = ["Line", "LineError", "parse_line"]
 
@@ -64,7 +61,7 @@ def parse_line(raw: str, number: int, default_target: str) -> Line:
             raise LineError(cid, f"url: only /v1/chat/completions is served, got {str(url)[:60]!r}")
         try:
             chat = parse_chat(body, "", default_target)
-        except ShimError as exc:
+        except WireError as exc:
             raise LineError(cid, exc.message) from None
         if chat.batch is None:
             raise LineError(cid, "body.messages: nothing to translate")

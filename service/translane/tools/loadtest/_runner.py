@@ -11,7 +11,8 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from typing import IO, Any
 
-from ..tokens import count_tokens
+from translane.tokens import count_tokens
+
 from ._config import LoadConfig
 from ._data import Prompt, prompts
 from ._records import Record, Summary, summarize

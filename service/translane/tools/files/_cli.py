@@ -14,6 +14,7 @@ __all__ = ["add_parser"]
 
 
 def add_parser(sub: Any, default_target: str) -> None:
+    """Add the `file` subcommand."""
     p: argparse.ArgumentParser = sub.add_parser(
         "file", help="translate files (Markdown, text, SRT/VTT, JSON), check for untranslated leaks, apply fixes"
     )

@@ -8,8 +8,9 @@ request's timings, tokens and cost, and summarises each step.
 
 from __future__ import annotations
 
+from ._cli import add_parser
 from ._config import LoadConfig, Target, load_config_file
 from ._records import Record, Summary
 from ._runner import run
 
-__all__ = ["LoadConfig", "Record", "Summary", "Target", "load_config_file", "run"]
+__all__ = ["LoadConfig", "Record", "Summary", "Target", "add_parser", "load_config_file", "run"]

@@ -13,12 +13,12 @@ from typing import IO, Any
 
 import grpc
 
-from gateway_shim._openai import usage_json
+from translane import tls
+from translane.calls import persist
+from translane.v1 import translate_pb2 as pb
+from translane.v1 import translate_pb2_grpc as pb_grpc
+from translane.wire import completion, usage_json
 
-from .. import tls
-from ..calls import persist
-from ..v1 import translate_pb2 as pb
-from ..v1 import translate_pb2_grpc as pb_grpc
 from ._io import open_output, read_done, write_line
 from ._lines import Line, LineError, parse_line
 
@@ -90,24 +90,8 @@ class BatchSummary:
 def _body(line: Line, resp: pb.TranslateResponse) -> dict[str, Any]:
     truncated = any(t.truncated for t in resp.translations)
     texts = [t.text for t in resp.translations]
-    usage = usage_json(resp.usage)
     if line.form == "chat" and line.batch is not None:
-        return {
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": resp.requested_model,
-            "served_model": resp.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": line.batch.render(texts)},
-                    "finish_reason": "length" if truncated else "stop",
-                    "logprobs": None,
-                }
-            ],
-            "usage": usage,
-        }
+        return completion(resp.requested_model, line.batch.render(texts), resp.usage, resp.model, truncated)
     return {
         "object": "translation",
         "model": resp.requested_model,
@@ -115,7 +99,7 @@ def _body(line: Line, resp: pb.TranslateResponse) -> dict[str, Any]:
         "translations": [
             {"text": t.text, "model": t.model, "cached": t.cached, "truncated": t.truncated} for t in resp.translations
         ],
-        "usage": usage,
+        "usage": usage_json(resp.usage),
     }
 
 

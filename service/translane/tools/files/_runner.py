@@ -14,16 +14,17 @@ from typing import Any
 
 import grpc
 
-from .. import tls
-from ..calls import persist
-from ..tasks import all_or_first_failure
-from ..v1 import translate_pb2 as pb
-from ..v1 import translate_pb2_grpc as pb_grpc
+from translane import tls
+from translane.calls import persist
+from translane.tasks import all_or_first_failure
+from translane.v1 import translate_pb2 as pb
+from translane.v1 import translate_pb2_grpc as pb_grpc
+
 from ._doc import FORMATS, Doc, FormatError, load
 from ._leaks import Leak, LeakChecker
 from ._protect import protect, restore
 
-__all__ = ["FileSettings", "FileSummary", "apply_review", "output_path", "state_path", "translate_files"]
+__all__ = ["FileSettings", "FileSummary", "apply_review", "check_file", "output_path", "state_path", "translate_files"]
 
 # A call that fails for a passing reason (a service restarting) is tried this many times.
 MAX_ATTEMPTS = 5

@@ -7,7 +7,21 @@ and put back in place; everything outside the translated text is kept byte for b
 
 from __future__ import annotations
 
+from ._cli import add_parser
 from ._doc import Doc, Segment, load
 from ._leaks import Leak, LeakChecker
+from ._runner import FileSettings, FileSummary, apply_review, check_file, translate_files
 
-__all__ = ["Doc", "Leak", "LeakChecker", "Segment", "load"]
+__all__ = [
+    "Doc",
+    "FileSettings",
+    "FileSummary",
+    "Leak",
+    "LeakChecker",
+    "Segment",
+    "add_parser",
+    "apply_review",
+    "check_file",
+    "load",
+    "translate_files",
+]

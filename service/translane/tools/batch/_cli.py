@@ -1,0 +1,45 @@
+"""`translane batch run INPUT.jsonl -o OUTPUT.jsonl`: flags, the job, its summary."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from ._runner import BatchSettings, run_batch
+
+__all__ = ["add_parser", "main"]
+
+
+def add_parser(sub: Any, default_target: str) -> None:
+    """Add the `batch` subcommand."""
+    batch = sub.add_parser("batch", help="translate an OpenAI Batch JSONL file through the service, resumably")
+    batch.add_argument("action", choices=("run",))
+    batch.add_argument("input", help="JSONL: OpenAI Batch lines or {custom_id, text|segments, target_language}")
+    batch.add_argument("-o", "--output", required=True, help="JSONL in the OpenAI Batch output format (appended)")
+    batch.add_argument("--target", default=os.environ.get("TRANSLANE_GRPC_TARGET", default_target))
+    batch.add_argument("--to", default="zh", help="target language of lines that name none (default zh)")
+    batch.add_argument("--max-in-flight", type=int, default=256)
+    batch.add_argument("--deadline", type=float, default=600.0, help="seconds a line may take, queue included")
+    batch.add_argument("--quiet", action="store_true", help="no progress bar")
+    batch.set_defaults(func=main)
+
+
+async def main(args: argparse.Namespace) -> int:
+    """Run the job; 0 when every line is answered, 1 when some failed, 2 for bad flags."""
+    if args.max_in_flight < 1 or not args.deadline > 0:
+        print("translane batch: --max-in-flight must be >= 1 and --deadline > 0", file=sys.stderr)
+        return 2
+    settings = BatchSettings(
+        grpc_target=args.target,
+        input=args.input,
+        output=args.output,
+        default_target_language=args.to,
+        max_in_flight=args.max_in_flight,
+        deadline_s=args.deadline,
+        progress=False if args.quiet else None,
+    )
+    summary = await run_batch(settings)
+    print(summary.text(), file=sys.stderr)
+    return 0 if summary.failed == 0 else 1

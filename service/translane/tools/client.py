@@ -1,0 +1,115 @@
+"""`translane translate` and `translane models`: one call to a running service, its answer printed."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+import grpc
+
+from translane import tls
+from translane.v1 import translate_pb2 as pb
+from translane.v1 import translate_pb2_grpc as pb_grpc
+
+__all__ = ["add_parser"]
+
+
+def add_parser(sub: Any, default_target: str) -> None:
+    """Add the `translate` and `models` subcommands."""
+    tr = sub.add_parser("translate", help="translate text through a running server")
+    tr.add_argument("text", nargs="*", help="segments to translate (default: stdin as one segment)")
+    tr.add_argument("--to", required=True, help="target language code, e.g. zh, en, ja")
+    tr.add_argument("--from", dest="source", default="", help="source language code (default: detect)")
+    tr.add_argument("--model", default="", help="model name (default: the server's default)")
+    tr.add_argument("--task-id", default="")
+    tr.add_argument("--batch", action="store_true", help="batch priority")
+    tr.add_argument("--stream", action="store_true", help="print deltas as they arrive")
+    tr.add_argument("--timeout", type=float, default=120.0)
+    tr.add_argument("-v", "--verbose", action="store_true", help="print usage and cost to stderr")
+    tr.add_argument("--target", default=os.environ.get("TRANSLANE_GRPC_TARGET", default_target))
+    tr.set_defaults(func=translate)
+
+    models = sub.add_parser("models", help="list a running server's models")
+    models.add_argument("--target", default=os.environ.get("TRANSLANE_GRPC_TARGET", default_target))
+    models.set_defaults(func=list_models)
+
+
+async def translate(args: argparse.Namespace) -> int:
+    """`translane translate`: the translations on stdout, one per segment (or the deltas as they come)."""
+    texts = args.text or [sys.stdin.read()]
+    req = pb.TranslateRequest(
+        segments=texts,
+        target_language=args.to,
+        source_language=args.source,
+        model=args.model,
+        task_id=args.task_id,
+        priority=pb.PRIORITY_BATCH if args.batch else pb.PRIORITY_INTERACTIVE,
+    )
+    async with tls.channel(args.target, tls=tls.ClientTLS.from_env()) as channel:
+        stub = pb_grpc.TranslatorStub(channel)
+        try:
+            if args.stream:
+                current = 0
+                async for chunk in stub.TranslateStream(req, timeout=args.timeout):
+                    if chunk.final:
+                        usage = chunk.usage
+                    elif chunk.segment_done:
+                        print(flush=True)
+                        current += 1
+                    else:
+                        print(chunk.delta, end="", flush=True)
+            else:
+                resp = await stub.Translate(req, timeout=args.timeout)
+                for t in resp.translations:
+                    print(t.text)
+                usage = resp.usage
+        except grpc.aio.AioRpcError as exc:
+            return _rpc_failed(exc, args.target)
+    if args.verbose:
+        print(
+            f"[{usage.prompt_tokens}+{usage.completion_tokens} tokens, {usage.cost:.6f} {usage.currency}"
+            f"{', estimated' if usage.estimated else ''}]",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _rpc_failed(exc: Any, target: str) -> int:
+    """One line for a failed call (no traceback), with what to check when the service was not reached."""
+    print(f"translane: {exc.code().name}: {exc.details()}", file=sys.stderr)
+    # The service's own answers carry its no-retry trailer: it was reached, so no hint about reaching it.
+    answered = any(key == "grpc-retry-pushback-ms" for key, _ in (exc.trailing_metadata() or ()))
+    if (
+        exc.code() == grpc.StatusCode.UNAVAILABLE
+        and not answered
+        and not os.environ.get("TRANSLANE_CLIENT_TLS_CA_FILE")
+    ):
+        print(
+            f"translane: is the service running at {target} (--target, $TRANSLANE_GRPC_TARGET)? If it serves TLS, "
+            "set TRANSLANE_CLIENT_TLS_CA_FILE (and for mTLS TRANSLANE_CLIENT_TLS_CERT_FILE / _KEY_FILE)",
+            file=sys.stderr,
+        )
+    return 1
+
+
+async def list_models(args: argparse.Namespace) -> int:
+    """`translane models`: one line per model, the default starred."""
+    async with tls.channel(args.target, tls=tls.ClientTLS.from_env()) as channel:
+        try:
+            resp = await pb_grpc.TranslatorStub(channel).ListModels(pb.ListModelsRequest(), timeout=10)
+        except grpc.aio.AioRpcError as exc:
+            return _rpc_failed(exc, args.target)
+    for m in resp.models:
+        star = "*" if m.name == resp.default_model else " "
+        budget = ""
+        if m.daily_token_budget:
+            budget += f" today={m.daily_tokens_spent}/{m.daily_token_budget} tokens"
+        if m.daily_cost_budget:
+            budget += f" today={m.daily_cost_spent:.4f}/{m.daily_cost_budget:g} {m.currency}"
+        print(
+            f"{star} {m.name:34} lane={m.lane:5} rpm={m.rpm} tpm={m.tpm} concurrency={m.max_concurrency}"
+            f" api={m.api_style}{budget}{'' if m.available else ' (out of rotation)'}"
+        )
+    return 0
