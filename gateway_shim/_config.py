@@ -29,8 +29,7 @@ from translane.settings import (
     within,
 )
 from translane.tls import ClientTLS
-
-from ._languages import resolve
+from translane.wire.languages import resolve
 
 __all__ = ["ShimConfig"]
 

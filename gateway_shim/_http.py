@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from translane.contract import MAX_TASK_ID_CHARS, task_id_problem
 from translane.errors import quote
 from translane.wire import WireError
 
@@ -20,9 +21,8 @@ from ._config import ShimConfig
 __all__ = ["CLIENT_GONE", "STATE", "TASK_ID", "TASK_ID_HEADER", "ShimState", "json_response", "read_json", "task_id_of"]
 
 TASK_ID_HEADER = "X-Task-Id"
-MAX_TASK_ID_CHARS = 256
-# Echoed in a header, so nothing that could end or fold one.
-_TASK_ID = re.compile(r"[\x21-\x7e][\x20-\x7e]*")
+# The service's rule (translane.contract), and ASCII on top: the shim echoes it in a header.
+_ASCII_TASK_ID = re.compile(r"[\x21-\x7e][\x20-\x7e]*")
 # Nesting a body may have: far past any OpenAI request, well short of the stack that would-be
 # error messages and encoders recurse on.
 MAX_JSON_DEPTH = 64
@@ -194,7 +194,7 @@ def task_id_of(request: web.Request, body: Mapping[str, Any]) -> str:
 def _task_id(field: str, value: Any) -> str:
     if not isinstance(value, str):
         raise WireError.bad_field(field, "a string", value)
-    if value and (len(value) > MAX_TASK_ID_CHARS or not _TASK_ID.fullmatch(value)):
+    if value and (task_id_problem(value) or not _ASCII_TASK_ID.fullmatch(value)):
         raise WireError(
             400,
             f"{field}: must be printable ASCII, at most {MAX_TASK_ID_CHARS} characters",

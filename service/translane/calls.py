@@ -12,7 +12,9 @@ from typing import TypeVar
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
-__all__ = ["MAX_PAUSE_S", "MIN_PAUSE_S", "overload_pause", "persist", "retry_after_s"]
+from .errors import ERROR_DOMAIN, BudgetSpent
+
+__all__ = ["MAX_PAUSE_S", "MIN_PAUSE_S", "overload_pause", "persist", "reason", "retry_after_s"]
 
 T = TypeVar("T")
 # The longest single wait: a hint longer than this is waited out in steps, each a fresh try.
@@ -21,39 +23,53 @@ MAX_PAUSE_S = 30.0
 MIN_PAUSE_S = 0.05
 
 
+def _status(exc: grpc.aio.AioRpcError) -> status_pb2.Status | None:
+    """The google.rpc.Status a failed call's answer carries in its trailers, when it carries a readable one."""
+    for key, value in exc.trailing_metadata() or ():
+        if key == "grpc-status-details-bin" and isinstance(value, bytes):
+            try:
+                return status_pb2.Status.FromString(value)
+            except Exception:  # a malformed detail is none (and must not turn the shim's 429 into a 500)
+                return None
+    return None
+
+
 def retry_after_s(exc: grpc.aio.AioRpcError) -> float | None:
     """The wait a failed call's answer asks for, in seconds (at least MIN_PAUSE_S): its `retry-after` trailer,
     else the RetryInfo detail of its status; None when it carries no readable one.
 
     The one reader of the hint: the tools wait it out, the shim passes it on as Retry-After.
     """
-    details: bytes | None = None
     for key, value in exc.trailing_metadata() or ():
         if key == "retry-after":
             with contextlib.suppress(TypeError, ValueError):
                 seconds = float(value)
                 if math.isfinite(seconds):
                     return max(MIN_PAUSE_S, seconds)
-        elif key == "grpc-status-details-bin" and isinstance(value, bytes):
-            details = value
-    if details is None:
-        return None
-    try:
-        status = status_pb2.Status.FromString(details)
-    except Exception:  # a malformed detail is no hint (and must not turn the shim's 429 into a 500)
-        return None
+    status = _status(exc)
     info = error_details_pb2.RetryInfo()
-    for detail in status.details:
+    for detail in status.details if status is not None else ():
         if detail.Unpack(info):
             delay: float = info.retry_delay.seconds + info.retry_delay.nanos / 1e9
             return max(MIN_PAUSE_S, delay)
     return None
 
 
+def reason(exc: grpc.aio.AioRpcError) -> str:
+    """Why the service failed the call, as its ErrorInfo detail names it (BUDGET_SPENT, OVERLOADED, ...; see
+    translane.errors); "" when the answer names no reason of ours."""
+    status = _status(exc)
+    info = error_details_pb2.ErrorInfo()
+    for detail in status.details if status is not None else ():
+        if detail.Unpack(info) and info.domain == ERROR_DOMAIN:
+            return str(info.reason)
+    return ""
+
+
 def overload_pause(exc: grpc.aio.AioRpcError) -> float | None:
     """Seconds to wait before trying again when the service is full; None when it is not (a spent daily
     budget is RESOURCE_EXHAUSTED too, but no overload: waiting a day is no retry)."""
-    if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or "daily budget" in (exc.details() or ""):
+    if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or reason(exc) == BudgetSpent.reason():
         return None
     hint = retry_after_s(exc)
     return min(1.0 if hint is None else hint, MAX_PAUSE_S)

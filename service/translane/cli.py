@@ -15,6 +15,7 @@ from typing import Any
 
 import uvloop
 
+from . import settings
 from .config import Config, ConfigError, load_config
 from .tools import batch, client, files, loadtest
 
@@ -22,14 +23,12 @@ __all__ = ["main"]
 
 log = logging.getLogger("translane")
 
-DEFAULT_GRPC_PORT = 50051
 DEFAULT_SHIM_PORT = 8000
 DEFAULT_SIM_PORT = 8900
 
 
 def _env_port(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    return int(value) if value else default
+    return settings.integer(os.environ, name, default)
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -193,7 +192,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="simulated provider (unless ARK_API_KEY is set) + gRPC server + HTTP shim")
-    up.add_argument("--port", type=int, default=_env_port("TRANSLANE_GRPC_PORT", DEFAULT_GRPC_PORT))
+    up.add_argument("--port", type=int, default=_env_port("TRANSLANE_GRPC_PORT", settings.DEFAULT_GRPC_PORT))
     up.add_argument("--shim-port", type=int, default=_env_port("TRANSLANE_SHIM_PORT", DEFAULT_SHIM_PORT))
     up.add_argument("--sim-port", type=int, default=_env_port("TRANSLANE_SIM_PORT", DEFAULT_SIM_PORT))
     up.add_argument("--sim", action="store_true", help="use the simulated provider even with ARK_API_KEY set")
@@ -222,11 +221,13 @@ def _parser() -> argparse.ArgumentParser:
     shim = sub.add_parser("shim", help="the HTTP shim (OpenAI format + Immersive Translate custom API)")
     shim.add_argument("--host", default=None, help="default $TRANSLANE_SHIM_HOST or 127.0.0.1")
     shim.add_argument("--port", type=int, default=None, help=f"default $TRANSLANE_SHIM_PORT or {DEFAULT_SHIM_PORT}")
-    shim.add_argument("--grpc-target", default=None, help="default $TRANSLANE_GRPC_TARGET or 127.0.0.1:50051")
+    shim.add_argument(
+        "--grpc-target", default=None, help=f"default ${settings.GRPC_TARGET_ENV} or {settings.DEFAULT_GRPC_TARGET}"
+    )
     shim.set_defaults(func=_shim)
 
     # The tools (translane.tools), clients of the service: each adds its own subcommands.
-    default_target = f"127.0.0.1:{DEFAULT_GRPC_PORT}"
+    default_target = settings.grpc_target()  # $TRANSLANE_GRPC_TARGET, read here once for every tool
     client.add_parser(sub, default_target)
     loadtest.add_parser(sub)
     files.add_parser(sub, default_target)
@@ -236,7 +237,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `translane` command."""
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except ConfigError as exc:
+        print(f"translane: bad configuration: {exc}", file=sys.stderr)
+        return 2
     _setup_logging(args.log_level)
     try:
         code: int = uvloop.run(args.func(args))

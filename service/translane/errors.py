@@ -25,7 +25,10 @@ TranslaneError
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
+    "ERROR_DOMAIN",
     "RATE_CODES",
     "BudgetSpent",
     "InvalidRequest",
@@ -53,10 +56,19 @@ __all__ = [
 QUOTED_CHARS = 40
 
 
+# google.rpc.ErrorInfo's domain for the reasons the service sends with a failed call (TranslaneError.reason).
+ERROR_DOMAIN = "translane"
+
+
 class TranslaneError(Exception):
     """Base of every error translane raises on purpose."""
 
     retry_after_s: float | None = None
+
+    @classmethod
+    def reason(cls) -> str:
+        """The kind of error as google.rpc.ErrorInfo names reasons, sent with it: BudgetSpent → BUDGET_SPENT."""
+        return re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).upper()
 
     def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
         super().__init__(message)

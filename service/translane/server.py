@@ -14,11 +14,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from .config import Config
+from .contract import MAX_TASK_ID_CHARS
 from .engine import Engine
 from .prometheus import serve_metrics
 from .rpc.servicer import SERVICE_NAME, TranslatorService, add_translator
 from .rpc.status import NO_RETRY, grpc_status_of
-from .rpc.validation import MAX_TASK_ID_CHARS
 from .tls import ServerCertificates
 from .tracing import grpc_server_interceptors
 

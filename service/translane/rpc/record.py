@@ -13,10 +13,10 @@ from typing import Any
 import grpc
 from opentelemetry import trace
 
+from ..contract import MAX_TASK_ID_CHARS
 from ..engine import Job, Stats
 from ..metrics import EngineMetrics
 from ..tracing import ATTR
-from .validation import MAX_TASK_ID_CHARS
 
 __all__ = ["Recorder", "Served"]
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-import re
 
 import grpc
 from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from ..errors import (
+    ERROR_DOMAIN,
     BudgetSpent,
     InvalidRequest,
     ModelUnavailable,
@@ -25,7 +25,7 @@ from ..errors import (
     TranslaneError,
 )
 
-__all__ = ["ERROR_DOMAIN", "NO_RETRY", "grpc_status_of", "reason_of", "trailers"]
+__all__ = ["NO_RETRY", "grpc_status_of", "trailers"]
 
 _GRPC_CODES: tuple[tuple[type[TranslaneError], grpc.StatusCode], ...] = (
     (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
@@ -41,8 +41,6 @@ _GRPC_CODES: tuple[tuple[type[TranslaneError], grpc.StatusCode], ...] = (
     (ProviderTimeout, grpc.StatusCode.DEADLINE_EXCEEDED),
     (ProviderError, grpc.StatusCode.UNAVAILABLE),
 )
-# google.rpc.ErrorInfo's domain for our reasons (BUDGET_SPENT, OVERLOADED, ...).
-ERROR_DOMAIN = "translane"
 
 # The service's own failures are final for a client's automatic retry policy (gRFC A6 pushback: a
 # negative value stops it): the service has already retried the provider within the deadline, and
@@ -60,16 +58,11 @@ def grpc_status_of(exc: TranslaneError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-def reason_of(exc: TranslaneError) -> str:
-    """The error's kind as google.rpc.ErrorInfo names reasons: BudgetSpent → BUDGET_SPENT."""
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__).upper()
-
-
 def trailers(exc: TranslaneError, code: grpc.StatusCode) -> tuple[tuple[str, str | bytes], ...]:
     """The trailing metadata of a failed RPC: no-retry pushback, and the google.rpc.Status details (ErrorInfo
     with the reason; RetryInfo and `retry-after` in whole seconds when the error carries a hint)."""
     status = status_pb2.Status(code=getattr(code_pb2, code.name), message=exc.message)
-    reason = error_details_pb2.ErrorInfo(reason=reason_of(exc), domain=ERROR_DOMAIN)
+    reason = error_details_pb2.ErrorInfo(reason=exc.reason(), domain=ERROR_DOMAIN)
     if exc.retry_after_s is None:
         status.details.add().Pack(reason)
         return (NO_RETRY, ("grpc-status-details-bin", status.SerializeToString()))

@@ -2,34 +2,22 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
 from ..config import Config, ModelConfig
+from ..contract import LINE_BREAKING, MAX_TASK_ID_CHARS, task_id_problem
 from ..engine import Job
 from ..errors import InvalidRequest, UnknownModel, quote
 from ..lanes import BATCH, INTERACTIVE
 from ..languages import NAMES, normalize_language
 from ..v1 import translate_pb2 as pb
 
-__all__ = ["DEADLINE_MARGIN_S", "MAX_TASK_ID_CHARS", "MIME_TYPES", "Validator", "task_id_problem"]
+__all__ = ["DEADLINE_MARGIN_S", "MAX_TASK_ID_CHARS", "MIME_TYPES", "Validator"]
 
 MIME_TYPES = ("text/plain", "text/html")
 # Answer a little before the caller's deadline, so a shed request hears why.
 DEADLINE_MARGIN_S = 0.02
-# A task id is logged, traced and echoed (an HTTP header, through the shim): one short printable line.
-MAX_TASK_ID_CHARS = 256
 _PRIORITIES = frozenset(pb.Priority.values())
-# What must never be in a task id (a log line) or a glossary term (one line of the prompt):
-# controls, and anything that ends or folds a line.
-_LINE_BREAKING = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
-def task_id_problem(task_id: str) -> str:
-    """What is wrong with a caller's task id ("" when nothing): the one rule, for every door."""
-    if len(task_id) > MAX_TASK_ID_CHARS or _LINE_BREAKING.search(task_id):
-        return f"must be one line of at most {MAX_TASK_ID_CHARS} characters, no control characters"
-    return ""
 
 
 class Validator:
@@ -115,7 +103,7 @@ class Validator:
                     raise InvalidRequest(
                         f"{where}: {len(term)} characters, over the limit of {limits.max_glossary_term_chars}"
                     )
-                if _LINE_BREAKING.search(term):
+                if LINE_BREAKING.search(term):
                     raise InvalidRequest(f"{where}: must be one line with no control characters, got {quote(term)}")
         return tuple((g.source, g.target) for g in req.glossary)
 

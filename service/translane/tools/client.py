@@ -28,11 +28,11 @@ def add_parser(sub: Any, default_target: str) -> None:
     tr.add_argument("--stream", action="store_true", help="print deltas as they arrive")
     tr.add_argument("--timeout", type=float, default=120.0)
     tr.add_argument("-v", "--verbose", action="store_true", help="print usage and cost to stderr")
-    tr.add_argument("--target", default=os.environ.get("TRANSLANE_GRPC_TARGET", default_target))
+    tr.add_argument("--target", default=default_target)
     tr.set_defaults(func=translate)
 
     models = sub.add_parser("models", help="list a running server's models")
-    models.add_argument("--target", default=os.environ.get("TRANSLANE_GRPC_TARGET", default_target))
+    models.add_argument("--target", default=default_target)
     models.set_defaults(func=list_models)
 
 

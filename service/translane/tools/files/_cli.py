@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any
 
@@ -28,7 +27,7 @@ def add_parser(sub: Any, default_target: str) -> None:
     p.add_argument("--keys", nargs="*", default=[], help="JSON: glob key paths to translate, e.g. dialogue.*.text")
     p.add_argument("--preset", choices=("renpy",), default=None, help="JSON: RenPy-style translation files")
     p.add_argument("--review", default="translane-review.json", help="where segments left untranslated are listed")
-    p.add_argument("--target", default=os.environ.get("TRANSLANE_GRPC_TARGET", default_target))
+    p.add_argument("--target", default=default_target)
     p.set_defaults(func=main)
 
 
