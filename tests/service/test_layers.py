@@ -104,7 +104,7 @@ class Fake:
 
 def test_the_stack_is_one_list_and_the_architecture_doc_lists_it_in_order() -> None:
     names = [getattr(layer, "__name__", "") for layer in STACK]
-    assert names == ["Blank", "Dedup", "Cached", "Split", "Ladder", "Retry", "Room", "Admission", "Settle", "observe"]
+    assert names == ["Blank", "Dedup", "Cached", "Split", "Ladder", "Retry", "Room", "Admission", "Settle", "Observe"]
     doc = (Path(__file__).parents[2] / "docs" / "architecture.md").read_text(encoding="utf-8")
     listed = re.findall(r"^\d+\. \*\*(\w+)\*\*", doc, flags=re.MULTILINE)
     assert [n.lower() for n in listed] == [n.lower() for n in names] + ["upstream"]
@@ -252,3 +252,21 @@ def test_rotation_builds_each_chain_once_and_decides_readiness(rig: Rig) -> None
     assert rotation.fallback_ready("m", m)
     assert not rotation.usable(m, rig.clock.now) and rotation.usable_after(rotation.chain("m"), 0, rig.clock.now)
 
+
+
+def steps(step: object) -> list[str]:
+    """The layers a built stack goes through, outer to inner."""
+    names = []
+    while step is not None:
+        names.append(type(step).__name__)
+        step = getattr(step, "inner", None)
+    return names
+
+
+async def test_each_stack_is_built_of_the_layers_that_apply_to_it(rig: Rig) -> None:
+    unary, stream = steps(rig.engine._unary), steps(rig.engine._stream)
+    assert unary == ["Blank", "Dedup", "Cached", "Split", "Ladder", "Retry", "Admission", "Settle", "Upstream"]
+    assert stream == ["Blank", "Cached", "Split", "Ladder", "Retry", "Room", "Admission", "Settle", "Upstream"]
+    without_cache = Engine(rig.parts.config, UpstreamClient(rig.parts.config), rig.parts.governor)
+    assert "Dedup" not in steps(without_cache._unary) and "Cached" not in steps(without_cache._unary)
+    without_cache.close()

@@ -12,8 +12,8 @@ from ..errors import ModelUnavailable, Overloaded, TranslaneError
 from ..lanes import INTERACTIVE, Ticket
 from ..tracing import ATTR, record_span
 from ..upstream import prompt_tokens
-from ._parts import Parts
-from ._work import Job, Outcome, Step, Work
+from ._layer import Layer
+from ._work import Job, Outcome, Work
 
 __all__ = ["MIN_CALL_S", "Admission", "wait_attrs"]
 
@@ -30,13 +30,9 @@ def wait_attrs(job: Job, model: ModelConfig) -> dict[str, Any]:
     }
 
 
-class Admission:
+class Admission(Layer):
     """Leaving this layer closes the ticket: a call that never reached the provider is refunded, one that did
     keeps its reservation (the settle layer below says which)."""
-
-    def __init__(self, inner: Step, parts: Parts) -> None:
-        self.inner = inner
-        self.parts = parts
 
     async def __call__(self, work: Work) -> Outcome:
         attempt = work.call

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from ._parts import Parts
-from ._work import Outcome, Step, Work
+from ._layer import Layer
+from ._work import Outcome, Work
 
 __all__ = ["Blank"]
 
 
-class Blank:
+class Blank(Layer):
     """Whitespace-only text is its own translation."""
-
-    def __init__(self, inner: Step, parts: Parts) -> None:
-        self.inner = inner
 
     async def __call__(self, work: Work) -> Outcome:
         if work.text.strip():

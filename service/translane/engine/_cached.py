@@ -2,31 +2,36 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 from ..cache import Entry, cache_key
 from ._dedup import key_of
+from ._layer import Layer
 from ._parts import Parts
 from ._work import Outcome, Step, Work
 
 __all__ = ["Cached"]
 
 
-class Cached:
+class Cached(Layer):
     """From the cache when it holds the segment; else translated below, and stored when complete."""
 
     def __init__(self, inner: Step, parts: Parts) -> None:
-        self.inner = inner
-        self.parts = parts
+        super().__init__(inner, parts)
         self.models = parts.config.models
+        assert parts.cache is not None
+        self.cache = parts.cache
+
+    @staticmethod
+    def applies(parts: Parts) -> bool:
+        return parts.cache is not None
 
     async def __call__(self, work: Work) -> Outcome:
-        cache = self.parts.cache
-        if cache is None or not work.job.use_cache:
+        cache = self.cache
+        if not work.job.use_cache:
             return await self.inner(work)
         if not work.key:
-            work = dataclasses.replace(work, key=key_of(work, self.parts))
+            work = work.but(key=key_of(work, self.parts))
         model = self.models[work.job.model]
         entry = await cache.get(work.key, model.cache_ttl_s)
         if entry is not None:
@@ -45,7 +50,6 @@ class Cached:
 
     def _store(self, work: Work, outcome: Outcome) -> None:
         """Keep a complete translation under the key of the model that served it."""
-        assert self.parts.cache is not None
         job = work.job
         asked = self.models[job.model]
         served = self.models.get(outcome.model, asked)
@@ -54,4 +58,4 @@ class Cached:
             key = cache_key(served, job.source_language, job.target_language, job.glossary, job.mime_type, work.text)
         entry = Entry(outcome.text, served.name, outcome.prompt_tokens, outcome.completion_tokens, time.time())
         # Behind the reply: memory now, the store with the next batch (a store that fails never fails a call).
-        self.parts.cache.put(key, entry, served.cache_ttl_s)
+        self.cache.put(key, entry, served.cache_ttl_s)

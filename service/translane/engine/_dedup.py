@@ -7,6 +7,7 @@ import dataclasses
 from ..cache import cache_key
 from ..errors import BudgetSpent, InvalidRequest, OutputTruncated
 from ..flights import Flights
+from ._layer import Layer
 from ._parts import Parts
 from ._work import Outcome, Step, Work
 
@@ -20,23 +21,26 @@ def key_of(work: Work, parts: Parts) -> str:
     return cache_key(model, job.source_language, job.target_language, job.glossary, job.mime_type, work.text)
 
 
-class Dedup:
+class Dedup(Layer):
     """Unary work with the cache on: the leader runs the layers below (the cache first, so a late twin finds
     the stored entry rather than a finished flight); the twins wait for it. A stream's deltas are its own, so
     streams never share. Interactive twins never wait on batch work (or the reverse): the priority, like
     every other field that changes the answer, is part of the flight."""
 
     def __init__(self, inner: Step, parts: Parts) -> None:
-        self.inner = inner
-        self.parts = parts
+        super().__init__(inner, parts)
         # Failures that would recur for every twin are handed on, not paid for again by each.
         self.flights: Flights[Outcome] = Flights((OutputTruncated, InvalidRequest, BudgetSpent))
 
+    @staticmethod
+    def applies(parts: Parts) -> bool:
+        return parts.cache is not None and not parts.streaming
+
     async def __call__(self, work: Work) -> Outcome:
         job = work.job
-        if work.sink is not None or not job.use_cache or self.parts.cache is None:
+        if not job.use_cache:
             return await self.inner(work)
-        work = dataclasses.replace(work, key=key_of(work, self.parts))
+        work = work.but(key=key_of(work, self.parts))
         flight = f"{work.key}:{job.priority}:{job.allow_truncated}:{job.max_output_tokens}"
         outcome, shared = await self.flights.join(flight, lambda: self.inner(work))
         if not shared:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import dataclasses
+from collections.abc import AsyncIterator
 
 from ..budget import Budgets, open_budgets
 from ..cache import SegmentCache, open_cache
@@ -25,7 +26,8 @@ from ._blank import Blank
 from ._cached import Cached
 from ._dedup import Dedup
 from ._ladder import Ladder
-from ._observe import observe
+from ._layer import Layer
+from ._observe import Observe
 from ._parts import Parts
 from ._retry import Retry
 from ._room import Room
@@ -37,29 +39,28 @@ from ._work import Job, JobResult, Outcome, SegmentDelta, Sink, Stats, Step, Wor
 
 __all__ = ["STACK", "Engine"]
 
-Layer = Callable[[Step, Parts], Step]
-
 # The engine's concerns, outer to inner: this order is the design. Each layer wraps the ones after it and
 # sees a segment (or, from Split down, a piece of one) as `Work`; see docs/architecture.md.
-STACK: tuple[Layer, ...] = (
+STACK: tuple[type[Layer], ...] = (
     Blank,  # nothing to translate: back as it was
-    Dedup,  # identical unary work in flight runs once
-    Cached,  # the segment cache: a hit answers, a complete miss is stored
+    Dedup,  # identical unary work in flight runs once (unary stack, with a cache)
+    Cached,  # the segment cache: a hit answers, a complete miss is stored (with a cache)
     Split,  # over the input limit: pieces that fit, joined in order
     Ladder,  # cut at the output limit: the whole budget, then halves; never a silent cut
     Retry,  # failed: again, on a fallback at once when the model is now paused, else after a backoff
-    Room,  # a stream whose reader is behind waits here, before taking a slot
+    Room,  # a stream whose reader is behind waits here, before taking a slot (stream stack)
     Admission,  # the chain's first model that can start in time: budget, lane ticket, governor reservation
     Settle,  # what the sent call cost: ticket, governor feedback, budget, estimator, usage, metrics
-    observe,  # a client span per call (only when tracing is on)
+    Observe,  # a client span per call (only when tracing is on)
 )
 
 
-def build(parts: Parts, layers: tuple[Layer, ...] = STACK) -> Step:
-    """The stack as one step: each layer wrapped around the next, the provider call innermost."""
+def build(parts: Parts, layers: tuple[type[Layer], ...] = STACK) -> Step:
+    """The stack as one step: each layer that applies wrapped around the next, the provider call innermost."""
     step: Step = Upstream(parts)
     for layer in reversed(layers):
-        step = layer(step, parts)
+        if layer.applies(parts):
+            step = layer(step, parts)
     return step
 
 
@@ -119,7 +120,9 @@ class Engine:
             cache=cache,
             tracer=tracer("translane.engine"),
         )
-        self._step = build(self.parts)
+        # One stack for unary work and one for streams, from the one list.
+        self._unary = build(self.parts)
+        self._stream = build(dataclasses.replace(self.parts, streaming=True))
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -152,7 +155,7 @@ class Engine:
         """Translate every segment; results come back in request order. `stats` fills in as calls end."""
         stats = Stats() if stats is None else stats
         outcomes = await all_or_first_failure(
-            [self._step(Work(job, i, text, stats)) for i, text in enumerate(job.segments)]
+            [self._unary(Work(job, i, text, stats)) for i, text in enumerate(job.segments)]
         )
         self._price_in(job, stats)
         return JobResult(
@@ -171,7 +174,7 @@ class Engine:
 
         async def run(i: int, text: str, sink: Sink) -> None:
             try:
-                outbox.finish(i, await self._step(Work(job, i, text, stats, sink)))
+                outbox.finish(i, await self._stream(Work(job, i, text, stats, sink)))
             except BaseException as exc:  # handed to the reader, which re-raises it
                 outbox.finish(i, exc)
                 if isinstance(exc, asyncio.CancelledError):

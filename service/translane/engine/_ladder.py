@@ -3,12 +3,11 @@ output budget, then in halves; never a silent cut."""
 
 from __future__ import annotations
 
-import dataclasses
-
 from ..errors import OutputTruncated
 from ..segment import split_text
 from ..tasks import all_or_first_failure
 from ..tokens import count_tokens
+from ._layer import Layer
 from ._parts import Parts
 from ._work import Outcome, Step, Work, joined
 
@@ -18,18 +17,18 @@ __all__ = ["MAX_SPLIT_DEPTH", "Ladder"]
 MAX_SPLIT_DEPTH = 2
 
 
-class Ladder:
+class Ladder(Layer):
     """What still cannot complete fails the segment, or comes back marked truncated when the caller allows it."""
 
     def __init__(self, inner: Step, parts: Parts) -> None:
-        self.inner = inner
+        super().__init__(inner, parts)
         self.models = parts.config.models
 
     async def __call__(self, work: Work) -> Outcome:
         job = work.job
         model = self.models[job.model]
         budget = min(job.max_output_tokens or model.max_output_tokens, model.max_output_tokens)
-        outcome = await self.inner(dataclasses.replace(work, max_output_tokens=budget))
+        outcome = await self.inner(work.but(max_output_tokens=budget))
         if not outcome.truncated or job.allow_truncated:
             return outcome
         if work.sink is not None:
@@ -40,14 +39,14 @@ class Ladder:
             )
         if budget < model.max_output_tokens:
             work.stats.retries += 1
-            outcome = await self.inner(dataclasses.replace(work, max_output_tokens=model.max_output_tokens))
+            outcome = await self.inner(work.but(max_output_tokens=model.max_output_tokens))
             if not outcome.truncated:
                 return outcome
         text = work.text
         pieces = split_text(text, max(8, count_tokens(text) // 2), count_tokens) if work.depth < MAX_SPLIT_DEPTH else []
         if len(pieces) > 1:
             work.stats.retries += 1
-            halves = [dataclasses.replace(work, text=p.text, depth=work.depth + 1) for p in pieces]
+            halves = [work.but(text=p.text, depth=work.depth + 1) for p in pieces]
             return joined(pieces, await all_or_first_failure([self(h) for h in halves]))
         raise OutputTruncated(
             f"segments[{work.index}]: the translation was cut at the model's output limit "

@@ -7,23 +7,25 @@ from opentelemetry.trace import SpanKind, Tracer
 from ..errors import ProviderError
 from ..metrics import call_outcome
 from ..tracing import ATTR, end_span, using
+from ._layer import Layer
 from ._parts import Parts
 from ._work import Outcome, Step, Work
 
-__all__ = ["observe"]
+__all__ = ["Observe"]
 
 
-def observe(inner: Step, parts: Parts) -> Step:
-    """The span layer when tracing is on; with it off, nothing at all on the hot path."""
-    return inner if parts.tracer is None else Observe(inner, parts.tracer)
+class Observe(Layer):
+    """A GenAI client span around the call: model, lane, attempt, waits, then tokens or the error's type. Built
+    only when tracing is on: with it off, nothing at all on the hot path."""
 
+    def __init__(self, inner: Step, parts: Parts) -> None:
+        super().__init__(inner, parts)
+        assert parts.tracer is not None
+        self.tracer: Tracer = parts.tracer
 
-class Observe:
-    """A GenAI client span around the call: model, lane, attempt, waits, then tokens or the error's type."""
-
-    def __init__(self, inner: Step, tracer: Tracer) -> None:
-        self.inner = inner
-        self.tracer = tracer
+    @staticmethod
+    def applies(parts: Parts) -> bool:
+        return parts.tracer is not None
 
     async def __call__(self, work: Work) -> Outcome:
         job, attempt = work.job, work.call

@@ -40,6 +40,8 @@ class Parts:
     # None when tracing is off: then no span work at all on the hot path.
     tracer: Tracer | None = None
     rng: random.Random = field(default_factory=random.Random)
+    # Which stack these parts build: the one for streams (deltas to a sink) or the unary one.
+    streaming: bool = False
 
     async def sleep(self, delay_s: float) -> None:
         """Wait `delay_s` on the engine's clock (a test that owns the clock moves it)."""

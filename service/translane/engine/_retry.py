@@ -3,25 +3,20 @@ failed one is now paused, else after a backoff; within the provider's retry coun
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 from ..config import ModelConfig
 from ..errors import ModelUnavailable, Overloaded, ProviderError, ProviderQuotaExhausted
-from ._parts import Parts
-from ._work import Attempt, Outcome, Step, Work
+from ._layer import Layer
+from ._work import Attempt, Outcome, Work
 
 __all__ = ["Retry"]
 
 log = logging.getLogger("translane.engine")
 
 
-class Retry:
+class Retry(Layer):
     """Each try is an `Attempt` the layers below fill in (the model admission chose, what was streamed)."""
-
-    def __init__(self, inner: Step, parts: Parts) -> None:
-        self.inner = inner
-        self.parts = parts
 
     async def __call__(self, work: Work) -> Outcome:
         job = work.job
@@ -30,7 +25,7 @@ class Retry:
         while True:
             attempt = Attempt(number)
             try:
-                return await self.inner(dataclasses.replace(work, attempt=attempt))
+                return await self.inner(work.but(attempt=attempt))
             except (Overloaded, ModelUnavailable):
                 # No slot, no time or no budget after failed attempts: the provider's failure is the news.
                 if failure is not None:

@@ -18,21 +18,17 @@ from ..errors import (
 )
 from ..lanes import Ticket
 from ..tokens import count_tokens
-from ._parts import Parts
-from ._work import Outcome, Step, Work
+from ._layer import Layer
+from ._work import Outcome, Work
 
 __all__ = ["Settle"]
 
 log = logging.getLogger("translane.engine")
 
 
-class Settle:
+class Settle(Layer):
     """From here down the call is sent: the ticket is marked so, and until it is charged the call counts
     against the day's budget at its reservation."""
-
-    def __init__(self, inner: Step, parts: Parts) -> None:
-        self.inner = inner
-        self.parts = parts
 
     async def __call__(self, work: Work) -> Outcome:
         attempt = work.call

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from ..segment import split_text
 from ..tasks import all_or_first_failure
 from ..tokens import count_tokens
 from ..upstream import SegmentCall, prompt_tokens
+from ._layer import Layer
 from ._parts import Parts
 from ._work import Outcome, Step, Work, joined
 
@@ -18,12 +17,12 @@ __all__ = ["INPUT_HEADROOM", "Split"]
 INPUT_HEADROOM = 0.85
 
 
-class Split:
+class Split(Layer):
     """Pieces under the limit (counting the prompt around them): all at once, or one after another in a stream,
     which keeps its deltas in order."""
 
     def __init__(self, inner: Step, parts: Parts) -> None:
-        self.inner = inner
+        super().__init__(inner, parts)
         self.models = parts.config.models
 
     def limit(self, work: Work) -> int:
@@ -43,11 +42,11 @@ class Split:
         if work.sink is None:
             return joined(
                 pieces,
-                await all_or_first_failure([self.inner(dataclasses.replace(work, text=p.text)) for p in pieces]),
+                await all_or_first_failure([self.inner(work.but(text=p.text)) for p in pieces]),
             )
         outs: list[Outcome] = []
         for p in pieces:
-            outs.append(await self.inner(dataclasses.replace(work, text=p.text)))
+            outs.append(await self.inner(work.but(text=p.text)))
             if p.sep:
                 work.sink(p.sep)
         return joined(pieces, outs)

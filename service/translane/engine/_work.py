@@ -132,6 +132,28 @@ class Work:
     # Set by the retry layer for the layers below it.
     attempt: Attempt | None = None
 
+    def but(
+        self,
+        *,
+        text: str | None = None,
+        key: str | None = None,
+        max_output_tokens: int | None = None,
+        depth: int | None = None,
+        attempt: Attempt | None = None,
+    ) -> Work:
+        """A copy with the given fields changed (dataclasses.replace, at a quarter of its cost: on every call)."""
+        return Work(
+            self.job,
+            self.index,
+            self.text if text is None else text,
+            self.stats,
+            self.sink,
+            self.key if key is None else key,
+            self.max_output_tokens if max_output_tokens is None else max_output_tokens,
+            self.depth if depth is None else depth,
+            self.attempt if attempt is None else attempt,
+        )
+
     def request(self) -> SegmentCall:
         """The provider call this work makes: its text, languages, output budget and prompt options."""
         job = self.job
