@@ -20,6 +20,9 @@ def _encoding() -> object | None:
         return None
 
 
+# A segment is counted where it is split, again where its call is admitted, and its answer where usage is
+# missing: the last few hundred counts are kept (a str hashes once, so a repeat costs a dict lookup).
+@functools.lru_cache(maxsize=256)
 def count_tokens(text: str) -> int:
     """Count tokens in `text` with a BPE tokenizer (cl100k_base)."""
     if not text:

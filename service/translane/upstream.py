@@ -214,6 +214,7 @@ class UpstreamClient:
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
         self._headers = {name: self._provider_headers(p) for name, p in config.providers.items()}
+        self._timeouts: dict[tuple[str, bool], aiohttp.ClientTimeout] = {}
 
     @staticmethod
     def _provider_headers(p: ProviderConfig) -> dict[str, str]:
@@ -251,6 +252,18 @@ class UpstreamClient:
             raise RuntimeError("UpstreamClient is not open")
         provider = self._config.providers[model.provider]
         path = "/responses" if model.api_style == "responses" else "/chat/completions"
+        return self._session.post(
+            provider.base_url + path,
+            data=json.dumps(body, ensure_ascii=False).encode(),
+            headers=self._headers[model.provider],
+            timeout=self._timeout(provider, timeout_s, stream),
+        )
+
+    def _timeout(self, provider: ProviderConfig, timeout_s: float, stream: bool) -> aiohttp.ClientTimeout:
+        """The call's bounds: the caller's time left, at most the provider's timeout (that common case built once)."""
+        key = (provider.name, stream)
+        if timeout_s >= provider.timeout_s and key in self._timeouts:
+            return self._timeouts[key]
         timeout = aiohttp.ClientTimeout(
             total=max(0.001, min(timeout_s, provider.timeout_s)),
             sock_connect=provider.connect_timeout_s,
@@ -258,9 +271,9 @@ class UpstreamClient:
             # arrives at once, after however long it takes, so no such bound on the others.)
             sock_read=provider.stream_idle_timeout_s if stream else None,
         )
-        return self._session.post(
-            provider.base_url + path, json=body, headers=self._headers[model.provider], timeout=timeout
-        )
+        if timeout_s >= provider.timeout_s:
+            self._timeouts[key] = timeout
+        return timeout
 
     @staticmethod
     async def _raise_for(resp: aiohttp.ClientResponse) -> None:
