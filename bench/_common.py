@@ -116,12 +116,18 @@ def wait_port(port: int, timeout_s: float = 20.0) -> None:
 
 @contextlib.contextmanager
 def process(
-    args: list[str], port: int, env: dict[str, str] | None = None, command: list[str] | None = None
+    args: list[str],
+    port: int,
+    env: dict[str, str] | None = None,
+    command: list[str] | None = None,
+    quiet: bool = False,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Start `translane ARGS` (or `COMMAND ARGS`), wait for its port, stop it with SIGINT on exit."""
+    """Start `translane ARGS` (or `COMMAND ARGS`), wait for its port, stop it with SIGINT on exit; `quiet`:
+    its standard error discarded (a script of someone else's that prints a traceback on SIGINT)."""
     full_env = dict(os.environ, **(env or {}))
     full_env.setdefault("TRANSLANE_LOG_LEVEL", "WARNING")
-    proc = subprocess.Popen([*(command or TRANSLANE), *args], env=full_env, cwd=ROOT)
+    stderr = subprocess.DEVNULL if quiet else None
+    proc = subprocess.Popen([*(command or TRANSLANE), *args], env=full_env, cwd=ROOT, stderr=stderr)
     try:
         wait_port(port)
         yield proc
