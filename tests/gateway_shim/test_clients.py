@@ -158,7 +158,7 @@ class _SlowReader:
         loop = asyncio.get_running_loop()
         while not stop.is_set():
             self.received += await loop.sock_recv(self._sock, size)
-            await asyncio.sleep(every_s)
+            await asyncio.sleep(every_s)  # a reader slow on purpose: the scenario
 
     async def read_to_end(self) -> str:
         """Read the rest at once: the answer's content, which must end with [DONE]."""

@@ -152,7 +152,7 @@ async def overload(cluster: Cluster, seconds: float, phases: list[tuple[float, s
         t = start + i / rate
         delay = t - loop.time()
         if delay > 0:
-            await asyncio.sleep(delay)
+            await asyncio.sleep(delay)  # calls sent at a steady rate: the load is the scenario
         if ahead and t - start >= ahead[0][0]:
             if phase:
                 run.limited[phase] = (await asyncio.to_thread(sim_stats, cluster.sim_port))["rate_limited"]
