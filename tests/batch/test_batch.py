@@ -27,11 +27,6 @@ TR = "doubao-seed-translation-250915"
 
 
 @pytest.fixture
-def sim_config() -> SimConfig:
-    return SimConfig.from_config(load_config(env={}))
-
-
-@pytest.fixture
 def config(sim: Sim, tmp_path: Path) -> Config:
     cfg = server_config(sim)
     return dataclasses.replace(cfg, cache=CacheConfig(kind="sqlite", path=str(tmp_path / "cache.sqlite3")))

@@ -15,12 +15,10 @@ import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 import pytest_asyncio
 from translane.config import Config, parse_config
-from translane.server import RunningServer, running_server
-from translane.v1 import translate_pb2_grpc as pb_grpc
+from translane.server import RunningServer
 
 from gateway_shim import RunningShim, ShimConfig, running_shim
 
@@ -109,18 +107,6 @@ def llama_port() -> Iterator[int]:
 @pytest.fixture
 def config(llama_port: int) -> Config:
     return parse_config(tomllib.loads(MODELS.format(port=llama_port)), env={})
-
-
-@pytest_asyncio.fixture
-async def server(config: Config) -> AsyncIterator[RunningServer]:
-    async with running_server(config) as running:
-        yield running
-
-
-@pytest_asyncio.fixture
-async def stub(server: RunningServer) -> AsyncIterator[pb_grpc.TranslatorStub]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
-        yield pb_grpc.TranslatorStub(ch)
 
 
 @pytest_asyncio.fixture
