@@ -494,7 +494,10 @@ def run_probe(c: Container, probe: dict[str, Any]) -> tuple[bool, str]:
 
 
 def probe_error(c: Container, kind: str) -> str | None:
-    """None once the probe succeeds within the time the kubelet would allow; else why not."""
+    """None once the probe succeeds within the time the kubelet would allow; else why not.
+
+    The kubelet's own loop rather than `eventually`: a failure here is a finding to report (and remember for
+    the probes after it), not an assertion."""
     if kind in c.failed:
         return c.failed[kind]
     probe = c.spec[kind]
