@@ -64,6 +64,19 @@ def with_lanes(cfg: Config, *names: str, **changes: int) -> Config:
     return dataclasses.replace(cfg, lanes=lanes)
 
 
+class FullQueue:
+    """Mixed into a test class: lanes of one slot and one queue place, in front of a provider that takes 0.3 s to
+    answer, so of four calls at once two are served and two find the queue full."""
+
+    @pytest.fixture
+    def config(self, sim: Sim) -> Config:
+        return with_lanes(server_config(sim), max_concurrency=1, max_queue=1)
+
+    @pytest.fixture
+    def sim_config(self) -> SimConfig:
+        return SimConfig.from_config(load_config(env={}), ttft_s=0.3)
+
+
 @pytest.fixture
 def sim_config() -> SimConfig:
     """Override in a test module to change the simulated provider."""

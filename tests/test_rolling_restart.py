@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -12,6 +13,7 @@ import pytest
 
 from gateway_shim import ShimConfig, running_shim
 
+from .helpers.eventually import eventually
 from .helpers.processes import clean_env, free_port, translane
 
 MODELS = """
@@ -35,6 +37,17 @@ context_tokens = 4000
 """
 
 
+def served(log: Path) -> int:
+    """How many calls the service logging to `log` has answered OK (it logs one JSON line a request)."""
+    whole = [x for x in log.read_text(encoding="utf-8").splitlines() if x.startswith("{") and x.endswith("}")]
+    return sum(1 for x in whole if json.loads(x).get("status") == "OK")
+
+
+def serving(log: Path, calls: int) -> Callable[[], bool]:
+    """Whether the service logging to `log` has answered `calls` calls OK yet (a condition to wait for)."""
+    return lambda: served(log) >= calls
+
+
 @pytest.fixture
 def models(tmp_path: Path) -> Path:
     path = tmp_path / "models.toml"
@@ -55,9 +68,11 @@ async def test_restarting_each_service_in_turn_fails_no_request(models: Path, si
     env = clean_env()
     upstream = ["--upstream-url", f"http://127.0.0.1:{sim}/v1"]
 
+    logs = [tmp_path / f"serve{i}.log" for i in range(2)]
+
     def serve(i: int) -> object:
         args = ["--models-file", str(models), "serve", "--port", str(ports[i]), *upstream]
-        return translane(args, ports[i], tmp_path / f"serve{i}.log", env)
+        return translane(args, ports[i], logs[i], env)
 
     running = [serve(0), serve(1)]
     procs = [cm.__enter__() for cm in running]  # type: ignore[attr-defined]
@@ -78,7 +93,9 @@ async def test_restarting_each_service_in_turn_fails_no_request(models: Path, si
                         outcomes[key] = outcomes.get(key, 0) + 1
 
             workers = [asyncio.create_task(load()) for _ in range(8)]
-            await asyncio.sleep(1.0)  # steady load before the first restart
+            # Steady load, served by both, before the first restart (25 calls each: the load is real, not a trickle).
+            steady = 25
+            await eventually(lambda: all(served(log) >= steady for log in logs), 10.0, f"{steady} calls served by each")
             for i in range(2):
                 # SIGTERM: health goes NOT_SERVING, new calls are refused, in-flight ones finish.
                 procs[i].send_signal(signal.SIGTERM)
@@ -86,7 +103,8 @@ async def test_restarting_each_service_in_turn_fails_no_request(models: Path, si
                 running[i].__exit__(None, None, None)  # type: ignore[attr-defined]
                 running[i] = serve(i)
                 procs[i] = running[i].__enter__()  # type: ignore[attr-defined]
-                await asyncio.sleep(1.0)  # both serving again before the next one goes
+                # Both serving again before the next one goes.
+                await eventually(serving(logs[i], steady), 10.0, f"{steady} calls served by the restarted service")
             stop.set()
             await asyncio.gather(*workers)
     finally:
@@ -146,7 +164,7 @@ async def test_a_killed_service_fails_no_request(models: Path, sim: int, tmp_pat
             await asyncio.wait_for(steady.wait(), 10)
             procs[0].send_signal(signal.SIGKILL)
             killed.set()
-            await asyncio.sleep(2.0)
+            await asyncio.sleep(2.0)  # the load runs on for 2 s after the kill: the scenario, not a wait for state
             stop.set()
             await asyncio.gather(*workers)
     finally:

@@ -20,14 +20,10 @@ from translane.sim import SimConfig
 from translane.tools.batch import BatchSettings, read_done, run_batch
 
 from ..conftest import Sim, server_config, with_lanes
+from ..helpers.eventually import eventually
 from ..helpers.processes import ROOT
 
 TR = "doubao-seed-translation-250915"
-
-
-@pytest.fixture
-def sim_config() -> SimConfig:
-    return SimConfig.from_config(load_config(env={}))
 
 
 @pytest.fixture
@@ -177,12 +173,13 @@ async def test_a_job_killed_mid_run_resumes_with_every_id_exactly_once(
         *command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     out = tmp_path / "out.jsonl"
-    for _ in range(1500):  # until a third is written (30 s at most), then kill it mid-run
-        if out.exists() and out.read_text().count("\n") >= n // 3:
-            break
-        await asyncio.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    await proc.wait()
+    # Killed mid-run, once a third is written.
+    try:
+        written = f"{n // 3} answers written"
+        await eventually(lambda: out.exists() and out.read_text().count("\n") >= n // 3, 30.0, written)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
     partial = read_done(str(out))
     assert 0 < len(partial.ids) < n
     summary = await run_batch(settings(server, tmp_path))

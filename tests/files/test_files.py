@@ -16,6 +16,7 @@ from translane.tools.files._leaks import LeakChecker
 from translane.tools.files._runner import FileSettings, apply_review, check_file, state_path, translate_files
 
 from ..conftest import Sim
+from ..helpers.eventually import eventually
 
 TR = "doubao-seed-translation-250915"
 
@@ -201,11 +202,10 @@ async def test_a_killed_run_resumes_without_sending_finished_segments_again(
     s = settings(server, tmp_path, batch_size=1, max_in_flight=2)
     run = asyncio.create_task(translate_files([str(src)], s))
     state = state_path(tmp_path / "book.de.txt")
-    for _ in range(500):
-        if state.exists() and state.read_text().count("\n") >= 10:
-            break
-        await asyncio.sleep(0.01)
-    run.cancel()
+    try:
+        await eventually(lambda: state.exists() and state.read_text().count("\n") >= 10, 5.0, "ten segments done")
+    finally:
+        run.cancel()
     with pytest.raises(asyncio.CancelledError):
         await run
     sent_before = await admitted(sim)

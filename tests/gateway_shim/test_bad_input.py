@@ -233,7 +233,7 @@ async def test_a_deflate_body_that_never_ends_is_400_json_however_it_arrives(
 
     async def slowly() -> AsyncIterator[bytes]:
         yield truncated[:8]
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # a client slow on purpose: the body arrives in two parts
         yield truncated[8:]
 
     headers = {**JSON, "Content-Encoding": "deflate", "Request-Timeout": "1"}

@@ -158,7 +158,7 @@ class _SlowReader:
         loop = asyncio.get_running_loop()
         while not stop.is_set():
             self.received += await loop.sock_recv(self._sock, size)
-            await asyncio.sleep(every_s)
+            await asyncio.sleep(every_s)  # a reader slow on purpose: the scenario
 
     async def read_to_end(self) -> str:
         """Read the rest at once: the answer's content, which must end with [DONE]."""
@@ -200,7 +200,7 @@ async def test_slow_http_readers_pause_the_chain_and_hold_bounded_memory(stack: 
             await reader.open()
         trickling = [asyncio.create_task(reader.trickle(stop)) for reader in slow]
         # Every stream reached the service before "quiet" means anything.
-        await stack.until(lambda now: arrived(start, now) >= readers)
+        await stack.until(lambda now: arrived(start, now) >= readers, f"all {readers} streams at the service")
         quiet = await stack.quiet()
         held = rss_bytes(stack.shim_pid), rss_bytes(stack.service_pid)
         made = quiet.get("translane_upstream_calls_total") - start.get("translane_upstream_calls_total")

@@ -16,6 +16,7 @@ from translane.config import Config, load_config
 from translane.sim import SimConfig
 
 from ..conftest import Sim, server_config, with_lanes
+from ..helpers.eventually import eventually
 
 MODEL = "doubao-seed-translation-250915"
 QUEUE_WAIT_S = 0.3
@@ -48,10 +49,11 @@ async def occupy(http: aiohttp.ClientSession, sim: Sim) -> asyncio.Task[int]:
             return r.status
 
     task = asyncio.create_task(first())
-    for _ in range(100):
-        if await admitted(sim) == 1:
-            break
-        await asyncio.sleep(0.01)
+
+    async def holding() -> bool:
+        return await admitted(sim) == 1
+
+    await eventually(holding, 1.0, "the first call at the provider, holding the lane's slot")
     return task
 
 

@@ -9,14 +9,12 @@ import aiohttp
 import grpc
 import openai
 import pytest
-from translane.config import Config, load_config
 from translane.server import RunningServer
-from translane.sim import SimConfig
 from translane.wire import from_rpc_error
 
 from gateway_shim import RunningShim, ShimConfig, running_shim
 
-from ..conftest import Sim, server_config, with_lanes
+from ..conftest import FullQueue, Sim
 from .conftest import KEY
 
 CHAT = "doubao-seed-1-6-251015"
@@ -165,15 +163,7 @@ class TestBodyLimit:
             assert r.status == 413
 
 
-class TestQueueFull:
-    @pytest.fixture
-    def config(self, sim: Sim) -> Config:
-        return with_lanes(server_config(sim), max_concurrency=1, max_queue=1)
-
-    @pytest.fixture
-    def sim_config(self) -> SimConfig:
-        return SimConfig.from_config(load_config(env={}), ttft_s=0.3)
-
+class TestQueueFull(FullQueue):
     async def test_resource_exhausted_is_429_with_retry_after(self, http: aiohttp.ClientSession) -> None:
         async def one(i: int) -> tuple[int, dict[str, str], dict[str, object]]:
             async with http.post(

@@ -18,14 +18,7 @@ from translane.settings import DEFAULT_GRPC_TARGET, declaration
 from gateway_shim import RunningShim, ShimConfig, run_shim, running_shim
 
 from ..conftest import Sim
-
-
-async def _wait_for(predicate: object, timeout_s: float = 2.0) -> None:
-    assert callable(predicate)
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
+from ..helpers.eventually import eventually
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -44,7 +37,7 @@ async def test_client_disconnect_cancels_the_grpc_call(
     # The upstream call was in flight when the client left...
     assert lane.granted == 1
     # ...and leaving freed the lane long before the provider would have answered.
-    await _wait_for(lambda: lane.in_flight == 0, timeout_s=0.8)
+    await eventually(lambda: lane.in_flight == 0, 0.8, "the lane's slot freed")
 
 
 async def test_healthz_and_cors(server: RunningServer) -> None:
@@ -164,7 +157,8 @@ async def test_run_shim_warns_without_keys_and_cleans_up(
     cfg = ShimConfig(port=0, grpc_target=f"127.0.0.1:{server.port}")
     with caplog.at_level(logging.INFO, logger="translane.shim"):
         task = asyncio.create_task(run_shim(cfg))
-        await _wait_for(lambda: any("listens on 127.0.0.1 only" in r.message for r in caplog.records))
+        listening = "listens on 127.0.0.1 only"
+        await eventually(lambda: any(listening in r.message for r in caplog.records), 2.0, f"the log: {listening}")
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -204,14 +198,10 @@ async def test_a_client_that_leaves_mid_stream_is_counted_as_499(shim: RunningSh
         await r.content.readline()
         r.close()  # hang up mid-stream
 
-        async def counted() -> str:
+        async def counted() -> str | None:
             async with s.get("/metrics") as m:
-                return await m.text()
+                text = await m.text()
+            return text if 'route="/v1/chat/completions",status="499"' in text else None
 
-        for _ in range(200):
-            text = await counted()
-            if 'route="/v1/chat/completions",status="499"' in text:
-                break
-            await asyncio.sleep(0.02)
-    assert 'route="/v1/chat/completions",status="499"' in text
+        text = await eventually(counted, 4.0, "a 499 in the shim's metrics", interval_s=0.02)
     assert 'route="/v1/chat/completions",status="200"' not in text

@@ -52,6 +52,7 @@ class _Handle:
         self.cancelled = True
 
 
-async def settle() -> None:
-    for _ in range(5):
+async def settle(rounds: int = 5) -> None:
+    """Let every task that can run, run, for `rounds` turns of the loop (no time passes: nothing waits on a clock)."""
+    for _ in range(rounds):
         await asyncio.sleep(0)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,6 +14,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+from .eventually import eventually_sync
 
 # opentelemetry.proto's Span.SpanKind values.
 INTERNAL, SERVER, CLIENT = 1, 2, 3
@@ -127,12 +128,13 @@ class OtlpReceiver:
         self, trace_id: str, done: Callable[[list[SpanRecord]], bool], timeout_s: float = 10.0
     ) -> list[SpanRecord]:
         """The trace's spans once `done(spans)` holds; AssertionError with what arrived if it never does."""
-        deadline = time.monotonic() + timeout_s
-        while True:
+
+        def complete() -> list[SpanRecord] | None:
             spans = self.trace(trace_id)
-            if done(spans):
-                return spans
-            if time.monotonic() > deadline:
-                got = "\n".join(f"  {s.service} {s.name} {s.span_id} <- {s.parent_id}" for s in spans)
-                raise AssertionError(f"trace {trace_id} incomplete after {timeout_s}s; got:\n{got}")
-            time.sleep(0.05)
+            return spans if done(spans) else None
+
+        def arrived() -> str:
+            got = "\n".join(f"  {s.service} {s.name} {s.span_id} <- {s.parent_id}" for s in self.trace(trace_id))
+            return f"trace {trace_id} complete; got:\n{got}"
+
+        return eventually_sync(complete, timeout_s, arrived)

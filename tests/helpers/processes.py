@@ -8,9 +8,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+
+from .eventually import eventually_sync
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,6 +20,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def accepts(port: int) -> bool:
+    """Whether something accepts a TCP connection on loopback `port` now."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+    except OSError:
+        return False
+    return True
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -36,16 +46,14 @@ def translane(
     with log.open("wb") as out:
         command = [sys.executable, "-m", "translane.cli", *args]
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=dict(env), cwd=ROOT)
+
+    def listening() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"translane {args[0]} exited {proc.returncode}:\n{log.read_text()[-4000:]}")
+        return accepts(port)
+
     try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"translane {args[0]} exited {proc.returncode}:\n{log.read_text()[-4000:]}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"translane {args[0]} not listening on {port} after {timeout_s}s")
-            time.sleep(0.05)
+        eventually_sync(listening, timeout_s, f"translane {args[0]} listening on port {port}")
         yield proc
     finally:
         if proc.poll() is None:

@@ -8,7 +8,6 @@ import contextlib
 import dataclasses
 import random
 import resource
-import time
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from translane.config import default_models_text
 
+from .eventually import eventually
 from .processes import clean_env, free_port, translane
 
 __all__ = ["Samples", "Stack", "arrived", "ensure_open_files", "rss_bytes", "running_stack"]
@@ -82,26 +82,30 @@ class Stack:
         """The shim's metrics now."""
         return Samples(await self._get(f"{self.shim}/metrics"))
 
-    async def until(self, done: Callable[[Samples], bool], timeout_s: float = 20.0) -> Samples:
-        """The service's metrics once `done` holds of them."""
-        deadline = time.monotonic() + timeout_s
-        while not done(now := await self.service()):
-            assert time.monotonic() < deadline, f"not reached in {timeout_s}s"
-            await asyncio.sleep(0.05)
-        return now
+    async def until(self, done: Callable[[Samples], bool], what: str, timeout_s: float = 20.0) -> Samples:
+        """The service's metrics once `done` holds of them (`what` names it if it never does)."""
+
+        async def reached() -> Samples | None:
+            now = await self.service()
+            return now if done(now) else None
+
+        return await eventually(reached, timeout_s, what, interval_s=0.05)
 
     async def quiet(self, timeout_s: float = 20.0, poll_s: float = 0.2) -> Samples:
         """The service's metrics once it has no call in flight or queued and started none over `poll_s`."""
-        deadline = time.monotonic() + timeout_s
-        last = await self.service()
-        while True:
-            await asyncio.sleep(poll_s)
-            now = await self.service()
-            idle = now.get("translane_lane_in_flight") == 0 and now.get("translane_lane_queued") == 0
-            if idle and now.get("translane_lane_granted_total") == last.get("translane_lane_granted_total"):
-                return now
-            assert time.monotonic() < deadline, f"the service still busy after {timeout_s}s"
-            last = now
+        last: Samples | None = None
+
+        async def settled() -> Samples | None:
+            nonlocal last
+            before, last = last, await self.service()
+            if before is None:
+                return None
+            granted = "translane_lane_granted_total"
+            idle = last.get("translane_lane_in_flight") == 0 and last.get("translane_lane_queued") == 0
+            return last if idle and last.get(granted) == before.get(granted) else None
+
+        what = f"the service quiet: nothing in flight or queued, and no call started over {poll_s} s"
+        return await eventually(settled, timeout_s, what, interval_s=poll_s)
 
     async def sim_set(self, **knobs: float) -> None:
         """Change the simulator's runtime knobs (latency, faults, answer length)."""
@@ -165,7 +169,7 @@ async def leave_the_queue(stack: Stack, start: Samples, tasks: list[asyncio.Task
     """Once every stream has reached the service (most wait in the lane's queue), the callers fated to leave
     in the queue leave: their tasks are cancelled, closing their calls before any answer. Returns how many
     waited in the slow lane's queue then."""
-    now = await stack.until(lambda now: arrived(start, now) == len(tasks))
+    now = await stack.until(lambda now: arrived(start, now) == len(tasks), f"all {len(tasks)} streams arrived")
     for task, fate in zip(tasks, fates, strict=True):
         if fate == "queue":
             task.cancel()

@@ -42,6 +42,8 @@ import trustme
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from k8s_render import Rendered, render
 
+from tests.helpers.eventually import eventually_sync
+
 # What the Dockerfile's ENV and WORKDIR give every app container.
 IMAGE_ENV = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1", "HOME": "/tmp"}
 IMAGE_WORKDIR = "/tmp"
@@ -396,15 +398,17 @@ class Pods:
                 env=env,
                 cwd=self.root,
             )
-        url = f"http://127.0.0.1:{self.sim_port}/_sim/stats"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.sim.poll() is not None:
-                pytest.fail(f"translane sim exited {self.sim.returncode}:\n{self.sim_log.read_text()[-4000:]}")
-            if http_ok(url, {}, 1.0):
-                return
-            time.sleep(0.1)
-        pytest.fail(f"translane sim never answered {url}:\n{self.sim_log.read_text()[-4000:]}")
+        sim, url = self.sim, f"http://127.0.0.1:{self.sim_port}/_sim/stats"
+
+        def answering() -> bool:
+            if sim.poll() is not None:
+                pytest.fail(f"translane sim exited {sim.returncode}:\n{self.sim_log.read_text()[-4000:]}")
+            return http_ok(url, {}, 1.0)
+
+        def what() -> str:
+            return f"translane sim answering {url}:\n{self.sim_log.read_text()[-4000:]}"
+
+        eventually_sync(answering, 30.0, what, interval_s=0.1)
 
     def start(self) -> None:
         for c in self.containers:
@@ -490,7 +494,10 @@ def run_probe(c: Container, probe: dict[str, Any]) -> tuple[bool, str]:
 
 
 def probe_error(c: Container, kind: str) -> str | None:
-    """None once the probe succeeds within the time the kubelet would allow; else why not."""
+    """None once the probe succeeds within the time the kubelet would allow; else why not.
+
+    The kubelet's own loop rather than `eventually`: a failure here is a finding to report (and remember for
+    the probes after it), not an assertion."""
     if kind in c.failed:
         return c.failed[kind]
     probe = c.spec[kind]

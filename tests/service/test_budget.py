@@ -6,13 +6,11 @@ import asyncio
 import dataclasses
 import datetime as dt
 import tomllib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import grpc
 import pytest
-import pytest_asyncio
 from translane.budget import Budgets, open_budgets
 from translane.config import CacheConfig, Config, parse_config
 from translane.engine import Engine, Job
@@ -24,7 +22,7 @@ from translane.upstream import UpstreamClient
 from translane.v1 import translate_pb2 as pb
 from translane.v1 import translate_pb2_grpc as pb_grpc
 
-from ..conftest import Sim, start_sim
+from ..conftest import Sim
 
 # Four models alike but for prices, budgets and fallbacks.
 _MODEL = """
@@ -70,14 +68,9 @@ class Wall:
         return self.now
 
 
-@pytest_asyncio.fixture
-async def sim() -> AsyncIterator[Sim]:
-    cfg = parse_config(tomllib.loads(MODELS), env={})
-    runner, handle = await start_sim(SimConfig.from_config(cfg))
-    try:
-        yield handle
-    finally:
-        await runner.cleanup()
+@pytest.fixture
+def sim_config() -> SimConfig:
+    return SimConfig.from_config(parse_config(tomllib.loads(MODELS), env={}))
 
 
 @pytest.fixture

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import grpc
 import pytest
-import pytest_asyncio
 from translane.config import CacheConfig, Config, load_config
 from translane.server import RunningServer, running_server
 from translane.sim import SimConfig
@@ -33,12 +31,6 @@ def sim_config() -> SimConfig:
 def config(sim: Sim, tmp_path: Path) -> Config:
     cfg = server_config(sim)
     return dataclasses.replace(cfg, cache=CacheConfig(kind="sqlite", path=str(tmp_path / "cache.sqlite3")))
-
-
-@pytest_asyncio.fixture
-async def stub(server: RunningServer) -> AsyncIterator[pb_grpc.TranslatorStub]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
-        yield pb_grpc.TranslatorStub(ch)
 
 
 async def calls(sim: Sim) -> int:

@@ -169,7 +169,7 @@ async def test_slow_readers_pause_the_work_and_hold_bounded_memory(stack: Stack)
 
         calls = [stub.TranslateStream(short if i == 0 else request, timeout=60) for i in range(readers)]
         # Every stream reached the service before "quiet" means anything.
-        await stack.until(lambda now: arrived(start, now) >= readers)
+        await stack.until(lambda now: arrived(start, now) >= readers, f"all {readers} streams at the service")
         quiet = await stack.quiet()
         held = rss_bytes(stack.service_pid)
         made = quiet.get("translane_upstream_calls_total") - start.get("translane_upstream_calls_total")

@@ -23,6 +23,7 @@ from translane.upstream import SegmentCall, UpstreamClient, prompt_tokens
 
 from ..conftest import Sim, start_sim
 from ..helpers.clock import FakeClock, settle
+from ..helpers.eventually import eventually
 
 MODEL = "m"
 MODELS = """
@@ -183,10 +184,11 @@ async def test_cancelled_mid_call_keeps_the_reservation_and_counts_an_orphan(rig
     tokens_before = rig.budget.tokens.level
     reserved = rig.reserved()
     call = asyncio.create_task(rig.engine.translate(rig.job()))
-    for _ in range(100):
-        if await rig.provider_calls() == 1:
-            break
-        await asyncio.sleep(0.01)
+
+    async def arrived() -> bool:
+        return await rig.provider_calls() == 1
+
+    await eventually(arrived, 1.0, "the call at the provider, before its answer is due")
     call.cancel()
     with pytest.raises(asyncio.CancelledError):
         await call

@@ -18,6 +18,7 @@ from translane.v1 import translate_pb2 as pb
 from translane.v1 import translate_pb2_grpc as pb_grpc
 
 from ..conftest import Sim, server_config
+from ..helpers.eventually import eventually
 from ..helpers.processes import free_port
 
 TR = "doubao-seed-translation-250915"
@@ -38,16 +39,16 @@ def config(sim: Sim) -> Config:
     return quiet(server_config(sim), idle_s=0.3)
 
 
-def assert_nothing_leaked(server: RunningServer) -> None:
-    for lane in server.engine.lanes.values():
-        assert (lane.in_flight, lane.queued) == (0, 0), lane.name
+async def assert_nothing_leaked(server: RunningServer) -> None:
+    """Every lane soon holds no call, in flight or queued (a slot comes back as its call's handler ends)."""
+    lanes = server.engine.lanes.values()
 
+    def held() -> str:
+        return "every lane empty; (in flight, queued) now: " + ", ".join(
+            f"{lane.name} {(lane.in_flight, lane.queued)}" for lane in lanes if (lane.in_flight, lane.queued) != (0, 0)
+        )
 
-async def settle_lanes(server: RunningServer) -> None:
-    for _ in range(100):
-        if all(lane.in_flight == 0 and lane.queued == 0 for lane in server.engine.lanes.values()):
-            return
-        await asyncio.sleep(0.01)
+    await eventually(lambda: all((lane.in_flight, lane.queued) == (0, 0) for lane in lanes), 1.0, held)
 
 
 @pytest.mark.parametrize(
@@ -68,8 +69,7 @@ async def test_a_faulty_provider_gets_a_clear_status_and_leaks_nothing(
     ]
     results = await asyncio.gather(*calls, return_exceptions=True)
     assert all(isinstance(r, grpc.aio.AioRpcError) and r.code() == code for r in results), results
-    await settle_lanes(server)
-    assert_nothing_leaked(server)
+    await assert_nothing_leaked(server)
     await sim.set(**dict.fromkeys(knobs, 0.0))
     ok = await stub.Translate(pb.TranslateRequest(segments=["after"], target_language="zh"), timeout=10)
     assert ok.translations[0].text.endswith("after")
@@ -83,8 +83,7 @@ async def test_a_stream_answered_with_a_body_that_is_not_json_is_unavailable(
         async for _ in stub.TranslateStream(pb.TranslateRequest(segments=["x"], target_language="zh"), timeout=10):
             pass
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE, info.value.details()
-    await settle_lanes(server)
-    assert_nothing_leaked(server)
+    await assert_nothing_leaked(server)
 
 
 async def test_a_stalled_stream_fails_at_the_idle_timeout_not_the_deadline(
@@ -97,8 +96,7 @@ async def test_a_stalled_stream_fails_at_the_idle_timeout_not_the_deadline(
             pass
     assert time.monotonic() - started < 5
     assert info.value.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
-    await settle_lanes(server)
-    assert_nothing_leaked(server)
+    await assert_nothing_leaked(server)
 
 
 class TestProviderDown:
@@ -130,8 +128,7 @@ class TestProviderDown:
             try:
                 resp = await waiting
                 assert resp.translations[0].text.endswith("patient")
-                await settle_lanes(server)
-                assert_nothing_leaked(server)
+                await assert_nothing_leaked(server)
             finally:
                 await runner.cleanup()
 
@@ -203,8 +200,7 @@ async def test_an_outage_of_the_primary_provider_is_served_by_the_fallback(sim: 
             await asyncio.wait_for(asyncio.gather(*callers), 20)
         finally:
             await runner.cleanup()
-        await settle_lanes(server)
-        assert_nothing_leaked(server)
+        await assert_nothing_leaked(server)
         outages = server.engine.governor.snapshot(asyncio.get_running_loop().time())[TR]["provider_outages"]
     assert not failed, failed[0]
     assert served.count(FLASH) >= 40 and served[-1] == TR
@@ -225,5 +221,4 @@ async def test_a_failing_provider_is_unavailable_not_rate_limited_while_its_mode
         details.append(info.value.details() or "")
     assert set(codes) == {grpc.StatusCode.UNAVAILABLE}, list(zip(codes, details, strict=True))
     assert any("is failing" in d for d in details), details
-    await settle_lanes(server)
-    assert_nothing_leaked(server)
+    await assert_nothing_leaked(server)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from collections.abc import Callable
 
 import grpc
 import pytest
@@ -16,11 +16,16 @@ from translane.sim import SimConfig
 from translane.v1 import translate_pb2 as pb
 from translane.v1 import translate_pb2_grpc as pb_grpc
 
+from ..helpers.eventually import eventually
+
 MODEL = "doubao-seed-translation-250915"
 FAST = "deepseek-v3-2-251201"
 
 
-def _samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def _samples(registry: CollectorRegistry) -> Samples:
     text = generate_latest(registry).decode()
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
@@ -61,12 +66,13 @@ async def test_a_request_naming_no_valid_model_counts_without_one(
         await stub.Translate(pb.TranslateRequest(segments=["hi"], target_language="zh", model="nope"), timeout=5)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     labels = (("lane", ""), ("model", ""), ("rpc", "Translate"), ("status", "INVALID_ARGUMENT"))
+
     # The server counts the RPC as its handler ends, which may be just after the caller heard the status.
-    for _ in range(200):
+    def counted() -> Samples | None:
         got = _samples(server.engine.metrics.registry)
-        if ("translane_requests_total", labels) in got:
-            break
-        await asyncio.sleep(0.01)
+        return got if ("translane_requests_total", labels) in got else None
+
+    got = await eventually(counted, 2.0, "the refused request counted")
     assert got[("translane_requests_total", labels)] == 1
     # Every model's series exist from the start, at zero.
     assert got[("translane_upstream_calls_total", (("model", MODEL), ("outcome", "rate_limited")))] == 0
@@ -96,14 +102,12 @@ class TestAStreamInProgress:
     async def test_counts_in_flight_with_the_text_its_reader_has_not_taken(self, server: RunningServer) -> None:
         metrics = server.engine.metrics
 
-        async def until(done: object) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-            assert callable(done)
-            for _ in range(500):
+        def when(done: Callable[[Samples], bool]) -> Callable[[], Samples | None]:
+            def probe() -> Samples | None:
                 got = _samples(metrics.registry)
-                if done(got):
-                    return got
-                await asyncio.sleep(0.01)
-            raise AssertionError("not reached in 5 s")
+                return got if done(got) else None
+
+            return probe
 
         in_flight = ("translane_requests_in_flight", (("rpc", "TranslateStream"),))
         unread = ("translane_stream_unread_chars", ())
@@ -112,10 +116,10 @@ class TestAStreamInProgress:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=options) as channel:
             request = pb.TranslateRequest(segments=[f"hi {i}" for i in range(40)], target_language="zh", model=FAST)
             call = pb_grpc.TranslatorStub(channel).TranslateStream(request, timeout=10)
-            got = await until(lambda got: got[unread] > 0)
+            got = await eventually(when(lambda got: got[unread] > 0), 5.0, "text the reader has not taken")
             assert got[in_flight] == 1 and got[("translane_requests_in_flight", (("rpc", "Translate"),))] == 0
             call.cancel()
-            got = await until(lambda got: got[in_flight] == 0)
+            got = await eventually(when(lambda got: got[in_flight] == 0), 5.0, "the stream no longer in flight")
         assert got[unread] == 0
 
 

@@ -7,13 +7,9 @@ import asyncio
 import pytest
 from translane.outbox import MAX_TAKE_CHARS, Outbox
 
+from ..helpers.clock import settle
+
 END = "end"
-
-
-async def _settle() -> None:
-    """Let every task that can run, run (no clock involved: nothing here waits on time)."""
-    for _ in range(10):
-        await asyncio.sleep(0)
 
 
 async def _granted(outbox: Outbox[str], index: int, expected: int, started: list[int], stop: asyncio.Event) -> None:
@@ -59,7 +55,7 @@ async def test_the_reader_waits_for_its_segment_and_no_other() -> None:
     box: Outbox[str] = Outbox(2, limit_chars=100)
     reader = asyncio.create_task(box.take(0))
     box.put(1, "not yet")
-    await _settle()
+    await settle(10)
     assert not reader.done()
     box.put(0, "now")
     assert await reader == "now"
@@ -71,11 +67,11 @@ async def test_calls_wait_for_room_while_the_stream_holds_its_bound() -> None:
     started: list[int] = []
     # Segment 1 runs a call expected to answer 60, segment 2 one of 60: under the bound when each starts.
     calls = [asyncio.create_task(_granted(box, i, 60, started, stop)) for i in (1, 2)]
-    await _settle()
+    await settle(10)
     assert started == [1, 2]
     # Now the stream holds 120 (expected): segment 3 waits, holding nothing.
     third = asyncio.create_task(_granted(box, 3, 60, started, stop))
-    await _settle()
+    await settle(10)
     assert started == [1, 2]
     # The calls end with their answers unread: still over the bound.
     box.put(1, "x" * 60)
@@ -103,7 +99,7 @@ async def test_the_segment_being_read_never_waits_behind_the_others() -> None:
     assert started == [0]
     # Segment 2 waits; once the reader moves on to it, it goes (its own unread text is what counts).
     waiting = asyncio.create_task(_granted(box, 2, 60, started, stop))
-    await _settle()
+    await settle(10)
     assert started == [0]
     box.finish(0, END)
     box.finish(1, END)
@@ -122,7 +118,7 @@ async def test_a_call_cancelled_while_it_waits_gives_its_place_up() -> None:
     stop = asyncio.Event()
     started: list[int] = []
     waiting = asyncio.create_task(_granted(box, 2, 60, started, stop))
-    await _settle()
+    await settle(10)
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting

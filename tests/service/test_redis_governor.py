@@ -13,6 +13,7 @@ from translane.governor import ModelBudget, Reservation
 from translane.metrics import EngineMetrics
 from translane.redis_governor import ADJUST, HEARTBEAT, RESERVE, RedisGovernor, connect
 
+from ..helpers.eventually import eventually
 from ..helpers.redis_server import RedisServer
 from ..helpers.tcp_proxy import TcpProxy
 
@@ -29,7 +30,8 @@ def make(redis_server: RedisServer, prefix: str) -> RedisGovernor:
 
 
 async def reserve_for(gov: RedisGovernor, seconds: float) -> list[Reservation]:
-    """Reserve as fast as the governor allows (polling here is the test's, not the governor's)."""
+    """Reserve as fast as the governor allows for `seconds` (polling here is the test's, not the governor's:
+    a caller that asks again as soon as it is told, the load these tests measure)."""
     loop = asyncio.get_running_loop()
     end = loop.time() + seconds
     got: list[Reservation] = []
@@ -84,11 +86,8 @@ async def test_outage_falls_back_to_a_replica_share_and_recovers(redis_server: R
         assert len(local) <= third.requests.capacity + third.request_rate * 2.0 + 1
         assert len(local) >= 0.5 * third.request_rate * 2.0
         redis_server.start()
-        for _ in range(40):
-            if gov.shared:
-                break
-            await asyncio.sleep(0.1)
-        assert gov.shared and woken >= 2
+        await eventually(lambda: gov.shared, 4.0, "the governor back on the shared buckets")
+        assert woken >= 2
         after = await reserve_for(gov, 0.5)
         assert any(r.shared for r in after)
     finally:
@@ -97,10 +96,17 @@ async def test_outage_falls_back_to_a_replica_share_and_recovers(redis_server: R
 
 async def test_a_429_pauses_every_replica(redis_server: RedisServer) -> None:
     a, b = make(redis_server, "pause"), make(redis_server, "pause")
+    client = connect(redis_server.url)
     try:
         loop = asyncio.get_running_loop()
         a.on_rate_limited(MODEL.name, True, 1.0, loop.time())
-        await asyncio.sleep(0.05)  # the penalty script runs in the background
+
+        async def paused_in_redis() -> bool:
+            until = float(await client.hget(f"{{pause:{MODEL.name}}}:bucket", "p") or 0)
+            return until > await redis_time(client)
+
+        # The penalty script runs in the background.
+        await eventually(paused_in_redis, 2.0, "the 429's pause in Redis")
         got = await reserve_for(b, 0.6)
         assert got == []  # b never saw the 429 itself, but Redis holds the pause
         later = await reserve_for(b, 1.0)
@@ -108,6 +114,7 @@ async def test_a_429_pauses_every_replica(redis_server: RedisServer) -> None:
     finally:
         await a.aclose()
         await b.aclose()
+        await client.aclose()
 
 
 # -- a replica cut off from Redis while the others still reach it ---------------------------------
@@ -200,12 +207,17 @@ async def test_a_heartbeat_that_arrives_late_records_nothing(redis_server: Redis
 
 
 async def share_seen(gov: RedisGovernor) -> float:
-    """Ask once through Redis and return the share of the rate the shared buckets refill at."""
+    """Get one grant through Redis (handed back) and return the share of the rate the shared buckets refilled at
+    as that grant's answer said."""
     loop = asyncio.get_running_loop()
-    got = gov.try_reserve(MODEL.name, 10, loop.time())
-    if isinstance(got, Reservation):
-        gov.refund(got, loop.time())
-    await asyncio.sleep(0.02)
+
+    def granted() -> Reservation | None:
+        got = gov.try_reserve(MODEL.name, 10, loop.time())
+        return got if isinstance(got, Reservation) else None
+
+    grant = await eventually(granted, 2.0, "a grant from the shared buckets")
+    assert grant.shared
+    gov.refund(grant, loop.time())
     return gov.snapshot(loop.time())[MODEL.name]["shared_rate_share"]
 
 
@@ -219,34 +231,40 @@ async def test_a_cut_off_replica_spends_locally_only_once_the_others_leave_it_it
     cut_off = RedisGovernor({MODEL.name: MODEL}, cfg, loop.time(), connect(f"redis://127.0.0.1:{proxy.port}/0"))
     others = [make(redis_server, "cut") for _ in range(2)]
     probe = connect(redis_server.url)
+    alive = f"{{cut:{MODEL.name}}}:alive"
+
+    async def beating() -> bool:
+        return all([await probe.zscore(alive, g.replica) is not None for g in (cut_off, *others)])
+
     try:
-        await asyncio.sleep(0.3)  # everyone beats
+        await eventually(beating, 2.0, "a heartbeat of each of the three replicas in Redis")
         assert await share_seen(others[0]) == 1.0
         proxy.cut()
         cut_at = loop.time()
-        while True:
-            assert loop.time() - cut_at < 3.0, "the cut-off replica never spent locally"
+
+        async def spent_locally() -> float | None:
             # Redis's clock, read before the cut-off replica tries (and with the hold, fails) to spend.
             redis_now = await redis_time(probe)
             got = cut_off.try_reserve(MODEL.name, 10, loop.time())
-            if isinstance(got, Reservation) and not got.shared:
-                break
-            await asyncio.sleep(0.005)
+            return redis_now if isinstance(got, Reservation) and not got.shared else None
+
+        redis_now = await eventually(spent_locally, 3.0, "the cut-off replica spending locally", interval_s=0.005)
         spent_at = loop.time()
         assert not cut_off.shared and cut_off.fallbacks == 1
         # When it first spends locally, its last heartbeat is already stale: the others refill at 2/3.
-        last_beat = await probe.zscore(f"{{cut:{MODEL.name}}}:alive", cut_off.replica)
+        last_beat = await probe.zscore(alive, cut_off.replica)
         assert last_beat is not None and redis_now - last_beat > cfg.stale_after_s
         assert await share_seen(others[1]) == pytest.approx(2 / 3)
         # And the hold lasts no longer than it must: the staleness limit after the last beat.
         assert spent_at - cut_at <= cfg.stale_after_s + cfg.heartbeat_s + 0.3
         proxy.heal()
-        for _ in range(50):
-            if cut_off.shared:
-                break
-            await asyncio.sleep(0.1)
-        assert cut_off.shared
-        await asyncio.sleep(0.3)  # its heartbeats resume
+        healed_at = await redis_time(probe)
+        await eventually(lambda: cut_off.shared, 5.0, "the cut-off replica back on the shared buckets")
+
+        async def beating_again() -> bool:
+            return (await probe.zscore(alive, cut_off.replica) or 0.0) > healed_at
+
+        await eventually(beating_again, 2.0, "a heartbeat of the cut-off replica since the heal")
         assert await share_seen(others[0]) == 1.0
     finally:
         for g in (cut_off, *others):
@@ -258,10 +276,13 @@ async def test_a_cut_off_replica_spends_locally_only_once_the_others_leave_it_it
 async def test_a_replica_that_leaves_cleanly_takes_its_heartbeat_with_it(redis_server: RedisServer) -> None:
     gov = make(redis_server, "leave")
     client = connect(redis_server.url)
+    key = f"{{leave:{MODEL.name}}}:alive"
+
+    async def beating() -> bool:
+        return await client.zscore(key, gov.replica) is not None
+
     try:
-        await asyncio.sleep(0.3)
-        key = f"{{leave:{MODEL.name}}}:alive"
-        assert await client.zscore(key, gov.replica) is not None
+        await eventually(beating, 2.0, "its heartbeat in Redis")
         await gov.aclose()
         assert await client.zscore(key, gov.replica) is None
     finally:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
 
 import grpc
 import pytest
@@ -17,6 +16,7 @@ from translane.v1 import translate_pb2 as pb
 from translane.v1 import translate_pb2_grpc as pb_grpc
 
 from ..conftest import Sim, server_config, with_lanes
+from ..helpers.eventually import eventually
 
 MODEL = "doubao-seed-translation-250915"
 FALLBACK = "doubao-seed-1-6-flash-250828"
@@ -120,11 +120,7 @@ class TestCancellation:
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stub.Translate(pb.TranslateRequest(segments=["word " * 200], target_language="zh"), timeout=0.3)
         assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        for _ in range(50):
-            if lane.in_flight == 0:
-                break
-            await asyncio.sleep(0.02)
-        assert lane.in_flight == 0  # the slot came back at once
+        await eventually(lambda: lane.in_flight == 0, 1.0, "the slot back at once")
         # The provider counted the call on arrival, so the reservation stands: not refunded, not doubled.
         admitted_tokens = (await sim.stats())["models"][MODEL]["admitted_tokens"]
         spent = start - budget.snapshot(loop.time())["token_level"]
@@ -142,20 +138,12 @@ class TestQueuedCancellation:
     def config(self, sim: Sim) -> Config:
         return with_lanes(server_config(sim), "slow", max_concurrency=1)
 
-    @staticmethod
-    async def until(condition: Callable[[], bool]) -> None:
-        for _ in range(200):
-            if condition():
-                return
-            await asyncio.sleep(0.01)
-        raise AssertionError("the condition never held")
-
     async def occupy(self, stub: pb_grpc.TranslatorStub, lane: Lane) -> asyncio.Future[pb.TranslateResponse]:
         """A 1 s call holding the lane's one slot."""
         first = asyncio.ensure_future(
             stub.Translate(pb.TranslateRequest(segments=["first"], target_language="zh"), timeout=10)
         )
-        await self.until(lambda: lane.in_flight == 1)
+        await eventually(lambda: lane.in_flight == 1, 2.0, "the first call holding the lane's slot")
         return first
 
     async def test_cancelled_while_queued_is_refunded_and_never_sent(
@@ -164,11 +152,12 @@ class TestQueuedCancellation:
         lane = server.engine.lanes["slow"]
         first = await self.occupy(stub, lane)
         second = stub.Translate(pb.TranslateRequest(segments=["second"], target_language="zh"), timeout=10)
-        await self.until(lambda: lane.queued == 1)
+        await eventually(lambda: lane.queued == 1, 2.0, "the second call queued")
         second.cancel()
         with pytest.raises(asyncio.CancelledError):
             await second
-        await self.until(lambda: lane.queued == 0)  # it left the queue when its caller did
+        # It left the queue when its caller did.
+        await eventually(lambda: lane.queued == 0, 2.0, "the cancelled call out of the queue")
         await first
         stats = (await sim.stats())["models"][MODEL]
         assert stats["admitted"] == 1  # the provider never saw the second call

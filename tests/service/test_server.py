@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 import grpc
@@ -15,7 +16,7 @@ from translane.tokens import count_tokens
 from translane.v1 import translate_pb2 as pb
 from translane.v1 import translate_pb2_grpc as pb_grpc
 
-from ..conftest import Sim, server_config, with_lanes
+from ..conftest import FullQueue, Sim, server_config
 
 MODEL = "doubao-seed-translation-250915"
 CHAT = "doubao-seed-1-6-251015"
@@ -200,18 +201,8 @@ class TestProviderRejection:
         assert stats["requests"] + stats["errors"] + stats["rate_limited"] <= 1
 
 
-class TestQueueFull:
-    @pytest.fixture
-    def config(self, sim: Sim) -> Config:
-        return with_lanes(server_config(sim), max_concurrency=1, max_queue=1)
-
-    @pytest.fixture
-    def sim_config(self) -> SimConfig:
-        return SimConfig.from_config(load_config(env={}), ttft_s=0.3)
-
+class TestQueueFull(FullQueue):
     async def test_full_queue_is_resource_exhausted_with_retry_info(self, stub: pb_grpc.TranslatorStub) -> None:
-        import asyncio
-
         calls = [
             stub.Translate(pb.TranslateRequest(segments=[f"s{i}"], target_language="zh", model=CHAT), timeout=10)
             for i in range(4)

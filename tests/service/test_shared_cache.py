@@ -6,10 +6,8 @@ import dataclasses
 from pathlib import Path
 
 import grpc
-import pytest
-from translane.config import CacheConfig, Config, GovernorConfig, load_config
+from translane.config import CacheConfig, Config, GovernorConfig
 from translane.server import running_server
-from translane.sim import SimConfig
 from translane.v1 import translate_pb2 as pb
 from translane.v1 import translate_pb2_grpc as pb_grpc
 
@@ -17,11 +15,6 @@ from ..conftest import Sim, server_config
 from ..helpers.redis_server import RedisServer
 
 TR = "doubao-seed-translation-250915"
-
-
-@pytest.fixture
-def sim_config() -> SimConfig:
-    return SimConfig.from_config(load_config(env={}))
 
 
 def replica(sim: Sim, redis_server: RedisServer, tmp_path: Path, name: str, **model: object) -> Config:

@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,7 +20,9 @@ import grpc
 from translane.v1 import translate_pb2 as pb
 from translane.v1 import translate_pb2_grpc as pb_grpc
 
-from ..helpers.redis_server import RedisServer, free_port
+from ..helpers.eventually import eventually_sync
+from ..helpers.processes import accepts, free_port
+from ..helpers.redis_server import RedisServer
 from ..helpers.tcp_proxy import TcpProxy
 
 MODEL = "doubao-seed-translation-250915"
@@ -51,19 +53,6 @@ max_input_tokens = 1000
 max_output_tokens = 3000
 context_tokens = 4000
 """
-
-
-def wait_port(port: int, timeout_s: float = 20.0) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing on port {port}")
 
 
 def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -104,7 +93,7 @@ def running_cluster(tmp_path: Path, redis_urls: list[str]) -> Iterator[Cluster]:
         procs.append(spawn(args, env | {"TRANSLANE_REDIS_URL": url}, log))
     try:
         for port in [sim_port, *ports]:
-            wait_port(port)
+            eventually_sync(functools.partial(accepts, port), 20.0, f"the simulator or a replica on port {port}")
         yield Cluster(sim_port, ports, logs, procs)
     finally:
         for proc in procs:
@@ -163,7 +152,7 @@ async def overload(cluster: Cluster, seconds: float, phases: list[tuple[float, s
         t = start + i / rate
         delay = t - loop.time()
         if delay > 0:
-            await asyncio.sleep(delay)
+            await asyncio.sleep(delay)  # calls sent at a steady rate: the load is the scenario
         if ahead and t - start >= ahead[0][0]:
             if phase:
                 run.limited[phase] = (await asyncio.to_thread(sim_stats, cluster.sim_port))["rate_limited"]

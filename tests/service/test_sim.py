@@ -217,6 +217,7 @@ async def test_rpm_limit_and_window_expiry() -> None:
         stats = await sim.stats(TR)
         assert stats["requests"] == 3 and stats["rate_limited"] == 1
         assert stats["max_window_requests"] == 3
+        # The simulator's window runs on its event loop's clock: the 0.3 s passing is the scenario.
         await asyncio.sleep(0.3)
         assert (await sim.post("/api/v3/responses", _responses_body()))[0] == 200
 

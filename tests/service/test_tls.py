@@ -7,8 +7,7 @@ import dataclasses
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp
@@ -27,6 +26,7 @@ from translane.v1 import translate_pb2_grpc as pb_grpc
 from gateway_shim import ShimConfig, running_shim
 
 from ..conftest import Sim, server_config
+from ..helpers.eventually import eventually
 from ..helpers.processes import clean_env, free_port
 from ..helpers.processes import translane as translane_process
 
@@ -269,30 +269,30 @@ async def test_sighup_reloads_the_certificates_for_new_connections(tmp_path: Pat
             sys.executable, "-m", "translane.cli", "serve", env=env, stdout=out, stderr=subprocess.STDOUT
         )
     target = f"{NAME}:{port}"
+
+    def logged(what: str) -> Callable[[], str]:
+        return lambda: f"{what}; the service's log:\n{log.read_text()}"
+
+    async def serving(client: tls.ClientTLS, timeout_s: float = 5.0) -> bool:
+        assert proc.returncode is None, log.read_text()
+        return await health(target, client, timeout_s) == "SERVING"
+
     try:
-        deadline = time.monotonic() + 30
-        while await health(target, pki.client(), timeout_s=1) != "SERVING":
-            assert proc.returncode is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            await asyncio.sleep(0.05)
+        await eventually(lambda: serving(pki.client(), 1.0), 30.0, logged("the service SERVING"), interval_s=0.05)
         # Rotate to a certificate from a new CA, in place, as cert-manager or a Secret update would.
         rotated = Pki.make(tmp_path / "rotated")
         pki.cert.write_bytes(rotated.cert.read_bytes())
         pki.key.write_bytes(rotated.key.read_bytes())
         assert await health(target, pki.client(ca=rotated.server_ca)) == "UNAVAILABLE"  # not before SIGHUP
         proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 10
-        while await health(target, pki.client(ca=rotated.server_ca)) != "SERVING":
-            assert time.monotonic() < deadline, log.read_text()
-            await asyncio.sleep(0.05)
+        rotated_client = pki.client(ca=rotated.server_ca)
+        await eventually(lambda: serving(rotated_client), 10.0, logged("the new certificate served"), interval_s=0.05)
         assert await health(target, pki.client()) == "UNAVAILABLE"  # the old CA no longer vouches for it
         # A broken file on the next SIGHUP: the certificates in use stay, the log says why.
         pki.key.write_text("-----BEGIN PRIVATE KEY-----\ntruncated")
         proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 10
-        while "TLS reload failed" not in log.read_text():
-            assert time.monotonic() < deadline, log.read_text()
-            await asyncio.sleep(0.05)
+        failed = "TLS reload failed"
+        await eventually(lambda: failed in log.read_text(), 10.0, logged(f"{failed!r} in the log"), interval_s=0.05)
         assert await health(target, pki.client(ca=rotated.server_ca)) == "SERVING"
         assert proc.returncode is None
     finally:
@@ -329,14 +329,15 @@ async def test_the_shim_follows_renewed_certificate_files(sim: Sim, tmp_path: Pa
                 (new.client_key, shim_files.client_key),
             ):
                 dst.write_bytes(src.read_bytes())
-            deadline = time.monotonic() + 10
-            while True:
+            answer = ""
+
+            async def served() -> bool:
+                nonlocal answer
                 async with http.post(url, json=body, headers={"Request-Timeout": "1"}) as resp:
                     status, answer = resp.status, await resp.text()
-                if status == 200:
-                    break
-                assert time.monotonic() < deadline, answer
-                await asyncio.sleep(0.05)
+                return status == 200
+
+            await eventually(served, 10.0, lambda: f"the shim served again; its last answer: {answer}", interval_s=0.05)
 
 
 async def test_a_port_in_use_is_said_plainly(sim: Sim, tmp_path: Path) -> None:

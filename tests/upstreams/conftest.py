@@ -10,21 +10,19 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import time
 import tomllib
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 import pytest_asyncio
 from translane.config import Config, parse_config
-from translane.server import RunningServer, running_server
-from translane.v1 import translate_pb2_grpc as pb_grpc
+from translane.server import RunningServer
 
 from gateway_shim import RunningShim, ShimConfig, running_shim
 
+from ..helpers.eventually import eventually_sync
 from ..helpers.processes import free_port
 
 MODEL = "gemma"
@@ -81,18 +79,15 @@ def llama_server(port: int) -> Iterator[subprocess.Popen[bytes]]:
     command = [str(bin_dir / "llama-server"), "-m", model, "--host", "127.0.0.1", "--port", str(port)]
     command += ["-c", "4096", "-np", "4"]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def healthy() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"llama-server exited {proc.returncode}")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
+            return r.status == 200
+
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"llama-server exited {proc.returncode}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            if time.monotonic() > deadline:
-                raise TimeoutError("llama-server did not become healthy in 120 s")
-            time.sleep(0.5)
+        eventually_sync(healthy, 120.0, "llama-server healthy", interval_s=0.5, ignoring=(OSError,))
         yield proc
     finally:
         proc.terminate()
@@ -112,18 +107,6 @@ def llama_port() -> Iterator[int]:
 @pytest.fixture
 def config(llama_port: int) -> Config:
     return parse_config(tomllib.loads(MODELS.format(port=llama_port)), env={})
-
-
-@pytest_asyncio.fixture
-async def server(config: Config) -> AsyncIterator[RunningServer]:
-    async with running_server(config) as running:
-        yield running
-
-
-@pytest_asyncio.fixture
-async def stub(server: RunningServer) -> AsyncIterator[pb_grpc.TranslatorStub]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
-        yield pb_grpc.TranslatorStub(ch)
 
 
 @pytest_asyncio.fixture
