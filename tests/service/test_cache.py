@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import sqlite3
 from pathlib import Path
 
 import aiohttp
@@ -18,6 +20,8 @@ from translane.v1 import translate_pb2_grpc as pb_grpc
 from gateway_shim import ShimConfig, running_shim
 
 from ..conftest import Sim, server_config
+from ..helpers.eventually import eventually
+from ..helpers.processes import clean_env, free_port, translane
 
 TR = "doubao-seed-translation-250915"
 
@@ -83,12 +87,10 @@ async def test_a_cut_translation_is_never_cached(stub: pb_grpc.TranslatorStub, s
     assert await calls(sim) >= 2
 
 
-async def test_the_cache_survives_a_restart(config: Config, sim: Sim, server: RunningServer) -> None:
-    # `server` is running on `config`; a second server on the same file is the restart.
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
-        await pb_grpc.TranslatorStub(ch).Translate(req("Remember me."), timeout=10)
-    async with running_server(config) as restarted, grpc.aio.insecure_channel(f"127.0.0.1:{restarted.port}") as ch:
-        resp = await pb_grpc.TranslatorStub(ch).Translate(req("Remember me."), timeout=10)
+async def test_the_cache_survives_a_restart(config: Config, sim: Sim) -> None:
+    for _ in range(2):  # a server on the file, stopped; then another on the same file
+        async with running_server(config) as running, grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as ch:
+            resp = await pb_grpc.TranslatorStub(ch).Translate(req("Remember me."), timeout=10)
     assert resp.translations[0].cached and await calls(sim) == 1
 
 
@@ -107,3 +109,39 @@ async def test_the_shim_shows_cached_segments_and_honours_cache_false(server: Ru
         async with http.post("/v1/chat/completions", json={**body, "cache": "no"}) as r:
             assert r.status == 400
     assert await calls(sim) == 4
+
+
+async def test_writes_go_behind_the_reply_and_a_killed_server_loses_at_most_the_last_batch(
+    sim: Sim, tmp_path: Path
+) -> None:
+    """The default cache (SQLite) as `translane serve` runs it: entries reach the file in batches without a
+    clean stop; SIGKILL loses at most what was put in the last flush interval, and a restart serves the rest."""
+    path = tmp_path / "cache.sqlite3"
+    env = clean_env(TRANSLANE_CACHE="sqlite", TRANSLANE_DATA_DIR=str(tmp_path))
+    port = free_port()
+    args = ["serve", "--port", str(port), "--upstream-url", sim.url]
+    sentences = [f"Sentence number {i} is kept." for i in range(20)]
+
+    def rows() -> int:
+        if not path.exists():
+            return 0
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            return int(db.execute("SELECT count(*) FROM segments").fetchone()[0])
+
+    with translane(args, port, tmp_path / "serve1.log", env) as proc:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            stub = pb_grpc.TranslatorStub(ch)
+            for s in sentences:
+                await stub.Translate(req(s), timeout=10)
+            # No stop, no flush asked for: the batch lands on its own, within the flush interval.
+            await eventually(lambda: rows() == len(sentences), 5.0, "the 20 entries in the file")
+            await stub.Translate(req("The last one, killed with its batch."), timeout=10)
+        proc.kill()
+        proc.wait(5)
+    paid = await calls(sim)
+    assert paid == len(sentences) + 1
+    with translane(args, port, tmp_path / "serve2.log", env):
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            again = await pb_grpc.TranslatorStub(ch).Translate(req(*sentences), timeout=10)
+    assert all(t.cached for t in again.translations)
+    assert await calls(sim) == paid
