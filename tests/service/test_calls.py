@@ -6,7 +6,9 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
-from translane.calls import MAX_PAUSE_S, MIN_PAUSE_S, overload_pause, retry_after_s
+from translane.calls import MAX_PAUSE_S, MIN_PAUSE_S, overload_pause, reason, retry_after_s
+from translane.errors import BudgetSpent, Overloaded, TranslaneError
+from translane.rpc.status import grpc_status_of, trailers
 from translane.wire import from_rpc_error
 
 
@@ -68,3 +70,19 @@ def test_the_shim_passes_the_hint_on_in_whole_seconds(
     trailers: tuple[tuple[str, str | bytes], ...], header: str
 ) -> None:
     assert from_rpc_error(_failed(*trailers)).headers() == {"Retry-After": header}
+
+
+def _as_answered(exc: TranslaneError) -> grpc.aio.AioRpcError:
+    """The failed call a client sees when the service answers `exc` (its real status code and trailers)."""
+    code = grpc_status_of(exc)
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(*trailers(exc, code)), details=exc.message)
+
+
+def test_a_spent_budget_is_told_by_its_reason_not_its_wording() -> None:
+    spent = _as_answered(BudgetSpent("model: worded any way at all", retry_after_s=3600))
+    full = _as_answered(Overloaded("daily budget mentioned in passing, but a full queue", retry_after_s=2))
+    assert (reason(spent), reason(full)) == ("BUDGET_SPENT", "OVERLOADED")
+    # Both are RESOURCE_EXHAUSTED: the reason alone says which one a tool may wait out.
+    assert overload_pause(spent) is None
+    assert overload_pause(full) == 2.0
+    assert reason(_failed(("retry-after", "3"))) == ""
