@@ -87,8 +87,9 @@ async def _sim(args: argparse.Namespace) -> int:
     from .sim import run_sim
 
     cfg = load_config(args.models_file)
-    log.info("simulated provider on http://%s:%d/api/v3 (not a real translation)", args.host, args.port)
-    await _until_signal(run_sim(_sim_config(cfg, args), args.host, args.port))
+    port = args.port if args.port is not None else _env_port("TRANSLANE_SIM_PORT", DEFAULT_SIM_PORT)
+    log.info("simulated provider on http://%s:%d/api/v3 (not a real translation)", args.host, port)
+    await _until_signal(run_sim(_sim_config(cfg, args), args.host, port))
     return 0
 
 
@@ -136,6 +137,8 @@ async def _up_traced(args: argparse.Namespace) -> int:
     from .tls import ClientTLS
 
     cfg = _config(args)
+    sim_port = args.sim_port if args.sim_port is not None else _env_port("TRANSLANE_SIM_PORT", DEFAULT_SIM_PORT)
+    shim_port = args.shim_port if args.shim_port is not None else _env_port("TRANSLANE_SHIM_PORT", DEFAULT_SHIM_PORT)
     shim_client = ClientTLS.from_env()
     if cfg.server.tls and not args.no_shim and importlib.util.find_spec("gateway_shim") is not None:
         if shim_client is None or (cfg.server.tls_client_ca_file and not shim_client.cert_file):
@@ -149,9 +152,9 @@ async def _up_traced(args: argparse.Namespace) -> int:
     if not keyed or args.sim:
         from .sim import run_sim
 
-        sim_url = f"http://127.0.0.1:{args.sim_port}/api/v3"
+        sim_url = f"http://127.0.0.1:{sim_port}/api/v3"
         cfg = cfg.with_upstream_url(sim_url)
-        coros.append(run_sim(_sim_config(cfg, args), "127.0.0.1", args.sim_port))
+        coros.append(run_sim(_sim_config(cfg, args), "127.0.0.1", sim_port))
         log.info("no ARK_API_KEY: using the simulated provider at %s (translations are marked [sim])", sim_url)
     else:
         log.info("ARK_API_KEY set: using the real provider")
@@ -162,7 +165,7 @@ async def _up_traced(args: argparse.Namespace) -> int:
         run_shim = None  # type: ignore[assignment]
     if run_shim is not None and not args.no_shim:
         shim_cfg = ShimConfig.from_env(
-            host="127.0.0.1", port=args.shim_port, grpc_target=f"127.0.0.1:{cfg.server.port}"
+            host="127.0.0.1", port=shim_port, grpc_target=f"127.0.0.1:{cfg.server.port}"
         )
         coros.append(run_shim(shim_cfg))
     await _until_signal(*coros)
@@ -192,9 +195,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="simulated provider (unless ARK_API_KEY is set) + gRPC server + HTTP shim")
-    up.add_argument("--port", type=int, default=_env_port("TRANSLANE_GRPC_PORT", settings.DEFAULT_GRPC_PORT))
-    up.add_argument("--shim-port", type=int, default=_env_port("TRANSLANE_SHIM_PORT", DEFAULT_SHIM_PORT))
-    up.add_argument("--sim-port", type=int, default=_env_port("TRANSLANE_SIM_PORT", DEFAULT_SIM_PORT))
+    # Ports from the environment are read by the command that serves them, not by every command.
+    up.add_argument("--port", type=int, default=None, help="default: server.port or $TRANSLANE_GRPC_PORT")
+    up.add_argument("--shim-port", type=int, default=None, help=f"default $TRANSLANE_SHIM_PORT or {DEFAULT_SHIM_PORT}")
+    up.add_argument("--sim-port", type=int, default=None, help=f"default $TRANSLANE_SIM_PORT or {DEFAULT_SIM_PORT}")
     up.add_argument("--sim", action="store_true", help="use the simulated provider even with ARK_API_KEY set")
     up.add_argument("--no-shim", action="store_true")
     _sim_flags(up)
@@ -214,7 +218,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("sim", help="the simulated provider (OpenAI chat + Ark responses)")
     sim.add_argument("--host", default=os.environ.get("TRANSLANE_SIM_HOST", "127.0.0.1"))
-    sim.add_argument("--port", type=int, default=_env_port("TRANSLANE_SIM_PORT", DEFAULT_SIM_PORT))
+    sim.add_argument("--port", type=int, default=None, help=f"default $TRANSLANE_SIM_PORT or {DEFAULT_SIM_PORT}")
     _sim_flags(sim)
     sim.set_defaults(func=_sim)
 

@@ -256,3 +256,25 @@ def test_parsing_leaves_the_input_alone() -> None:
     before = copy.deepcopy(data)
     parse_config(data, env={})
     assert data == before
+
+
+@pytest.mark.parametrize("key", ["port", "metrics_port", "health_port"])
+def test_a_port_past_65535_is_refused_not_wrapped(key: str) -> None:
+    data = tomllib.loads(default_models_text())
+    data.setdefault("server", {})[key] = 70000
+    with pytest.raises(ConfigError, match=rf"^server\.{key}: must be within 0\.\.65535, got 70000"):
+        parse_config(data, env={})
+
+
+def test_a_client_command_does_not_read_the_servers_port_variables() -> None:
+    """`translane models` with a broken TRANSLANE_GRPC_PORT still runs (and here fails to connect, in one line)."""
+    env = {"PATH": "", "TRANSLANE_GRPC_PORT": "abc", "TRANSLANE_SIM_PORT": "x", "TRANSLANE_GRPC_TARGET": "127.0.0.1:1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "translane.cli", "models"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert "bad configuration" not in done.stderr and "TRANSLANE_GRPC_PORT" not in done.stderr
+    assert done.returncode == 1 and "127.0.0.1:1" in done.stderr
+    served = subprocess.run(
+        [sys.executable, "-m", "translane.cli", "serve"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert served.returncode == 2 and "TRANSLANE_GRPC_PORT: expected an integer" in served.stderr

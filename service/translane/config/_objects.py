@@ -26,6 +26,7 @@ from ..settings import (
     positive,
     setting,
     starts_with,
+    within,
 )
 
 __all__ = [
@@ -173,7 +174,7 @@ class GovernorConfig:
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     host: str = setting("127.0.0.1", env="TRANSLANE_GRPC_HOST")
-    port: int = setting(DEFAULT_GRPC_PORT, check=non_negative, env="TRANSLANE_GRPC_PORT")
+    port: int = setting(DEFAULT_GRPC_PORT, check=within(0, 65535), env="TRANSLANE_GRPC_PORT")
     grace_s: float = setting(10.0, check=non_negative)
     max_segments: int = setting(1000, check=positive)
     max_segment_chars: int = setting(100_000, check=positive)
@@ -205,7 +206,7 @@ class ServerConfig:
     # stream still runs ~80 calls at once, as many as the slow lane has slots.
     stream_buffer_chars: int = setting(262_144, check=positive)
     # Prometheus metrics port; 0 disables the endpoint.
-    metrics_port: int = setting(0, check=non_negative, env="TRANSLANE_METRICS_PORT")
+    metrics_port: int = setting(0, check=within(0, 65535), env="TRANSLANE_METRICS_PORT")
     # A glossary rides in every call's prompt: a few hundred terms, each a word or a phrase.
     max_glossary_entries: int = setting(200, check=positive)
     max_glossary_term_chars: int = setting(200, check=positive)
@@ -221,7 +222,7 @@ class ServerConfig:
     allow_insecure: bool = setting(False, env="TRANSLANE_GRPC_INSECURE")
     # A plaintext port that serves only grpc.health.v1, for probes that speak no TLS (the kubelet's
     # gRPC probes); 0 = none. It answers health and nothing else.
-    health_port: int = setting(0, check=non_negative, env="TRANSLANE_HEALTH_PORT")
+    health_port: int = setting(0, check=within(0, 65535), env="TRANSLANE_HEALTH_PORT")
 
     def __post_init__(self) -> None:
         if bool(self.tls_cert_file) != bool(self.tls_key_file):

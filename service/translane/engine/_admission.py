@@ -3,7 +3,6 @@ governor reservation), checked against the day's budget at the grant; held until
 
 from __future__ import annotations
 
-import contextlib
 import time
 from typing import Any
 
@@ -36,8 +35,8 @@ class Admission(Layer):
 
     async def __call__(self, work: Work) -> Outcome:
         attempt = work.call
-        async with contextlib.AsyncExitStack() as held:
-            ticket, model, counted = await self._grant(work, held)
+        ticket, model, counted = await self._grant(work)
+        try:
             stats = work.stats
             stats.queued_s = max(stats.queued_s, ticket.queued_s)
             stats.governed_s = max(stats.governed_s, ticket.governed_s)
@@ -45,9 +44,11 @@ class Admission(Layer):
                 raise Overloaded(f"no time left to call {model.name} before the deadline", retry_after_s=1.0)
             attempt.model, attempt.ticket, attempt.counted = model, ticket, counted
             return await self.inner(work)
+        finally:
+            ticket.close()  # what `async with lane.admit(...)` does on exit: refunded unless sent
 
-    async def _grant(self, work: Work, held: contextlib.AsyncExitStack) -> tuple[Ticket, ModelConfig, int]:
-        """A ticket, owned by `held`, on the first model of the chain that can start in time."""
+    async def _grant(self, work: Work) -> tuple[Ticket, ModelConfig, int]:
+        """An open ticket (the caller closes it) on the first model of the chain that can start in time."""
         job, parts = work.job, self.parts
         call = work.request()
         chain = parts.rotation.chain(job.model)
@@ -61,30 +62,27 @@ class Admission(Layer):
             counted = prompt_tokens(model, call)
             tokens = parts.estimators[model.name].estimate(counted, job.max_output_tokens)
             waited_from = time.time_ns()
-            # A stack of its own, so a ticket given back below frees its slot before the next model is tried.
-            admission = contextlib.AsyncExitStack()
+            admission = parts.lanes[model.lane].admit(
+                model,
+                tokens,
+                job.priority,
+                start_by=min(job.deadline, now + job.max_queue_wait_s),
+                deadline=job.deadline,
+                may_leave=parts.rotation.usable_after(chain, i, now),
+            )
             try:
-                ticket = await admission.enter_async_context(
-                    parts.lanes[model.lane].admit(
-                        model,
-                        tokens,
-                        job.priority,
-                        start_by=min(job.deadline, now + job.max_queue_wait_s),
-                        deadline=job.deadline,
-                        may_leave=parts.rotation.usable_after(chain, i, now),
-                    )
-                )
+                ticket = await admission.__aenter__()
             except (Overloaded, ModelUnavailable) as exc:
                 last = self._refused(job, model, exc, waited_from)
                 continue
             # Checked again at the grant, counting the calls in flight: while this one queued, others may
-            # have spent the day's budget, or be about to.
+            # have spent the day's budget, or be about to. The ticket is closed before the next model is
+            # tried, so its slot is free for it.
             refusal = parts.budgets.refusal(model, with_in_flight=True)
             if refusal is not None:
-                await admission.aclose()  # never sent: refunded
+                ticket.close()  # never sent: refunded
                 last = refusal
                 continue
-            await held.enter_async_context(admission)
             parts.metrics.admitted(model, ticket.queued_s, ticket.governed_s)
             if parts.tracer is not None and (ticket.queued_s or ticket.governed_s):
                 self._record_waits(job, model, ticket, waited_from)
