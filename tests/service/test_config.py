@@ -200,12 +200,12 @@ def test_an_environment_variable_declared_on_a_field_overrides_the_file() -> Non
     assert parse_config(data, env={"TRANSLANE_METRICS_PORT": "9"}).server.metrics_port == 9
     assert parse_config(data, env={"TRANSLANE_METRICS_PORT": "  "}).server.metrics_port == 5
     # The field's one check applies to both, naming where the value came from.
-    with pytest.raises(ConfigError, match=r"^TRANSLANE_METRICS_PORT: must be >= 0, got -1$"):
+    with pytest.raises(ConfigError, match=r"^TRANSLANE_METRICS_PORT: must be within 0\.\.65535, got -1$"):
         parse_config(data, env={"TRANSLANE_METRICS_PORT": "-1"})
     with pytest.raises(ConfigError, match=r"^TRANSLANE_METRICS_PORT: expected an integer, got 'nine'$"):
         parse_config(data, env={"TRANSLANE_METRICS_PORT": "nine"})
     data["server"]["port"] = -1
-    with pytest.raises(ConfigError, match=r"^server\.port: must be >= 0, got -1$"):
+    with pytest.raises(ConfigError, match=r"^server\.port: must be within 0\.\.65535, got -1$"):
         parse_config(data, env={})
 
 
