@@ -73,7 +73,7 @@ _Entry = tuple[int, int, Waiter[T]]
 class LaneQueue(Generic[T]):
     """Live waiters per model, counted per priority (with their tokens) for the lane's wait estimate."""
 
-    __slots__ = ("_dead", "_heaps", "_leavers", "_seq", "_waiting", "_waiting_tokens", "queued")
+    __slots__ = ("_by_priority", "_dead", "_heaps", "_leavers", "_seq", "_waiting", "_waiting_tokens", "queued")
 
     def __init__(self) -> None:
         self._heaps: dict[str, list[_Entry[T]]] = {}
@@ -85,6 +85,8 @@ class LaneQueue(Generic[T]):
         self._seq = itertools.count()
         self._dead = 0  # entries still in a heap whose waiter is gone
         self.queued = 0
+        # Live waiters of every model, per priority: those a newcomer queues behind for a slot.
+        self._by_priority = [0, 0]
 
     def push(self, w: Waiter[T]) -> None:
         heapq.heappush(self._heaps.setdefault(w.model, []), (w.priority, next(self._seq), w))
@@ -114,6 +116,10 @@ class LaneQueue(Generic[T]):
         if priority == 0:
             return counts[0], toks[0]
         return counts[0] + counts[1], toks[0] + toks[1]
+
+    def served_before(self, priority: int) -> int:
+        """Live waiters of any model served before a newcomer of `priority` (interactive first, then batch)."""
+        return self._by_priority[0] if priority == 0 else self._by_priority[0] + self._by_priority[1]
 
     def heads(self) -> list[Waiter[T]]:
         """The live head waiter of each model, first to be served first."""
@@ -167,6 +173,7 @@ class LaneQueue(Generic[T]):
         if w.may_leave:
             self._leavers[w.model] = self._leavers.get(w.model, 0) + sign
         self.queued += sign
+        self._by_priority[w.priority] += sign
 
     def _compact(self) -> None:
         """Rebuild the heaps without their dead entries: O(n), paid for by the n removals before it."""

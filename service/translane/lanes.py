@@ -278,7 +278,8 @@ class Lane:
             by_rate /= max(0.05, 1.0 - self._interactive_share.get(model, 0.0))
         # Slots free up at in_flight / service_time per second.
         service = self._service_s.get(model, 0.0)
-        behind_slots = self.queued - self.max_concurrency + self.in_flight + 1
+        # Only the waiters served before this one hold it back from a slot (interactive work overtakes batch).
+        behind_slots = self._queue.served_before(priority) - self.max_concurrency + self.in_flight + 1
         by_slots = max(0.0, behind_slots) * service / self.max_concurrency if service else 0.0
         return max(by_rate, by_slots)
 

@@ -406,3 +406,34 @@ async def test_each_priority_has_its_own_target() -> None:
     batch = await arrive(lane, BATCH, 300.0)
     assert not batch.done()  # batch's own queue was empty: a burst of one, taken
     assert not lane._standing(SLOW.name, BATCH, clock.now)
+
+
+async def test_a_batch_backlog_does_not_hold_interactive_newcomers_back() -> None:
+    """The slot forecast counts only the waiters served first: interactive work overtakes queued batch work."""
+    clock = FakeClock()
+    lane = make_lane(clock, concurrency=4, max_queue=1000, model=dataclasses.replace(SLOW, rpm=6_000_000))
+    # Calls that hold a slot 0.4 s, so the lane knows its service time.
+    for _ in range(3):
+        held = [await take(lane) for _ in range(4)]
+        await clock.advance(0.4)
+        for t in held:
+            finish(t)
+    busy = [await take(lane) for _ in range(4)]
+    backlog = [
+        asyncio.create_task(take(lane, BATCH, start_by=clock.now + 300, deadline=clock.now + 300)) for _ in range(300)
+    ]
+    await settle()
+    assert lane.queued == 300
+    # 300 batch calls ahead would be 30 s of slots; the interactive newcomer is next, ~0.1 s away.
+    newcomer = asyncio.create_task(take(lane, INTERACTIVE, start_by=clock.now + 1.0, deadline=clock.now + 5.0))
+    await settle()
+    assert not newcomer.done(), newcomer.exception() if newcomer.done() else None
+    finish(busy.pop())
+    await settle()
+    assert newcomer.done() and newcomer.exception() is None
+    for t in busy:
+        finish(t)
+    finish(newcomer.result())
+    for task in backlog:
+        task.cancel()
+    await asyncio.gather(*backlog, return_exceptions=True)
