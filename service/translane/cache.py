@@ -97,8 +97,9 @@ def _short(key: str) -> int:
 
 class SqliteStore:
     """Entries in a SQLite file: a restart or a rerun does not pay again. An index of the keys the file holds
-    (64 bits each) answers most misses without reading the file; entries written to the file by another
-    process after this one opened it are seen after its next start."""
+    (their first 64 bits: ~70 bytes of memory an entry) answers most misses without reading the file. The
+    file is the service's own: entries another process writes to it after this one opened it are seen
+    after the next start (until then such a segment is a miss, paid for again, never a wrong answer)."""
 
     def __init__(self, db: aiosqlite.Connection, keys: set[int]) -> None:
         self.db = db
@@ -116,12 +117,18 @@ class SqliteStore:
 
     async def save_many(self, entries: list[tuple[str, Entry, float]]) -> None:
         # One transaction for the batch: one commit (WAL, synchronous=NORMAL) however many entries.
-        await self.db.executemany(
-            "INSERT OR REPLACE INTO segments (key, text, model, prompt_tokens, completion_tokens, created) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            [(k, e.text, e.model, e.prompt_tokens, e.completion_tokens, e.created) for k, e, _ in entries],
-        )
-        await self.db.commit()
+        try:
+            await self.db.executemany(
+                "INSERT OR REPLACE INTO segments (key, text, model, prompt_tokens, completion_tokens, created) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(k, e.text, e.model, e.prompt_tokens, e.completion_tokens, e.created) for k, e, _ in entries],
+            )
+            await self.db.commit()
+        except BaseException:
+            # Nothing of a failed batch stays half-written for the next batch's commit to carry along.
+            with contextlib.suppress(Exception):
+                await self.db.rollback()
+            raise
         self._keys.update(_short(k) for k, _, _ in entries)
 
 
@@ -278,8 +285,10 @@ async def _sqlite(path: str) -> tuple[aiosqlite.Connection, set[int]]:
             "prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, created REAL NOT NULL)"
         )
         await db.commit()
+        keys: set[int] = set()
         async with db.execute("SELECT key FROM segments") as cur:
-            keys = {_short(row[0]) for row in await cur.fetchall()}
+            while rows := await cur.fetchmany(10_000):  # the index alone in memory, never every key at once
+                keys.update(_short(row[0]) for row in rows)
     except BaseException:
         await db.close()
         raise

@@ -69,7 +69,11 @@ def reason(exc: grpc.aio.AioRpcError) -> str:
 def overload_pause(exc: grpc.aio.AioRpcError) -> float | None:
     """Seconds to wait before trying again when the service is full; None when it is not (a spent daily
     budget is RESOURCE_EXHAUSTED too, but no overload: waiting a day is no retry)."""
-    if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or reason(exc) == BudgetSpent.reason():
+    if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return None
+    why = reason(exc)
+    # A service from before the reasons were sent says it only in words; the reason rules wherever it is given.
+    if why == BudgetSpent.reason() or (not why and "daily budget" in (exc.details() or "")):
         return None
     hint = retry_after_s(exc)
     return min(1.0 if hint is None else hint, MAX_PAUSE_S)

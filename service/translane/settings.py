@@ -5,11 +5,12 @@ default (none: the file must give it), the checks its value must pass and the en
 that overrides it. `build` fills such a dataclass from a table of the models file (the shim has none)
 and the environment, walking `dataclasses.fields()`: a field of a settings dataclass type is a
 sub-table, a `Mapping[str, <dataclass>]` a table of them keyed by name. Every error names the field's
-path (`server.port: must be >= 0, got -1`), or the variable when the value came from there.
+path (`server.port: must be within 0..65535, got -1`), or the variable when the value came from there.
 
 The environment, read by one rule for everyone (the service, the shim, the commands): a variable that
-is unset, or blank, is not given, and the file's value or the default holds; a flag is true for
-1/true/yes/on and false for 0/false/no/off or empty, and anything else is an error naming the variable.
+is unset is not given, and the file's value or the default holds; so is one that is blank, except a
+flag, which blank sets false; a flag is true for 1/true/yes/on and false for 0/false/no/off, and
+anything else is an error naming the variable.
 """
 
 from __future__ import annotations

@@ -86,3 +86,14 @@ def test_a_spent_budget_is_told_by_its_reason_not_its_wording() -> None:
     assert overload_pause(spent) is None
     assert overload_pause(full) == 2.0
     assert reason(_failed(("retry-after", "3"))) == ""
+
+
+def test_a_service_that_sends_no_reason_is_read_by_its_words() -> None:
+    """Servers from before the ErrorInfo reason said a spent budget only in the message."""
+    old = grpc.aio.AioRpcError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.aio.Metadata(),
+        grpc.aio.Metadata(("retry-after", "3600")),
+        details="model: daily budget of 20 tokens for m is spent (20 used)",
+    )
+    assert reason(old) == "" and overload_pause(old) is None

@@ -38,7 +38,8 @@ class Observe(Layer):
                 ATTR.OPERATION: "chat",
                 ATTR.PROVIDER: model.provider,
                 ATTR.REQUEST_MODEL: model.wire_name,
-                ATTR.MAX_TOKENS: work.max_output_tokens,
+                # What the request carried: the ladder's budget, clamped to the model that serves it.
+                ATTR.MAX_TOKENS: min(work.max_output_tokens or model.max_output_tokens, model.max_output_tokens),
                 ATTR.MODEL: model.name,
                 ATTR.LANE: model.lane,
                 ATTR.ATTEMPT: attempt.number,
