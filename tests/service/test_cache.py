@@ -145,3 +145,15 @@ async def test_writes_go_behind_the_reply_and_a_killed_server_loses_at_most_the_
             again = await pb_grpc.TranslatorStub(ch).Translate(req(*sentences), timeout=10)
     assert all(t.cached for t in again.translations)
     assert await calls(sim) == paid
+
+
+async def test_a_cap_holds_on_a_hit_as_on_a_fresh_call(stub: pb_grpc.TranslatorStub, sim: Sim) -> None:
+    text = "A sentence translated once, whole, then asked for again under a cap of three tokens."
+    whole = await stub.Translate(req(text), timeout=10)
+    assert not whole.translations[0].truncated
+    capped = await stub.Translate(req(text, max_output_tokens=3, allow_truncated=True), timeout=10)
+    assert not capped.translations[0].cached and capped.translations[0].truncated
+    assert len(capped.translations[0].text) < len(whole.translations[0].text)
+    again = await stub.Translate(req(text, max_output_tokens=4000), timeout=10)
+    assert again.translations[0].cached  # a cap the cached answer fits in is served from the cache
+    assert await calls(sim) == 2

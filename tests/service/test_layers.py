@@ -270,3 +270,33 @@ async def test_each_stack_is_built_of_the_layers_that_apply_to_it(rig: Rig) -> N
     without_cache = Engine(rig.parts.config, UpstreamClient(rig.parts.config), rig.parts.governor)
     assert "Dedup" not in steps(without_cache._unary) and "Cached" not in steps(without_cache._unary)
     without_cache.close()
+
+
+async def test_ladder_reports_the_cut_when_a_later_rung_cannot_be_sent(rig: Rig) -> None:
+    """A rung refused by its queue (or a paused model, or a spent budget) does not replace the news."""
+    calls: list[Work] = []
+
+    def answer(w: Work) -> Outcome:
+        calls.append(w)
+        if len(calls) == 1:
+            return Outcome("cut", "m", truncated=True)
+        raise Overloaded("model m could not start in time", retry_after_s=1.0)
+
+    text = " ".join(f"Sentence {i} of the paragraph goes on for a while." for i in range(8))
+    with pytest.raises(OutputTruncated, match=r"^segments\[0\]: the translation was cut .*could not start in time"):
+        await Ladder(Fake(answer), rig.parts)(rig.work(text))
+    assert len(calls) >= 2
+
+
+async def test_a_cached_answer_longer_than_the_callers_cap_is_not_served_whole(rig: Rig) -> None:
+    from translane.engine._cached import Cached
+
+    inner = Fake(lambda w: Outcome(f"[zh] {w.text}", "m", completion_tokens=40))
+    cached = Cached(inner, rig.parts)
+    await cached(rig.work("Hello there."))  # stored: 40 completion tokens
+    hit = await cached(rig.work("Hello there."))
+    assert hit.cached and len(inner.seen) == 1
+    under = await cached(rig.work("Hello there.", max_output_tokens=40))
+    assert under.cached and len(inner.seen) == 1  # the answer fits the cap: served from the cache
+    capped = await cached(rig.work("Hello there.", max_output_tokens=5))
+    assert not capped.cached and len(inner.seen) == 2  # longer than the cap: to the provider, as a fresh call

@@ -34,6 +34,11 @@ class Cached(Layer):
             work = work.but(key=key_of(work, self.parts))
         model = self.models[work.job.model]
         entry = await cache.get(work.key, model.cache_ttl_s)
+        cap = work.job.max_output_tokens
+        if entry is not None and cap and entry.completion_tokens > cap:
+            # The caller's cap holds on a hit as on a fresh call: an answer longer than the cap is not served
+            # whole; the call goes to the provider and comes back cut at the cap (or fails, as a fresh one would).
+            entry = None
         if entry is not None:
             served = self.models.get(entry.model, model)
             self.parts.metrics.cache_hit(served, entry.prompt_tokens, entry.completion_tokens)

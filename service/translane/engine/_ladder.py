@@ -1,9 +1,13 @@
 """Layer: the truncation ladder: a translation cut at the output limit is tried again with the model's whole
-output budget, then in halves; never a silent cut."""
+output budget, then in halves; never a silent cut, and never a refusal of a later rung in place of the cut.
+
+What a segment may cost: its first call, the whole budget once when the caller's cap was lower, then two
+halves and four quarters, each a ladder of its own: at most 7 calls (14 under a cap below the model's
+limit), each with its own retries of provider failures."""
 
 from __future__ import annotations
 
-from ..errors import OutputTruncated
+from ..errors import ModelUnavailable, OutputTruncated, Overloaded
 from ..segment import split_text
 from ..tasks import all_or_first_failure
 from ..tokens import count_tokens
@@ -37,9 +41,22 @@ class Ladder(Layer):
                 f"segments[{work.index}]: the translation was cut at the model's output limit ({budget} tokens); "
                 "send the segment in smaller pieces, or set allow_truncated"
             )
-        if budget < model.max_output_tokens:
+        try:
+            return await self._climb(work, model.max_output_tokens, budget, outcome)
+        except (Overloaded, ModelUnavailable) as exc:
+            # A later rung that could not be sent (its queue wait, a paused model, a spent budget) does not
+            # replace the news: the segment was cut, and that is what the caller must hear.
+            raise OutputTruncated(
+                f"segments[{work.index}]: the translation was cut at the model's output limit ({budget} tokens), "
+                f"and trying it again in smaller pieces could not go on ({exc.message}); send the segment in "
+                "smaller pieces, or set allow_truncated"
+            ) from exc
+
+    async def _climb(self, work: Work, most: int, budget: int, outcome: Outcome) -> Outcome:
+        """The rungs after a cut: the model's whole output budget, then halves (each a ladder of its own)."""
+        if budget < most:
             work.stats.retries += 1
-            outcome = await self.inner(work.but(max_output_tokens=model.max_output_tokens))
+            outcome = await self.inner(work.but(max_output_tokens=most))
             if not outcome.truncated:
                 return outcome
         text = work.text
@@ -50,7 +67,7 @@ class Ladder(Layer):
             return joined(pieces, await all_or_first_failure([self(h) for h in halves]))
         raise OutputTruncated(
             f"segments[{work.index}]: the translation was cut at the model's output limit "
-            f"({model.max_output_tokens} tokens) even in smaller pieces"
+            f"({most} tokens) even in smaller pieces"
             + (" (the model spent its budget reasoning)" if not outcome.text.strip() else "")
             + "; set allow_truncated to accept a cut translation"
         )
