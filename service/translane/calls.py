@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
+import sys
 from collections.abc import Awaitable, Callable, Collection
 from typing import TypeVar
 
@@ -14,7 +16,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from .errors import ERROR_DOMAIN, BudgetSpent
 
-__all__ = ["MAX_PAUSE_S", "MIN_PAUSE_S", "overload_pause", "persist", "reason", "retry_after_s"]
+__all__ = ["MAX_PAUSE_S", "MIN_PAUSE_S", "overload_pause", "persist", "reason", "report_failure", "retry_after_s"]
 
 T = TypeVar("T")
 # The longest single wait: a hint longer than this is waited out in steps, each a fresh try.
@@ -102,3 +104,22 @@ async def persist(
                 await asyncio.sleep(min(MAX_PAUSE_S, 0.5 * 2**attempts))
                 continue
             raise
+
+
+def report_failure(exc: grpc.aio.AioRpcError, target: str) -> int:
+    """Say why a call to the service at `target` failed, in a line (no traceback), and what to check when the
+    service was not reached; the exit code a command returns for it (1)."""
+    print(f"translane: {exc.code().name}: {exc.details()}", file=sys.stderr)
+    # The service's own answers carry its no-retry trailer: it was reached, so no hint about reaching it.
+    answered = any(key == "grpc-retry-pushback-ms" for key, _ in (exc.trailing_metadata() or ()))
+    if (
+        exc.code() == grpc.StatusCode.UNAVAILABLE
+        and not answered
+        and not os.environ.get("TRANSLANE_CLIENT_TLS_CA_FILE")
+    ):
+        print(
+            f"translane: is the service running at {target} (--target, $TRANSLANE_GRPC_TARGET)? If it serves TLS, "
+            "set TRANSLANE_CLIENT_TLS_CA_FILE (and for mTLS TRANSLANE_CLIENT_TLS_CERT_FILE / _KEY_FILE)",
+            file=sys.stderr,
+        )
+    return 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -208,6 +209,10 @@ async def test_a_killed_run_resumes_without_sending_finished_segments_again(
         run.cancel()
     with pytest.raises(asyncio.CancelledError):
         await run
+    # A call the service had sent when the run was cancelled may reach the provider a moment later: count
+    # the provider's calls once the service holds none.
+    lanes = server.engine.lanes.values()
+    await eventually(lambda: all(lane.in_flight == 0 for lane in lanes), 5.0, "the service's calls ended")
     sent_before = await admitted(sim)
     assert 0 < sent_before < 60
     summaries, _ = await translate_files([str(src)], s)
@@ -423,3 +428,59 @@ async def test_an_edited_source_starts_afresh_and_clashing_outputs_are_refused(
 )
 def test_html_text_is_found_however_the_markup_is_written(html: str, texts: list[str]) -> None:
     assert [html[s:e] for s, e, _ in html_segments(html)] == texts
+
+
+def listing(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+async def translane_cli(*args: str, prelude: str = "") -> tuple[int, str]:
+    """`translane ARGS` in a process of its own, as a user runs it (`prelude`: Python run first); (exit, stderr)."""
+    code = f"{prelude}\nimport sys\nfrom translane.cli import main\nsys.exit(main({list(args)!r}))"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 120)
+    return proc.returncode or 0, err.decode()
+
+
+async def test_o_names_the_output_file_for_one_input_and_a_folder_otherwise(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    src = tmp_path / "notes.md"
+    src.write_text("# Notes\n\nA paragraph to translate.\n", encoding="utf-8")
+    target = f"127.0.0.1:{server.port}"
+    out = tmp_path / "out.md"
+    code, err = await translane_cli("file", "translate", str(src), "--to", "de", "-o", str(out), "--target", target)
+    assert code == 0, err
+    assert out.is_file() and "[sim" in out.read_text(encoding="utf-8")
+    folder = tmp_path / "translated"
+    code, err = await translane_cli("file", "translate", str(src), "--to", "fr", "-o", f"{folder}/", "--target", target)
+    assert code == 0, err
+    assert (folder / "notes.fr.md").is_file()
+
+
+async def test_without_the_files_extra_it_stops_before_any_call(tmp_path: Path) -> None:
+    src = tmp_path / "notes.md"
+    src.write_text("A paragraph.\n", encoding="utf-8")
+    # lingua made unimportable, as in an install without the extra; no service is even needed.
+    code, err = await translane_cli(
+        "file",
+        "translate",
+        str(src),
+        "--to",
+        "de",
+        "--target",
+        "127.0.0.1:1",
+        prelude="import sys; sys.modules['lingua'] = None",
+    )
+    assert code == 2 and "pip install 'translane[files]'" in err and "Traceback" not in err
+    assert listing(tmp_path) == ["notes.md"]  # no state, no output, no review file
+
+
+async def test_an_unreachable_service_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    src = tmp_path / "notes.md"
+    src.write_text("A paragraph.\n", encoding="utf-8")
+    code, err = await translane_cli("file", "translate", str(src), "--to", "de", "--target", "127.0.0.1:1")
+    assert code == 1 and "Traceback" not in err
+    assert "UNAVAILABLE" in err and "is the service running at 127.0.0.1:1" in err

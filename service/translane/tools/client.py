@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any
 
 import grpc
 
 from translane import tls
+from translane.calls import report_failure
 from translane.v1 import translate_pb2 as pb
 from translane.v1 import translate_pb2_grpc as pb_grpc
 
@@ -66,7 +66,7 @@ async def translate(args: argparse.Namespace) -> int:
                     print(t.text)
                 usage = resp.usage
         except grpc.aio.AioRpcError as exc:
-            return _rpc_failed(exc, args.target)
+            return report_failure(exc, args.target)
     if args.verbose:
         print(
             f"[{usage.prompt_tokens}+{usage.completion_tokens} tokens, {usage.cost:.6f} {usage.currency}"
@@ -76,31 +76,13 @@ async def translate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rpc_failed(exc: Any, target: str) -> int:
-    """One line for a failed call (no traceback), with what to check when the service was not reached."""
-    print(f"translane: {exc.code().name}: {exc.details()}", file=sys.stderr)
-    # The service's own answers carry its no-retry trailer: it was reached, so no hint about reaching it.
-    answered = any(key == "grpc-retry-pushback-ms" for key, _ in (exc.trailing_metadata() or ()))
-    if (
-        exc.code() == grpc.StatusCode.UNAVAILABLE
-        and not answered
-        and not os.environ.get("TRANSLANE_CLIENT_TLS_CA_FILE")
-    ):
-        print(
-            f"translane: is the service running at {target} (--target, $TRANSLANE_GRPC_TARGET)? If it serves TLS, "
-            "set TRANSLANE_CLIENT_TLS_CA_FILE (and for mTLS TRANSLANE_CLIENT_TLS_CERT_FILE / _KEY_FILE)",
-            file=sys.stderr,
-        )
-    return 1
-
-
 async def list_models(args: argparse.Namespace) -> int:
     """`translane models`: one line per model, the default starred."""
     async with tls.channel(args.target, tls=tls.ClientTLS.from_env()) as channel:
         try:
             resp = await pb_grpc.TranslatorStub(channel).ListModels(pb.ListModelsRequest(), timeout=10)
         except grpc.aio.AioRpcError as exc:
-            return _rpc_failed(exc, args.target)
+            return report_failure(exc, args.target)
     for m in resp.models:
         star = "*" if m.name == resp.default_model else " "
         budget = ""

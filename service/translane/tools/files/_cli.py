@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
 import sys
+from pathlib import Path
 from typing import Any
+
+import grpc
+
+from translane.calls import report_failure
 
 from ._doc import FormatError
 from ._runner import FileSettings, apply_review, check_file, translate_files
@@ -22,7 +29,13 @@ def add_parser(sub: Any, default_target: str) -> None:
     p.add_argument("--to", dest="target_language", default="", help="target language (translate, check)")
     p.add_argument("--from", dest="source_language", default="")
     p.add_argument("--model", default="")
-    p.add_argument("-o", "--out", default="", help="a folder mirroring the inputs (default: beside each input)")
+    p.add_argument(
+        "-o",
+        "--out",
+        default="",
+        help="with one input file, the output file; a folder (mirroring the inputs) when it exists, ends with /, "
+        "or there are several inputs or a folder (default: beside each input, book.md -> book.de.md)",
+    )
     p.add_argument("-r", "--recursive", action="store_true")
     p.add_argument("--keys", nargs="*", default=[], help="JSON: glob key paths to translate, e.g. dialogue.*.text")
     p.add_argument("--preset", choices=("renpy",), default=None, help="JSON: RenPy-style translation files")
@@ -31,8 +44,24 @@ def add_parser(sub: Any, default_target: str) -> None:
     p.set_defaults(func=main)
 
 
+def _out(paths: list[str], out: str) -> tuple[str, str]:
+    """(out_dir, out_file) from -o: one input file and a name that is not a folder name an output file, as pandoc
+    and most tools read it; otherwise a folder."""
+    if not out:
+        return "", ""
+    single = len(paths) == 1 and Path(paths[0]).is_file()
+    if single and not out.endswith(("/", os.sep)) and not Path(out).is_dir():
+        return "", out
+    return out, ""
+
+
 async def main(args: argparse.Namespace) -> int:
     keys, preset = tuple(args.keys), args.preset or ""
+    if args.action in ("translate", "check") and importlib.util.find_spec("lingua") is None:
+        # Before any call is paid for: the leak check needs the offline language identifier.
+        print("translane file: the leak check needs the files extra: pip install 'translane[files]'", file=sys.stderr)
+        return 2
+    out_dir, out_file = _out(args.paths, args.out)
     try:
         if args.action == "apply":
             applied = sum(apply_review(path, keys, preset) for path in args.paths)
@@ -55,7 +84,8 @@ async def main(args: argparse.Namespace) -> int:
             target_language=args.target_language,
             source_language=args.source_language,
             model=args.model,
-            out_dir=args.out,
+            out_dir=out_dir,
+            out_file=out_file,
             recursive=args.recursive,
             keys=keys,
             preset=preset,
@@ -65,6 +95,8 @@ async def main(args: argparse.Namespace) -> int:
     except FormatError as exc:
         print(f"translane file: {exc}", file=sys.stderr)
         return 2
+    except grpc.aio.AioRpcError as exc:
+        return report_failure(exc, args.target)
     for s in summaries:
         print(s.text(), file=sys.stderr)
     if review:

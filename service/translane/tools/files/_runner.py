@@ -38,6 +38,8 @@ class FileSettings:
     source_language: str = ""
     model: str = ""
     out_dir: str = ""
+    # One input's output file, named by -o (out_dir is then "").
+    out_file: str = ""
     recursive: bool = False
     keys: tuple[str, ...] = ()
     preset: str = ""
@@ -77,7 +79,10 @@ class FileSummary:
 
 
 def output_path(source: Path, root: Path | None, s: FileSettings) -> Path:
-    """Beside the input with a language suffix (book.md → book.zh.md), or mirrored under out_dir."""
+    """The file -o names; or beside the input with a language suffix (book.md → book.zh.md); or mirrored under
+    out_dir."""
+    if s.out_file:
+        return Path(s.out_file)
     name = f"{source.stem}.{s.target_language}{source.suffix}"
     if not s.out_dir:
         return source.with_name(name)
