@@ -63,8 +63,23 @@ async def _serve(args: argparse.Namespace) -> int:
     from .server import serve
     from .tracing import tracing
 
+    cfg = _config(args)
+    # A provider that names a key variable left unset would refuse every call: say so now, not at the first one.
+    redirected = getattr(args, "upstream_url", None) or os.environ.get("TRANSLANE_UPSTREAM_URL")
+    used = sorted({m.provider for m in cfg.models.values()})
+    for name in [] if redirected else used:
+        provider = cfg.providers[name]
+        if not provider.api_key_env or provider.api_key:
+            continue
+        log.warning(
+            "provider %s (%s) has no key: $%s is not set, so its calls will be refused; set it, or run on the "
+            "simulated provider with `translane up` or `translane serve --upstream-url http://127.0.0.1:8900/api/v3`",
+            name,
+            provider.base_url,
+            provider.api_key_env,
+        )
     with tracing("translane"):
-        await serve(_config(args))
+        await serve(cfg)
     return 0
 
 
@@ -164,9 +179,7 @@ async def _up_traced(args: argparse.Namespace) -> int:
     except ImportError:
         run_shim = None  # type: ignore[assignment]
     if run_shim is not None and not args.no_shim:
-        shim_cfg = ShimConfig.from_env(
-            host="127.0.0.1", port=shim_port, grpc_target=f"127.0.0.1:{cfg.server.port}"
-        )
+        shim_cfg = ShimConfig.from_env(host="127.0.0.1", port=shim_port, grpc_target=f"127.0.0.1:{cfg.server.port}")
         coros.append(run_shim(shim_cfg))
     await _until_signal(*coros)
     return 0

@@ -278,3 +278,19 @@ def test_a_client_command_does_not_read_the_servers_port_variables() -> None:
         [sys.executable, "-m", "translane.cli", "serve"], capture_output=True, text=True, env=env, timeout=60
     )
     assert served.returncode == 2 and "TRANSLANE_GRPC_PORT: expected an integer" in served.stderr
+
+
+def test_serve_without_the_providers_key_says_so_at_start(tmp_path: Path) -> None:
+    """Not at the first request: the line names the variable and the way to the simulated provider."""
+    from ..helpers.processes import clean_env, free_port, translane
+
+    port = free_port()
+    with translane(["serve", "--port", str(port)], port, tmp_path / "serve.log", clean_env()):
+        pass
+    log = (tmp_path / "serve.log").read_text()
+    assert "has no key: $ARK_API_KEY is not set" in log and "--upstream-url" in log
+    port = free_port()
+    upstream = ["--upstream-url", "http://127.0.0.1:1/api/v3"]
+    with translane(["serve", "--port", str(port), *upstream], port, tmp_path / "sim.log", clean_env()):
+        pass
+    assert "has no key" not in (tmp_path / "sim.log").read_text()

@@ -90,8 +90,10 @@ async def list_models(args: argparse.Namespace) -> int:
             budget += f" today={m.daily_tokens_spent}/{m.daily_token_budget} tokens"
         if m.daily_cost_budget:
             budget += f" today={m.daily_cost_spent:.4f}/{m.daily_cost_budget:g} {m.currency}"
+        price = f" price={m.input_price_per_mtok:g}/{m.output_price_per_mtok:g} {m.currency} per Mtok in/out"
+        fallbacks = f" fallbacks={','.join(m.fallbacks)}" if m.fallbacks else ""
         print(
             f"{star} {m.name:34} lane={m.lane:5} rpm={m.rpm} tpm={m.tpm} concurrency={m.max_concurrency}"
-            f" api={m.api_style}{budget}{'' if m.available else ' (out of rotation)'}"
+            f" api={m.api_style}{price}{fallbacks}{budget}{'' if m.available else ' (out of rotation)'}"
         )
     return 0

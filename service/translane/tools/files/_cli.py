@@ -22,7 +22,9 @@ __all__ = ["add_parser"]
 def add_parser(sub: Any, default_target: str) -> None:
     """Add the `file` subcommand."""
     p: argparse.ArgumentParser = sub.add_parser(
-        "file", help="translate files (Markdown, text, SRT/VTT, JSON), check for untranslated leaks, apply fixes"
+        "file",
+        help="translate files (Markdown, HTML, EPUB, text, SRT/VTT, JSON/YAML), check for untranslated leaks, "
+        "apply fixes",
     )
     p.add_argument("action", choices=("translate", "apply", "check"))
     p.add_argument("paths", nargs="+", help="files or folders (apply: the review file)")
