@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -230,3 +231,46 @@ async def test_reasoning_is_timed_and_counted_apart_from_the_answer(sim: Sim) ->
         assert r.first_reasoning_ms < r.ttft_ms - 50  # 20 reasoning tokens at 200/s come first
         assert r.reasoning_tokens == 20 and not r.estimated and r.chunks > 5
     assert summaries[0].statuses == {"200": 2}
+
+
+async def test_a_repeated_run_measures_the_provider_not_the_cache_unless_asked(sim: Sim) -> None:
+    from translane.config import CacheConfig
+    from translane.server import running_server
+
+    from ..conftest import server_config
+
+    config = dataclasses.replace(server_config(sim), cache=CacheConfig(kind="memory"))
+    async with running_server(config) as running:
+        target = (Target("svc", grpc=f"127.0.0.1:{running.port}"),)
+        same = {"requests": 6, "concurrency": 2, "prompt_tokens": 12, "seed": 7}
+        for run_id in ("first", "second"):
+            _, summaries = await run(LoadConfig(targets=target, run_id=run_id, **same), progress=False)
+            assert summaries[0].ok == 6 and summaries[0].cache_hit_share == 0.0
+        provider = (await sim.stats())["models"]
+        assert sum(m["admitted"] for m in provider.values()) == 12
+        # Measuring the cache on purpose: the same prompts twice, the second run served from the cache.
+        for run_id in ("third", "fourth"):
+            _, summaries = await run(LoadConfig(targets=target, run_id=run_id, cache=True, **same), progress=False)
+        assert summaries[0].cache_hit_share == 1.0
+
+
+def test_targets_are_named_by_where_they_are() -> None:
+    from translane.tools.loadtest._cli import build
+
+    args = _parser().parse_args(
+        [
+            "loadtest",
+            "--url",
+            "http://127.0.0.1:8000/v1/chat/completions",
+            "--compare",
+            "http://127.0.0.1:8912/api/v3/chat/completions",
+            "--rate",
+            "1",
+            "--requests",
+            "1",
+        ]
+    )
+    names = [t.name for t in build(args).targets]
+    assert names == ["127.0.0.1:8000/v1/chat/completions", "127.0.0.1:8912/api/v3/chat/completions"]
+    args = _parser().parse_args(["loadtest", "--grpc", "127.0.0.1:50051", "--concurrency", "1", "--requests", "1"])
+    assert [t.name for t in build(args).targets] == ["grpc 127.0.0.1:50051"]

@@ -21,6 +21,11 @@ def _steps(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected numbers like 1,5,10, got {text!r}") from None
 
 
+def _named(url: str, grpc_target: str) -> str:
+    """A target's name in tables and records: its address without the scheme."""
+    return url.split("://", 1)[-1] if url else f"grpc {grpc_target}"
+
+
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Add the `loadtest` subcommand."""
     p: argparse.ArgumentParser = sub.add_parser(
@@ -58,6 +63,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     r.add_argument("--prompt-tokens-spread", type=int)
     r.add_argument("--task-id-prefix")
     r.add_argument("--seed", type=int)
+    r.add_argument(
+        "--cache",
+        action="store_true",
+        default=None,
+        help="measure the service's segment cache on purpose (default: prompts no cache has seen, gRPC no_cache)",
+    )
     o = p.add_argument_group("output")
     o.add_argument("--out", help="RUN.jsonl: one line per request, a summary line per step")
     o.add_argument("--plot", help="PNG of latency and throughput over time (needs matplotlib)")
@@ -71,7 +82,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 _FLAG_FIELDS = (
     "model api_key_env target_language priority concurrency tpm arrival burstiness max_in_flight requests steps "
-    "stop_error_share stream timeout_s max_tokens data prompt_tokens prompt_tokens_spread task_id_prefix seed "
+    "stop_error_share stream timeout_s max_tokens data prompt_tokens prompt_tokens_spread task_id_prefix seed cache "
     "out plot slo_ttft_ms slo_e2e_ms"
 ).split()
 
@@ -93,9 +104,12 @@ def build(args: argparse.Namespace) -> LoadConfig:
     grpc_target = args.grpc or settings.pop("grpc", "")
     compare = args.compare or settings.pop("compare", "")
     settings.pop("url", None), settings.pop("grpc", None), settings.pop("compare", None)
-    targets = [Target("a" if compare else "target", url=url or "", grpc=grpc_target or "")]
+    # Targets are named by where they are, so a comparison's table says which is which.
+    first = _named(url or "", grpc_target or "")
+    targets = [Target(first, url=url or "", grpc=grpc_target or "")]
     if compare:
-        targets.append(Target("b", url=compare))
+        second = _named(compare, "")
+        targets.append(Target(second if second != first else f"{second} (2)", url=compare))
     for key in ("steps",):
         if key in settings and isinstance(settings[key], list):
             settings[key] = tuple(float(v) for v in settings[key])

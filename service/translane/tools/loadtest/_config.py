@@ -71,6 +71,10 @@ class LoadConfig:
     body: Mapping[str, Any] | None = None
     prompt_tokens: int = 64
     prompt_tokens_spread: int = 0
+    # Measure the service's segment cache on purpose: synthetic prompts repeat from run to run, and gRPC
+    # requests may be served from the cache. Off (the default), every synthetic prompt is new to the cache
+    # and gRPC requests skip it, so a run measures the provider path, not what an earlier run stored.
+    cache: bool = False
     task_id_prefix: str = "loadtest"
     run_id: str = ""
     # Keys come from the environment variable named here, never from the file or the flags.

@@ -55,8 +55,9 @@ def _synthetic(mean: int, spread: int, rng: random.Random) -> str:
     return " ".join(rng.choice(_WORDS) for _ in range(n))
 
 
-def prompts(data: str, mean_tokens: int, spread_tokens: int, seed: int) -> Iterator[Prompt]:
-    """Rows of `data`, cycling when requests outnumber them; else synthetic rows with a `prompt` column."""
+def prompts(data: str, mean_tokens: int, spread_tokens: int, seed: int, salt: str = "") -> Iterator[Prompt]:
+    """Rows of `data`, cycling when requests outnumber them; else synthetic rows with a `prompt` column, each
+    ending in `salt` and its number when a salt is given (so no cache has seen it)."""
     if data:
         rows = _rows(data)
         i = 0
@@ -64,8 +65,11 @@ def prompts(data: str, mean_tokens: int, spread_tokens: int, seed: int) -> Itera
             yield rows[i % len(rows)]
             i += 1
     rng = random.Random(seed)
+    n = 0
     while True:
-        yield {"prompt": _synthetic(mean_tokens, spread_tokens, rng)}
+        text = _synthetic(mean_tokens, spread_tokens, rng)
+        yield {"prompt": f"{text} {salt}-{n}" if salt else text}
+        n += 1
 
 
 def fill(template: Any, row: Mapping[str, str]) -> Any:

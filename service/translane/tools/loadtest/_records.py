@@ -35,6 +35,8 @@ class Record:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    # Segments the target says it served from its own cache (translane's `cached_segments`).
+    cached_segments: int = 0
     reasoning_tokens: int = 0
     # True when the target sent no usage and the tokens were counted here.
     estimated: bool = False
@@ -206,5 +208,6 @@ def summarize(
         goodput=goodput,
         cost=cost,
         cost_per_request=cost / len(ok) if ok else 0.0,
-        cache_hit_share=sum(1 for r in ok if r.cached_tokens > 0) / len(ok) if ok else 0.0,
+        # As the answers say: served from the service's segment cache, or from the provider's prompt cache.
+        cache_hit_share=sum(1 for r in ok if r.cached_segments or r.cached_tokens) / len(ok) if ok else 0.0,
     )

@@ -154,7 +154,7 @@ async def run(
     run_id = cfg.run_id or time.strftime("%Y%m%d%H%M%S")
     show = sys.stderr.isatty() if progress is None else progress
     clients = [open_client(cfg, t) for t in cfg.targets]
-    feed = prompts(cfg.data, cfg.prompt_tokens, cfg.prompt_tokens_spread, cfg.seed)
+    feed = prompts(cfg.data, cfg.prompt_tokens, cfg.prompt_tokens_spread, cfg.seed, "" if cfg.cache else run_id)
     summaries: list[Summary] = []
     records: list[Record] = []
     values: list[float | None] = list(cfg.steps) or [None]

@@ -149,6 +149,8 @@ class HttpClient:
             record.completion_tokens = int(usage.get("completion_tokens") or 0)
             details = usage.get("prompt_tokens_details") or {}
             record.cached_tokens = int(details.get("cached_tokens") or 0) if isinstance(details, Mapping) else 0
+            segments = usage.get("cached_segments")
+            record.cached_segments = segments if isinstance(segments, int) and not isinstance(segments, bool) else 0
             out_details = usage.get("completion_tokens_details") or {}
             if isinstance(out_details, Mapping):
                 record.reasoning_tokens = int(out_details.get("reasoning_tokens") or 0)
@@ -195,6 +197,7 @@ class GrpcClient:
             task_id=record.task_id,
             priority=self._priority,
             max_output_tokens=self.cfg.max_tokens,
+            no_cache=not self.cfg.cache,
         )
         t0 = time.perf_counter()
         record.sent_s = t0 - clock0
@@ -208,6 +211,7 @@ class GrpcClient:
             record.status = "OK"
             record.prompt_tokens, record.completion_tokens = usage.prompt_tokens, usage.completion_tokens
             record.cached_tokens = usage.cached_tokens
+            record.cached_segments = usage.cached_segments
             record.reasoning_tokens = usage.reasoning_tokens
             record.estimated = usage.estimated
             record.cost = usage.cost or _priced(self.cfg, record)
