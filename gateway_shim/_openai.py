@@ -10,7 +10,16 @@ import time
 import grpc
 from aiohttp import web
 from translane.v1 import translate_pb2 as pb
-from translane.wire import ChatRequest, Chunks, completion, error_event, from_rpc_error, model_list, parse_chat
+from translane.wire import (
+    ChatRequest,
+    Chunks,
+    StopScan,
+    completion,
+    error_event,
+    from_rpc_error,
+    model_list,
+    parse_chat,
+)
 
 from ._http import CLIENT_GONE, STATE, json_response, read_json, task_id_of
 
@@ -37,7 +46,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     resp = await state.backend.translate(chat.grpc_request(), request.headers, time.monotonic() - arrived)
     content = chat.batch.render([t.text for t in resp.translations])
     truncated = any(t.truncated for t in resp.translations)
-    return json_response(completion(resp.requested_model, content, resp.usage, resp.model, truncated))
+    return json_response(completion(resp.requested_model, content, resp.usage, resp.model, truncated, chat.stop))
 
 
 async def _open_sse(request: web.Request) -> web.StreamResponse:
@@ -54,15 +63,16 @@ async def _open_sse(request: web.Request) -> web.StreamResponse:
 
 
 async def _connection_check_stream(request: web.Request, chat: ChatRequest) -> web.StreamResponse:
-    chunks = Chunks(chat.model or _UNNAMED_MODEL)
+    chunks = Chunks(chat.model or _UNNAMED_MODEL, chat.include_usage)
     response = await _open_sse(request)
-    await response.write(chunks.delta({"role": "assistant", "content": ""}) + chunks.closing(None, chat.include_usage))
+    await response.write(chunks.delta({"role": "assistant", "content": ""}) + chunks.closing(None))
     await response.write_eof()
     return response
 
 
 async def _stream(request: web.Request, chat: ChatRequest, spent_s: float) -> web.StreamResponse:
-    """Relay TranslateStream as SSE chunks, putting the batch's separators between segments."""
+    """Relay TranslateStream as SSE chunks, putting the batch's separators between segments and ending the
+    text at the first stop sequence."""
     assert chat.batch is not None
     batch = chat.batch
     call = request.app[STATE].backend.stream(chat.grpc_request(), request.headers, spent_s)
@@ -71,7 +81,8 @@ async def _stream(request: web.Request, chat: ChatRequest, spent_s: float) -> we
         message = await call.read()
         # Every chunk names the model asked for; the one that served is named once, at the finish.
         requested = message.requested_model if message is not grpc.aio.EOF else ""
-        chunks = Chunks(requested or chat.model or _UNNAMED_MODEL)
+        chunks = Chunks(requested or chat.model or _UNNAMED_MODEL, chat.include_usage)
+        scan = StopScan(chat.stop)
         response = await _open_sse(request)
         try:
             await response.write(chunks.delta({"role": "assistant", "content": ""}))
@@ -87,18 +98,30 @@ async def _stream(request: web.Request, chat: ChatRequest, spent_s: float) -> we
                     # Read the stream's end too: the call (and its trace span) ends now, not when collected.
                     await call.read()
                     break
-                parts = []
-                while opened < message.segment_index:
-                    opened += 1
-                    parts.append(batch.before(opened))
-                parts.append(message.delta)
-                text = "".join(parts)
-                if text:
-                    await response.write(chunks.delta({"content": text}))
+                if not scan.stopped:
+                    parts = []
+                    while opened < message.segment_index:
+                        opened += 1
+                        parts.append(batch.before(opened))
+                    parts.append(message.delta)
+                    text = scan.feed("".join(parts))
+                    if text:
+                        await response.write(chunks.delta({"content": text}))
+                    if scan.stopped:
+                        # The answer ends here; the call runs on only for the usage it will report.
+                        await response.write(chunks.finish(served))
+                        if not chat.include_usage:
+                            break
                 message = await call.read()
-            rest = "".join(batch.before(i) for i in range(opened + 1, len(batch.segments)))
-            tail = chunks.delta({"content": rest}) if rest else b""
-            await response.write(tail + chunks.closing(usage, chat.include_usage, served, truncated))
+            out = b""
+            if not scan.stopped:
+                # The separators of segments that sent nothing, then what the scan held back.
+                rest = scan.feed("".join(batch.before(i) for i in range(opened + 1, len(batch.segments))))
+                rest += scan.end()
+                if rest:
+                    out += chunks.delta({"content": rest})
+                out += chunks.finish(served, truncated and not scan.stopped)
+            await response.write(out + chunks.end(usage))
             await response.write_eof()
         except grpc.aio.AioRpcError as exc:
             # Too late for a status code: an error event, which the OpenAI SDK raises as APIError.

@@ -92,6 +92,20 @@ async def test_openai_batch_and_the_simple_form_round_trip(server: RunningServer
     assert summary.answered == 3 and summary.failed == 3
 
 
+async def test_openai_lines_follow_the_shim_s_field_rules(server: RunningServer, tmp_path: Path) -> None:
+    """A chat line is read as the shim reads a request: `stop` cuts the answer, `n` > 1 is refused."""
+    stopped = openai_line("stop", "Hello\n\n%%\n\nWorld")
+    stopped["body"]["stop"] = ["%%"]
+    many = openai_line("n", "Hello")
+    many["body"]["n"] = 2
+    write(tmp_path / "in.jsonl", [stopped, many])
+    await run_batch(settings(server, tmp_path))
+    out = outputs(tmp_path / "out.jsonl")
+    body = ChatCompletion.model_validate(out["stop"]["response"]["body"])
+    assert (body.choices[0].message.content, body.choices[0].finish_reason) == ("[sim auto->de] Hello\n\n", "stop")
+    assert out["n"]["response"]["status_code"] == 400 and out["n"]["error"]["message"].startswith("n: ")
+
+
 async def test_a_rerun_of_a_finished_job_calls_the_provider_not_at_all(
     server: RunningServer, sim: Sim, tmp_path: Path
 ) -> None:

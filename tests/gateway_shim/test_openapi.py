@@ -101,6 +101,19 @@ TOKENS = st.sampled_from([0, 1, 100.0, 2**32 - 1, 2**32, -1, 1.5, True]) | JSON_
 FLAGS = st.booleans() | st.none() | JSON_VALUES
 TASK_IDS = st.sampled_from(["", "job-7", " job", "job 7 ", "x" * 256, "x" * 257, "tab\t", "ü"]) | JSON_VALUES
 MODELS = st.none() | ANY_TEXT | JSON_VALUES
+STOP_TEXTS = st.sampled_from(["", "x", "%%", "x" * 1000, "x" * 1001]) | ANY_TEXT
+STOPS = STOP_TEXTS | st.lists(STOP_TEXTS | JSON_VALUES, max_size=5) | JSON_VALUES
+CHOICES = st.sampled_from([1, 1.0, 2, 0, -1, True, None, 1.5]) | JSON_VALUES
+FORMATS = (
+    st.fixed_dictionaries(
+        {}, optional={"type": st.sampled_from(["text", "json_object", "json_schema", "TEXT"]) | JSON_VALUES}
+    )
+    | JSON_VALUES
+)
+TOOL_CHOICES = (
+    st.sampled_from(["none", "auto", "required", "any", {"type": "function", "function": {"name": "f"}}]) | JSON_VALUES
+)
+MODALITIES = st.lists(st.sampled_from(["text", "audio"]) | JSON_VALUES, max_size=3) | JSON_VALUES
 PARTS = (
     st.fixed_dictionaries(
         {}, optional={"type": st.sampled_from(["text", "input_text", "image_url"]) | JSON_VALUES, "text": JSON_VALUES}
@@ -134,6 +147,18 @@ CHAT_BODIES = st.fixed_dictionaries(
         "cache": FLAGS,
         "task_id": TASK_IDS,
         "temperature": JSON_VALUES,
+        "stop": STOPS,
+        "n": CHOICES,
+        "response_format": FORMATS,
+        "tool_choice": TOOL_CHOICES,
+        "function_call": TOOL_CHOICES,
+        "tools": JSON_VALUES,
+        "modalities": MODALITIES,
+        "logprobs": FLAGS,
+        "audio": JSON_VALUES,
+        "web_search_options": JSON_VALUES,
+        "moderation": JSON_VALUES,
+        "seed": JSON_VALUES,
     },
 )
 CUSTOM_BODIES = st.fixed_dictionaries(

@@ -5,7 +5,8 @@ Pure: no I/O, no aiohttp, no gRPC calls (a request becomes a translate_pb2 messa
 one). The shim's handlers (gateway_shim) and the batch tool (translane.tools.batch) both read and write
 these formats through this package, so each format has one owner.
 
-    openai     ChatRequest, parse_chat; completion, Chunks, usage_json, model_list, error_event
+    openai     ChatRequest, parse_chat; completion, Chunks, StopScan, cut_at_stop, usage_json, model_list,
+               error_event
     plugin     Batch, split_message (the plugin's batches in a chat message); CustomRequest,
                parse_custom, render_custom (its custom API)
     languages  languages as clients name them, in fields and in prompts
@@ -16,18 +17,35 @@ from __future__ import annotations
 
 from .errors import WireError, from_rpc_error
 from .languages import plugin_code, prompt_languages, resolve
-from .openai import MAX_OUTPUT_TOKENS, ChatRequest, Chunks, completion, error_event, model_list, parse_chat, usage_json
+from .openai import (
+    MAX_OUTPUT_TOKENS,
+    MAX_STOP_CHARS,
+    MAX_STOP_SEQUENCES,
+    ChatRequest,
+    Chunks,
+    StopScan,
+    completion,
+    cut_at_stop,
+    error_event,
+    model_list,
+    parse_chat,
+    usage_json,
+)
 from .plugin import Batch, CustomRequest, custom_fields, language_field, parse_custom, render_custom, split_message
 
 __all__ = [
     "MAX_OUTPUT_TOKENS",
+    "MAX_STOP_CHARS",
+    "MAX_STOP_SEQUENCES",
     "Batch",
     "ChatRequest",
     "Chunks",
     "CustomRequest",
+    "StopScan",
     "WireError",
     "completion",
     "custom_fields",
+    "cut_at_stop",
     "error_event",
     "from_rpc_error",
     "language_field",

@@ -76,6 +76,11 @@ class WireError(Exception):
         shown = "missing" if got is None else f"got {type(got).__name__} {_short(got)}"
         return cls(400, f"{field}: expected {expected}, {shown}", code="invalid_type", param=field)
 
+    @classmethod
+    def unsupported(cls, field: str, why: str, got: Any) -> WireError:
+        """400 for a field whose value asks for what the shim does not do (`why` says what it does instead)."""
+        return cls(400, f"{field}: {why}; got {_short(got)}", code="unsupported_value", param=field)
+
     def body(self) -> bytes:
         error = {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}
         # A lone surrogate that reached a message becomes its JSON escape: the error body always encodes.

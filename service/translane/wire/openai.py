@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,9 +16,13 @@ from .plugin import Batch, language_field, split_message
 
 __all__ = [
     "MAX_OUTPUT_TOKENS",
+    "MAX_STOP_CHARS",
+    "MAX_STOP_SEQUENCES",
     "ChatRequest",
     "Chunks",
+    "StopScan",
     "completion",
+    "cut_at_stop",
     "error_event",
     "model_list",
     "parse_chat",
@@ -30,6 +34,10 @@ _SYSTEM_ROLES = ("system", "developer")
 _TEXT_PARTS = ("text", "input_text")
 # The service carries an output cap as an unsigned 32-bit integer.
 MAX_OUTPUT_TOKENS = 2**32 - 1
+# OpenAI's bound on `stop`; and ours on each sequence's length, which bounds what a stream holds back.
+MAX_STOP_SEQUENCES = 4
+MAX_STOP_CHARS = 1000
+_TEXT_ONLY = "the shim's models answer with translated text only"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +53,8 @@ class ChatRequest:
     task_id: str
     max_output_tokens: int
     use_cache: bool = True
+    # Stop sequences: the reply is cut before the first occurrence of any of them.
+    stop: tuple[str, ...] = ()
 
     def grpc_request(self) -> pb.TranslateRequest:
         assert self.batch is not None
@@ -111,6 +121,69 @@ def _max_tokens(body: Mapping[str, Any]) -> int:
     return found[0] if found else 0
 
 
+def _stop(body: Mapping[str, Any]) -> tuple[str, ...]:
+    """`stop`: a string or a list of up to MAX_STOP_SEQUENCES, each non-empty and at most MAX_STOP_CHARS long."""
+    value = body.get("stop")
+    if value is None:
+        return ()
+    sequences = [value] if isinstance(value, str) else value
+    if not isinstance(sequences, list) or len(sequences) > MAX_STOP_SEQUENCES:
+        raise WireError.bad_field("stop", f"a string or a list of up to {MAX_STOP_SEQUENCES} strings", value)
+    for i, sequence in enumerate(sequences):
+        where = "stop" if isinstance(value, str) else f"stop[{i}]"
+        if not isinstance(sequence, str) or not 1 <= len(sequence) <= MAX_STOP_CHARS:
+            raise WireError.bad_field(where, f"a string of 1 to {MAX_STOP_CHARS} characters", sequence)
+    return tuple(sequences)
+
+
+def _check_unsupported(body: Mapping[str, Any]) -> None:
+    """Refuse what asks for more than translated text: several choices, JSON, tool calls, audio, log
+    probabilities, web search, moderation. What may be ignored without changing the answer's meaning
+    (sampling, caching hints, metadata, tools the model may leave uncalled) is ignored; README.md lists each."""
+    n = body.get("n")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int | float) or n != 1):
+        raise WireError.unsupported("n", "only 1 choice is answered (a translation has one text)", n)
+    fmt = body.get("response_format")
+    if fmt is not None:
+        if not isinstance(fmt, Mapping):
+            raise WireError.bad_field("response_format", 'an object such as {"type": "text"}', fmt)
+        kind = fmt.get("type")
+        if kind in ("json_object", "json_schema"):
+            raise WireError.unsupported(
+                "response_format",
+                f"{_TEXT_ONLY}, never JSON (no JSON mode, no structured output): send "
+                '{"type": "text"} or leave it out',
+                kind,
+            )
+        if kind != "text":
+            raise WireError.bad_field("response_format.type", '"text"', kind)
+    for name, what in (("tool_choice", "a tool"), ("function_call", "a function")):
+        choice = body.get(name)
+        if choice is None or choice in ("none", "auto"):
+            continue  # "auto" lets the model answer with text, which it does
+        if choice == "required" or isinstance(choice, Mapping):
+            raise WireError.unsupported(name, f'{_TEXT_ONLY} and never call {what}: send "none" or "auto"', choice)
+        raise WireError.bad_field(name, '"none", "auto", "required" or an object naming ' + what, choice)
+    modalities = body.get("modalities")
+    if modalities is not None:
+        if not isinstance(modalities, list):
+            raise WireError.bad_field("modalities", 'a list such as ["text"]', modalities)
+        if any(m != "text" for m in modalities):
+            raise WireError.unsupported("modalities", f'{_TEXT_ONLY}: send ["text"] or leave it out', modalities)
+    logprobs = body.get("logprobs")
+    if logprobs is not None and logprobs is not False:
+        if logprobs is not True:
+            raise WireError.bad_field("logprobs", "true or false", logprobs)
+        raise WireError.unsupported("logprobs", "the shim has no token log probabilities to give: send false", True)
+    for name, why in (
+        ("audio", f"{_TEXT_ONLY}, never audio"),
+        ("web_search_options", "the shim translates the text given and searches nothing"),
+        ("moderation", "the shim runs no moderation of its own"),
+    ):
+        if body.get(name) is not None:
+            raise WireError.unsupported(name, f"{why}: leave it out", body.get(name))
+
+
 def parse_chat(body: Mapping[str, Any], task_id: str, default_target: str) -> ChatRequest:
     """The ChatRequest in a chat completions body; WireError names a missing or mistyped field."""
     messages = body.get("messages")
@@ -135,6 +208,8 @@ def parse_chat(body: Mapping[str, Any], task_id: str, default_target: str) -> Ch
         use_cache = True
     if not isinstance(use_cache, bool):
         raise WireError.bad_field("cache", "true or false", use_cache)
+    stop = _stop(body)
+    _check_unsupported(body)
     if not messages:
         return ChatRequest(model, None, target or default_target, source, stream, include_usage, task_id, 0)
     roles: list[str] = []
@@ -164,11 +239,67 @@ def parse_chat(body: Mapping[str, Any], task_id: str, default_target: str) -> Ch
         target = target or found_target
         source = source or found_source
     return ChatRequest(
-        model, batch, target or default_target, source, stream, include_usage, task_id, max_output_tokens, use_cache
+        model,
+        batch,
+        target or default_target,
+        source,
+        stream,
+        include_usage,
+        task_id,
+        max_output_tokens,
+        use_cache,
+        stop,
     )
 
 
 # -- rendering ------------------------------------------------------------------------
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """`text` up to (not including) the first occurrence of any stop sequence, and whether one occurred."""
+    ends = [i for sequence in stop if (i := text.find(sequence)) >= 0]
+    return (text[: min(ends)], True) if ends else (text, False)
+
+
+class StopScan:
+    """A stream's text with its stop sequences applied across chunk boundaries.
+
+    Text that could be the start of a stop sequence is held back until what follows shows whether it is;
+    everything else passes at once. After a stop sequence, nothing passes.
+    """
+
+    def __init__(self, stop: Sequence[str]) -> None:
+        self.stop = tuple(stop)
+        self.stopped = False
+        self._held = ""
+
+    def feed(self, text: str) -> str:
+        """What of the stream so far may be sent now, given the next `text`."""
+        if self.stopped or not self.stop:
+            return "" if self.stopped else text
+        text = self._held + text
+        self._held = ""
+        cut, self.stopped = cut_at_stop(text, self.stop)
+        if self.stopped:
+            return cut
+        start = min(self._partial(text, sequence) for sequence in self.stop)
+        self._held = text[start:]
+        return text[:start]
+
+    def end(self) -> str:
+        """What was held back, once the stream has ended without it becoming a stop sequence."""
+        held, self._held = self._held, ""
+        return "" if self.stopped else held
+
+    @staticmethod
+    def _partial(text: str, sequence: str) -> int:
+        """Where the longest end of `text` that begins `sequence` (but is not all of it) starts; len(text) if none."""
+        start = max(0, len(text) - len(sequence) + 1)
+        while (start := text.find(sequence[0], start)) >= 0:
+            if sequence.startswith(text[start:]):
+                return start
+            start += 1
+        return len(text)
 
 
 def usage_json(usage: pb.Usage | None) -> dict[str, Any]:
@@ -189,9 +320,20 @@ def usage_json(usage: pb.Usage | None) -> dict[str, Any]:
 
 
 def completion(
-    model: str, content: str, usage: pb.Usage | None, served: str = "", truncated: bool = False
+    model: str,
+    content: str,
+    usage: pb.Usage | None,
+    served: str = "",
+    truncated: bool = False,
+    stop: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """A chat.completion: `model` is the model asked for; `served_model` (ours) the one that answered."""
+    """A chat.completion: `model` is the model asked for; `served_model` (ours) the one that answered.
+
+    `content` is cut before the first of the `stop` sequences in it; a cut text then ends for that reason,
+    "stop", whether or not the output cap cut it later.
+    """
+    content, stopped = cut_at_stop(content, stop)
+    truncated = truncated and not stopped
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
@@ -211,12 +353,17 @@ def completion(
 
 
 class Chunks:
-    """chat.completion.chunk frames of one stream, as server-sent events."""
+    """chat.completion.chunk frames of one stream, as server-sent events.
 
-    def __init__(self, model: str) -> None:
+    With `include_usage`, as OpenAI documents it: every chunk carries `usage`, null but in the last, which has
+    no choices and the whole request's usage.
+    """
+
+    def __init__(self, model: str, include_usage: bool = False) -> None:
         self.ident = f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
         self.model = model
+        self.include_usage = include_usage
 
     def frame(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
         """One chunk as an SSE event."""
@@ -226,6 +373,7 @@ class Chunks:
             "created": self.created,
             "model": self.model,
             "choices": choices,
+            **({"usage": None} if self.include_usage else {}),
             **extra,
         }
         return b"data: " + json.dumps(chunk, ensure_ascii=False).encode() + b"\n\n"
@@ -234,13 +382,18 @@ class Chunks:
         """A chunk carrying `delta` (the role, or content)."""
         return self.frame([{"index": 0, "delta": delta, "finish_reason": finish_reason}])
 
-    def closing(self, usage: pb.Usage | None, include_usage: bool, served: str = "", truncated: bool = False) -> bytes:
-        """The finish chunk (naming the model that served, as `served_model`), the usage chunk, [DONE]."""
+    def finish(self, served: str = "", truncated: bool = False) -> bytes:
+        """The finish chunk, naming the model that served (as `served_model`)."""
         finish = [{"index": 0, "delta": {}, "finish_reason": "length" if truncated else "stop"}]
-        out = self.frame(finish, served_model=served or self.model)
-        if include_usage:
-            out += self.frame([], usage=usage_json(usage))
-        return out + _DONE
+        return self.frame(finish, served_model=served or self.model)
+
+    def end(self, usage: pb.Usage | None) -> bytes:
+        """The usage chunk (with `include_usage`), then [DONE]."""
+        return (self.frame([], usage=usage_json(usage)) if self.include_usage else b"") + _DONE
+
+    def closing(self, usage: pb.Usage | None, served: str = "", truncated: bool = False) -> bytes:
+        """The finish chunk, the usage chunk, [DONE]."""
+        return self.finish(served, truncated) + self.end(usage)
 
 
 def error_event(error: WireError) -> bytes:

@@ -34,6 +34,8 @@ class Line:
     form: str
     batch: Batch | None = None
     max_output_tokens: int = 0
+    # The chat form's stop sequences: its answer is cut before the first of them.
+    stop: tuple[str, ...] = ()
 
 
 def _custom_id(data: dict[str, Any], number: int) -> str:
@@ -74,6 +76,7 @@ def parse_line(raw: str, number: int, default_target: str) -> Line:
             "chat",
             chat.batch,
             chat.max_output_tokens,
+            chat.stop,
         )
     texts = data.get("segments", [data.get("text")] if "text" in data else None)
     if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):

@@ -91,7 +91,8 @@ def _body(line: Line, resp: pb.TranslateResponse) -> dict[str, Any]:
     truncated = any(t.truncated for t in resp.translations)
     texts = [t.text for t in resp.translations]
     if line.form == "chat" and line.batch is not None:
-        return completion(resp.requested_model, line.batch.render(texts), resp.usage, resp.model, truncated)
+        content = line.batch.render(texts)
+        return completion(resp.requested_model, content, resp.usage, resp.model, truncated, line.stop)
     return {
         "object": "translation",
         "model": resp.requested_model,
