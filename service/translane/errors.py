@@ -1,6 +1,6 @@
 """translane's one error tree, and the mapping of provider answers into it.
 
-No transport lives here: the gRPC status of each error is chosen in server.py. What an error
+No transport lives here: the gRPC status of each error is chosen in rpc/status.py. What an error
 quotes of the input goes through `quote`, so no input can swell or break the message.
 
 TranslaneError
