@@ -10,7 +10,7 @@ from ..config import ModelConfig
 from ..errors import ModelUnavailable, Overloaded, TranslaneError
 from ..lanes import INTERACTIVE, Ticket
 from ..tracing import ATTR, record_span
-from ..upstream import prompt_tokens
+from ..upstream import SegmentCall, prompt_tokens
 from ._layer import Layer
 from ._work import Job, Outcome, Work
 
@@ -35,19 +35,19 @@ class Admission(Layer):
 
     async def __call__(self, work: Work) -> Outcome:
         attempt = work.call
-        ticket, model, counted = await self._grant(work)
+        ticket, model, counted, request = await self._grant(work)
         try:
             stats = work.stats
             stats.queued_s = max(stats.queued_s, ticket.queued_s)
             stats.governed_s = max(stats.governed_s, ticket.governed_s)
             if work.job.deadline - self.parts.clock() < MIN_CALL_S:
                 raise Overloaded(f"no time left to call {model.name} before the deadline", retry_after_s=1.0)
-            attempt.model, attempt.ticket, attempt.counted = model, ticket, counted
+            attempt.model, attempt.ticket, attempt.counted, attempt.request = model, ticket, counted, request
             return await self.inner(work)
         finally:
             ticket.close()  # what `async with lane.admit(...)` does on exit: refunded unless sent
 
-    async def _grant(self, work: Work) -> tuple[Ticket, ModelConfig, int]:
+    async def _grant(self, work: Work) -> tuple[Ticket, ModelConfig, int, SegmentCall]:
         """An open ticket (the caller closes it) on the first model of the chain that can start in time."""
         job, parts = work.job, self.parts
         call = work.request()
@@ -89,7 +89,7 @@ class Admission(Layer):
             if i:
                 work.stats.fallbacks += 1
                 parts.metrics.fell_back(job.model, model.name)
-            return ticket, model, counted
+            return ticket, model, counted, call
         assert last is not None
         raise last
 

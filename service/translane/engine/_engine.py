@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 from ..budget import Budgets, open_budgets
 from ..cache import SegmentCache, open_cache
-from ..config import Config, ModelConfig
+from ..config import Config
 from ..estimate import TokenEstimator
 from ..governor import Governor
 from ..governor_choice import open_governor
@@ -146,10 +146,6 @@ class Engine:
     def enable_all(self) -> None:
         """Put every model taken out of rotation (a provider spending limit, say) back in."""
         self.governor.enable_all()
-
-    def chain(self, model: str) -> list[ModelConfig]:
-        """The model and its fallbacks, in order, each once."""
-        return list(self.rotation.chain(model))
 
     async def translate(self, job: Job, stats: Stats | None = None) -> JobResult:
         """Translate every segment; results come back in request order. `stats` fills in as calls end."""

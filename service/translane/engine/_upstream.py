@@ -18,14 +18,14 @@ class Upstream:
 
     async def __call__(self, work: Work) -> Outcome:
         attempt = work.call
-        model = attempt.model
-        assert model is not None
+        model, request = attempt.model, attempt.request
+        assert model is not None and request is not None
         timeout = work.job.deadline - self.clock()
         if work.sink is None:
-            completion = await self.upstream.complete(model, work.request(), timeout)
+            completion = await self.upstream.complete(model, request, timeout)
         else:
             last: Completion | None = None
-            async for item in self.upstream.stream(model, work.request(), timeout):
+            async for item in self.upstream.stream(model, request, timeout):
                 if isinstance(item, str):
                     attempt.streamed.append(item)
                     work.sink(item)

@@ -111,6 +111,8 @@ class Attempt:
     ticket: Ticket | None = None
     # The prompt's tokens as counted here before the call (what the estimator learns against).
     counted: int = 0
+    # The provider call as admission counted it, sent as it is.
+    request: SegmentCall | None = None
 
 
 @dataclass(frozen=True, slots=True)
