@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -49,6 +50,17 @@ class Record:
     @property
     def ok(self) -> bool:
         return self.outcome == "ok"
+
+    def chunk(self, t0: float, last: float) -> float:
+        """A chunk of the answer arrived (perf_counter time; `t0` the send, `last` the previous chunk): its
+        TTFT or inter-token latency noted; returns its arrival, the next call's `last`."""
+        now = time.perf_counter()
+        self.chunks += 1
+        if self.ttft_ms is None:
+            self.ttft_ms = (now - t0) * 1000
+        else:
+            self.itl_ms.append((now - last) * 1000)
+        return now
 
     @property
     def lateness_ms(self) -> float:

@@ -133,13 +133,7 @@ class HttpClient:
                     record.first_reasoning_ms = (time.perf_counter() - t0) * 1000
             content = delta.get("content")
             if content:
-                record.chunks += 1
-                now = time.perf_counter()
-                if record.ttft_ms is None:
-                    record.ttft_ms = (now - t0) * 1000
-                else:
-                    record.itl_ms.append((now - last) * 1000)
-                last = now
+                last = record.chunk(t0, last)
                 deltas += 1
         self._usage(record, usage, deltas)
 
@@ -227,13 +221,7 @@ class GrpcClient:
         last = 0.0
         async for chunk in self._stub.TranslateStream(req, timeout=self.cfg.timeout_s):
             if chunk.delta:
-                record.chunks += 1
-                now = time.perf_counter()
-                if record.ttft_ms is None:
-                    record.ttft_ms = (now - t0) * 1000
-                else:
-                    record.itl_ms.append((now - last) * 1000)
-                last = now
+                last = record.chunk(t0, last)
             usage = chunk.usage
         return usage
 
