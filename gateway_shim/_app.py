@@ -83,7 +83,7 @@ _CHANNEL_OPTIONS = (
 # A request message is the body's text plus framing: twice the body's bytes covers any escaping.
 _RETRY_SLACK_BYTES = 64 * 1024
 _CORS_METHODS = "GET, POST, OPTIONS"
-_CORS_HEADERS = "Authorization, Content-Type, X-Task-Id, Request-Timeout, X-Request-Timeout"
+_CORS_HEADERS = "Authorization, Content-Type, X-Task-Id, X-Target-Language, Request-Timeout, X-Request-Timeout"
 _CORS_EXPOSED = "X-Task-Id, Retry-After"
 _CORS_MAX_AGE_S = 600
 

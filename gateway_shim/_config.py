@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from translane.config import is_loopback
-from translane.languages import normalize_language
 from translane.settings import (
     DEFAULT_GRPC_TARGET,
     GRPC_TARGET_ENV,
@@ -54,9 +53,12 @@ class ShimConfig:
     max_body_bytes: int = setting(2 * 1024 * 1024, check=positive, env="TRANSLANE_SHIM_MAX_BODY_BYTES")
     # Origins browsers may call from (comma-separated): exact ("chrome-extension://abc"), "scheme://*" or "*".
     cors_origins: tuple[str, ...] = setting((), env="TRANSLANE_SHIM_CORS_ORIGINS")
-    default_target_language: str = setting(
-        "zh", check=nonblank("must name a language, e.g. zh"), env="TRANSLANE_DEFAULT_TARGET_LANGUAGE"
-    )
+    # The target of a request that names none anywhere (no field, no X-Target-Language, no language in its
+    # prompts, no order to translate): "" (the default) refuses such a request with a 400 saying how to name one.
+    default_target_language: str = setting("", env="TRANSLANE_DEFAULT_TARGET_LANGUAGE")
+    # A chat model of the service that answers, as written, the chats the shim cannot read as a translation
+    # (docs/clients.md); "" (the default) refuses them with a 400 saying what could not be read.
+    passthrough_model: str = setting("", env="TRANSLANE_SHIM_PASSTHROUGH_MODEL")
     # Deadline of a gRPC call when the caller sets none.
     timeout_s: float = setting(120.0, check=positive, env="TRANSLANE_SHIM_TIMEOUT_S")
     # On shutdown, how long requests in flight may take to finish.
@@ -98,9 +100,12 @@ class ShimConfig:
         given = {name: value for name, value in args.items() if value is not None}
         values = read(cls, None, "", env, **given)
         values["api_keys"] = values.get("api_keys", frozenset()) | _keys_file(text(env, API_KEYS_FILE_ENV))
-        if "default_target_language" in values:
+        if values.get("default_target_language"):
             named = values["default_target_language"]
-            values["default_target_language"] = resolve(named) or normalize_language(named)
+            code = resolve(named)
+            if code is None:
+                raise ConfigError(f"TRANSLANE_DEFAULT_TARGET_LANGUAGE: {named!r} is not a language the shim knows")
+            values["default_target_language"] = code
         return cls(**values, backend_tls=ClientTLS.from_env(env))
 
 

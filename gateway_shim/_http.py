@@ -18,7 +18,18 @@ from translane.wire import WireError
 from ._backend import Backend
 from ._config import ShimConfig
 
-__all__ = ["CLIENT_GONE", "STATE", "TASK_ID", "TASK_ID_HEADER", "ShimState", "json_response", "read_json", "task_id_of"]
+__all__ = [
+    "CLIENT_GONE",
+    "STATE",
+    "TARGET_HEADER",
+    "TASK_ID",
+    "TASK_ID_HEADER",
+    "ShimState",
+    "json_response",
+    "read_json",
+    "target_header",
+    "task_id_of",
+]
 
 TASK_ID_HEADER = "X-Task-Id"
 # The service's rule (translane.contract), and ASCII on top: the shim echoes it in a header.
@@ -178,6 +189,14 @@ def _too_large(length: int | None, max_bytes: int) -> WireError:
     return WireError(
         413, f"{size} is over the limit of {max_bytes} bytes (TRANSLANE_SHIM_MAX_BODY_BYTES)", code="body_too_large"
     )
+
+
+TARGET_HEADER = "X-Target-Language"
+
+
+def target_header(request: web.Request) -> str:
+    """The target language the X-Target-Language header names ("" when absent); a body field wins over it."""
+    return request.headers.get(TARGET_HEADER, "").strip()
 
 
 def task_id_of(request: web.Request, body: Mapping[str, Any]) -> str:

@@ -14,6 +14,7 @@ from translane.wire import (
     ChatRequest,
     Chunks,
     StopScan,
+    WireError,
     completion,
     error_event,
     from_rpc_error,
@@ -21,7 +22,7 @@ from translane.wire import (
     parse_chat,
 )
 
-from ._http import CLIENT_GONE, STATE, json_response, read_json, task_id_of
+from ._http import CLIENT_GONE, STATE, json_response, read_json, target_header, task_id_of
 
 __all__ = ["chat_completions", "list_models"]
 
@@ -35,15 +36,20 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     arrived = time.monotonic()  # one deadline for the whole request: reading the body spends it too
     body = await read_json(request, state.config.max_body_bytes, state.backend.timeout(request.headers, False))
-    chat = parse_chat(body, task_id_of(request, body), state.config.default_target_language)
+    config = state.config
+    chat = parse_chat(body, task_id_of(request, body), config.default_target_language, target_header(request))
     if chat.batch is None:
         # A connection check: answer without calling the service, let alone the provider.
         if chat.stream:
             return await _connection_check_stream(request, chat)
         return json_response(completion(chat.model or _UNNAMED_MODEL, "", None))
+    if chat.unreadable and not config.passthrough_model:
+        # Never a guess: no translation of a prompt the shim cannot read, into a language it did not read.
+        raise WireError(400, f"messages: {chat.unreadable}", param="messages", code="unreadable_prompt")
+    grpc_request = chat.grpc_request(config.passthrough_model if chat.unreadable else "")
     if chat.stream:
-        return await _stream(request, chat, time.monotonic() - arrived)
-    resp = await state.backend.translate(chat.grpc_request(), request.headers, time.monotonic() - arrived)
+        return await _stream(request, chat, grpc_request, time.monotonic() - arrived)
+    resp = await state.backend.translate(grpc_request, request.headers, time.monotonic() - arrived)
     content = chat.batch.render([t.text for t in resp.translations])
     truncated = any(t.truncated for t in resp.translations)
     return json_response(completion(resp.requested_model, content, resp.usage, resp.model, truncated, chat.stop))
@@ -70,12 +76,14 @@ async def _connection_check_stream(request: web.Request, chat: ChatRequest) -> w
     return response
 
 
-async def _stream(request: web.Request, chat: ChatRequest, spent_s: float) -> web.StreamResponse:
+async def _stream(
+    request: web.Request, chat: ChatRequest, grpc_request: pb.TranslateRequest, spent_s: float
+) -> web.StreamResponse:
     """Relay TranslateStream as SSE chunks, putting the batch's separators between segments and ending the
     text at the first stop sequence."""
     assert chat.batch is not None
     batch = chat.batch
-    call = request.app[STATE].backend.stream(chat.grpc_request(), request.headers, spent_s)
+    call = request.app[STATE].backend.stream(grpc_request, request.headers, spent_s)
     try:
         # Wait for the first message before answering, so an error can still get its HTTP status.
         message = await call.read()

@@ -8,7 +8,7 @@ import grpc
 from aiohttp import web
 from translane.wire import custom_fields, from_rpc_error, parse_custom, render_custom
 
-from ._http import STATE, json_response, read_json, task_id_of
+from ._http import STATE, json_response, read_json, target_header, task_id_of
 
 __all__ = ["custom_translate"]
 
@@ -18,7 +18,7 @@ async def custom_translate(request: web.Request) -> web.Response:
     state = request.app[STATE]
     arrived = time.monotonic()  # one deadline for the whole request: reading the body spends it too
     body = await read_json(request, state.config.max_body_bytes, state.backend.timeout(request.headers, False))
-    req = parse_custom(body, state.config.default_target_language, task_id_of(request, body))
+    req = parse_custom(body, state.config.default_target_language, task_id_of(request, body), target_header(request))
     if not req.texts:
         return json_response(render_custom(req, None))
     try:

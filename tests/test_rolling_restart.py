@@ -79,7 +79,10 @@ async def test_restarting_each_service_in_turn_fails_no_request(models: Path, si
     outcomes: dict[str, int] = {}
     target = f"ipv4:127.0.0.1:{ports[0]},127.0.0.1:{ports[1]}"
     try:
-        async with running_shim(ShimConfig(port=0, grpc_target=target)) as shim, aiohttp.ClientSession(shim.url) as s:
+        async with (
+            running_shim(ShimConfig(port=0, default_target_language="zh", grpc_target=target)) as shim,
+            aiohttp.ClientSession(shim.url) as s,
+        ):
             stop = asyncio.Event()
 
             async def load() -> None:
@@ -128,7 +131,10 @@ async def test_a_killed_service_fails_no_request(models: Path, sim: int, tmp_pat
     killed = asyncio.Event()
     target = f"ipv4:127.0.0.1:{ports[0]},127.0.0.1:{ports[1]}"
     try:
-        async with running_shim(ShimConfig(port=0, grpc_target=target)) as shim, aiohttp.ClientSession(shim.url) as s:
+        async with (
+            running_shim(ShimConfig(port=0, default_target_language="zh", grpc_target=target)) as shim,
+            aiohttp.ClientSession(shim.url) as s,
+        ):
             stop = asyncio.Event()
 
             async def load() -> None:

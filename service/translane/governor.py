@@ -38,6 +38,7 @@ from .estimate import TokenEstimator
 
 __all__ = ["Governor", "ModelBudget", "Reservation", "TokenBucket"]
 
+
 class TokenBucket:
     """A bucket of `capacity` units refilling at `rate` units per second; may run into debt."""
 

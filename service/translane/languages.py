@@ -99,4 +99,3 @@ def normalize_language(code: str) -> str:
 def language_name(code: str) -> str:
     """English name of a code for prompts; unknown codes are passed through as they are."""
     return NAMES.get(code, code)
-

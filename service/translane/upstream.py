@@ -41,6 +41,8 @@ class SegmentCall:
     max_output_tokens: int = 0
     glossary: tuple[tuple[str, str], ...] = ()
     mime_type: str = "text/plain"
+    # A passthrough chat: these (role, content) messages are sent as written, in place of our prompt.
+    messages: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(slots=True)
@@ -120,6 +122,8 @@ def _system_prompt(call: SegmentCall) -> str:
 
 
 def _messages(call: SegmentCall) -> list[dict[str, str]]:
+    if call.messages:
+        return [{"role": role, "content": content} for role, content in call.messages]
     return [
         {"role": "system", "content": _system_prompt(call)},
         {"role": "user", "content": call.text},

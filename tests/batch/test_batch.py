@@ -106,6 +106,23 @@ async def test_openai_lines_follow_the_shim_s_field_rules(server: RunningServer,
     assert out["n"]["response"]["status_code"] == 400 and out["n"]["error"]["message"].startswith("n: ")
 
 
+async def test_a_line_whose_target_cannot_be_read_is_an_error_line_not_a_default(
+    server: RunningServer, sim: Sim, tmp_path: Path
+) -> None:
+    """A line asking for "Klingon" never comes back in --to's language: an error line says what was not read."""
+    klingon = openai_line("k", "Hello")
+    klingon["body"]["messages"] = [{"role": "user", "content": "Translate to Klingon:\n\nHello"}]
+    wrapped = openai_line("w", "Hello")
+    wrapped["body"]["messages"] = [{"role": "user", "content": "Please translate this into German. Hello"}]
+    write(tmp_path / "in.jsonl", [klingon, wrapped])
+    summary = await run_batch(dataclasses.replace(settings(server, tmp_path), default_target_language="ja"))
+    out = outputs(tmp_path / "out.jsonl")
+    assert out["k"]["response"]["status_code"] == 400 and "'Klingon'" in out["k"]["error"]["message"]
+    assert out["w"]["response"]["status_code"] == 400
+    assert "instruction in a form the shim does not know" in out["w"]["error"]["message"]
+    assert summary.failed == 2 and await admitted(sim) == 0
+
+
 async def test_a_rerun_of_a_finished_job_calls_the_provider_not_at_all(
     server: RunningServer, sim: Sim, tmp_path: Path
 ) -> None:

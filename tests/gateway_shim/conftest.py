@@ -19,7 +19,7 @@ KEY = "sk-test-key"
 @pytest.fixture
 def shim_config() -> ShimConfig:
     """Override in a test module or class to change the shim's config (grpc_target is filled in)."""
-    return ShimConfig(port=0)
+    return ShimConfig(port=0, default_target_language="zh")
 
 
 @pytest_asyncio.fixture

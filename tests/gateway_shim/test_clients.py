@@ -31,7 +31,11 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
 
 
 def _body(texts: list[str], model: str = "") -> bytes:
-    body: dict[str, Any] = {"stream": True, "messages": [{"role": "user", "content": "\n%%\n".join(texts)}]}
+    body: dict[str, Any] = {
+        "stream": True,
+        "target_language": "zh",
+        "messages": [{"role": "user", "content": "\n%%\n".join(texts)}],
+    }
     if model:
         body["model"] = model
     return json.dumps(body).encode()

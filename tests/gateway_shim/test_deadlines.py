@@ -94,9 +94,7 @@ async def test_a_stated_deadline_shorter_than_the_queue_is_refused_at_once(
 
 
 @pytest.mark.parametrize("value", ["abc", "-1", "0", "1e-6", "nan", "inf", "9" * 400])
-async def test_a_malformed_timeout_header_is_400_naming_it(
-    http: aiohttp.ClientSession, sim: Sim, value: str
-) -> None:
+async def test_a_malformed_timeout_header_is_400_naming_it(http: aiohttp.ClientSession, sim: Sim, value: str) -> None:
     async with http.post("/v1/chat/completions", json=chat("x"), headers={"X-Request-Timeout": value}) as r:
         assert r.status == 400
         error = (await r.json())["error"]

@@ -30,7 +30,7 @@ def assert_openai_error(body: dict[str, object], status_type: str) -> None:
 class TestAuth:
     @pytest.fixture
     def shim_config(self) -> ShimConfig:
-        return ShimConfig(port=0, api_keys=frozenset({KEY, "sk-second"}))
+        return ShimConfig(port=0, default_target_language="zh", api_keys=frozenset({KEY, "sk-second"}))
 
     async def test_keys_are_required_except_on_healthz(self, shim: RunningShim) -> None:
         chat = {"messages": [{"role": "user", "content": "Hi"}]}
@@ -146,7 +146,7 @@ async def test_unknown_route_and_method_are_json(http: aiohttp.ClientSession) ->
 class TestBodyLimit:
     @pytest.fixture
     def shim_config(self) -> ShimConfig:
-        return ShimConfig(port=0, max_body_bytes=1024)
+        return ShimConfig(port=0, default_target_language="zh", max_body_bytes=1024)
 
     async def test_oversized_body_is_413(self, http: aiohttp.ClientSession) -> None:
         big = {"messages": [{"role": "user", "content": "x" * 2000}]}
@@ -181,7 +181,7 @@ class TestQueueFull(FullQueue):
 
 
 async def test_service_down_is_503_and_unhealthy() -> None:
-    cfg = ShimConfig(port=0, grpc_target="127.0.0.1:1", timeout_s=2)
+    cfg = ShimConfig(port=0, default_target_language="zh", grpc_target="127.0.0.1:1", timeout_s=2)
     async with running_shim(cfg) as shim, aiohttp.ClientSession(shim.url) as s:
         async with s.get("/healthz") as r:
             assert r.status == 503

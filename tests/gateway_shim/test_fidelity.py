@@ -111,4 +111,3 @@ async def test_an_unknown_language_in_a_field_is_a_400_naming_it(
     assert error["param"] in (field, field.replace("_lang", "_language"))
     assert len(error["message"]) < 1000
     assert (await sim.stats())["models"][TR]["admitted"] == 0
-

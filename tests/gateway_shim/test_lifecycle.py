@@ -58,7 +58,9 @@ async def test_healthz_and_cors(server: RunningServer) -> None:
             assert "authorization" in r.headers["Access-Control-Allow-Headers"]
             assert "POST" in r.headers["Access-Control-Allow-Methods"]
         async with s.post(
-            "/translate", json={"text_list": ["Hi"]}, headers={"Origin": "https://example.org", "X-Task-Id": "t1"}
+            "/translate",
+            json={"text_list": ["Hi"], "target_lang": "zh-CN"},
+            headers={"Origin": "https://example.org", "X-Task-Id": "t1"},
         ) as r:
             assert r.status == 200
             assert r.headers["Access-Control-Allow-Origin"] == "https://example.org"
@@ -99,7 +101,12 @@ def test_config_from_env(tmp_path: Path) -> None:
     # Arguments win over the environment; defaults fill the rest.
     cfg = ShimConfig.from_env(host="127.0.0.1", port=0, grpc_target="a:1", env={"TRANSLANE_SHIM_PORT": "1"})
     assert (cfg.host, cfg.port, cfg.grpc_target, cfg.max_body_bytes) == ("127.0.0.1", 0, "a:1", 2 * 1024 * 1024)
-    assert cfg.default_target_language == "zh" and cfg.timeout_s == 120 and cfg.stream_send_buffer_bytes == 65536
+    assert (
+        cfg.default_target_language == ""
+        and cfg.passthrough_model == ""
+        and cfg.timeout_s == 120
+        and cfg.stream_send_buffer_bytes == 65536
+    )
     with pytest.raises(ConfigError, match="TRANSLANE_SHIM_STREAM_SEND_BUFFER_BYTES"):
         ShimConfig.from_env(env={"TRANSLANE_SHIM_STREAM_SEND_BUFFER_BYTES": "-1"})
 
@@ -131,8 +138,14 @@ def test_a_flag_that_is_neither_is_refused_naming_the_variable() -> None:
 
 def test_every_setting_is_declared_with_its_variable_and_read_from_it() -> None:
     """A field added to ShimConfig declares where it comes from, and from_env reads it there."""
-    samples = {int: ("7", 7), float: ("1.5", 1.5), bool: ("yes", True), str: ("ja", "ja"),
-               tuple[str, ...]: ("ja, x", ("ja", "x")), frozenset[str]: ("ja", frozenset({"ja"}))}
+    samples = {
+        int: ("7", 7),
+        float: ("1.5", 1.5),
+        bool: ("yes", True),
+        str: ("ja", "ja"),
+        tuple[str, ...]: ("ja, x", ("ja", "x")),
+        frozenset[str]: ("ja", frozenset({"ja"})),
+    }
     hints = get_type_hints(ShimConfig)
     for f in dataclasses.fields(ShimConfig):
         decl = declaration(f)
@@ -154,7 +167,7 @@ def test_every_setting_is_declared_with_its_variable_and_read_from_it() -> None:
 async def test_run_shim_warns_without_keys_and_cleans_up(
     server: RunningServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cfg = ShimConfig(port=0, grpc_target=f"127.0.0.1:{server.port}")
+    cfg = ShimConfig(port=0, default_target_language="zh", grpc_target=f"127.0.0.1:{server.port}")
     with caplog.at_level(logging.INFO, logger="translane.shim"):
         task = asyncio.create_task(run_shim(cfg))
         listening = "listens on 127.0.0.1 only"
@@ -171,7 +184,9 @@ async def test_extra_routes_sit_behind_auth_unless_open(server: RunningServer) -
     async def broken(request: web.Request) -> web.Response:
         raise RuntimeError("internal detail")
 
-    cfg = ShimConfig(port=0, grpc_target=f"127.0.0.1:{server.port}", api_keys=frozenset({"k"}))
+    cfg = ShimConfig(
+        port=0, default_target_language="zh", grpc_target=f"127.0.0.1:{server.port}", api_keys=frozenset({"k"})
+    )
     routes = [web.get("/status", status), web.get("/broken", broken)]
     async with running_shim(cfg, extra_routes=routes, open_paths=["/status"]) as shim:
         async with aiohttp.ClientSession(shim.url) as s:

@@ -55,7 +55,7 @@ DOCUMENT = yaml.safe_load(resources.files("gateway_shim").joinpath("openapi.yaml
 
 @pytest.fixture
 def shim_config() -> ShimConfig:
-    return ShimConfig(port=0, api_keys=frozenset({KEY}))
+    return ShimConfig(port=0, default_target_language="zh", api_keys=frozenset({KEY}))
 
 
 async def test_served_without_a_key_as_written(shim: RunningShim) -> None:
@@ -385,12 +385,14 @@ def deadline_passed_or_no_server_error(ctx: CheckContext, response: Response, ca
 
 
 def refused_for_its_meaning(ctx: CheckContext, response: Response, case: Case) -> bool | None:
-    """A 400 to a request the document allows comes from the service (an unknown language or model, say), never
+    """A 400 to a request the document allows comes from the service (an unknown language or model, say) or says
+    the request names no target language it can read (the document cannot state which prompts name one), never
     from the shim's own checks of types and bounds, which the document states."""
     if response.status_code != 400 or case.meta is None or case.meta.generation.mode.is_negative:
         return None
     error = json.loads(response.text)["error"]
-    assert error["code"] in ("invalid_argument", "out_of_range"), f"a valid request refused by the shim: {error}"
+    meaning = ("invalid_argument", "out_of_range", "unreadable_prompt", "missing_target_language")
+    assert error["code"] in meaning, f"a valid request refused by the shim: {error}"
     return True
 
 

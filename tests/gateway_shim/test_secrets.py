@@ -33,7 +33,7 @@ def config(sim: Sim) -> Config:
 
 @pytest.fixture
 def shim_config() -> ShimConfig:
-    return ShimConfig(port=0, api_keys=frozenset({SHIM_KEY}))
+    return ShimConfig(port=0, default_target_language="zh", api_keys=frozenset({SHIM_KEY}))
 
 
 async def test_no_key_in_any_log_line_error_body_or_metric(

@@ -63,7 +63,7 @@ _SOUND = request(segments=["ab", "cd"], glossary=[pb.GlossaryEntry(source="ef", 
         (_SOUND[:-3], "glossary[0]: truncated"),
         (_SOUND[:3], "segments[0]: truncated"),
         (b"\xff" * 20, "request: corrupt protobuf"),
-        (b"garbage!!", "request: corrupt protobuf"),
+        (b"~garbage!!", "request: corrupt protobuf"),  # field 15 (none), wire type 6 (none)
     ],
     ids=["utf8-segment", "utf8-glossary", "utf8-surrogate", "truncated", "cut-short", "varint", "garbage"],
 )

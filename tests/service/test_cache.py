@@ -97,7 +97,7 @@ async def test_the_cache_survives_a_restart(config: Config, sim: Sim) -> None:
 async def test_the_shim_shows_cached_segments_and_honours_cache_false(server: RunningServer, sim: Sim) -> None:
     body = {"model": TR, "messages": [{"role": "user", "content": "Translate to Chinese:\n\nA\n\n%%\n\nB"}]}
     async with (
-        running_shim(ShimConfig(port=0, grpc_target=f"127.0.0.1:{server.port}")) as shim,
+        running_shim(ShimConfig(port=0, default_target_language="zh", grpc_target=f"127.0.0.1:{server.port}")) as shim,
         aiohttp.ClientSession(shim.url) as http,
     ):
         for _ in range(2):

@@ -28,8 +28,13 @@ def shipped() -> dict[str, Any]:
 def test_shipped_file_describes_the_ark_models() -> None:
     cfg = load_config(env={})
     slow = cfg.models[SLOW]
-    assert (slow.api_style, slow.lane, slow.rpm, slow.tpm, slow.max_concurrency) == ("responses", "slow", 5000,
-                                                                                      500000, 80)
+    assert (slow.api_style, slow.lane, slow.rpm, slow.tpm, slow.max_concurrency) == (
+        "responses",
+        "slow",
+        5000,
+        500000,
+        80,
+    )
     assert (slow.max_input_tokens, slow.max_output_tokens, slow.context_tokens) == (1000, 3000, 4000)
     assert (slow.input_price_per_mtok, slow.output_price_per_mtok, slow.currency) == (1.2, 3.6, "CNY")
     assert cfg.lanes["slow"].max_concurrency == 80 and cfg.lanes["fast"].max_concurrency == 500
@@ -80,9 +85,14 @@ def test_bad_config_names_the_field(mutate: Any, message: str) -> None:
 def test_yaml_file_and_environment_overrides(tmp_path: Path) -> None:
     path = tmp_path / "models.yaml"
     path.write_text(yaml.safe_dump(shipped()))
-    env = {"TRANSLANE_GRPC_PORT": "6000", "TRANSLANE_UPSTREAM_URL": "http://127.0.0.1:9/v1/",
-           "TRANSLANE_DEFAULT_MODEL": "deepseek-v3-2-251201", "TRANSLANE_GOVERNOR": "redis",
-           "TRANSLANE_REDIS_URL": "redis://127.0.0.1:1/0", "TRANSLANE_REPLICAS": "3"}
+    env = {
+        "TRANSLANE_GRPC_PORT": "6000",
+        "TRANSLANE_UPSTREAM_URL": "http://127.0.0.1:9/v1/",
+        "TRANSLANE_DEFAULT_MODEL": "deepseek-v3-2-251201",
+        "TRANSLANE_GOVERNOR": "redis",
+        "TRANSLANE_REDIS_URL": "redis://127.0.0.1:1/0",
+        "TRANSLANE_REPLICAS": "3",
+    }
     cfg = load_config(path, env=env)
     assert cfg.server.port == 6000
     assert cfg.providers["ark"].base_url == "http://127.0.0.1:9/v1"
@@ -95,12 +105,20 @@ def test_the_command_fails_at_start_with_the_field(tmp_path: Path) -> None:
     data["models"][SLOW]["tpm"] = 0
     path = tmp_path / "models.yaml"
     path.write_text(yaml.safe_dump(data))
-    proc = subprocess.run([sys.executable, "-m", "translane.cli", "--models-file", str(path), "serve", "--port", "0"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "translane.cli", "--models-file", str(path), "serve", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert f"models.{SLOW}.tpm: must be > 0, got 0" in proc.stderr
-    missing = subprocess.run([sys.executable, "-m", "translane.cli", "--models-file", str(tmp_path / "nope.toml"),
-                              "serve"], capture_output=True, text=True, timeout=60)
+    missing = subprocess.run(
+        [sys.executable, "-m", "translane.cli", "--models-file", str(tmp_path / "nope.toml"), "serve"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert missing.returncode == 2 and "does not exist" in missing.stderr
 
 

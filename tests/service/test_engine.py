@@ -205,4 +205,3 @@ async def test_no_time_left_after_the_grant_is_refunded_and_never_sent(rig: Rig)
     assert await rig.provider_calls() == 0
     assert rig.budget.tokens.level == pytest.approx(tokens_before)
     assert rig.budget.requests.level == pytest.approx(requests_before)
-

@@ -16,12 +16,12 @@ CFG = GovernorConfig()
 SLOW = load_config(env={}).models["doubao-seed-translation-250915"]
 
 
-
 def over_rate(code: str) -> bool:
     """Whether a provider 429 with this code says we went past the rate, as the error mapping classifies it."""
     exc = provider_error(429, code, "slow down")
     assert isinstance(exc, ProviderRateLimited)
     return exc.over_rate
+
 
 def governor(model: ModelConfig = SLOW, cfg: GovernorConfig = CFG, now: float = 0.0) -> Governor:
     return Governor({model.name: model}, cfg, now)

@@ -80,9 +80,7 @@ async def rig() -> AsyncIterator[Rig]:
     cfg = config()
     clock = FakeClock()
     governor = Governor(cfg.models, cfg.governor, clock())
-    engine = Engine(
-        cfg, UpstreamClient(cfg), governor, clock=clock, call_at=clock.call_at, cache=SegmentCache(1000)
-    )
+    engine = Engine(cfg, UpstreamClient(cfg), governor, clock=clock, call_at=clock.call_at, cache=SegmentCache(1000))
     yield Rig(clock, engine.parts, engine)
     engine.close()
 
@@ -251,7 +249,6 @@ def test_rotation_builds_each_chain_once_and_decides_readiness(rig: Rig) -> None
     rig.parts.governor.disable("m", rig.clock.now)
     assert rotation.fallback_ready("m", m)
     assert not rotation.usable(m, rig.clock.now) and rotation.usable_after(rotation.chain("m"), 0, rig.clock.now)
-
 
 
 def steps(step: object) -> list[str]:

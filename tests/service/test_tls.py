@@ -128,7 +128,9 @@ async def test_mtls_needs_a_client_certificate_from_the_configured_ca(mtls_serve
 
 
 async def test_the_shim_reaches_the_service_over_mtls(mtls_server: RunningServer, pki: Pki) -> None:
-    cfg = ShimConfig(port=0, grpc_target=f"{NAME}:{mtls_server.port}", backend_tls=pki.client())
+    cfg = ShimConfig(
+        port=0, default_target_language="zh", grpc_target=f"{NAME}:{mtls_server.port}", backend_tls=pki.client()
+    )
     async with running_shim(cfg) as shim, aiohttp.ClientSession() as http:
         body = {"model": "", "messages": [{"role": "user", "content": "Translate to Chinese:\n\nGood morning."}]}
         async with http.post(f"{shim.url}/v1/chat/completions", json=body) as resp:
@@ -138,7 +140,12 @@ async def test_the_shim_reaches_the_service_over_mtls(mtls_server: RunningServer
 
 
 async def test_the_shim_without_a_client_certificate_gets_503_not_a_hang(mtls_server: RunningServer, pki: Pki) -> None:
-    cfg = ShimConfig(port=0, grpc_target=f"{NAME}:{mtls_server.port}", backend_tls=pki.client(present=False))
+    cfg = ShimConfig(
+        port=0,
+        default_target_language="zh",
+        grpc_target=f"{NAME}:{mtls_server.port}",
+        backend_tls=pki.client(present=False),
+    )
     async with running_shim(cfg) as shim, aiohttp.ClientSession() as http:
         body = {"messages": [{"role": "user", "content": "Translate to Chinese:\n\nGood morning."}]}
         headers = {"Request-Timeout": "3"}
@@ -314,7 +321,9 @@ async def test_the_shim_follows_renewed_certificate_files(sim: Sim, tmp_path: Pa
     shim_files.client_key.write_bytes(old.client_key.read_bytes())
     port = free_port()
     client = dataclasses.replace(shim_files.client(), reload_check_s=0.05)
-    cfg = ShimConfig(port=0, grpc_target=f"{NAME}:{port}", backend_tls=client, timeout_s=3)
+    cfg = ShimConfig(
+        port=0, default_target_language="zh", grpc_target=f"{NAME}:{port}", backend_tls=client, timeout_s=3
+    )
     body = {"messages": [{"role": "user", "content": "Translate to Chinese:\n\nGood morning."}]}
     async with running_shim(cfg) as shim, aiohttp.ClientSession() as http:
         url = f"{shim.url}/v1/chat/completions"

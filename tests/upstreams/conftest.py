@@ -111,5 +111,7 @@ def config(llama_port: int) -> Config:
 
 @pytest_asyncio.fixture
 async def shim(server: RunningServer) -> AsyncIterator[RunningShim]:
-    async with running_shim(ShimConfig(port=0, grpc_target=f"127.0.0.1:{server.port}")) as running:
+    async with running_shim(
+        ShimConfig(port=0, default_target_language="zh", grpc_target=f"127.0.0.1:{server.port}")
+    ) as running:
         yield running

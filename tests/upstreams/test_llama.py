@@ -56,7 +56,10 @@ async def test_the_shim_reports_length_and_usage_from_a_real_server(shim: Runnin
         cut = await client.chat.completions.create(model=MODEL, messages=messages, max_tokens=5)  # type: ignore[arg-type]
         assert cut.choices[0].finish_reason == "length"
         stream = await client.chat.completions.create(
-            model=MODEL, messages=messages, max_tokens=5, stream=True  # type: ignore[arg-type]
+            model=MODEL,
+            messages=messages,
+            max_tokens=5,
+            stream=True,  # type: ignore[arg-type]
         )
         finishes = [c.choices[0].finish_reason async for c in stream if c.choices]
         assert finishes[-1] == "length"

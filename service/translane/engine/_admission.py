@@ -51,7 +51,7 @@ class Admission(Layer):
         """An open ticket (the caller closes it) on the first model of the chain that can start in time."""
         job, parts = work.job, self.parts
         call = work.request()
-        chain = parts.rotation.chain(job.model)
+        chain = parts.rotation.chain(job.model, bool(job.messages))
         last: TranslaneError | None = None
         for i, model in enumerate(chain):
             now = parts.clock()

@@ -8,7 +8,7 @@ import logging
 from ..config import ModelConfig
 from ..errors import ModelUnavailable, Overloaded, ProviderError, ProviderQuotaExhausted
 from ._layer import Layer
-from ._work import Attempt, Outcome, Work
+from ._work import Attempt, Job, Outcome, Work
 
 __all__ = ["Retry"]
 
@@ -36,9 +36,9 @@ class Retry(Layer):
             model = attempt.model
             assert model is not None  # a provider failed: admission chose a model
             number += 1
-            if not self._should_retry(failure, number, work.job.model, bool(attempt.streamed)):
+            if not self._should_retry(failure, number, work.job, bool(attempt.streamed)):
                 raise failure
-            ready = self.parts.rotation.fallback_ready(job.model, model)
+            ready = self.parts.rotation.fallback_ready(job.model, model, bool(job.messages))
             delay = 0.0 if ready else self._backoff(model, number, failure)
             if self.parts.clock() + delay >= job.deadline:
                 raise failure
@@ -47,14 +47,14 @@ class Retry(Layer):
             log.debug("retrying %s after %s in %.2fs", model.name, failure.code or failure.status, delay)
             await self.parts.sleep(delay)
 
-    def _should_retry(self, exc: ProviderError, number: int, asked: str, streamed: bool) -> bool:
+    def _should_retry(self, exc: ProviderError, number: int, job: Job, streamed: bool) -> bool:
         config = self.parts.config
-        provider = config.providers[config.models[asked].provider]
+        provider = config.providers[config.models[job.model].provider]
         if streamed or number > provider.max_retries:
             return False
         if isinstance(exc, ProviderQuotaExhausted):
             # Another model in the chain may still serve.
-            return len(self.parts.rotation.chain(asked)) > 1
+            return len(self.parts.rotation.chain(job.model, bool(job.messages))) > 1
         return exc.retryable
 
     def _backoff(self, model: ModelConfig, number: int, exc: ProviderError) -> float:

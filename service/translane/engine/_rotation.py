@@ -32,10 +32,14 @@ class Rotation:
         self.budgets = budgets
         self._clock = clock
         self._chains = {name: _chain(models, name) for name in models}
+        # A passthrough chat goes only to models that answer a chat as written.
+        self._chat_chains = {
+            name: tuple(m for m in chain if m.api_style == "chat_completions") for name, chain in self._chains.items()
+        }
 
-    def chain(self, model: str) -> tuple[ModelConfig, ...]:
-        """The model and its fallbacks, in order, each once."""
-        return self._chains[model]
+    def chain(self, model: str, chat: bool = False) -> tuple[ModelConfig, ...]:
+        """The model and its fallbacks, in order, each once (with `chat`, only the chat models among them)."""
+        return self._chat_chains[model] if chat else self._chains[model]
 
     def available(self, model: ModelConfig, now: float) -> bool:
         """In rotation today: not taken out by the provider's spending limit, and its daily budget not spent."""
@@ -62,9 +66,9 @@ class Rotation:
             return ModelUnavailable(f"model {model.name} is paused (provider rate limits or outage)")
         return None
 
-    def fallback_ready(self, asked: str, failed: ModelConfig) -> bool:
+    def fallback_ready(self, asked: str, failed: ModelConfig, chat: bool = False) -> bool:
         """True when the failed model is now paused or out, and another model of the chain can take the retry."""
         now = self._clock()
         if self.governor.is_available(failed.name, now) and not self.governor.is_paused(failed.name, now):
             return False
-        return any(m is not failed and self.usable(m, now) for m in self.chain(asked))
+        return any(m is not failed and self.usable(m, now) for m in self.chain(asked, chat))

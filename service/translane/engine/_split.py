@@ -36,6 +36,8 @@ class Split(Layer):
         return max(16, int(model.max_input_tokens * INPUT_HEADROOM) - around)
 
     async def __call__(self, work: Work) -> Outcome:
+        if work.job.messages:
+            return await self.inner(work)  # a chat as written is never cut up (validation bounds its size)
         pieces = split_text(work.text, self.limit(work), count_tokens)
         if len(pieces) == 1:
             return await self.inner(work)

@@ -38,6 +38,8 @@ class Job:
     allow_truncated: bool = False
     # Consult and fill the segment cache (when the service has one).
     use_cache: bool = True
+    # A passthrough chat (role, content), sent as written; its one segment stands for it in the layers that count.
+    messages: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(slots=True)
@@ -160,7 +162,13 @@ class Work:
         """The provider call this work makes: its text, languages, output budget and prompt options."""
         job = self.job
         return SegmentCall(
-            self.text, job.target_language, job.source_language, self.max_output_tokens, job.glossary, job.mime_type
+            self.text,
+            job.target_language,
+            job.source_language,
+            self.max_output_tokens,
+            job.glossary,
+            job.mime_type,
+            job.messages,
         )
 
     @property

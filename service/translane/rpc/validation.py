@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from ..config import Config, ModelConfig
 from ..contract import LINE_BREAKING, MAX_TASK_ID_CHARS, task_id_problem
@@ -10,14 +11,18 @@ from ..engine import Job
 from ..errors import InvalidRequest, UnknownModel, quote
 from ..lanes import BATCH, INTERACTIVE
 from ..languages import NAMES, normalize_language
+from ..upstream import SegmentCall, prompt_tokens
 from ..v1 import translate_pb2 as pb
 
-__all__ = ["DEADLINE_MARGIN_S", "MAX_TASK_ID_CHARS", "MIME_TYPES", "Validator"]
+__all__ = ["CHAT_ROLES", "DEADLINE_MARGIN_S", "MAX_MESSAGES", "MAX_TASK_ID_CHARS", "MIME_TYPES", "Validator"]
 
 MIME_TYPES = ("text/plain", "text/html")
 # Answer a little before the caller's deadline, so a shed request hears why.
 DEADLINE_MARGIN_S = 0.02
 _PRIORITIES = frozenset(pb.Priority.values())
+# A passthrough chat: the roles it may hold, and how many messages.
+CHAT_ROLES = ("system", "developer", "user", "assistant")
+MAX_MESSAGES = 256
 
 
 class Validator:
@@ -35,6 +40,8 @@ class Validator:
     def job(self, req: pb.TranslateRequest, now: float, time_remaining: float | None) -> Job:
         """The request as a Job whose deadline is the caller's (or the default), on the loop clock at `now`."""
         cfg = self.config
+        if req.messages:
+            return self.passthrough(req, now, time_remaining)
         if not req.segments:
             raise InvalidRequest("segments: at least one segment is required")
         if len(req.segments) > cfg.server.max_segments:
@@ -59,32 +66,90 @@ class Validator:
                 )
         if req.mime_type and req.mime_type not in MIME_TYPES:
             raise InvalidRequest(f"mime_type: must be one of {', '.join(MIME_TYPES)}, got {quote(req.mime_type)}")
-        problem = task_id_problem(req.task_id)
-        if problem:
-            raise InvalidRequest(f"task_id: {problem}; got {quote(req.task_id)}")
-        if req.priority not in _PRIORITIES:
-            raise InvalidRequest(f"priority: unknown value {req.priority}; accepted: {', '.join(pb.Priority.keys())}")
+        self.common(req)
         glossary = self.glossary(req)
         model = self.model_for(req.model, target)
-        budget = cfg.server.default_deadline_s
-        if time_remaining is not None:
-            budget = min(time_remaining, budget)
-        priority = BATCH if req.priority == pb.PRIORITY_BATCH else INTERACTIVE
-        max_wait = cfg.server.batch_max_queue_wait_s if priority == BATCH else cfg.server.interactive_max_queue_wait_s
         return Job(
             segments=tuple(req.segments),
             target_language=target,
             source_language=source,
             model=model.name,
-            deadline=now + budget - DEADLINE_MARGIN_S,
-            max_queue_wait_s=max_wait,
             task_id=req.task_id,
-            priority=priority,
             max_output_tokens=req.max_output_tokens,
             glossary=glossary,
             mime_type=req.mime_type or "text/plain",
             allow_truncated=req.allow_truncated,
             use_cache=not req.no_cache,
+            **self.timing(req, now, time_remaining),
+        )
+
+    def common(self, req: pb.TranslateRequest) -> None:
+        """The fields every request checks alike: task id and priority."""
+        problem = task_id_problem(req.task_id)
+        if problem:
+            raise InvalidRequest(f"task_id: {problem}; got {quote(req.task_id)}")
+        if req.priority not in _PRIORITIES:
+            raise InvalidRequest(f"priority: unknown value {req.priority}; accepted: {', '.join(pb.Priority.keys())}")
+
+    def timing(self, req: pb.TranslateRequest, now: float, time_remaining: float | None) -> dict[str, Any]:
+        """The job's deadline, priority and longest queue wait."""
+        cfg = self.config
+        budget = cfg.server.default_deadline_s
+        if time_remaining is not None:
+            budget = min(time_remaining, budget)
+        priority = BATCH if req.priority == pb.PRIORITY_BATCH else INTERACTIVE
+        max_wait = cfg.server.batch_max_queue_wait_s if priority == BATCH else cfg.server.interactive_max_queue_wait_s
+        return {"deadline": now + budget - DEADLINE_MARGIN_S, "max_queue_wait_s": max_wait, "priority": priority}
+
+    def passthrough(self, req: pb.TranslateRequest, now: float, time_remaining: float | None) -> Job:
+        """A chat sent as written: roles and sizes checked, on a chat model, whole (never split, never cached)."""
+        cfg = self.config
+        if req.segments:
+            raise InvalidRequest("segments: must be empty when messages are given (a chat is answered as one reply)")
+        if len(req.messages) > MAX_MESSAGES:
+            raise InvalidRequest(f"messages: {len(req.messages)} messages, over the limit of {MAX_MESSAGES}")
+        for i, m in enumerate(req.messages):
+            if m.role not in CHAT_ROLES:
+                raise InvalidRequest(f"messages[{i}].role: must be one of {', '.join(CHAT_ROLES)}, got {quote(m.role)}")
+        if not any(m.role == "user" and m.content.strip() for m in req.messages):
+            raise InvalidRequest("messages: a user message with text is required")
+        total = sum(len(m.content) for m in req.messages)
+        if total > cfg.server.max_segment_chars:
+            raise InvalidRequest(
+                f"messages: {total} characters in all, over the limit of {cfg.server.max_segment_chars}"
+            )
+        for name, value in (("target_language", req.target_language), ("source_language", req.source_language)):
+            code = normalize_language(value)
+            if code and code not in self.languages:
+                raise InvalidRequest(f"{name}: unknown language {quote(value)}")
+        self.common(req)
+        model = cfg.model(req.model)
+        if model is None:
+            raise UnknownModel(f"model: unknown model {quote(req.model)}; configured: {', '.join(cfg.models)}")
+        if model.api_style != "chat_completions":
+            raise InvalidRequest(
+                f"model: {model.name} speaks the {model.api_style} API, which translates text and cannot answer "
+                "a chat as written; name a chat model for messages"
+            )
+        messages = tuple((m.role, m.content) for m in req.messages)
+        counted = prompt_tokens(model, SegmentCall("", "", messages=messages))
+        if counted > model.max_input_tokens:
+            raise InvalidRequest(
+                f"messages: about {counted} tokens, over {model.name}'s input limit of {model.max_input_tokens}"
+            )
+        last_user = next(m.content for m in reversed(req.messages) if m.role == "user" and m.content.strip())
+        return Job(
+            segments=(last_user,),
+            target_language=normalize_language(req.target_language),
+            source_language=normalize_language(req.source_language),
+            model=model.name,
+            task_id=req.task_id,
+            max_output_tokens=req.max_output_tokens,
+            # A chat's reply is what the model said: cut at the limit if so (marked), never retried in pieces.
+            allow_truncated=True,
+            use_cache=False,
+            messages=messages,
+            **self.timing(req, now, time_remaining),
         )
 
     def glossary(self, req: pb.TranslateRequest) -> tuple[tuple[str, str], ...]:

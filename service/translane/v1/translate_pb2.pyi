@@ -25,7 +25,7 @@ class GlossaryEntry(_message.Message):
     def __init__(self, source: _Optional[str] = ..., target: _Optional[str] = ...) -> None: ...
 
 class TranslateRequest(_message.Message):
-    __slots__ = ("segments", "target_language", "source_language", "model", "task_id", "priority", "max_output_tokens", "glossary", "mime_type", "allow_truncated", "no_cache")
+    __slots__ = ("segments", "target_language", "source_language", "model", "task_id", "priority", "max_output_tokens", "glossary", "mime_type", "allow_truncated", "no_cache", "messages")
     SEGMENTS_FIELD_NUMBER: _ClassVar[int]
     TARGET_LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     SOURCE_LANGUAGE_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +37,7 @@ class TranslateRequest(_message.Message):
     MIME_TYPE_FIELD_NUMBER: _ClassVar[int]
     ALLOW_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     NO_CACHE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
     segments: _containers.RepeatedScalarFieldContainer[str]
     target_language: str
     source_language: str
@@ -48,7 +49,16 @@ class TranslateRequest(_message.Message):
     mime_type: str
     allow_truncated: bool
     no_cache: bool
-    def __init__(self, segments: _Optional[_Iterable[str]] = ..., target_language: _Optional[str] = ..., source_language: _Optional[str] = ..., model: _Optional[str] = ..., task_id: _Optional[str] = ..., priority: _Optional[_Union[Priority, str]] = ..., max_output_tokens: _Optional[int] = ..., glossary: _Optional[_Iterable[_Union[GlossaryEntry, _Mapping]]] = ..., mime_type: _Optional[str] = ..., allow_truncated: _Optional[bool] = ..., no_cache: _Optional[bool] = ...) -> None: ...
+    messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
+    def __init__(self, segments: _Optional[_Iterable[str]] = ..., target_language: _Optional[str] = ..., source_language: _Optional[str] = ..., model: _Optional[str] = ..., task_id: _Optional[str] = ..., priority: _Optional[_Union[Priority, str]] = ..., max_output_tokens: _Optional[int] = ..., glossary: _Optional[_Iterable[_Union[GlossaryEntry, _Mapping]]] = ..., mime_type: _Optional[str] = ..., allow_truncated: _Optional[bool] = ..., no_cache: _Optional[bool] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ...) -> None: ...
+
+class ChatMessage(_message.Message):
+    __slots__ = ("role", "content")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    content: str
+    def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "cost", "currency", "estimated", "reasoning_tokens", "cached_segments")

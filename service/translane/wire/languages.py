@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from ..languages import ALIASES, NAMES, normalize_language
 
-__all__ = ["plugin_code", "prompt_languages", "resolve"]
+__all__ = ["plugin_code", "prompt_languages", "resolve", "template_target"]
 
 # Names besides NAMES' English ones: other English spellings, Chinese (both scripts) and native names.
 _EXTRA_NAMES: dict[str, tuple[str, ...]] = {
@@ -294,6 +294,22 @@ def prompt_languages(prompts: Iterable[str]) -> tuple[str, str]:
         if source and target:
             break
     return source, target
+
+
+# "into it, write …": after "to"/"into", a code as a template substituted it, ending where a word would.
+_TEMPLATE_TARGET = re.compile(
+    r"\b(?:in)?to\s+(?:the\s+)?(?P<code>[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8}){0,2})(?=[\s,.;:!?)\]]|\Z)"
+)
+
+
+def template_target(prompt: str) -> str:
+    """The target a filled-in template names with a bare code mid-sentence, codes that are also English words
+    included ("translate the text field into it, write …"); only for prompts known to be such a template."""
+    for m in _TEMPLATE_TARGET.finditer(prompt):
+        code = normalize_language(m.group("code"))
+        if code in NAMES:
+            return code
+    return ""
 
 
 # The plugin's own spelling of the two Chinese scripts; other codes are the same on both sides.

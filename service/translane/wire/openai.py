@@ -11,8 +11,8 @@ from typing import Any
 
 from ..v1 import translate_pb2 as pb
 from .errors import WireError
-from .languages import prompt_languages
-from .plugin import Batch, language_field, split_message
+from .plugin import Batch, language_field
+from .prompts import read_chat
 
 __all__ = [
     "MAX_OUTPUT_TOKENS",
@@ -30,7 +30,6 @@ __all__ = [
 ]
 
 _DONE = b"data: [DONE]\n\n"
-_SYSTEM_ROLES = ("system", "developer")
 _TEXT_PARTS = ("text", "input_text")
 # The service carries an output cap as an unsigned 32-bit integer.
 MAX_OUTPUT_TOKENS = 2**32 - 1
@@ -55,9 +54,26 @@ class ChatRequest:
     use_cache: bool = True
     # Stop sequences: the reply is cut before the first occurrence of any of them.
     stop: tuple[str, ...] = ()
+    # Why the prompt could not be read as a translation ("" when it was): then only a passthrough may answer.
+    unreadable: str = ""
+    # The caller's messages as (role, text), for a passthrough.
+    messages: tuple[tuple[str, str], ...] = ()
 
-    def grpc_request(self) -> pb.TranslateRequest:
+    def grpc_request(self, passthrough_model: str = "") -> pb.TranslateRequest:
+        """The Translate call: the segments read from the prompt, or (with `passthrough_model`) the chat as
+        written, for a request that could not be read."""
         assert self.batch is not None
+        if passthrough_model:
+            return pb.TranslateRequest(
+                messages=[pb.ChatMessage(role=role, content=text) for role, text in self.messages],
+                target_language=self.target_language,
+                source_language=self.source_language,
+                model=passthrough_model,
+                task_id=self.task_id,
+                priority=pb.PRIORITY_INTERACTIVE,
+                max_output_tokens=self.max_output_tokens,
+            )
+        assert not self.unreadable, self.unreadable
         return pb.TranslateRequest(
             segments=self.batch.segments,
             target_language=self.target_language,
@@ -184,8 +200,12 @@ def _check_unsupported(body: Mapping[str, Any]) -> None:
             raise WireError.unsupported(name, f"{why}: leave it out", body.get(name))
 
 
-def parse_chat(body: Mapping[str, Any], task_id: str, default_target: str) -> ChatRequest:
-    """The ChatRequest in a chat completions body; WireError names a missing or mistyped field."""
+def parse_chat(body: Mapping[str, Any], task_id: str, default_target: str = "", header_target: str = "") -> ChatRequest:
+    """The ChatRequest in a chat completions body; WireError names a missing or mistyped field.
+
+    The target is the body's `target_language`, else `header_target` (X-Target-Language), else what the prompt
+    names; `default_target` only for a bare text whose prompts name none. A prompt that cannot be read with
+    confidence gives a ChatRequest whose `unreadable` says why (translane.wire.prompts)."""
     messages = body.get("messages")
     if not isinstance(messages, list):
         raise WireError.bad_field("messages", "a list of messages", messages)
@@ -202,6 +222,8 @@ def parse_chat(body: Mapping[str, Any], task_id: str, default_target: str) -> Ch
     include_usage = stream and include_usage  # checked whether it applies or not, like every field
     max_output_tokens = _max_tokens(body)
     target, _ = language_field(body, "target_language", "target_lang")
+    if not target and header_target:
+        target, _ = language_field({"X-Target-Language": header_target}, "X-Target-Language")
     source, _ = language_field(body, "source_language", "source_lang")
     use_cache = body.get("cache")
     if use_cache is None:
@@ -222,33 +244,24 @@ def parse_chat(body: Mapping[str, Any], task_id: str, default_target: str) -> Ch
             raise WireError.bad_field(f"messages[{i}].role", "a string", role)
         roles.append(role)
         texts.append(_content(message.get("content"), f"messages[{i}].content"))
-    last = max((i for i, r in enumerate(roles) if r == "user"), default=-1)
-    if last < 0:
+    if "user" not in roles:
         raise WireError(
             400, "messages: no user message holds text to translate", param="messages", code="invalid_value"
         )
-    batch = split_message(texts[last])
-    if not (target and source):
-        # The instruction next to the text says most; then the system prompt; then earlier user turns.
-        prompts = [
-            batch.instruction,
-            *(t for t, r in zip(texts, roles, strict=True) if r in _SYSTEM_ROLES),
-            *(texts[i] for i in range(last - 1, -1, -1) if roles[i] == "user"),
-        ]
-        found_source, found_target = prompt_languages(prompts)
-        target = target or found_target
-        source = source or found_source
+    reading = read_chat(roles, texts, target, source, default_target)
     return ChatRequest(
         model,
-        batch,
-        target or default_target,
-        source,
+        reading.batch,
+        reading.target_language,
+        reading.source_language,
         stream,
         include_usage,
         task_id,
         max_output_tokens,
         use_cache,
         stop,
+        reading.problem,
+        tuple(zip(roles, texts, strict=True)),
     )
 
 

@@ -37,6 +37,11 @@ _YAML_FENCE = re.compile(r"^[ \t]*```[ \t]*(?:ya?ml)?[ \t]*\n(?P<body>.*?)\n[ \t
 # The templates' worked example, which holds items of its own: part of the instruction, never the batch.
 _EXAMPLE = re.compile(r"<example>.*?</example>", re.DOTALL | re.IGNORECASE)
 _FIRST_ITEM = re.compile(r"^-[ \t]+id:", re.MULTILINE)
+# After a blank line, an unindented line of instruction: what a template writes after its items.
+_TRAILING_INSTRUCTION = re.compile(
+    r"\n[ \t]*\n(?=[^\s-][^\n]*\b(?:translat\w*|return|output|reply|respond|yaml|keep|format|id|ids)\b)",
+    re.IGNORECASE,
+)
 # "- id: 7" then an indented "text: ..." (or whatever the source field is called).
 _YAML_ITEM = re.compile(
     r"^-[ \t]+id:[ \t]*(?P<id>[^\n]*?)[ \t]*\n(?P<indent>[ \t]+)(?P<field>[A-Za-z_][\w-]*):(?:[ \t]|$)",
@@ -166,6 +171,11 @@ def _yaml_anywhere(text: str) -> Batch | None:
     for m in _FIRST_ITEM.finditer(text):
         if outside(m.start()):
             end = min((a for a, _ in examples if a > m.start()), default=len(text))
+            # Bare items end where the template's words resume: after a blank line, an unindented line that
+            # is neither an item nor text of one ("Return the YAML only, ..."), never taken into the last item.
+            tail = _TRAILING_INSTRUCTION.search(text, m.start(), end)
+            if tail is not None:
+                end = tail.start()
             return _yaml(text[m.start() : end], text[: m.start()] + "\n" + text[end:])
     return None
 
@@ -224,19 +234,32 @@ def language_field(body: Mapping[str, Any], *names: str) -> tuple[str, str]:
     return resolve(found[0]) or normalize_language(found[0]), found[0]
 
 
-def parse_custom(body: Mapping[str, Any], default_target: str, task_id: str = "") -> CustomRequest:
-    """The custom API's request; WireError names a missing or mistyped field."""
+def parse_custom(
+    body: Mapping[str, Any], default_target: str = "", task_id: str = "", header_target: str = ""
+) -> CustomRequest:
+    """The custom API's request; WireError names a missing or mistyped field. The target is `target_lang`, else
+    the X-Target-Language header's, else `default_target`; none at all is an error, never a guess."""
     texts = body.get("text_list")
     if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
         raise WireError.bad_field("text_list", "a list of strings", texts)
     target, _ = language_field(body, "target_lang", "target_language")
+    if not target and header_target:
+        target, _ = language_field({"X-Target-Language": header_target}, "X-Target-Language")
+    target = target or default_target
+    if not target:
+        raise WireError(
+            400,
+            "target_lang: required (a language code such as 'zh-CN' or 'ja'), or an X-Target-Language header",
+            param="target_lang",
+            code="missing_target_language",
+        )
     source, source_sent = language_field(body, "source_lang", "source_language")
     model = body.get("model")
     if model is None:
         model = ""
     if not isinstance(model, str):
         raise WireError.bad_field("model", "a string", model)
-    return CustomRequest(tuple(texts), target or default_target, source, source_sent, model, task_id)
+    return CustomRequest(tuple(texts), target, source, source_sent, model, task_id)
 
 
 def render_custom(req: CustomRequest, resp: pb.TranslateResponse | None) -> dict[str, Any]:

@@ -67,6 +67,9 @@ def parse_line(raw: str, number: int, default_target: str) -> Line:
             raise LineError(cid, exc.message) from None
         if chat.batch is None:
             raise LineError(cid, "body.messages: nothing to translate")
+        if chat.unreadable:
+            # Never a guess: not the instruction translated, nor into --to's language in place of the one named.
+            raise LineError(cid, f"body.messages: {chat.unreadable}")
         return Line(
             cid,
             chat.batch.segments,

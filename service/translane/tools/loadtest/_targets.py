@@ -30,7 +30,9 @@ class Client(Protocol):
 
 
 def _default_body(cfg: LoadConfig) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": cfg.model, "messages": [{"role": "user", "content": "{{prompt}}"}]}
+    # An instruction any chat endpoint reads, the shim included (which translates nothing it cannot read).
+    message = {"role": "user", "content": "Translate to Simplified Chinese:\n\n{{prompt}}"}
+    body: dict[str, Any] = {"model": cfg.model, "messages": [message]}
     if cfg.max_tokens:
         body["max_tokens"] = cfg.max_tokens
     return body
