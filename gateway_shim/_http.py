@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 from translane.contract import MAX_TASK_ID_CHARS, task_id_problem
 from translane.errors import quote
-from translane.wire import WireError
+from translane.wire import WireError, resolve
 
 from ._backend import Backend
 from ._config import ShimConfig
@@ -194,9 +194,23 @@ def _too_large(length: int | None, max_bytes: int) -> WireError:
 TARGET_HEADER = "X-Target-Language"
 
 
+# Longer than any language code or name the shim reads.
+MAX_TARGET_HEADER_CHARS = 64
+
+
 def target_header(request: web.Request) -> str:
-    """The target language the X-Target-Language header names ("" when absent); a body field wins over it."""
-    return request.headers.get(TARGET_HEADER, "").strip()
+    """The target language the X-Target-Language header names, as our code ("" when absent); checked whenever
+    given, though a body field wins over it."""
+    value = request.headers.get(TARGET_HEADER, "").strip()
+    if value and (len(value) > MAX_TARGET_HEADER_CHARS or resolve(value) is None):
+        raise WireError(
+            400,
+            f"{TARGET_HEADER}: expected a language code such as 'ja' or 'zh-TW', or a name such as 'Japanese'; "
+            f"got {quote(value)}",
+            param=TARGET_HEADER,
+            code="unknown_language",
+        )
+    return (resolve(value) or "") if value else ""
 
 
 def task_id_of(request: web.Request, body: Mapping[str, Any]) -> str:

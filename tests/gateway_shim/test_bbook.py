@@ -134,4 +134,3 @@ async def test_bilingual_book_maker_translates_each_paragraph_alone_into_the_lan
     assert not any(word in pages for word in INSTRUCTION_WORDS)
     # The client's probes (a connection check, a JSON-schema probe) were refused, and it went on regardless.
     assert (await sim.stats())["models"]["doubao-seed-translation-250915"]["admitted"] >= len(PARAGRAPHS)
-

@@ -391,7 +391,7 @@ def refused_for_its_meaning(ctx: CheckContext, response: Response, case: Case) -
     if response.status_code != 400 or case.meta is None or case.meta.generation.mode.is_negative:
         return None
     error = json.loads(response.text)["error"]
-    meaning = ("invalid_argument", "out_of_range", "unreadable_prompt", "missing_target_language")
+    meaning = ("invalid_argument", "out_of_range", "unreadable_prompt", "missing_target_language", "unknown_language")
     assert error["code"] in meaning, f"a valid request refused by the shim: {error}"
     return True
 

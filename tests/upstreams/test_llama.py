@@ -63,3 +63,15 @@ async def test_the_shim_reports_length_and_usage_from_a_real_server(shim: Runnin
         )
         finishes = [c.choices[0].finish_reason async for c in stream if c.choices]
         assert finishes[-1] == "length"
+
+
+async def test_an_uncapped_paragraph_that_overflows_is_a_400_naming_the_cut_not_a_429(shim: RunningShim) -> None:
+    """The ladder cannot finish a paragraph whose answer overflows the model's output limit even in pieces: the
+    caller hears that (400, the cut named), never a 429 from a later piece's queue wait, which the SDK would retry
+    twice, paying the whole ladder three times."""
+    async with openai.AsyncOpenAI(base_url=f"{shim.url}/v1", api_key="none") as client:  # the SDK's own retries
+        messages = [{"role": "user", "content": f"Translate to French:\n\n{PARAGRAPH}"}]
+        with pytest.raises(openai.BadRequestError) as info:
+            await client.chat.completions.create(model=TINY, messages=messages)  # type: ignore[arg-type]
+    assert info.value.status_code == 400
+    assert "output limit" in str(info.value) and "segments[0]" in str(info.value)
