@@ -1119,7 +1119,9 @@ IMMERSIVE_BATCH: tuple[BatchPrompt, ...] = (
         source=IMT_EXPERTS + "paraphrase.yml (multiplePrompt)",
         env=IMT_EXPERT_PARAPHRASE_ENV,
         item="imt_yaml_item",
-        task="rewrite",
+        # A refined translation is still a translation into {to}: the shim answers it as one, in the items'
+        # own field, which the plugin reads when step2 is absent (see `split`).
+        task="translate",
         note="Two-step paraphrase expert: step1 literal, step2 refined; step2 kept.",
     ),
     _imt_batch(

@@ -24,6 +24,7 @@ __all__ = [
     "CustomRequest",
     "custom_fields",
     "language_field",
+    "paragraphs",
     "parse_custom",
     "render_custom",
     "split_message",
@@ -51,7 +52,9 @@ _YAML_ITEM = re.compile(
 # "翻译成 X：", or inline "Translate to French: Bonjour".
 _INSTRUCTION = re.compile(r"\A[ \t]*(?P<instruction>[^\n:：]{1,300}[:：])[ \t]*(?P<newline>\n?)")
 _IMPERATIVE = re.compile(r"(?:please\s+)?translate\b|请|請|将|將|把|翻译|翻譯", re.IGNORECASE)
-_TRANSLATE_VERB = re.compile(r"translat|翻译|翻譯|译|譯|翻訳|번역", re.IGNORECASE)
+_TRANSLATE_VERB = re.compile(r"translat|tradu|перев|übersetz|翻译|翻譯|译|譯|翻訳|번역", re.IGNORECASE)
+# The text in tags after the instruction, as users' own templates put it: "<text>\n{{text}}\n</text>".
+_WRAPPED = re.compile(r"\A\s*<(?P<tag>text|source|input)>\n?(?P<body>.*?)\n?</(?P=tag)>\s*\Z", re.DOTALL)
 # An older plugin template: "...\nSource Text: {{text}}\n\nTranslated Text:".
 _LABELLED = re.compile(
     r"\A(?P<instruction>.*?)\n[ \t]*Source Text:[ \t]*(?P<body>.*?)\s*\n[ \t]*Translated Text:[ \t]*\Z",
@@ -77,11 +80,13 @@ class Batch:
     instruction: str = ""
     # For the yaml form: each item's id, indentation and field name, to write back as they came.
     items: tuple[_Item, ...] = ()
+    # For the separator form: the line between paragraphs ("%%", or a client's own such as "@@").
+    separator: str = SEPARATOR_LINE
 
     def before(self, i: int) -> str:
         """What goes in front of translation `i`."""
         if self.form == "separator":
-            return SEPARATOR if i else ""
+            return f"\n\n{self.separator}\n\n" if i else ""
         if self.form == "yaml":
             item = self.items[i]
             head = f"- id: {item.ident}\n{item.indent}{item.field}: "
@@ -132,11 +137,11 @@ def _instruction(text: str) -> tuple[str, str]:
     return (instruction, rest) if rest.strip() else ("", text)
 
 
-def _paragraphs(body: str) -> list[str]:
-    """The paragraphs between "%%" lines, without the blank lines around each separator."""
+def _paragraphs(body: str, separator: str = SEPARATOR_LINE) -> list[str]:
+    """The paragraphs between separator lines ("%%"), without the blank lines around each separator."""
     paragraphs: list[list[str]] = [[]]
     for line in body.split("\n"):
-        if line.strip() == SEPARATOR_LINE:
+        if line.strip() == separator:
             paragraphs.append([])
         else:
             paragraphs[-1].append(line)
@@ -186,10 +191,18 @@ def split_message(text: str) -> Batch:
     if batch is not None:
         return batch
     instruction, body = _instruction(text)
-    if SEPARATOR_LINE in body:
-        parts = _paragraphs(body)
+    wrapped = _WRAPPED.match(body) if instruction else None
+    if wrapped is not None:
+        body = wrapped.group("body")  # "<text>\n…\n</text>" after the instruction: the text is inside
+    return paragraphs(body, instruction)
+
+
+def paragraphs(body: str, instruction: str = "", separator: str = SEPARATOR_LINE) -> Batch:
+    """`body` as one paragraph, or several when separator lines ("%%") stand between them."""
+    if separator in body:
+        parts = _paragraphs(body, separator)
         if len(parts) > 1:
-            return Batch(tuple(parts), "separator", instruction)
+            return Batch(tuple(parts), "separator", instruction, separator=separator)
     return Batch((body,), "single", instruction)
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from ..errors import quote
 from .languages import prompt_languages, resolve, template_target
-from .plugin import Batch, split_message
+from .plugin import Batch, paragraphs, split_message
 
 __all__ = ["CLIENT_SHAPES", "ClientShape", "Reading", "read_chat"]
 
@@ -26,24 +26,79 @@ _SYSTEM_ROLES = ("system", "developer")
 @dataclass(frozen=True, slots=True)
 class ClientShape:
     """A client's fixed prompt template: `pattern` matches its user message whole, with named groups `text`
-    (what to translate) and, where the template names them, `to` and `src` (the languages as written)."""
+    (what to translate) and, where the template names them, `to` and `src` (the languages as written).
+    `separator` is the line the client puts between paragraphs when it sends several in one text."""
 
     client: str
     pattern: re.Pattern[str]
+    separator: str = "%%"
 
 
-def _shape(client: str, pattern: str) -> ClientShape:
-    return ClientShape(client, re.compile(pattern, re.DOTALL))
+_PLACEHOLDERS = {
+    "{text}": r"(?P<text>.*)",
+    "{to}": r"(?P<to>[^\n]{1,60}?)",
+    "{from}": r"(?P<src>[^\n]{1,60}?)",
+    "{n}": r"\d{1,6}",
+}
 
 
-# Each from the client's published source; docs/clients.md cites the file and version.
+def _shape(client: str, template: str, separator: str = "%%", preamble: bool = False) -> ClientShape:
+    """A shape from the client's template as it writes it, {text} / {to} / {from} / {n} where it fills them in;
+    with `preamble`, any paragraphs of instruction the client may put in front."""
+    pattern = re.escape(template)
+    for placeholder, group in _PLACEHOLDERS.items():
+        escaped = re.escape(placeholder)
+        pattern = pattern.replace(escaped, group, 1)
+        # A placeholder used twice: the second time it must say the same.
+        name = group[4 : group.index(">")] if group.startswith("(?P<") else ""
+        pattern = pattern.replace(escaped, f"(?P={name})" if name else group)
+    head = r"\A(?:.*?\n\n)??" if preamble else r"\A"
+    return ClientShape(client, re.compile(head + pattern + r"\s*\Z", re.DOTALL), separator)
+
+
+# Each from the client's published source; docs/clients.md cites the file and version, and
+# tests/gateway_shim/client_prompts.py holds the client's own requests they are tested with.
 CLIENT_SHAPES: tuple[ClientShape, ...] = (
-    # bilingual_book_maker 1.3.1, chatgptapi_translator: the paragraph between backticks inside the order.
+    # bilingual_book_maker 1.3.1: the paragraph between backticks inside the order, after any of its preambles
+    # (markup kept, placeholders kept, "Translate the following N text segments …" for its '@@' groups).
     _shape(
         "bilingual_book_maker",
-        r"\APlease help me to translate,`(?P<text>.*)` to (?P<to>[^,\n]{1,60}), please return only translated "
-        r"content not include the origin text\s*\Z",
+        "Please help me to translate,`{text}` to {to}, please return only translated content not include the "
+        "origin text",
+        separator="@@",
+        preamble=True,
     ),
+    # openai-translator 0.4, translate mode.
+    _shape(
+        "openai-translator",
+        "You are a professional translator.\n\nOnly reply the result and nothing else. Please translate to {to}:"
+        "\n\n{text}",
+    ),
+    # pot 3.0.7, its OpenAI service.
+    _shape("pot", 'Translate into {to}:\n"""\n{text}\n"""'),
+    # Easydict 2.21.
+    _shape("Easydict", 'Translate the following {from} text into {to} text: """{text}"""'),
+    # Translate for Zotero 2.4.6, with and without the paper's context inside the markers (context is not text).
+    _shape(
+        "zotero-pdf-translate",
+        "As an academic expert with specialized knowledge in various fields, please provide a proficient and "
+        "precise translation from {from} to {to} of the academic text enclosed in 🔤. It is crucial to "
+        "maintaining the original phrase or sentence and ensure accuracy while utilizing the appropriate "
+        "language. The text is as follows:  🔤 {text} 🔤  Please provide the translated result without any "
+        "additional explanation and remove 🔤.",
+    ),
+    # Immersive Translate's prompts for Hunyuan-MT models, one paragraph or several ("%%").
+    _shape("Immersive Translate (Hunyuan-MT)", "把下面的文本翻译成 {to} 语言，不要额外解释\n\n{text}"),
+    _shape("Immersive Translate (Hunyuan-MT)", "把下面的多行文本翻译成 {to} 语言，不要额外解释，注意换行符\n\n{text}"),
+)
+# Zotero's "attach paper context": the paper's title and abstract before the text, inside the markers.
+_ZOTERO_CONTEXT = re.compile(r"\AContext from the academic paper:\n.*?\n\nText to translate: ", re.DOTALL)
+# What asks for more than a translation: a dictionary entry, a rewrite in a dialect or register, parts with
+# their translations in parentheses.
+_BEYOND = re.compile(
+    r"\bdictionary\b|\bphonetic|\betymolog|\bparaphras|\bword[- ]by[- ]word\b|\bin parenthes"
+    r"|\bbanmal\b|口吻|文言文|白话文|白話文|方言",
+    re.IGNORECASE,
 )
 
 # An order to translate that the shim did not take apart: "Translate …", "Please help me to translate …",
@@ -116,7 +171,8 @@ def read_chat(
     matched = _client_shape(message)
     if matched is not None:
         shape, m = matched
-        batch = Batch((m.group("text"),), "single", message)
+        text = _ZOTERO_CONTEXT.sub("", m.group("text"), count=1)
+        batch = paragraphs(text, message, shape.separator)
         named = m.groupdict().get("to") or ""
         if not target and named:
             target = resolve(named) or ""
@@ -130,6 +186,14 @@ def read_chat(
             source = resolve(m.group("src")) or ""
         return _languages(Reading(batch, target, source, client=shape.client), system, earlier, default_target)
     batch = split_message(message)
+    beyond = _BEYOND.search(batch.instruction)
+    if beyond is not None:
+        return Reading(
+            batch,
+            problem=f"the instruction asks for more than a translation ({quote(beyond.group(), 40)}: "
+            f"{quote(batch.instruction, 60)}), which a translation model does not give; send a plain translation "
+            f"request, and {_HOW}",
+        )
     if batch.form == "single" and not batch.instruction and _ORDER.search(message):
         # The message gives its own order in a shape the shim does not know: it cannot tell the text from it.
         named = _unread_target(message.split("\n", 1)[0][:300])
