@@ -116,7 +116,7 @@ async def test_markdown_keeps_its_structure_and_translates_every_text(server: Ru
         '---\ntitle: "',
         "author: Someone\n---\n# ",
         "`pip install x`",
-        '(https://example.com/docs "Docs")',
+        '(https://example.com/docs "',  # the link's title is translated: its own segment
         "| --- | --- |",
         '```python\nprint("keep me")\n```\n\n<div>raw html block</div>\n',
         "- ",

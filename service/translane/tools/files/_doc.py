@@ -7,15 +7,22 @@ import json
 import re
 import xml.etree.ElementTree as ET
 import zipfile
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ._epub import EpubBook, read_epub
-from ._html import html_segments, set_lang
+from ._html import html_spans, set_lang
+from ._json import json_strings, string_form
+from ._protect import markdown_inner_texts, protect
+from ._spans import decode, splice
+from ._values import looks_like_code, looks_like_identifier
 
-__all__ = ["FORMATS", "Doc", "FormatError", "Segment", "load"]
+__all__ = ["CUTTING", "FORMATS", "Doc", "FormatError", "Segment", "load", "parse"]
+
+# How files are cut into segments, as a version: a resumed run's state is read only against the same cutting
+# (a segment's index means the same text).
+CUTTING = "2"
 
 
 class FormatError(ValueError):
@@ -24,13 +31,15 @@ class FormatError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Segment:
-    """One piece of human text: where it is (`start`:`end` in the text), and a place a person can read."""
+    """One piece of human text: where it is (`start`:`end` in the text), a place a person can read, and how the
+    text writes it there (see _spans.py: "" as it is; an attribute value, a JSON string, ... escaped)."""
 
     index: int
     text: str
     start: int
     end: int
     where: str
+    form: str = ""
 
 
 @dataclass(slots=True)
@@ -41,63 +50,56 @@ class Doc:
     kind: str
     text: str
     segments: list[Segment] = field(default_factory=list)
-    # For JSON: the parsed value and each segment's path in it, rendered back with json.dumps.
-    data: Any = None
-    paths: list[tuple[Any, ...]] = field(default_factory=list)
+    # What a person should know about how the file was cut (values kept as identifiers, ...).
+    notes: list[str] = field(default_factory=list)
     # Set before rendering: HTML gets it as its root `lang`, an EPUB its dc:language.
     target_language: str = ""
     # An EPUB: the book, and for each segment the part and span it came from.
     book: EpubBook | None = None
-    places: list[tuple[int, int, int]] = field(default_factory=list)
+    places: list[tuple[int, int]] = field(default_factory=list)
 
     def output(self, translations: dict[int, str]) -> bytes:
         """The translated file's bytes."""
         if self.book is None:
             return self.render(translations).encode("utf-8")
-        per_part: list[dict[tuple[int, int], str]] = [{} for _ in self.book.parts]
+        per_part: list[dict[int, str]] = [{} for _ in self.book.parts]
         for seg in self.segments:
             if seg.index in translations:
-                part, start, end = self.places[seg.index]
-                per_part[part][(start, end)] = translations[seg.index]
+                part, span = self.places[seg.index]
+                per_part[part][span] = translations[seg.index]
         return self.book.render(per_part, self.target_language or "und")
 
     def render(self, translations: dict[int, str]) -> str:
-        """The file with segment i replaced by translations[i] (untouched where absent)."""
-        if self.kind == "json":
-            data = json.loads(self.text)
-            for seg, path in zip(self.segments, self.paths, strict=True):
-                if seg.index in translations:
-                    node = data
-                    for key in path[:-1]:
-                        node = node[key]
-                    node[path[-1]] = translations[seg.index]
-            indent = 2 if "\n" in self.text.strip() else None
-            return json.dumps(data, ensure_ascii=False, indent=indent) + ("\n" if self.text.endswith("\n") else "")
-        out: list[str] = []
-        pos = 0
-        for seg in self.segments:
-            out.append(self.text[pos : seg.start])
-            if seg.index not in translations:
-                out.append(self.text[seg.start : seg.end])
-            elif self.kind == "yaml":
-                # A double-quoted scalar (JSON's string syntax is YAML's) holds any translation safely.
-                out.append(json.dumps(translations[seg.index], ensure_ascii=False))
-            else:
-                out.append(translations[seg.index])
-            pos = seg.end
-        out.append(self.text[pos:])
-        rendered = "".join(out)
+        """The file with segment i replaced by translations[i], written as its place needs (untouched where
+        absent, or translated to its own text)."""
+        rendered = splice(self.text, self.segments, translations, self.kind)
         if self.kind == "html" and self.target_language:
             rendered = set_lang(rendered, self.target_language)
         return rendered
 
 
-def _add(doc: Doc, start: int, end: int, where: str) -> None:
-    while end > start and doc.text[end - 1] == "\r":  # a CRLF line's \r belongs to the line ending
+def _add(doc: Doc, start: int, end: int, where: str, form: str = "") -> None:
+    while not form and end > start and doc.text[end - 1] == "\r":  # a CRLF line's \r belongs to the line ending
         end -= 1
-    text = doc.text[start:end]
+    text = decode(doc.text[start:end], form)
     if text.strip():
-        doc.segments.append(Segment(len(doc.segments), text, start, end, where))
+        doc.segments.append(Segment(len(doc.segments), text, start, end, where, form))
+
+
+def _in_order(doc: Doc) -> None:
+    """Segments numbered in document order (one inside another after it)."""
+    doc.segments.sort(key=lambda s: (s.start, -s.end))
+    doc.segments[:] = [Segment(i, s.text, s.start, s.end, s.where, s.form) for i, s in enumerate(doc.segments)]
+
+
+_LETTER = re.compile(r"[^\W\d_]")
+_OUR_PLACEHOLDER = re.compile(r"\{\d+\}")
+
+
+def _has_words(text: str, kind: str) -> bool:
+    """Whether `text` says something outside its markup (a paragraph that is only an image does not)."""
+    masked, _ = protect(text, kind)
+    return _LETTER.search(_OUR_PLACEHOLDER.sub("", masked)) is not None
 
 
 def _line_starts(text: str) -> list[int]:
@@ -137,10 +139,12 @@ def _subtitles(doc: Doc) -> None:
 
 
 def _markdown(doc: Doc) -> None:
-    """CommonMark: headings, paragraphs, list items and table cells; code, HTML blocks and front matter keys kept.
+    """CommonMark: headings, paragraphs, list items and table cells, images' alt text and links' and images'
+    titles; code, HTML blocks and front matter keys kept.
 
     Each inline run is replaced where it stands in the source, so the markers around it (`#`, `-`,
-    `>`, `|`) and everything between blocks stay byte for byte.
+    `>`, `|`) and everything between blocks stay byte for byte. An image goes to the model as a
+    placeholder in its sentence, its alt and title as segments of their own (as HTML's attributes do).
     """
     from markdown_it import MarkdownIt
 
@@ -169,45 +173,71 @@ def _markdown(doc: Doc) -> None:
         content = token.content
         found = text.find(content, region_start, region_end)
         if found >= 0:
-            _add(doc, found, found + len(content), f"line {first + 1}")
+            _inline(doc, found, found + len(content), f"line {first + 1}")
             continue
         # A paragraph over several lines inside a list or quote: translate it line by line.
         for part in content.split("\n"):
             pos = text.find(part, region_start, region_end)
             if pos >= 0 and part.strip():
-                _add(doc, pos, pos + len(part), f"line {text.count(chr(10), 0, pos) + 1}")
+                _inline(doc, pos, pos + len(part), f"line {text.count(chr(10), 0, pos) + 1}")
                 region_start = pos + len(part)
-    doc.segments.sort(key=lambda s: s.start)
-    doc.segments[:] = [Segment(i, s.text, s.start, s.end, s.where) for i, s in enumerate(doc.segments)]
+    _in_order(doc)
 
 
-def _walk(node: Any, path: tuple[Any, ...]) -> Iterable[tuple[tuple[Any, ...], str]]:
-    if isinstance(node, dict):
-        for k, v in node.items():
-            yield from _walk(v, (*path, k))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            yield from _walk(v, (*path, i))
-    elif isinstance(node, str):
-        yield path, node
+def _inline(doc: Doc, start: int, end: int, where: str) -> None:
+    """A Markdown inline run, when it says something outside its markup, and the alt texts and titles in it."""
+    run = doc.text[start:end]
+    if _has_words(run, "markdown"):
+        _add(doc, start, end, where)
+    for s, e, form, what in markdown_inner_texts(run):
+        if not looks_like_code(decode(run[s:e], form)):  # an alt that is a file name, say
+            _add(doc, start + s, start + e, f"{where} {what}", form)
 
 
 # RenPy translation files exported as JSON: the dialogue and menu strings, not ids or speakers.
 RENPY_KEYS = ("*.what", "*.text", "*.translation", "*.menu.*", "dialogue.*.text", "strings.*.new")
 
 
+class _Chooser:
+    """Which string values to translate: those at the key paths asked for; without any, every value that does not
+    look like an identifier, a number, a version, a URL or a path (counted, for the run's summary)."""
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self.keys = keys
+        self.kept = 0
+
+    def wants(self, dotted: str, value: str) -> bool:
+        if not value.strip():
+            return False
+        if self.keys:
+            return any(fnmatch.fnmatchcase(dotted, pat) for pat in self.keys)
+        if looks_like_identifier(value):
+            self.kept += 1
+            return False
+        return True
+
+    def note(self, doc: Doc) -> None:
+        if self.kept:
+            doc.notes.append(
+                f"{self.kept} value(s) kept as they are: they look like identifiers, numbers, versions, URLs or "
+                "paths (--keys chooses the keys to translate)"
+            )
+
+
 def _json(doc: Doc, keys: tuple[str, ...]) -> None:
-    """String values at glob-style key paths (`dialogue.*.text`); keys, numbers and other strings kept."""
+    """String values at glob-style key paths (`dialogue.*.text`), or every one that reads as text; keys, numbers
+    and the rest kept byte for byte."""
     try:
-        doc.data = json.loads(doc.text)
+        json.loads(doc.text[1:] if doc.text.startswith("\ufeff") else doc.text)
     except ValueError as exc:
         raise FormatError(f"{doc.path}: not JSON: {exc}") from None
-    patterns = keys or ("*",)
-    for path, value in _walk(doc.data, ()):
+    chooser = _Chooser(keys)
+    form = string_form(doc.text)
+    for path, value, start, end in json_strings(doc.text):
         dotted = ".".join(str(p) for p in path)
-        if value.strip() and any(fnmatch.fnmatchcase(dotted, pat) for pat in patterns):
-            doc.segments.append(Segment(len(doc.segments), value, 0, 0, dotted))
-            doc.paths.append(path)
+        if chooser.wants(dotted, value):
+            doc.segments.append(Segment(len(doc.segments), value, start, end, dotted, form))
+    chooser.note(doc)
 
 
 def _yaml(doc: Doc, keys: tuple[str, ...]) -> None:
@@ -218,7 +248,7 @@ def _yaml(doc: Doc, keys: tuple[str, ...]) -> None:
         root = yaml.compose(doc.text)
     except yaml.YAMLError as exc:
         raise FormatError(f"{doc.path}: not YAML: {str(exc)[:200]}") from None
-    patterns = keys or ("*",)
+    chooser = _Chooser(keys)
 
     def walk(node: Any, path: tuple[str, ...]) -> None:
         if isinstance(node, yaml.MappingNode):
@@ -227,16 +257,16 @@ def _yaml(doc: Doc, keys: tuple[str, ...]) -> None:
         elif isinstance(node, yaml.SequenceNode):
             for i, v in enumerate(node.value):
                 walk(v, (*path, str(i)))
-        elif isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:str" and node.value.strip():
+        elif isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:str":
             dotted = ".".join(path)
-            if any(fnmatch.fnmatchcase(dotted, pat) for pat in patterns):
+            if chooser.wants(dotted, node.value):
                 start, end = node.start_mark.index, node.end_mark.index
-                doc.segments.append(Segment(len(doc.segments), node.value, start, end, dotted))
+                doc.segments.append(Segment(len(doc.segments), node.value, start, end, dotted, "yaml"))
 
     if root is not None:
         walk(root, ())
-    doc.segments.sort(key=lambda s: s.start)
-    doc.segments[:] = [Segment(i, s.text, s.start, s.end, s.where) for i, s in enumerate(doc.segments)]
+    chooser.note(doc)
+    _in_order(doc)
 
 
 FORMATS = {
@@ -262,9 +292,9 @@ def _epub(p: Path) -> Doc:
         raise FormatError(f"{p}: not a readable EPUB: {exc}") from None
     doc = Doc(str(p), "epub", "", book=book)
     for n, part in enumerate(book.parts):
-        for start, end, where in part.spans:
-            doc.segments.append(Segment(len(doc.segments), part.text[start:end], start, end, where))
-            doc.places.append((n, start, end))
+        for i, span in enumerate(part.spans):
+            doc.segments.append(Segment(len(doc.segments), span.text, span.start, span.end, span.where, span.form))
+            doc.places.append((n, i))
     return doc
 
 
@@ -282,7 +312,12 @@ def load(path: str, keys: tuple[str, ...] = (), preset: str = "") -> Doc:
             text = f.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise FormatError(f"{path}: cannot read as UTF-8 text: {exc}") from None
-    doc = Doc(str(p), kind, text)
+    return parse(text, kind, str(p), keys, preset)
+
+
+def parse(text: str, kind: str, path: str = "", keys: tuple[str, ...] = (), preset: str = "") -> Doc:
+    """`text`, a file of `kind` (a value of FORMATS other than epub), cut into segments."""
+    doc = Doc(path, kind, text)
     if kind == "text":
         _plain(doc)
     elif kind == "markdown":
@@ -290,8 +325,8 @@ def load(path: str, keys: tuple[str, ...] = (), preset: str = "") -> Doc:
     elif kind in ("srt", "vtt"):
         _subtitles(doc)
     elif kind == "html":
-        for start, end, where in html_segments(text):
-            _add(doc, start, end, where)
+        for span in html_spans(text):
+            doc.segments.append(Segment(len(doc.segments), span.text, span.start, span.end, span.where, span.form))
     elif kind == "yaml":
         _yaml(doc, RENPY_KEYS if preset == "renpy" else keys)
     else:

@@ -1,5 +1,6 @@
-"""EPUB 2 and 3: the spine's XHTML in reading order, the nav document, the NCX labels and the OPF's title and
-description translated; the OPF's dc:language set to the target; every other entry copied byte for byte.
+"""EPUB 2 and 3: the spine's XHTML in reading order, the nav document, the NCX's title and labels and the OPF's
+title and description translated; the language set to the target wherever the book states it (the OPF's
+dc:language, the package's and the NCX's xml:lang, each document's root); every other entry copied byte for byte.
 
 The zip is rebuilt entry by entry in the original order with each entry's own ZipInfo (name,
 date, compression): `mimetype` stays first and stored, images, fonts and CSS are the same bytes.
@@ -15,7 +16,8 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ._html import html_segments, set_lang
+from ._html import html_spans, set_lang
+from ._spans import Span, decode, splice
 
 __all__ = ["EpubBook", "read_epub"]
 
@@ -24,7 +26,11 @@ _NS = {
     "opf": "http://www.idpf.org/2007/opf",
 }
 _DC = r"(<dc:{tag}\b[^>]*>)(.*?)(</dc:{tag}>)"
-_NCX_TEXT = re.compile(r"<text>(.*?)</text>", re.DOTALL)
+# The book's title and each entry's label; not docAuthor (a name).
+_NCX_TEXT = re.compile(r"<(docTitle|navLabel)\b[^>]*>\s*<text\b[^>]*>([^<]*)</text>", re.DOTALL)
+# Start tags whose xml:lang follows the target: the package, the NCX, the translated title and description.
+_LANG_TAGS = re.compile(r"<(?:package|ncx|dc:title|dc:description)\b[^>]*>")
+_XML_LANG = re.compile(r"""(\sxml:lang\s*=\s*)("[^"]*"|'[^']*')""")
 
 
 @dataclass(slots=True)
@@ -33,7 +39,7 @@ class Part:
 
     name: str
     text: str
-    spans: list[tuple[int, int, str]] = field(default_factory=list)
+    spans: list[Span] = field(default_factory=list)
     html: bool = False
 
 
@@ -45,19 +51,15 @@ class EpubBook:
     parts: list[Part]
     opf: str
 
-    def render(self, translations: list[dict[tuple[int, int], str]], target: str) -> bytes:
-        """The book with each part's spans replaced; per part a {(start, end): text} map."""
+    def render(self, translations: list[dict[int, str]], target: str) -> bytes:
+        """The book with each part's spans replaced; per part a {span index: text} map."""
         texts: dict[str, bytes] = {}
         for part, repl in zip(self.parts, translations, strict=True):
-            out, pos = [], 0
-            for start, end, _ in part.spans:
-                out.append(part.text[pos:start])
-                out.append(repl.get((start, end), part.text[start:end]))
-                pos = end
-            out.append(part.text[pos:])
-            rendered = "".join(out)
+            rendered = splice(part.text, part.spans, repl, "html")
             if part.html:
                 rendered = set_lang(rendered, target)
+            else:
+                rendered = _set_xml_lang(rendered, target)
             if part.name == self.opf:
                 rendered = re.sub(
                     _DC.format(tag="language"),
@@ -72,6 +74,11 @@ class EpubBook:
             for info in self.infos:
                 out_zip.writestr(info, texts.get(info.filename, self.data[info.filename]))
         return buffer.getvalue()
+
+
+def _set_xml_lang(text: str, lang: str) -> str:
+    """The xml:lang of the package, the NCX and the translated metadata set to `lang`, where they have one."""
+    return _LANG_TAGS.sub(lambda m: _XML_LANG.sub(lambda a: f'{a.group(1)}"{lang}"', m.group()), text)
 
 
 def read_epub(path: str) -> EpubBook:
@@ -98,8 +105,9 @@ def read_epub(path: str) -> EpubBook:
     for tag in ("title", "description"):
         for m in re.finditer(_DC.format(tag=tag), opf_text, re.DOTALL):
             if m.group(2).strip():
-                opf_part.spans.append((m.start(2), m.end(2), f"{opf_name} dc:{tag}"))
-    opf_part.spans.sort()  # the description may come before the title
+                text = decode(m.group(2), "xml")
+                opf_part.spans.append(Span(m.start(2), m.end(2), f"{opf_name} dc:{tag}", "xml", text))
+    opf_part.spans.sort(key=lambda s: s.start)  # the description may come before the title
     parts.append(opf_part)
     for item_id in [*order, *(n for n in nav if n not in order)]:
         item = manifest.get(item_id)
@@ -107,11 +115,16 @@ def read_epub(path: str) -> EpubBook:
             continue
         name = posixpath.normpath(posixpath.join(base, item["href"]))
         text = data[name].decode("utf-8")
-        parts.append(Part(name, text, [(s, e, f"{name} {w}") for s, e, w in html_segments(text)], html=True))
+        spans = [Span(s.start, s.end, f"{name} {s.where}", s.form, s.text) for s in html_spans(text)]
+        parts.append(Part(name, text, spans, html=True))
     for item_id in ncx:
         name = posixpath.normpath(posixpath.join(base, manifest[item_id]["href"]))
         text = data[name].decode("utf-8")
-        spans = [(m.start(1), m.end(1), f"{name} navLabel") for m in _NCX_TEXT.finditer(text) if m.group(1).strip()]
+        spans = [
+            Span(m.start(2), m.end(2), f"{name} {m.group(1)}", "xml", decode(m.group(2), "xml"))
+            for m in _NCX_TEXT.finditer(text)
+            if m.group(2).strip()
+        ]
         parts.append(Part(name, text, spans))
     return EpubBook(path, infos, data, parts, opf_name)
 

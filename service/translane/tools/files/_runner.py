@@ -20,7 +20,7 @@ from translane.tasks import all_or_first_failure
 from translane.v1 import translate_pb2 as pb
 from translane.v1 import translate_pb2_grpc as pb_grpc
 
-from ._doc import FORMATS, Doc, FormatError, load
+from ._doc import CUTTING, FORMATS, Doc, FormatError, load
 from ._leaks import Leak, LeakChecker
 from ._protect import protect, restore
 
@@ -67,11 +67,13 @@ class FileSummary:
     leaks_repaired: int = 0
     leaks_left: int = 0
     skipped: bool = False
+    # How the file was cut, for a person (values kept as identifiers, ...).
+    notes: list[str] = field(default_factory=list)
 
     def text(self) -> str:
         if self.skipped:
             return f"{self.path}: already translated ({self.output})"
-        return (
+        return "".join(f"{self.path}: {note}\n" for note in self.notes) + (
             f"{self.path} -> {self.output}: {self.segments} segments ({self.resumed} resumed, {self.cached} cached), "
             f"{self.tokens} tokens, cost {self.cost:.6f}; leaks {self.leaks_found} found, "
             f"{self.leaks_repaired} repaired, {self.leaks_left} left for review"
@@ -187,7 +189,7 @@ def _json_line(line: str) -> dict[str, Any] | None:
 
 def _digest(source: Path, s: FileSettings) -> str:
     h = hashlib.sha256(source.read_bytes())
-    h.update(json.dumps([s.keys, s.preset, s.target_language, s.source_language, s.model]).encode())
+    h.update(json.dumps([s.keys, s.preset, s.target_language, s.source_language, s.model, CUTTING]).encode())
     return h.hexdigest()
 
 
@@ -336,6 +338,7 @@ async def translate_files(paths: list[str], s: FileSettings) -> tuple[list[FileS
                 doc = load(str(source), s.keys, s.preset)
                 doc.target_language = s.target_language
                 summary.segments = len(doc.segments)
+                summary.notes = doc.notes
                 sender.advance = bar.file(source.name, len(doc.segments) - len(state.texts))
                 entries = await _translate_doc(doc, state, sender, checker, fallbacks, summary)
                 for e in entries:
