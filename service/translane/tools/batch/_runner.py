@@ -14,7 +14,7 @@ from typing import IO, Any
 import grpc
 
 from translane import tls
-from translane.calls import persist
+from translane.calls import persist, reach_hint
 from translane.v1 import translate_pb2 as pb
 from translane.v1 import translate_pb2_grpc as pb_grpc
 from translane.wire import completion, usage_json
@@ -71,6 +71,8 @@ class BatchSummary:
     # Paid-for segments per serving model, and the models' RPM (from ListModels) for the rate line.
     served: dict[str, int] = field(default_factory=dict)
     rpm: dict[str, int] = field(default_factory=dict)
+    # When lines failed without reaching the service: what to check (calls.reach_hint), said once.
+    hint: str = ""
 
     def _duplicates(self) -> str:
         ids = ", ".join(self.duplicate_ids) + (", ..." if self.duplicates > len(self.duplicate_ids) else "")
@@ -167,6 +169,7 @@ class _Job:
                 code = exc.code()
                 self.summary.failed += 1
                 self.summary.errors[code.name] = self.summary.errors.get(code.name, 0) + 1
+                self.summary.hint = self.summary.hint or reach_hint(exc, self.s.grpc_target)
                 self.write(_failed(line.custom_id, _HTTP_OF.get(code, 500), code.name.lower(), exc.details() or ""))
                 return
             self._count(resp)
