@@ -26,15 +26,21 @@ OUTPUT_PER_INPUT = 1.0
 
 
 def plan_rate(cfg: LoadConfig, step_value: float | None) -> float:
-    """Requests per second for an open-loop step."""
-    if step_value:
-        return step_value
-    if cfg.rate_per_s:
+    """Requests per second for an open-loop step: the ladder's value in its unit (`steps_of`), else the rate
+    given, else requests planned from `tpm` and the prompts' size."""
+    tpm = cfg.tpm
+    if step_value is not None:
+        if cfg.steps_of == "rate":
+            return step_value
+        if cfg.steps_of == "rpm":
+            return step_value / 60
+        tpm = step_value
+    elif cfg.rate_per_s:
         return cfg.rate_per_s
     sample = prompts(cfg.data, cfg.prompt_tokens, cfg.prompt_tokens_spread, cfg.seed)
     texts = [" ".join(row.values()) for row in itertools.islice(sample, 50)]
     per_request = sum(count_tokens(t) for t in texts) / len(texts) * (1 + OUTPUT_PER_INPUT)
-    return cfg.tpm / 60 / max(1.0, per_request)
+    return tpm / 60 / max(1.0, per_request)
 
 
 class _Step:
@@ -44,8 +50,16 @@ class _Step:
         self.cfg, self.clients, self.step, self.run_id, self.feed = cfg, clients, step, run_id, feed
         self.records: list[Record] = []
         self.tasks: set[asyncio.Task[None]] = set()
+        # Request n's input, the same for every target (a comparison sends the same inputs).
+        self._prompts: list[Prompt] = []
         self.clock0 = time.perf_counter()
         self.on_done: Callable[[Record], None] = lambda r: None
+
+    def prompt(self, n: int) -> Prompt:
+        """Request n's input (read from the feed the first time any target asks for it)."""
+        while len(self._prompts) <= n:
+            self._prompts.append(next(self.feed))
+        return self._prompts[n]
 
     def _launch(self, n: int, scheduled_s: float, prompt: Prompt, slots: list[asyncio.Semaphore] | None) -> None:
         # With two targets the same input goes to both at the same moment, each first in turn.
@@ -82,7 +96,7 @@ class _Step:
             delay = self.clock0 + t - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            prompt = next(self.feed)
+            prompt = self.prompt(n)
             # A capped open loop waits for a slot; the wait shows as lateness.
             for slot in slots:
                 await slot.acquire()
@@ -90,21 +104,21 @@ class _Step:
         await self.drain()
 
     async def closed_loop(self, concurrency: int) -> None:
-        counter = itertools.count()
-
-        async def worker(client: Client, name: str) -> None:
+        async def worker(client: Client, name: str, counter: Iterator[int]) -> None:
             for n in counter:
                 now = time.perf_counter() - self.clock0
                 if self._ended(now, n):
                     return
                 record = Record(name, self.step, n, f"{self.cfg.task_id_prefix}-{self.run_id}-{self.step}-{n}", now)
                 self.records.append(record)
-                await client.send(record, next(self.feed), self.clock0)
+                await client.send(record, self.prompt(n), self.clock0)
                 self.on_done(record)
 
+        # Each target its own count: each is sent --requests, the same inputs in the same order, at its own pace.
+        counters = [itertools.count() for _ in self.clients]
         workers = [
-            worker(client, target.name)
-            for client, target in zip(self.clients, self.cfg.targets, strict=True)
+            worker(client, target.name, counter)
+            for client, target, counter in zip(self.clients, self.cfg.targets, counters, strict=True)
             for _ in range(concurrency)
         ]
         await asyncio.gather(*workers)
@@ -162,6 +176,7 @@ async def run(
         for step, value in enumerate(values):
             st = _Step(cfg, clients, step, run_id, feed)
             target_rpm = 0.0
+            concurrency = 0
             if cfg.closed_loop:
                 concurrency = int(value or cfg.concurrency)
                 shape = f"closed loop, {concurrency} in flight"
@@ -178,17 +193,17 @@ async def run(
                 if bar is not None:
                     st.on_done = _Ticker(bar, bar.add_task(f"step {step}: {shape}", total=planned or None, stats=""))
                 await job
-            elapsed = time.perf_counter() - st.clock0
             step_summaries = [
                 summarize(
                     [r for r in st.records if r.target == t.name],
                     t.name,
                     step,
                     shape,
-                    elapsed,
                     target_rpm,
                     cfg.slo_ttft_ms,
                     cfg.slo_e2e_ms,
+                    concurrency=concurrency,
+                    stream=cfg.stream,
                 )
                 for t in cfg.targets
             ]
