@@ -6,6 +6,7 @@ import dataclasses
 import itertools
 import json
 import math
+import re
 import statistics
 from pathlib import Path
 from typing import Any
@@ -405,3 +406,13 @@ def test_a_ladder_is_drawn_against_its_concurrency() -> None:
     assert throughput.get_xlabel().startswith("concurrency")
     # Then each step's own latency and outcomes panels.
     assert len([ax for ax in fig.axes if ax.get_title().endswith("outcomes")]) == 3
+
+
+async def test_the_progress_bar_ends_full(sim: Sim, capsys: pytest.CaptureFixture[str]) -> None:
+    """3 a second for 2.5 s sends 8 (at 0 .. 2.33 s), planned as 7; a closed-loop comparison planned twice what it
+    sent. The bar ends at what was sent, of as many."""
+    records, _ = await run(cfg(sim, rate_per_s=3.0, duration_s=2.5), progress=True)
+    assert len(records) == 8 and re.search(r"\b8/8\b", capsys.readouterr().err)
+    both = (Target("a", url=url(sim)), Target("b", url=url(sim)))
+    records, _ = await run(LoadConfig(targets=both, model=CHAT, concurrency=2, requests=3), progress=True)
+    assert len(records) == 6 and re.search(r"\b6/6\b", capsys.readouterr().err)

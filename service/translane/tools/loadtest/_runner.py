@@ -149,6 +149,7 @@ class _Ticker:
 def _progress(show: bool) -> AbstractContextManager[Any]:
     if not show:
         return nullcontext(None)
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     return Progress(
@@ -158,6 +159,7 @@ def _progress(show: bool) -> AbstractContextManager[Any]:
         TextColumn("{task.fields[stats]}"),
         TimeRemainingColumn(),
         transient=False,
+        console=Console(stderr=True),  # stdout holds the table
     )
 
 
@@ -191,8 +193,11 @@ async def run(
             planned *= len(clients)
             with _progress(show) as bar:
                 if bar is not None:
-                    st.on_done = _Ticker(bar, bar.add_task(f"step {step}: {shape}", total=planned or None, stats=""))
+                    task = bar.add_task(f"step {step}: {shape}", total=planned or None, stats="")
+                    st.on_done = _Ticker(bar, task)
                 await job
+                if bar is not None:  # the plan was an estimate (random arrivals, a duration): the bar ends full
+                    bar.update(task, total=len(st.records))
             step_summaries = [
                 summarize(
                     [r for r in st.records if r.target == t.name],
