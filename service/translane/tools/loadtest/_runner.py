@@ -50,16 +50,25 @@ class _Step:
         self.cfg, self.clients, self.step, self.run_id, self.feed = cfg, clients, step, run_id, feed
         self.records: list[Record] = []
         self.tasks: set[asyncio.Task[None]] = set()
-        # Request n's input, the same for every target (a comparison sends the same inputs).
-        self._prompts: list[Prompt] = []
+        # Request n's input, the same for every target (a comparison sends the same inputs): read from the feed
+        # in order, held until each of `_takers` has taken it (a closed loop's targets go at their own pace).
+        self._held: dict[int, Prompt] = {}
+        self._left: dict[int, int] = {}
+        self._read = 0
+        self._takers = 1
         self.clock0 = time.perf_counter()
         self.on_done: Callable[[Record], None] = lambda r: None
 
     def prompt(self, n: int) -> Prompt:
-        """Request n's input (read from the feed the first time any target asks for it)."""
-        while len(self._prompts) <= n:
-            self._prompts.append(next(self.feed))
-        return self._prompts[n]
+        """Request n's input, the same whoever asks; dropped once every taker has had it."""
+        while self._read <= n:
+            self._held[self._read], self._left[self._read] = next(self.feed), self._takers
+            self._read += 1
+        prompt = self._held[n]
+        self._left[n] -= 1
+        if not self._left[n]:
+            del self._held[n], self._left[n]
+        return prompt
 
     def _launch(self, n: int, scheduled_s: float, prompt: Prompt, slots: list[asyncio.Semaphore] | None) -> None:
         # With two targets the same input goes to both at the same moment, each first in turn.
@@ -116,6 +125,7 @@ class _Step:
 
         # Each target its own count: each is sent --requests, the same inputs in the same order, at its own pace.
         counters = [itertools.count() for _ in self.clients]
+        self._takers = len(self.clients)
         workers = [
             worker(client, target.name, counter)
             for client, target, counter in zip(self.clients, self.cfg.targets, counters, strict=True)
