@@ -16,7 +16,16 @@ from google.rpc import error_details_pb2, status_pb2
 
 from .errors import ERROR_DOMAIN, BudgetSpent
 
-__all__ = ["MAX_PAUSE_S", "MIN_PAUSE_S", "overload_pause", "persist", "reason", "report_failure", "retry_after_s"]
+__all__ = [
+    "MAX_PAUSE_S",
+    "MIN_PAUSE_S",
+    "overload_pause",
+    "persist",
+    "reach_hint",
+    "reason",
+    "report_failure",
+    "retry_after_s",
+]
 
 T = TypeVar("T")
 # The longest single wait: a hint longer than this is waited out in steps, each a fresh try.
@@ -106,20 +115,49 @@ async def persist(
             raise
 
 
+def reach_hint(exc: grpc.aio.AioRpcError, target: str) -> str:
+    """What to check when a call did not reach the service at `target`, in one line; "" when it did (the
+    service's own answers carry its no-retry trailer) or failed some other way.
+
+    grpc says only "failed to connect to all addresses ... Socket closed" when a TLS service closes the
+    handshake: with TLS set up, that is the service refusing this caller's certificate, or its absence (mTLS).
+    """
+    answered = any(key == "grpc-retry-pushback-ms" for key, _ in (exc.trailing_metadata() or ()))
+    if exc.code() != grpc.StatusCode.UNAVAILABLE or answered:
+        return ""
+    details = (exc.details() or "").lower()
+    with_tls = bool(os.environ.get("TRANSLANE_CLIENT_TLS_CA_FILE"))
+    presented = bool(os.environ.get("TRANSLANE_CLIENT_TLS_CERT_FILE"))
+    if not with_tls:
+        return (
+            f"is the service running at {target} (--target, $TRANSLANE_GRPC_TARGET)? If it serves TLS, "
+            "set TRANSLANE_CLIENT_TLS_CA_FILE (and for mTLS TRANSLANE_CLIENT_TLS_CERT_FILE / _KEY_FILE)"
+        )
+    if "wrong_version_number" in details:
+        return f"the service at {target} answers without TLS: unset TRANSLANE_CLIENT_TLS_CA_FILE (and _CERT/_KEY_FILE)"
+    if "certificate_verify_failed" in details or "verification check failed" in details:
+        return (
+            "the TLS handshake failed on the service's certificate: TRANSLANE_CLIENT_TLS_CA_FILE must be the CA "
+            f"that signed it, and it must name the host in {target} (or TRANSLANE_CLIENT_TLS_SERVER_NAME)"
+        )
+    if "socket closed" in details:
+        if not presented:
+            return (
+                "the service closed the TLS handshake: it likely requires a client certificate (mTLS); set "
+                "TRANSLANE_CLIENT_TLS_CERT_FILE and TRANSLANE_CLIENT_TLS_KEY_FILE"
+            )
+        return (
+            "the service closed the TLS handshake: it likely does not trust TRANSLANE_CLIENT_TLS_CERT_FILE "
+            "(mTLS: its tls_client_ca_file must be the CA that signed it)"
+        )
+    return f"is the service running at {target} (--target, $TRANSLANE_GRPC_TARGET)?"
+
+
 def report_failure(exc: grpc.aio.AioRpcError, target: str) -> int:
     """Say why a call to the service at `target` failed, in a line (no traceback), and what to check when the
     service was not reached; the exit code a command returns for it (1)."""
     print(f"translane: {exc.code().name}: {exc.details()}", file=sys.stderr)
-    # The service's own answers carry its no-retry trailer: it was reached, so no hint about reaching it.
-    answered = any(key == "grpc-retry-pushback-ms" for key, _ in (exc.trailing_metadata() or ()))
-    if (
-        exc.code() == grpc.StatusCode.UNAVAILABLE
-        and not answered
-        and not os.environ.get("TRANSLANE_CLIENT_TLS_CA_FILE")
-    ):
-        print(
-            f"translane: is the service running at {target} (--target, $TRANSLANE_GRPC_TARGET)? If it serves TLS, "
-            "set TRANSLANE_CLIENT_TLS_CA_FILE (and for mTLS TRANSLANE_CLIENT_TLS_CERT_FILE / _KEY_FILE)",
-            file=sys.stderr,
-        )
+    hint = reach_hint(exc, target)
+    if hint:
+        print(f"translane: {hint}", file=sys.stderr)
     return 1

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -53,9 +54,8 @@ def outputs(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def settings(server: RunningServer, tmp_path: Path, **kw: Any) -> BatchSettings:
-    return BatchSettings(
-        f"127.0.0.1:{server.port}", str(tmp_path / "in.jsonl"), str(tmp_path / "out.jsonl"), progress=False, **kw
-    )
+    kw.setdefault("progress", False)
+    return BatchSettings(f"127.0.0.1:{server.port}", str(tmp_path / "in.jsonl"), str(tmp_path / "out.jsonl"), **kw)
 
 
 async def admitted(sim: Sim) -> int:
@@ -220,3 +220,52 @@ async def test_a_job_killed_mid_run_resumes_with_every_id_exactly_once(
     for i in range(n):
         texts = [t["text"] for t in final[f"k{i}"]["response"]["body"]["translations"]]
         assert texts == [f"[sim auto->zh] Killed sentence {i}."]
+
+
+async def test_bad_lines_are_told_what_is_wrong_in_their_own_form(server: RunningServer, tmp_path: Path) -> None:
+    no_body = {"custom_id": "no-body", "method": "POST", "url": "/v1/chat/completions"}
+    write(
+        tmp_path / "in.jsonl",
+        [
+            no_body,
+            {"custom_id": "no-text", "target_language": "de"},
+            '{"custom_id": "torn", "text": "Cut o',
+            '{"custom_id": "open",',
+            '{"custom_id": "a" "text": "x"}',
+            '{"custom_id": "b", "text": "x"} {"custom_id": "c"}',
+            "[1, 2]",
+        ],
+    )
+    await run_batch(settings(server, tmp_path))
+    out = outputs(tmp_path / "out.jsonl")
+    said = {cid: line["error"]["message"] for cid, line in out.items()}
+    # An OpenAI Batch line is told what its form lacks, not the simple form's fields.
+    assert said["no-body"].startswith("body: required for a line with method/url")
+    assert said["no-text"].startswith("text or segments: required")
+    # Not JSON: the input line named, what is wrong in words; never json's line 2 column 1 of a one-line text.
+    assert "line 3 is not whole JSON" in said["line-3"] and "torn" in said["line-3"]
+    assert said["line-4"] == said["line-3"].replace("line 3", "line 4")
+    assert said["line-5"].startswith("line 5 is not JSON: a comma was expected at character 19")
+    assert "line 6 goes on after its JSON object ends" in said["line-6"]
+    assert said["line-7"] == "line 7: expected a JSON object, got an array"
+    assert not any("column" in message for message in said.values())
+
+
+async def test_duplicates_are_said_alike_fresh_and_resumed_and_the_bar_ends_full(
+    server: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines: list[Any] = [{"custom_id": f"d{i}", "text": f"Twice said {i}."} for i in range(5)]
+    lines += [{"custom_id": "d1", "text": "Again."}, "not json", {"custom_id": "d3", "text": "Again."}]
+    write(tmp_path / "in.jsonl", lines)
+    fresh = await run_batch(settings(server, tmp_path, progress=True))
+    bar = capsys.readouterr().err
+    assert (fresh.answered, fresh.failed, fresh.skipped, fresh.duplicates) == (5, 1, 0, 2)
+    assert "2 duplicate custom_ids skipped (d1, d3)" in fresh.text()
+    # Every line sent or failed moved the bar: it ends full (it ended short by the duplicates: 201/203).
+    assert re.search(r"\b6/6\b", bar), bar
+    resumed = await run_batch(settings(server, tmp_path, progress=True))
+    bar = capsys.readouterr().err
+    # The same lines are duplicates after a resume, in the same words (they were "already done").
+    assert (resumed.answered, resumed.failed, resumed.skipped, resumed.duplicates) == (0, 1, 5, 2)
+    assert "2 duplicate custom_ids skipped (d1, d3)" in resumed.text()
+    assert re.search(r"\b1/1\b", bar), bar

@@ -6,8 +6,10 @@ import dataclasses
 import itertools
 import json
 import math
+import re
 import statistics
 from pathlib import Path
+from typing import Any
 
 import pytest
 from translane.cli import _parser
@@ -15,7 +17,7 @@ from translane.config import load_config
 from translane.server import RunningServer
 from translane.sim import SimConfig
 from translane.tokens import count_tokens
-from translane.tools.loadtest import LoadConfig, Target, run
+from translane.tools.loadtest import LoadConfig, Record, Target, run
 from translane.tools.loadtest._config import LoadConfigError
 from translane.tools.loadtest._data import fill, prompts
 from translane.tools.loadtest._records import percentile, spread
@@ -131,7 +133,7 @@ async def test_data_reaches_the_target(sim: Sim, tmp_path: Path) -> None:
 async def test_the_early_stop_fires_at_the_configured_error_share(sim: Sim) -> None:
     await sim.set(rate_limit_rate=1.0)
     _, summaries = await run(
-        cfg(sim, steps=(20.0, 40.0, 80.0), rate_per_s=1.0, duration_s=0.5, stop_error_share=0.5), progress=False
+        cfg(sim, steps=(20.0, 40.0, 80.0), steps_of="rate", duration_s=0.5, stop_error_share=0.5), progress=False
     )
     assert len(summaries) == 1 and summaries[0].stopped_early
     assert summaries[0].outcomes == {"rate_limited": 10}
@@ -274,3 +276,143 @@ def test_targets_are_named_by_where_they_are() -> None:
     assert names == ["127.0.0.1:8000/v1/chat/completions", "127.0.0.1:8912/api/v3/chat/completions"]
     args = _parser().parse_args(["loadtest", "--grpc", "127.0.0.1:50051", "--concurrency", "1", "--requests", "1"])
     assert [t.name for t in build(args).targets] == ["grpc 127.0.0.1:50051"]
+
+
+async def test_whole_answers_have_no_ttft_or_tpot(server: RunningServer, sim: Sim) -> None:
+    """Unary gRPC and HTTP without --stream: TTFT, ITL and TPOT do not apply (null, n/a), not e2e and ~0 ms."""
+    from translane.tools.loadtest._report import table
+
+    grpc_cfg = LoadConfig(targets=(Target("svc", grpc=f"127.0.0.1:{server.port}"),), requests=4, concurrency=2)
+    for config in (grpc_cfg, cfg(sim, requests=4, concurrency=2)):
+        records, summaries = await run(config, progress=False)
+        assert all(r.ok and r.ttft_ms is None and r.tpot_ms is None and not r.itl_ms for r in records)
+        assert all(r.json()["ttft_ms"] is None and r.json()["tpot_ms"] is None for r in records)
+        s = summaries[0]
+        assert (s.ttft_ms, s.tpot_ms, s.itl_ms) == (None, None, None) and s.e2e_ms is not None
+        assert s.json()["ttft_ms"] is None and s.json()["tpot_ms"] is None
+        assert " n/a " in table(summaries)
+    with pytest.raises(LoadConfigError, match="slo_ttft_ms: needs --stream"):
+        cfg(sim, requests=1, concurrency=1, slo_ttft_ms=100)
+
+
+async def test_a_ladder_takes_its_values_in_the_unit_steps_of_names(
+    sim: Sim, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --rpm beside --steps was ignored without a word: refused, saying how to ladder in RPM.
+    args = _parser().parse_args(["loadtest", "--url", url(sim), "--rpm", "600", "--steps", "1,5", "--requests", "2"])
+    assert await args.func(args) == 2
+    said = capsys.readouterr().err
+    assert "steps: a ladder's values are its shape" in said and "--steps-of rpm --steps 600,1200" in said
+    for shape in ({"concurrency": 2}, {"rate_per_s": 1.0}, {"tpm": 1000.0}):
+        with pytest.raises(LoadConfigError, match=r"^steps: "):
+            cfg(sim, steps=(1.0, 2.0), requests=2, **shape)
+    with pytest.raises(LoadConfigError, match="steps_of: names the unit of --steps"):
+        cfg(sim, steps_of="rpm", rate_per_s=1.0, requests=2)
+    _, summaries = await run(cfg(sim, steps=(600.0, 1200.0), steps_of="rpm", requests=3), progress=False)
+    assert [(s.target_rpm, s.concurrency, s.ok) for s in summaries] == [(600.0, 0, 3), (1200.0, 0, 3)]
+    _, summaries = await run(cfg(sim, steps=(1.0, 3.0), requests=3), progress=False)
+    assert [(s.target_rpm, s.concurrency, s.ok) for s in summaries] == [(0.0, 1, 3), (0.0, 3, 3)]
+
+
+async def test_compared_targets_are_rated_over_their_own_span(sim: Sim) -> None:
+    """A fast and a slow target, the same schedule: each one's RPM over its own first send to last answer."""
+    from ..conftest import start_sim
+
+    runner, slow = await start_sim(SimConfig.from_config(load_config(env={}), ttft_s=0.6))
+    try:
+        both = (Target("fast", url=url(sim)), Target("slow", url=url(slow)))
+        records, summaries = await run(
+            LoadConfig(targets=both, model=CHAT, rate_per_s=20.0, requests=6), progress=False
+        )
+        fast, slow_summary = summaries
+        mine = [r for r in records if r.target == "fast"]
+        span = max(r.end_s for r in mine) - min(r.sent_s for r in mine)
+        assert fast.duration_s == pytest.approx(span) and slow_summary.duration_s > fast.duration_s + 0.4
+        assert fast.rpm == pytest.approx(6 / span * 60)
+        assert fast.rpm > 1.5 * slow_summary.rpm
+        # A closed loop sends each target --requests, the same inputs in the same order.
+        records, summaries = await run(
+            LoadConfig(targets=both, model=CHAT, concurrency=2, requests=4, prompt_tokens_spread=8), progress=False
+        )
+        assert [s.ok for s in summaries] == [4, 4]
+        tokens = {(r.target, r.n): r.prompt_tokens for r in records}
+        assert [tokens[("fast", n)] for n in range(4)] == [tokens[("slow", n)] for n in range(4)]
+    finally:
+        await runner.cleanup()
+
+
+def _records(target: str, step: int, outcomes: dict[str, int], ttft: bool = False) -> list[Record]:
+    """Requests one a tenth of a second apart: `outcomes` of each kind, ok ones 50 ms, failures at 5 s."""
+    out: list[Record] = []
+    for kind, count in outcomes.items():
+        for _ in range(count):
+            n = len(out)
+            r = Record(target, step, n, f"t-{n}", n / 10, sent_s=n / 10, outcome=kind)
+            r.e2e_ms = 50.0 if kind == "ok" else 5000.0
+            r.ttft_ms = 20.0 if ttft and kind == "ok" else None
+            r.completion_tokens = 10
+            out.append(r)
+    return out
+
+
+def _lines(ax: Any) -> dict[str, Any]:
+    return {line.get_label(): line for line in ax.get_lines()}
+
+
+def test_the_plot_draws_every_outcome_with_compared_targets_on_the_same_axes() -> None:
+    from translane.tools.loadtest._plot import figure
+    from translane.tools.loadtest._records import summarize
+
+    records = _records("a", 0, {"ok": 30, "timeout": 20}, ttft=True)
+    records += _records("b", 0, {"ok": 40, "server_error": 5, "rate_limited": 5}, ttft=True)
+    summaries = [summarize([r for r in records if r.target == t], t, 0, "open loop", 600.0, stream=True) for t in "ab"]
+    fig = figure(records, summaries)
+    latency, outcomes = fig.axes[0], fig.axes[1]
+    drawn = _lines(outcomes)
+    # Every outcome of each target, counted per second on one axes (531 timeouts had been a blank stretch).
+    for target, kind, count in (
+        ("a", "ok", 30),
+        ("a", "timeout", 20),
+        ("b", "server_error", 5),
+        ("b", "rate_limited", 5),
+    ):
+        assert sum(drawn[f"{kind} · {target}"].get_ydata()) == count
+    assert "offered 10/s" in drawn
+    # Latency: both targets' e2e and, streaming, TTFT beside it; each failure a mark at its e2e.
+    assert {"e2e p50 · a", "e2e p50 · b", "TTFT p50 · a", "TTFT p50 · b"} <= set(_lines(latency))
+    marks = {c.get_label(): len(c.get_offsets()) for c in latency.collections}
+    assert marks == {"timeout · a": 20, "rate_limited · b": 5, "server_error · b": 5}
+    assert len(fig.axes) == 2  # one step: no ladder row
+
+
+def test_a_ladder_is_drawn_against_its_concurrency() -> None:
+    from translane.tools.loadtest._plot import figure
+    from translane.tools.loadtest._records import summarize
+
+    records: list[Record] = []
+    summaries = []
+    for step, concurrency in enumerate((1, 4, 16)):
+        mine = _records("a", step, {"ok": 10 * concurrency, "timeout": step})
+        records += mine
+        summaries.append(summarize(mine, "a", step, f"closed loop, {concurrency} in flight", concurrency=concurrency))
+    fig = figure(records, summaries)
+    throughput, latency = fig.axes[0], fig.axes[1]
+    rpm = _lines(throughput)["RPM"]
+    assert list(rpm.get_xdata()) == [1, 4, 16]
+    assert list(rpm.get_ydata()) == pytest.approx([s.rpm for s in summaries])
+    assert "TPM" in {line.get_label() for ax in fig.axes for line in ax.get_lines()}  # on the twin axis
+    assert list(_lines(latency)["e2e p99"].get_xdata()) == [1, 4, 16]
+    assert "TTFT p50" not in _lines(latency)  # not streamed
+    assert throughput.get_xlabel().startswith("concurrency")
+    # Then each step's own latency and outcomes panels.
+    assert len([ax for ax in fig.axes if ax.get_title().endswith("outcomes")]) == 3
+
+
+async def test_the_progress_bar_ends_full(sim: Sim, capsys: pytest.CaptureFixture[str]) -> None:
+    """3 a second for 2.5 s sends 8 (at 0 .. 2.33 s), planned as 7; a closed-loop comparison planned twice what it
+    sent. The bar ends at what was sent, of as many."""
+    records, _ = await run(cfg(sim, rate_per_s=3.0, duration_s=2.5), progress=True)
+    assert len(records) == 8 and re.search(r"\b8/8\b", capsys.readouterr().err)
+    both = (Target("a", url=url(sim)), Target("b", url=url(sim)))
+    records, _ = await run(LoadConfig(targets=both, model=CHAT, concurrency=2, requests=3), progress=True)
+    assert len(records) == 6 and re.search(r"\b6/6\b", capsys.readouterr().err)

@@ -18,8 +18,10 @@ import translane
 import trustme
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from translane import tls
+from translane.cli import _parser
 from translane.config import Config, ConfigError, ServerConfig, load_config
 from translane.server import RunningServer, running_server
+from translane.tools.batch import BatchSettings, run_batch
 from translane.v1 import translate_pb2 as pb
 from translane.v1 import translate_pb2_grpc as pb_grpc
 
@@ -125,6 +127,45 @@ async def test_mtls_needs_a_client_certificate_from_the_configured_ca(mtls_serve
     stranger.private_key_pem.write_to_path(str(pki.dir / "stranger.key"))
     intruder = tls.ClientTLS(str(pki.server_ca), str(pki.dir / "stranger.crt"), str(pki.dir / "stranger.key"))
     assert await health(target, intruder) == "UNAVAILABLE"
+
+
+@pytest.mark.parametrize(
+    ("presents", "hint"),
+    [
+        ("nothing", "it likely requires a client certificate (mTLS); set TRANSLANE_CLIENT_TLS_CERT_FILE"),
+        ("a stranger's", "it likely does not trust TRANSLANE_CLIENT_TLS_CERT_FILE"),
+        ("the wrong CA", "TRANSLANE_CLIENT_TLS_CA_FILE must be the CA that signed it"),
+    ],
+)
+async def test_a_refused_handshake_names_its_likely_cause(
+    mtls_server: RunningServer,
+    pki: Pki,
+    presents: str,
+    hint: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """grpc says only "failed to connect to all addresses ... Socket closed"; the commands say what to check."""
+    stranger = trustme.CA().issue_cert("stranger")
+    stranger.cert_chain_pems[0].write_to_path(str(pki.dir / "stranger.crt"))
+    stranger.private_key_pem.write_to_path(str(pki.dir / "stranger.key"))
+    env = {"TRANSLANE_CLIENT_TLS_CA_FILE": str(pki.client_ca if presents == "the wrong CA" else pki.server_ca)}
+    if presents == "a stranger's":
+        env |= {"TRANSLANE_CLIENT_TLS_CERT_FILE": str(pki.dir / "stranger.crt")}
+        env |= {"TRANSLANE_CLIENT_TLS_KEY_FILE": str(pki.dir / "stranger.key")}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    target = f"{NAME}:{mtls_server.port}"
+    args = _parser().parse_args(["models", "--target", target])
+    assert await args.func(args) == 1
+    said = capsys.readouterr().err.splitlines()
+    assert said[0].startswith("translane: UNAVAILABLE: failed to connect to all addresses")
+    assert len(said) == 2 and hint in said[1], said
+    if presents == "nothing":  # the batch tool says it once, beside its summary
+        (pki.dir / "in.jsonl").write_text('{"custom_id": "a", "text": "Hello."}\n', encoding="utf-8")
+        batch = BatchSettings(target, str(pki.dir / "in.jsonl"), str(pki.dir / "out.jsonl"), progress=False)
+        summary = await run_batch(dataclasses.replace(batch, max_attempts=1))
+        assert summary.failed == 1 and hint in summary.hint
 
 
 async def test_the_shim_reaches_the_service_over_mtls(mtls_server: RunningServer, pki: Pki) -> None:

@@ -41,4 +41,6 @@ async def main(args: argparse.Namespace) -> int:
     )
     summary = await run_batch(settings)
     print(summary.text(), file=sys.stderr)
+    if summary.hint:
+        print(f"translane batch: {summary.hint}", file=sys.stderr)
     return 0 if summary.failed == 0 else 1

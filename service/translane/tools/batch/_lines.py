@@ -45,16 +45,53 @@ def _custom_id(data: dict[str, Any], number: int) -> str:
     raise LineError(f"line-{number}", "custom_id: required, a non-empty string of at most 512 characters")
 
 
+# What a line that is JSON but no object holds, in words.
+_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "true or false"}
+# json's words for what it expected, in plain ones.
+_PLAIN = {
+    "Expecting value": "a value was expected",
+    "Expecting ',' delimiter": "a comma was expected",
+    "Expecting ':' delimiter": "a colon was expected",
+    "Expecting property name enclosed in double quotes": "a key in double quotes was expected",
+    "Invalid control character at": "a raw control character inside a string (escape it, as \\n or \\t)",
+    "Invalid \\escape": "a backslash escape JSON does not know",
+}
+
+
+def _not_json(raw: str, exc: json.JSONDecodeError, number: int) -> str:
+    """What is wrong with a line that is not JSON, in words that name the line, not json's own line and column
+    (which count within the line: a torn line read "Expecting value: line 2 column 1")."""
+    text = raw.rstrip()
+    if exc.msg.startswith("Unterminated string") or exc.pos >= len(text):
+        return f"line {number} is not whole JSON: it ends before its object does (a torn or cut line?)"
+    if exc.msg == "Extra data":
+        return f"line {number} goes on after its JSON object ends, at character {exc.pos + 1}: one object a line"
+    near = text[exc.pos : exc.pos + 24]
+    return f"line {number} is not JSON: {_PLAIN.get(exc.msg, exc.msg)} at character {exc.pos + 1} ({near!r})"
+
+
+# Fields only an OpenAI Batch request has: a line with any of them is read as one, and must have a body.
+_BATCH_FIELDS = ("body", "method", "url")
+
+
 def parse_line(raw: str, number: int, default_target: str) -> Line:
     """The Line on input line `number` (from 1); LineError says what is wrong with it."""
     try:
         data = json.loads(raw)
-    except ValueError as exc:
-        raise LineError(f"line-{number}", f"not JSON: {str(exc)[:120]}") from None
+    except json.JSONDecodeError as exc:
+        raise LineError(f"line-{number}", _not_json(raw, exc, number)) from None
     if not isinstance(data, dict):
-        raise LineError(f"line-{number}", "expected a JSON object")
+        kind = _KINDS.get(type(data), "null")
+        raise LineError(f"line-{number}", f"line {number}: expected a JSON object, got {kind}")
     cid = _custom_id(data, number)
-    if "body" in data:
+    given = [name for name in _BATCH_FIELDS if name in data]
+    if given:
+        if "body" not in data:
+            raise LineError(
+                cid,
+                f"body: required for a line with {'/'.join(given)} (an OpenAI Batch request: custom_id, method, "
+                "url, body with the chat messages)",
+            )
         body = data["body"]
         if not isinstance(body, dict):
             raise LineError(cid, "body: expected an object")

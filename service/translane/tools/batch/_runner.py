@@ -14,12 +14,12 @@ from typing import IO, Any
 import grpc
 
 from translane import tls
-from translane.calls import persist
+from translane.calls import persist, reach_hint
 from translane.v1 import translate_pb2 as pb
 from translane.v1 import translate_pb2_grpc as pb_grpc
 from translane.wire import completion, usage_json
 
-from ._io import open_output, read_done, write_line
+from ._io import Done, open_output, read_done, write_line
 from ._lines import Line, LineError, parse_line
 
 __all__ = ["BatchSettings", "BatchSummary", "run_batch"]
@@ -56,7 +56,9 @@ class BatchSummary:
     answered: int = 0
     skipped: int = 0
     failed: int = 0
+    # Lines whose custom_id an earlier line has: not sent (the first few ids, to find them).
     duplicates: int = 0
+    duplicate_ids: list[str] = field(default_factory=list)
     segments: int = 0
     cached_segments: int = 0
     prompt_tokens: int = 0
@@ -69,6 +71,12 @@ class BatchSummary:
     # Paid-for segments per serving model, and the models' RPM (from ListModels) for the rate line.
     served: dict[str, int] = field(default_factory=dict)
     rpm: dict[str, int] = field(default_factory=dict)
+    # When lines failed without reaching the service: what to check (calls.reach_hint), said once.
+    hint: str = ""
+
+    def _duplicates(self) -> str:
+        ids = ", ".join(self.duplicate_ids) + (", ..." if self.duplicates > len(self.duplicate_ids) else "")
+        return f"{self.duplicates} duplicate custom_ids skipped" + (f" ({ids})" if ids else "")
 
     def text(self) -> str:
         rate = self.answered / self.wall_s * 60 if self.wall_s else 0.0
@@ -79,7 +87,7 @@ class BatchSummary:
         )
         return (
             f"{self.answered} answered, {self.skipped} already done, {self.failed} failed"
-            f"{f' {self.errors}' if self.errors else ''}, {self.duplicates} duplicate ids skipped; "
+            f"{f' {self.errors}' if self.errors else ''}, {self._duplicates()}; "
             f"{self.segments} segments ({self.cached_segments} from the cache); "
             f"{self.prompt_tokens + self.completion_tokens} tokens, cost {self.cost:.6f} {self.currency}; "
             f"{self.wall_s:.1f}s ({rate:.0f} lines/min), {self.waits} waits for an overloaded service"
@@ -161,6 +169,7 @@ class _Job:
                 code = exc.code()
                 self.summary.failed += 1
                 self.summary.errors[code.name] = self.summary.errors.get(code.name, 0) + 1
+                self.summary.hint = self.summary.hint or reach_hint(exc, self.s.grpc_target)
                 self.write(_failed(line.custom_id, _HTTP_OF.get(code, 500), code.name.lower(), exc.details() or ""))
                 return
             self._count(resp)
@@ -189,41 +198,54 @@ def _input_lines(path: str) -> Iterator[tuple[int, str]]:
                 yield number, raw
 
 
+def _plan(s: BatchSettings, done: Done, summary: BatchSummary) -> list[Line | LineError]:
+    """The lines this run sends (or answers with their error), in input order; counted apart: a custom_id the
+    output already answers, and a line whose custom_id an earlier line has (the same count on a fresh run and
+    on a resume, whether that earlier line was answered now or before)."""
+    todo: list[Line | LineError] = []
+    seen: set[str] = set()
+    for number, raw in _input_lines(s.input):
+        summary.lines += 1
+        item: Line | LineError
+        try:
+            item = parse_line(raw, number, s.default_target_language)
+        except LineError as exc:
+            item = exc
+        cid = item.custom_id
+        if cid in seen:
+            summary.duplicates += 1
+            if len(summary.duplicate_ids) < 5:
+                summary.duplicate_ids.append(cid)
+            continue
+        seen.add(cid)
+        if cid in done.ids:
+            summary.skipped += 1
+            continue
+        todo.append(item)
+    return todo
+
+
 async def run_batch(s: BatchSettings) -> BatchSummary:
     """Run the job to the end; what the output already answers is skipped."""
     started = time.perf_counter()
     summary = BatchSummary()
     done = read_done(s.output)
-    lines = list(_input_lines(s.input))
-    summary.lines = len(lines)
+    todo = _plan(s, done, summary)
     show = sys.stderr.isatty() if s.progress is None else s.progress
     with open_output(s.output, done) as out:
         async with tls.channel(s.grpc_target, tls=tls.ClientTLS.from_env()) as channel:
             job = _Job(s, pb_grpc.TranslatorStub(channel), out, summary)
-            with _progress(show, len(lines) - len(done.ids), job):
+            # Every line of the plan is written once, answered or failed, and each write ticks: the bar ends full.
+            with _progress(show, len(todo), job):
                 tasks: list[asyncio.Task[None]] = []
-                seen: set[str] = set()
-                for number, raw in lines:
-                    line: Line | None
-                    try:
-                        line = parse_line(raw, number, s.default_target_language)
-                        cid, problem = line.custom_id, ""
-                    except LineError as exc:
-                        line, cid, problem = None, exc.custom_id, exc.message
-                    if cid in done.ids:
-                        summary.skipped += 1
-                        continue
-                    if cid in seen:
-                        summary.duplicates += 1
-                        continue
-                    seen.add(cid)
-                    if line is None:
+                for item in todo:
+                    if isinstance(item, LineError):
                         summary.failed += 1
                         summary.errors["invalid_line"] = summary.errors.get("invalid_line", 0) + 1
-                        job.write(_failed(cid, 400, "invalid_line", problem))
+                        job.write(_failed(item.custom_id, 400, "invalid_line", item.message))
                         continue
                     await job.slots.acquire()
-                    tasks.append(asyncio.create_task(job.send(line)))
+                    tasks.append(asyncio.create_task(job.send(item)))
                 await asyncio.gather(*tasks)
             with contextlib.suppress(grpc.aio.AioRpcError):
                 listed = await job.stub.ListModels(pb.ListModelsRequest(), timeout=5)
@@ -237,6 +259,7 @@ def _progress(show: bool, total: int, job: _Job) -> Iterator[None]:
     if not show:
         yield
         return
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(
@@ -245,6 +268,7 @@ def _progress(show: bool, total: int, job: _Job) -> Iterator[None]:
         MofNCompleteColumn(),
         TextColumn("{task.fields[stats]}"),
         TimeRemainingColumn(),
+        console=Console(stderr=True),  # beside the summary, never on stdout
     ) as bar:
         task = bar.add_task("batch", total=total, stats="")
 

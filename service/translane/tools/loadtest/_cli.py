@@ -7,8 +7,9 @@ import contextlib
 import sys
 from typing import IO, Any
 
-from ._config import LoadConfig, LoadConfigError, Target, load_config_file
-from ._report import plot, read_run, table
+from ._config import LADDERS, LoadConfig, LoadConfigError, Target, load_config_file
+from ._plot import plot
+from ._report import read_run, table
 from ._runner import run
 
 __all__ = ["add_parser", "main"]
@@ -52,7 +53,17 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     s.add_argument("--max-in-flight", type=int, help="open loop: cap on requests in flight")
     s.add_argument("--duration", type=float, help="seconds per step")
     s.add_argument("--requests", type=int, help="requests per step")
-    s.add_argument("--steps", type=_steps, help="concurrencies (closed loop) or rates per second, e.g. 1,5,10,20")
+    s.add_argument(
+        "--steps",
+        type=_steps,
+        help="a ladder, one step a value, e.g. 1,5,10,20: concurrencies (closed loop), or with --steps-of the "
+        "open-loop rates; takes no --concurrency/--rate/--rpm/--tpm beside it",
+    )
+    s.add_argument(
+        "--steps-of",
+        choices=LADDERS,
+        help="what --steps are: concurrency (default), rate (per second), rpm or tpm (open loop)",
+    )
     s.add_argument("--stop-error-share", type=float, help="stop after a step with more 429/5xx/timeouts than this")
     r = p.add_argument_group("requests")
     r.add_argument("--stream", action="store_true", default=None)
@@ -71,7 +82,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     o = p.add_argument_group("output")
     o.add_argument("--out", help="RUN.jsonl: one line per request, a summary line per step")
-    o.add_argument("--plot", help="PNG of latency and throughput over time (needs matplotlib)")
+    o.add_argument(
+        "--plot",
+        help="PNG: each step's latency and outcomes over time, targets overlaid; a ladder's throughput and latency "
+        "against load (needs matplotlib: translane[plot])",
+    )
     o.add_argument("--slo-ttft-ms", type=float)
     o.add_argument("--slo-e2e-ms", type=float)
     o.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -82,8 +97,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 _FLAG_FIELDS = (
     "model api_key_env target_language priority concurrency tpm arrival burstiness max_in_flight requests steps "
-    "stop_error_share stream timeout_s max_tokens data prompt_tokens prompt_tokens_spread task_id_prefix seed cache "
-    "out plot slo_ttft_ms slo_e2e_ms"
+    "steps_of stop_error_share stream timeout_s max_tokens data prompt_tokens prompt_tokens_spread task_id_prefix "
+    "seed cache out plot slo_ttft_ms slo_e2e_ms"
 ).split()
 
 

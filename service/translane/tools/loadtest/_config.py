@@ -11,10 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["ARRIVALS", "LoadConfig", "LoadConfigError", "Target", "load_config_file"]
+__all__ = ["ARRIVALS", "LADDERS", "LoadConfig", "LoadConfigError", "Target", "load_config_file"]
 
 ARRIVALS = ("constant", "poisson", "gamma")
 Arrival = Literal["constant", "poisson", "gamma"]
+# What a ladder's values are: concurrencies (closed loop), or open-loop rates per second, per minute, in tokens.
+LADDERS = ("concurrency", "rate", "rpm", "tpm")
+Ladder = Literal["concurrency", "rate", "rpm", "tpm"]
 
 
 class LoadConfigError(ValueError):
@@ -57,8 +60,10 @@ class LoadConfig:
     max_in_flight: int = 0
     duration_s: float = 0.0
     requests: int = 0
-    # One run per value: concurrencies (closed loop) or rates per second (open loop).
+    # A ladder: one step per value, in the unit `steps_of` names. The values are the shape, so a ladder takes no
+    # concurrency, rate_per_s or tpm of its own (they would be ignored: refused).
     steps: tuple[float, ...] = ()
+    steps_of: Ladder = "concurrency"
     # Stop the remaining steps once a step's share of 429 / 5xx / timeouts passes this.
     stop_error_share: float = 1.0
     stream: bool = False
@@ -101,6 +106,16 @@ class LoadConfig:
             raise LoadConfigError("shape: give --concurrency, --rate/--rpm or --tpm (or --steps)")
         if shapes > 1:
             raise LoadConfigError("shape: give only one of --concurrency, --rate/--rpm and --tpm")
+        if self.steps_of not in LADDERS:
+            raise LoadConfigError(f"steps_of: must be one of {', '.join(LADDERS)}, got {self.steps_of!r}")
+        if self.steps and shapes:
+            raise LoadConfigError(
+                "steps: a ladder's values are its shape, in the unit --steps-of names (concurrency, the default; "
+                "rate, rpm or tpm for an open loop): --concurrency, --rate/--rpm or --tpm beside --steps would be "
+                "ignored; drop it (600 then 1200 RPM: --steps-of rpm --steps 600,1200)"
+            )
+        if self.steps_of != "concurrency" and not self.steps:
+            raise LoadConfigError("steps_of: names the unit of --steps; give --steps too")
         if self.duration_s <= 0 and self.requests <= 0:
             raise LoadConfigError("duration: give --duration and/or --requests")
         if self.arrival not in ARRIVALS:
@@ -113,12 +128,14 @@ class LoadConfig:
             raise LoadConfigError("timeout: must be > 0")
         if self.priority not in ("interactive", "batch"):
             raise LoadConfigError("priority: must be interactive or batch")
+        if self.slo_ttft_ms and not self.stream:
+            raise LoadConfigError("slo_ttft_ms: needs --stream (a whole answer has no first token to time)")
         if any(not s > 0 for s in self.steps):
             raise LoadConfigError("steps: every value must be > 0")
 
     @property
     def closed_loop(self) -> bool:
-        return self.concurrency > 0 or (bool(self.steps) and not (self.rate_per_s or self.tpm))
+        return self.concurrency > 0 or (bool(self.steps) and self.steps_of == "concurrency")
 
     def api_key(self) -> str:
         """The key, read from the named environment variable at the moment it is needed."""

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["ERROR_KINDS", "Record", "Summary", "percentile", "spread", "summarize"]
+__all__ = ["ERROR_KINDS", "Record", "Summary", "percentile", "span_s", "spread", "summarize"]
 
 # Outcomes that count toward the early stop: the target is past what it can take.
 ERROR_KINDS = ("rate_limited", "server_error", "timeout")
@@ -63,12 +63,17 @@ class Record:
         return now
 
     @property
+    def end_s(self) -> float:
+        """When the answer (or the failure) came, in seconds from the step's start."""
+        return self.sent_s + self.e2e_ms / 1000
+
+    @property
     def lateness_ms(self) -> float:
         return max(0.0, (self.sent_s - self.scheduled_s) * 1000)
 
     @property
     def tpot_ms(self) -> float | None:
-        """Time per output token after the first."""
+        """Time per output token after the first; None for a whole answer (no first token to time from)."""
         if self.ttft_ms is None or self.completion_tokens < 2:
             return None
         return (self.e2e_ms - self.ttft_ms) / (self.completion_tokens - 1)
@@ -123,6 +128,8 @@ class Summary:
     ok: int
     outcomes: dict[str, int]
     statuses: dict[str, int]
+    # This target's own span, from its first send to its last answer: its rates are over it (in a comparison,
+    # not over the slower target's).
     duration_s: float
     # What the schedule offered (open loop), per minute; 0 for a closed loop.
     target_rpm: float
@@ -130,6 +137,7 @@ class Summary:
     tpm: float
     window_rpm: dict[str, float] | None
     window_tpm: dict[str, float] | None
+    # TTFT, ITL and TPOT: None (null in JSON, n/a in the table) for whole answers, which have no first token.
     ttft_ms: dict[str, float] | None
     e2e_ms: dict[str, float] | None
     itl_ms: dict[str, float] | None
@@ -140,6 +148,10 @@ class Summary:
     cost_per_request: float
     cache_hit_share: float
     stopped_early: bool = False
+    # The step's place on a ladder: its concurrency (closed loop; 0 for an open loop, whose is target_rpm).
+    concurrency: int = 0
+    # Streamed answers: TTFT, ITL and TPOT apply.
+    stream: bool = False
 
     def json(self) -> dict[str, Any]:
         return {"type": "summary", **asdict(self)}
@@ -151,7 +163,7 @@ class Summary:
 
 def _windows(records: Sequence[Record], window_s: float, weight: str) -> dict[str, float] | None:
     """Best and worst sliding windows of `window_s` over the finished requests (by end time), per minute."""
-    ends = sorted((r.sent_s + r.e2e_ms / 1000, r) for r in records if r.ok)
+    ends = sorted(((r.end_s, r) for r in records if r.ok), key=lambda pair: pair[0])
     if not ends or ends[-1][0] - ends[0][0] < window_s:
         return None
     amounts = [1.0 if weight == "requests" else float(r.prompt_tokens + r.completion_tokens) for _, r in ends]
@@ -168,18 +180,28 @@ def _windows(records: Sequence[Record], window_s: float, weight: str) -> dict[st
     return {"best": best * scale, "worst": worst * scale}
 
 
+def span_s(records: Sequence[Record]) -> float:
+    """From the first send to the last answer (or failure), in seconds; 0 for no records."""
+    if not records:
+        return 0.0
+    return max(r.end_s for r in records) - min(r.sent_s for r in records)
+
+
 def summarize(
     records: Sequence[Record],
     target: str,
     step: int,
     shape: str,
-    duration_s: float,
     target_rpm: float = 0.0,
     slo_ttft_ms: float = 0.0,
     slo_e2e_ms: float = 0.0,
     window_s: float = 60.0,
+    *,
+    concurrency: int = 0,
+    stream: bool = False,
 ) -> Summary:
-    """The step's figures from its records."""
+    """One target's figures for a step from its records, its rates over its own span."""
+    duration_s = span_s(records)
     ok = [r for r in records if r.ok]
     outcomes: dict[str, int] = {}
     statuses: dict[str, int] = {}
@@ -222,4 +244,6 @@ def summarize(
         cost_per_request=cost / len(ok) if ok else 0.0,
         # As the answers say: served from the service's segment cache, or from the provider's prompt cache.
         cache_hit_share=sum(1 for r in ok if r.cached_segments or r.cached_tokens) / len(ok) if ok else 0.0,
+        concurrency=concurrency,
+        stream=stream,
     )

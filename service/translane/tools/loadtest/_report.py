@@ -1,17 +1,16 @@
-"""Reading a run back, the final table, and the plot (matplotlib, an optional extra)."""
+"""Reading a run back, and the final table."""
 
 from __future__ import annotations
 
 import json
 import math
-from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
 from ._config import LoadConfigError
-from ._records import Record, Summary, percentile
+from ._records import Record, Summary
 
-__all__ = ["plot", "read_run", "table"]
+__all__ = ["read_run", "table"]
 
 
 def read_run(path: str) -> tuple[list[Record], list[Summary]]:
@@ -45,6 +44,13 @@ def _ms(stats: dict[str, float] | None, key: str) -> str:
     return f"{stats[key]:.1f}"
 
 
+def _ttft(s: Summary) -> str:
+    """TTFT p50/p99, or n/a for whole answers (unary gRPC, HTTP without --stream): they have no first token."""
+    if not s.stream and s.ttft_ms is None:
+        return "n/a"
+    return f"{_ms(s.ttft_ms, 'p50')}/{_ms(s.ttft_ms, 'p99')}"
+
+
 def table(summaries: Sequence[Summary]) -> str:
     """The summaries as a table (rich's rendering, plain text when not a terminal)."""
     from rich.console import Console
@@ -75,7 +81,7 @@ def table(summaries: Sequence[Summary]) -> str:
             errors,
             f"{s.rpm:,.0f}",
             f"{s.tpm:,.0f}",
-            f"{_ms(s.ttft_ms, 'p50')}/{_ms(s.ttft_ms, 'p99')}",
+            _ttft(s),
             f"{_ms(s.e2e_ms, 'p50')}/{_ms(s.e2e_ms, 'p99')}",
             _ms(s.lateness_ms, "p99"),
             f"{s.cost:.6f}",
@@ -84,45 +90,3 @@ def table(summaries: Sequence[Summary]) -> str:
     with console.capture() as captured:
         console.print(t)
     return captured.get()
-
-
-def plot(records: Sequence[Record], summaries: Sequence[Summary], path: str) -> None:
-    """Latency percentiles, throughput and 429s over time: one panel per step and target."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise LoadConfigError("plot: needs matplotlib (pip install 'translane[plot]')") from None
-    panels = [(s.step, s.target) for s in summaries]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 3.2 * len(panels)), squeeze=False)
-    for ax, (step, target) in zip(axes[:, 0], panels, strict=True):
-        mine = [r for r in records if r.step == step and r.target == target]
-        by_second: dict[int, list[Record]] = defaultdict(list)
-        for r in mine:
-            by_second[int(r.sent_s)].append(r)
-        seconds = sorted(by_second)
-        ok = [[r.e2e_ms for r in by_second[t] if r.ok] for t in seconds]
-        ax.plot(seconds, [percentile(v, 50) for v in ok], label="e2e p50 (ms)")
-        ax.plot(seconds, [percentile(v, 99) for v in ok], label="e2e p99 (ms)")
-        ax.set_ylabel("latency (ms)")
-        ax.set_xlabel("seconds into the step")
-        ax2 = ax.twinx()
-        ax2.plot(seconds, [len(v) for v in ok], color="green", alpha=0.6, label="ok per s")
-        ax2.plot(
-            seconds,
-            [sum(r.outcome == "rate_limited" for r in by_second[t]) for t in seconds],
-            color="red",
-            alpha=0.6,
-            label="429 per s",
-        )
-        ax2.set_ylabel("requests per second")
-        shape = next(s.shape for s in summaries if s.step == step and s.target == target)
-        ax.set_title(f"step {step} · {target} · {shape}")
-        lines = ax.get_legend_handles_labels()
-        lines2 = ax2.get_legend_handles_labels()
-        ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="upper left", fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)

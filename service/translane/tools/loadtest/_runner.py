@@ -26,15 +26,21 @@ OUTPUT_PER_INPUT = 1.0
 
 
 def plan_rate(cfg: LoadConfig, step_value: float | None) -> float:
-    """Requests per second for an open-loop step."""
-    if step_value:
-        return step_value
-    if cfg.rate_per_s:
+    """Requests per second for an open-loop step: the ladder's value in its unit (`steps_of`), else the rate
+    given, else requests planned from `tpm` and the prompts' size."""
+    tpm = cfg.tpm
+    if step_value is not None:
+        if cfg.steps_of == "rate":
+            return step_value
+        if cfg.steps_of == "rpm":
+            return step_value / 60
+        tpm = step_value
+    elif cfg.rate_per_s:
         return cfg.rate_per_s
     sample = prompts(cfg.data, cfg.prompt_tokens, cfg.prompt_tokens_spread, cfg.seed)
     texts = [" ".join(row.values()) for row in itertools.islice(sample, 50)]
     per_request = sum(count_tokens(t) for t in texts) / len(texts) * (1 + OUTPUT_PER_INPUT)
-    return cfg.tpm / 60 / max(1.0, per_request)
+    return tpm / 60 / max(1.0, per_request)
 
 
 class _Step:
@@ -44,8 +50,25 @@ class _Step:
         self.cfg, self.clients, self.step, self.run_id, self.feed = cfg, clients, step, run_id, feed
         self.records: list[Record] = []
         self.tasks: set[asyncio.Task[None]] = set()
+        # Request n's input, the same for every target (a comparison sends the same inputs): read from the feed
+        # in order, held until each of `_takers` has taken it (a closed loop's targets go at their own pace).
+        self._held: dict[int, Prompt] = {}
+        self._left: dict[int, int] = {}
+        self._read = 0
+        self._takers = 1
         self.clock0 = time.perf_counter()
         self.on_done: Callable[[Record], None] = lambda r: None
+
+    def prompt(self, n: int) -> Prompt:
+        """Request n's input, the same whoever asks; dropped once every taker has had it."""
+        while self._read <= n:
+            self._held[self._read], self._left[self._read] = next(self.feed), self._takers
+            self._read += 1
+        prompt = self._held[n]
+        self._left[n] -= 1
+        if not self._left[n]:
+            del self._held[n], self._left[n]
+        return prompt
 
     def _launch(self, n: int, scheduled_s: float, prompt: Prompt, slots: list[asyncio.Semaphore] | None) -> None:
         # With two targets the same input goes to both at the same moment, each first in turn.
@@ -82,7 +105,7 @@ class _Step:
             delay = self.clock0 + t - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            prompt = next(self.feed)
+            prompt = self.prompt(n)
             # A capped open loop waits for a slot; the wait shows as lateness.
             for slot in slots:
                 await slot.acquire()
@@ -90,21 +113,22 @@ class _Step:
         await self.drain()
 
     async def closed_loop(self, concurrency: int) -> None:
-        counter = itertools.count()
-
-        async def worker(client: Client, name: str) -> None:
+        async def worker(client: Client, name: str, counter: Iterator[int]) -> None:
             for n in counter:
                 now = time.perf_counter() - self.clock0
                 if self._ended(now, n):
                     return
                 record = Record(name, self.step, n, f"{self.cfg.task_id_prefix}-{self.run_id}-{self.step}-{n}", now)
                 self.records.append(record)
-                await client.send(record, next(self.feed), self.clock0)
+                await client.send(record, self.prompt(n), self.clock0)
                 self.on_done(record)
 
+        # Each target its own count: each is sent --requests, the same inputs in the same order, at its own pace.
+        counters = [itertools.count() for _ in self.clients]
+        self._takers = len(self.clients)
         workers = [
-            worker(client, target.name)
-            for client, target in zip(self.clients, self.cfg.targets, strict=True)
+            worker(client, target.name, counter)
+            for client, target, counter in zip(self.clients, self.cfg.targets, counters, strict=True)
             for _ in range(concurrency)
         ]
         await asyncio.gather(*workers)
@@ -135,6 +159,7 @@ class _Ticker:
 def _progress(show: bool) -> AbstractContextManager[Any]:
     if not show:
         return nullcontext(None)
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     return Progress(
@@ -144,6 +169,7 @@ def _progress(show: bool) -> AbstractContextManager[Any]:
         TextColumn("{task.fields[stats]}"),
         TimeRemainingColumn(),
         transient=False,
+        console=Console(stderr=True),  # stdout holds the table
     )
 
 
@@ -162,6 +188,7 @@ async def run(
         for step, value in enumerate(values):
             st = _Step(cfg, clients, step, run_id, feed)
             target_rpm = 0.0
+            concurrency = 0
             if cfg.closed_loop:
                 concurrency = int(value or cfg.concurrency)
                 shape = f"closed loop, {concurrency} in flight"
@@ -176,19 +203,22 @@ async def run(
             planned *= len(clients)
             with _progress(show) as bar:
                 if bar is not None:
-                    st.on_done = _Ticker(bar, bar.add_task(f"step {step}: {shape}", total=planned or None, stats=""))
+                    task = bar.add_task(f"step {step}: {shape}", total=planned or None, stats="")
+                    st.on_done = _Ticker(bar, task)
                 await job
-            elapsed = time.perf_counter() - st.clock0
+                if bar is not None:  # the plan was an estimate (random arrivals, a duration): the bar ends full
+                    bar.update(task, total=len(st.records))
             step_summaries = [
                 summarize(
                     [r for r in st.records if r.target == t.name],
                     t.name,
                     step,
                     shape,
-                    elapsed,
                     target_rpm,
                     cfg.slo_ttft_ms,
                     cfg.slo_e2e_ms,
+                    concurrency=concurrency,
+                    stream=cfg.stream,
                 )
                 for t in cfg.targets
             ]

@@ -83,8 +83,8 @@ class HttpClient:
                 elif self.cfg.stream:
                     await self._read_stream(record, resp, t0)
                 else:
+                    # A whole answer has no first token: TTFT (and TPOT) stay None, not e2e again.
                     data = await resp.json(content_type=None)
-                    record.ttft_ms = (time.perf_counter() - t0) * 1000
                     choices = data.get("choices") if isinstance(data, dict) else None
                     message = (choices[0].get("message") or {}) if choices and isinstance(choices[0], dict) else {}
                     record.reasoning = bool(message.get("reasoning_content"))
@@ -201,8 +201,8 @@ class GrpcClient:
             if self.cfg.stream:
                 usage = await self._stream(record, req, t0)
             else:
+                # Unary: the answer comes whole, so TTFT (and TPOT) do not apply; they stay None.
                 resp = await self._stub.Translate(req, timeout=self.cfg.timeout_s)
-                record.ttft_ms = (time.perf_counter() - t0) * 1000
                 usage = resp.usage
             record.status = "OK"
             record.prompt_tokens, record.completion_tokens = usage.prompt_tokens, usage.completion_tokens
