@@ -7,7 +7,7 @@
 - The service core never imports a tool (translane.tools); translane.cli registers their subcommands.
 - A tool is a client of the service's gRPC API, never of its internals: of translane it imports only the
   client side (TOOLS_MAY_IMPORT).
-- translane.wire is pure: parse and render, no aiohttp, nothing of the core but the messages and languages.
+- translane.wire is pure: parse and render, no aiohttp, nothing of the core but the messages, languages and the error quoting.
 """
 
 from __future__ import annotations
@@ -53,7 +53,10 @@ TOOLS_MAY_IMPORT = frozenset(
 # Written by grpcio-tools (which imports grpc._utilities), checked by tests/test_protos.py.
 GENERATED = "translane.v1"
 WIRE = "translane.wire"
-WIRE_MAY_IMPORT = frozenset({"translane", WIRE, "translane.v1", "translane.languages", "translane.calls"})
+# translane.errors for its `quote`, the one rule for quoting what a message rejects (the module imports only `re`).
+WIRE_MAY_IMPORT = frozenset(
+    {"translane", WIRE, "translane.v1", "translane.languages", "translane.calls", "translane.errors"}
+)
 
 
 @dataclass(frozen=True, slots=True)
