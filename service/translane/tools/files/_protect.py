@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["protect", "restore"]
+__all__ = ["placeholders", "protect", "restore"]
 
 # Inline code, link and image targets, autolinks, inline HTML tags, and bare URLs.
 _MARKDOWN = re.compile(r"`[^`\n]+`|\]\([^)\s]*(?:\s+\"[^\"]*\")?\)|<https?://[^>\s]+>|</?[A-Za-z][^>\n]*>|https?://\S+")
@@ -48,3 +48,8 @@ def restore(text: str, runs: list[str]) -> tuple[str, list[int]]:
 
     out = _PLACEHOLDER.sub(back, text) if runs else text
     return out, [i for i in range(len(runs)) if i not in seen]
+
+
+def placeholders(text: str) -> set[str]:
+    """The {n} placeholders in `text`."""
+    return {m.group() for m in _PLACEHOLDER.finditer(text)}
