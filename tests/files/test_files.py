@@ -184,7 +184,7 @@ async def test_what_cannot_be_repaired_is_reviewed_and_applied(server: RunningSe
     for e in entries:
         e["translation"] = f"Von Hand übersetzt {e['index']}."
     review_file.write_text(json.dumps(entries), encoding="utf-8")
-    assert apply_review(str(review_file)) == 2
+    assert apply_review(str(review_file)).applied == 2
     fixed = (tmp_path / "notes.de.md").read_text(encoding="utf-8")
     assert fixed == "# Von Hand übersetzt 0.\n\nVon Hand übersetzt 1.\n"
 
