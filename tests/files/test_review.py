@@ -3,7 +3,10 @@ counting what `translate` counted, and state files gone once a file is translate
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,7 @@ from translane.sim import SimConfig
 from translane.tools.files._runner import FileSettings, apply_review, check_file, state_path, translate_files
 
 from ..conftest import Sim
+from .test_files import build_epub
 
 
 @pytest.fixture
@@ -159,16 +163,46 @@ HTML = """<!DOCTYPE html>
 """
 
 
-@pytest.mark.parametrize(("name", "text"), [("guide.md", GUIDE), ("log.html", HTML)])
+@pytest.mark.parametrize(("name", "text"), [("guide.md", GUIDE), ("log.html", HTML), ("keeper.epub", "")])
 async def test_check_counts_the_segments_and_leaks_translate_reported(
     server: RunningServer, sim: Sim, tmp_path: Path, name: str, text: str
 ) -> None:
     # About half the answers come back untranslated, and none is repaired: both tools see the same leaks.
     await sim.set(untranslated_rate=0.5)
     src = tmp_path / name
-    src.write_text(text, encoding="utf-8")
+    if text:
+        src.write_text(text, encoding="utf-8")
+    else:
+        build_epub(src)
     summaries, review = await translate_files([str(src)], settings(server, tmp_path, repair_attempts=0))
-    report = check_file(str(tmp_path / name.replace(".", ".de.")), "de")
-    assert report.segments == summaries[0].segments
+    output = str(tmp_path / name.replace(".", ".de."))
+    # Given the file it was translated from, check judges each segment against its original as translate did.
+    report = check_file(output, "de", original=str(src))
+    assert report.compared == str(src) and report.segments == summaries[0].segments
     assert [leak.index for leak in report.leaks] == [e["index"] for e in review]
     assert len(report.leaks) == summaries[0].leaks_left > 0
+    assert [leak.reason.split(": ", 1)[1] for leak in report.leaks] == [e["reason"] for e in review]
+    # Alone, it sees each segment's language: every leak of a whole sentence (the titles of the book are short).
+    alone = {leak.index for leak in check_file(output, "de").leaks}
+    long = {e["index"] for e in review if len(re.findall(r"[^\W\d_]", e["original"])) >= 12}
+    assert long <= alone <= {e["index"] for e in review}
+
+
+async def test_the_cli_checks_against_the_file_beside_it(server: RunningServer, sim: Sim, tmp_path: Path) -> None:
+    await sim.set(untranslated_rate=1.0)
+    src = tmp_path / "guide.md"
+    src.write_text(GUIDE, encoding="utf-8")
+    summaries, _ = await translate_files([str(src)], settings(server, tmp_path, repair_attempts=0))
+    code, out = await translane_cli("file", "check", str(tmp_path / "guide.de.md"), "--to", "de")
+    assert code == 1
+    assert f"guide.de.md: 4 segments, {summaries[0].leaks_left} leak(s) (against {src})" in out
+
+
+async def translane_cli(*args: str) -> tuple[int, str]:
+    """`translane ARGS` in a process of its own, as a user runs it; (exit, stdout)."""
+    code = f"import sys\nfrom translane.cli import main\nsys.exit(main({list(args)!r}))"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 120)
+    return proc.returncode or 0, out.decode()

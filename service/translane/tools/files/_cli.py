@@ -43,6 +43,13 @@ def add_parser(sub: Any, default_target: str) -> None:
     p.add_argument("--preset", choices=("renpy",), default=None, help="JSON: RenPy-style translation files")
     p.add_argument("--review", default="translane-review.json", help="where segments left untranslated are listed")
     p.add_argument(
+        "--original",
+        default="",
+        metavar="FILE",
+        help="check: the file that was translated, to judge each segment against its original as translate did "
+        "(default: the file beside it without the language suffix, book.de.md -> book.md, when there is one)",
+    )
+    p.add_argument(
         "--repair-attempts",
         type=_count,
         default=2,
@@ -62,6 +69,16 @@ def _count(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
+
+
+def _original(path: str, target: str) -> str:
+    """The file `path` was translated from when it lies beside it under the same name without the language
+    suffix (book.de.epub -> book.epub); else ""."""
+    p = Path(path)
+    if len(p.suffixes) < 2 or p.suffixes[-2] != f".{target}":
+        return ""
+    candidate = p.with_name(p.name[: -len(p.suffixes[-2] + p.suffix)] + p.suffix)
+    return str(candidate) if candidate.is_file() else ""
 
 
 def _out(paths: list[str], out: str) -> tuple[str, str]:
@@ -100,11 +117,13 @@ async def main(args: argparse.Namespace) -> int:
         if args.action == "check":
             leaks = 0
             for path in args.paths:
-                checked = check_file(path, args.target_language, keys, preset, args.source_language)
+                original = args.original or _original(path, args.target_language)
+                checked = check_file(path, args.target_language, keys, preset, args.source_language, original)
                 leaks += len(checked.leaks)
-                print(
-                    f"{checked.path}: {checked.segments} segments, {len(checked.leaks)} not in {args.target_language}"
-                )
+                against = f" (against {checked.compared})" if checked.compared else ""
+                print(f"{checked.path}: {checked.segments} segments, {len(checked.leaks)} leak(s){against}")
+                if checked.note:
+                    print(f"  {checked.note}")
                 for leak in checked.leaks:
                     print(f"  segment {leak.index}: {leak.reason}")
             return 1 if leaks else 0

@@ -369,16 +369,36 @@ class CheckReport:
     path: str
     segments: int
     leaks: list[Leak] = field(default_factory=list)
+    # The file this one was translated from, when compared segment by segment; or why it could not be.
+    compared: str = ""
+    note: str = ""
 
 
-def check_file(path: str, target: str, keys: tuple[str, ...] = (), preset: str = "", source: str = "") -> CheckReport:
-    """The leak check alone, on any translated file: each segment judged by the rule `translate` applies to an
-    answer (inline code, link targets, URLs and tags set aside), so both count the same leaks."""
+def check_file(
+    path: str, target: str, keys: tuple[str, ...] = (), preset: str = "", source: str = "", original: str = ""
+) -> CheckReport:
+    """The leak check alone, on any translated file, by the rules `translate` applies to an answer.
+
+    Alone, each segment is judged by its language (inline code, link targets, URLs and tags set aside).
+    Given the `original` it was translated from, and cut into as many segments, each is judged against its
+    original as `translate` judged it (a phrase left as it was, a placeholder lost), so both count the same.
+    """
     doc = load(path, keys, preset)
     checker = LeakChecker(target, source)
     report = CheckReport(path, len(doc.segments))
+    before: list[tuple[str, list[str]]] = []
+    if original:
+        src = load(original, keys, preset)
+        if len(src.segments) == len(doc.segments):
+            before, report.compared = protected(src), original
+        else:
+            report.note = f"{original} has {len(src.segments)} segments, this file {len(doc.segments)}: judged alone"
     for seg, (masked, _) in zip(doc.segments, protected(doc), strict=True):
-        reason = checker.foreign(masked)
+        if before:
+            leak = checker.check(seg.index, before[seg.index][0], masked)
+            reason = None if leak is None else leak.reason
+        else:
+            reason = checker.foreign(masked)
         if reason is not None:
             report.leaks.append(Leak(seg.index, f"{seg.where}: {reason}"))
     return report
