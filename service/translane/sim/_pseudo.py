@@ -14,7 +14,7 @@ import functools
 import re
 import unicodedata
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from translane.languages import NAMES, normalize_language
 
@@ -165,9 +165,9 @@ _ADDRESSES = (
     r"[A-Za-z][A-Za-z0-9+.-]*://[^\s<>\"']+|www\.[^\s<>\"']+"  # URLs
     r"|[\w.+-]+@[\w-]+(?:\.[\w-]+)+"  # e-mail addresses
 )
-# Cheap first looks, so the common text is not searched for what it cannot hold.
-_MAY_HOLD_MARKUP = re.compile(r"[`<&{%]|^-[ \t]+id:", re.MULTILINE)
-_MAY_HOLD_ADDRESS = re.compile(r"@|://|www\.")
+# Cheap first looks (plain substring tests), so the common text is not searched for what it cannot hold.
+_MARKUP_HINTS = ("`", "<", "&", "{", "%", "id:")
+_ADDRESS_HINTS = ("@", "://", "www.")
 # A word: one or two Han/kana characters (those scripts put no spaces between words), or letters with
 # their combining marks and inner apostrophes (aujourd'hui, नमस्ते).
 _CJK = r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]{1,2}"
@@ -175,10 +175,8 @@ _WORD = rf"{_CJK}|[^\W\d_]+(?:(?:[{_marks()}]+|['’](?=[^\W\d_]))[^\W\d_]*)*"
 
 
 def _tokens(*keep: str) -> re.Pattern[str]:
-    """One pass over a text: a run to keep or a word, each with the space before it (kept with what it
-    stands before; dropped between two words of an unspaced language)."""
-    word = rf"(?P<word> ?(?:{_WORD}))"
-    return re.compile(rf"(?P<keep> ?(?:{'|'.join(keep)}))|{word}" if keep else word, re.MULTILINE)
+    """Splits a text into (what lies between, a run to keep, a word) triples, by re.split's groups."""
+    return re.compile(rf"({'|'.join(keep) or '(?!)'})|({_WORD})", re.MULTILINE)
 
 
 # By (may hold markup, may hold an address): a text is not searched for what it cannot hold.
@@ -190,6 +188,21 @@ _TOKENS = {
 }
 
 
+# Checksums of words seen, so the common ones are not encoded and summed on every call (bounded: the words of
+# a benchmark's generated sentences never stop coming).
+_SUMS: dict[str, int] = {}
+_SUMS_KEPT = 50_000
+
+
+def _checksum(word: str) -> int:
+    found = _SUMS.get(word)
+    if found is None:
+        found = zlib.crc32(word.casefold().encode())
+        if len(_SUMS) < _SUMS_KEPT:
+            _SUMS[word] = found
+    return found
+
+
 @dataclass(frozen=True, slots=True)
 class Vocabulary:
     """One target language's words, and how they are joined."""
@@ -198,37 +211,41 @@ class Vocabulary:
     words: tuple[str, ...]
     # Written without spaces between words (Chinese, Japanese, Thai, ...).
     unspaced: bool
+    # The words capitalised, for a word that was.
+    capitalised: tuple[str, ...] = field(init=False)
 
-    def word(self, source: str, position: int) -> str:
-        """What the word at `position` (counted through the text) becomes: chosen by a checksum of it and its
-        place, so the words of a text spread over the whole vocabulary (not "the" always the same one, which
-        would fill every answer with it); capitalised as it was."""
-        choice = self.words[(zlib.crc32(source.casefold().encode()) + position) % len(self.words)]
-        return choice[:1].upper() + choice[1:] if source[:1].isupper() else choice
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "capitalised", tuple(w[:1].upper() + w[1:] for w in self.words))
 
     def translate(self, text: str) -> str:
         """`text` with each word replaced by one of ours; what must survive kept byte for byte."""
+        markup = any(hint in text for hint in _MARKUP_HINTS)
+        parts = _TOKENS[markup, any(hint in text for hint in _ADDRESS_HINTS)].split(text)
+        words, capitalised, unspaced = self.words, self.capitalised, self.unspaced
+        out: list[str] = []
+        after_word = False
         position = 0
-        word_end = -1
-
-        def swap(m: re.Match[str]) -> str:
-            nonlocal position, word_end
-            if m.lastgroup == "keep":
-                return m.group()
-            source = m.group()
-            space = source[0] == " "
-            if space:
-                source = source[1:]
-            out = self.word(source, position)
+        for k in range(0, len(parts) - 1, 3):
+            between, kept, source = parts[k], parts[k + 1], parts[k + 2]
+            if source is None:
+                out += (between, kept)
+                after_word = False
+                continue
+            if after_word:
+                # Between two words: one space goes in an unspaced language; words that touched (Han
+                # characters, say) are spaced apart in a spaced one.
+                if unspaced and between == " ":
+                    between = ""
+                elif not unspaced and not between:
+                    between = " "
+            # Chosen by a checksum of the word and its place, so the words of a text spread over the whole
+            # vocabulary (not "the" always the same one, which would fill every answer with it).
+            choice = (_checksum(source) + position) % len(words)
+            out += (between, capitalised[choice] if source[0].isupper() else words[choice])
             position += 1
-            touching = word_end == m.start()  # right after a word, or a space after one
-            if (space and not (self.unspaced and touching)) or (touching and not space and not self.unspaced):
-                out = " " + out
-            word_end = m.end()
-            return out
-
-        tokens = _TOKENS[bool(_MAY_HOLD_MARKUP.search(text)), bool(_MAY_HOLD_ADDRESS.search(text))]
-        return tokens.sub(swap, text)
+            after_word = True
+        out.append(parts[-1])
+        return "".join(out)
 
 
 @functools.lru_cache(maxsize=256)
