@@ -31,6 +31,8 @@ def test_text_left_in_english_is_a_leak_even_when_no_language_is_sure() -> None:
     leak = checker.foreign("Run {0} at {1}the lamp's page{2} when it is dark.")
     assert leak is not None and leak.startswith("in en")
     assert checker.foreign("Führe {0} auf {1}der Seite der Lampe{2} aus, wenn es dunkel ist.") is None
+    # On a short text the guesses spread thin: a translation there is no leak for want of a sure reading.
+    assert LeakChecker("fr").foreign("[sim] la est ({0} nuit)") is None
     still = LeakChecker("de", "en").foreign("This paragraph was never translated at all.")
     assert still is not None and still.startswith("still in the source language (en, ")
 

@@ -20,6 +20,8 @@ MIN_CONFIDENCE = 0.6
 # neighbours) is given less than this: text left as it was often reads as no language with confidence once
 # its code and links are set aside, but never as the target.
 MAX_TARGET_SHARE = 0.3
+# ... on a text of at least this many letters: on fewer, the guesses spread too thin to read anything into.
+SURE_LETTERS = 24
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +92,8 @@ class LeakChecker:
     def foreign(self, text: str) -> str | None:
         """Why `text` is not in the target language, or None: read as another language (not a close neighbour of
         the target), either with confidence or with little left for the target. Too short to tell is no leak."""
-        if len(_LETTERS.findall(text)) < MIN_LETTERS:
+        letters = len(_LETTERS.findall(text))
+        if letters < MIN_LETTERS:
             return None
         values = self._lingua().compute_language_confidence_values(text)
         if not values:
@@ -99,7 +102,7 @@ class LeakChecker:
         if language in self._near:
             return None
         ours = sum(float(v.value) for v in values if v.language.iso_code_639_1.name.lower() in self._near)
-        if confidence < MIN_CONFIDENCE and ours >= MAX_TARGET_SHARE:
+        if confidence < MIN_CONFIDENCE and (ours >= MAX_TARGET_SHARE or letters < SURE_LETTERS):
             return None
         if language == self.source:
             return f"still in the source language ({language}, {confidence:.2f})"
