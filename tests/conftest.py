@@ -74,13 +74,17 @@ class FullQueue:
 
     @pytest.fixture
     def sim_config(self) -> SimConfig:
-        return SimConfig.from_config(load_config(env={}), ttft_s=0.3)
+        return SimConfig.from_config(load_config(env={}), ttft_s=0.3, pseudo_translate=0.0)
 
 
 @pytest.fixture
 def sim_config() -> SimConfig:
-    """Override in a test module to change the simulated provider."""
-    return SimConfig.from_config(load_config(env={}))
+    """Override in a test module to change the simulated provider.
+
+    Tests run it in echo mode ("[sim auto->zh] Hello"), so they can assert exact answers; users get the
+    pseudo-translation by default (tests/service/test_sim_pseudo.py covers it).
+    """
+    return SimConfig.from_config(load_config(env={}), pseudo_translate=0.0)
 
 
 @pytest_asyncio.fixture

@@ -7,7 +7,8 @@
 - The service core never imports a tool (translane.tools); translane.cli registers their subcommands.
 - A tool is a client of the service's gRPC API, never of its internals: of translane it imports only the
   client side (TOOLS_MAY_IMPORT).
-- translane.wire is pure: parse and render, no aiohttp, nothing of the core but the messages, languages and the error quoting.
+- translane.wire is pure: parse and render, no aiohttp, nothing of the core but the messages, languages and
+  the error quoting.
 """
 
 from __future__ import annotations

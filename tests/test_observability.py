@@ -108,7 +108,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         service_env = clean_env(TRANSLANE_LOG_LEVEL="INFO", ARK_API_KEY=PROVIDER_KEY, **otel)
         shim_env = clean_env(TRANSLANE_LOG_LEVEL="INFO", TRANSLANE_API_KEYS=SHIM_KEY, **otel)
         logs = [tmp / "sim.log", tmp / "service.log", tmp / "shim.log"]
-        sim_args = ["--models-file", str(sim_models), "sim", "--port", str(sim_port), "--seed", str(SIM_SEED)]
+        sim_args = ["--models-file", str(sim_models), "sim", "--port", str(sim_port), "--seed", str(SIM_SEED), "--echo"]
         sim_args += ["--ttft-s", "0.01", "--tokens-per-s", "2000"]
         serve_args = ["--models-file", str(service_models), "serve", "--port", str(grpc_port)]
         serve_args += ["--metrics-port", str(metrics_port)]
@@ -420,7 +420,7 @@ def test_tracing_is_off_by_default(tmp_path: Path) -> None:
     sim_port, grpc_port = free_port(), free_port()
     env = clean_env(TRANSLANE_LOG_LEVEL="WARNING")
     with (
-        translane(["sim", "--port", str(sim_port), "--ttft-s", "0"], sim_port, tmp_path / "sim.log", env),
+        translane(["sim", "--port", str(sim_port), "--ttft-s", "0", "--echo"], sim_port, tmp_path / "sim.log", env),
         translane(
             ["serve", "--port", str(grpc_port), "--upstream-url", f"http://127.0.0.1:{sim_port}/api/v3"],
             grpc_port,

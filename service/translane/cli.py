@@ -95,6 +95,7 @@ def _sim_config(cfg: Config, args: argparse.Namespace) -> Any:
         error_rate=args.error_rate,
         rate_limit_rate=args.rate_limit_rate,
         seed=args.seed,
+        pseudo_translate=0.0 if args.echo else 1.0,
     )
 
 
@@ -197,6 +198,12 @@ def _sim_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--error-rate", type=float, default=0.0, help="share of calls answered 500")
     g.add_argument("--rate-limit-rate", type=float, default=0.0, help="share of calls answered 429")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument(
+        "--echo",
+        action="store_true",
+        help="answer with the text as sent, marked [sim SRC->TGT] (default: pseudo-words "
+        "of the target language, in its script, that a language identifier reads as the target)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:

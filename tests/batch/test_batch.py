@@ -151,7 +151,7 @@ class TestOverload:
 
     @pytest.fixture
     def sim_config(self) -> SimConfig:
-        return SimConfig.from_config(load_config(env={}), ttft_s=0.1)
+        return SimConfig.from_config(load_config(env={}), ttft_s=0.1, pseudo_translate=0.0)
 
     async def test_overload_is_waited_out_never_a_failed_line(self, server: RunningServer, tmp_path: Path) -> None:
         write(tmp_path / "in.jsonl", [{"custom_id": str(i), "text": f"Busy line {i}."} for i in range(40)])

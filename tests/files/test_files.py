@@ -75,6 +75,7 @@ RENPY = {
 
 @pytest.fixture
 def sim_config() -> SimConfig:
+    """The simulator as users run it: answers in pseudo-words of the target language, as the leak check expects."""
     return SimConfig.from_config(load_config(env={}))
 
 
@@ -101,12 +102,6 @@ async def admitted(sim: Sim) -> int:
     return int(sum(m["admitted"] for m in (await sim.stats())["models"].values()))
 
 
-@pytest.fixture(autouse=True)
-async def pseudo(sim: Sim) -> None:
-    """The simulator answers in target-language words, so the leak check sees real-looking translations."""
-    await sim.set(pseudo_translate=1)
-
-
 async def test_markdown_keeps_its_structure_and_translates_every_text(server: RunningServer, tmp_path: Path) -> None:
     src = tmp_path / "guide.md"
     src.write_text(MARKDOWN, encoding="utf-8")
@@ -124,9 +119,9 @@ async def test_markdown_keeps_its_structure_and_translates_every_text(server: Ru
         assert kept in out, kept
     doc = load(str(src))
     assert summaries[0].segments == len(doc.segments) >= 8
-    assert out.count("[sim auto->de]") == len(doc.segments)
-    assert 'title: "[sim auto->de] ' in out and "A Small Guide" not in out
-    assert "| [sim auto->de] " in out and "Requests per minute" not in out
+    assert out.count("[sim]") == len(doc.segments)
+    assert 'title: "[sim] ' in out and "A Small Guide" not in out
+    assert "| [sim] " in out and "Requests per minute" not in out
     assert_untouched(MARKDOWN, [(seg.start, seg.end) for seg in doc.segments], out)
     assert not review
 
@@ -145,7 +140,7 @@ async def test_subtitles_keep_ids_timings_and_tags(server: RunningServer, tmp_pa
     for a, b in zip(source_lines, out_lines, strict=False):
         if "-->" in a or a.strip().isdigit() or a in ("WEBVTT", "intro", ""):
             assert a == b
-    assert out.count("[sim auto->fr]") == len(load(str(src)).segments)
+    assert out.count("[sim]") == len(load(str(src)).segments)
     assert_untouched(text, [(seg.start, seg.end) for seg in load(str(src)).segments], out)
     # Styling tags went to the model as placeholders and came back where they were.
     assert ("<i>" in out and "</i>" in out) if name.endswith(".srt") else ("<b>" in out and "</b>" in out)
@@ -158,8 +153,8 @@ async def test_renpy_json_translates_dialogue_only(server: RunningServer, tmp_pa
     out = json.loads((tmp_path / "script.ja.json").read_text(encoding="utf-8"))
     assert [d["id"] for d in out["dialogue"]] == ["start_a1b2", "start_c3d4"]
     assert [d["who"] for d in out["dialogue"]] == ["e", "e"]
-    assert all(d["what"].startswith("[sim auto->ja]") for d in out["dialogue"])
-    assert out["strings"][0]["old"] == "Start" and out["strings"][0]["new"].startswith("[sim auto->ja]")
+    assert all(d["what"].startswith("[sim]") for d in out["dialogue"])
+    assert out["strings"][0]["old"] == "Start" and out["strings"][0]["new"].startswith("[sim]")
     assert out["version"] == 3
 
 
@@ -173,7 +168,7 @@ async def test_leaks_are_found_and_repaired(server: RunningServer, sim: Sim, tmp
     s = summaries[0]
     assert s.leaks_found > 0 and s.leaks_repaired > 0 and s.leaks_left == len(review)
     out = (tmp_path / "story.de.txt").read_text(encoding="utf-8")
-    assert out.count("[sim auto->de]") == 24 - s.leaks_left
+    assert out.count("[sim]") == 24 - s.leaks_left
 
 
 async def test_what_cannot_be_repaired_is_reviewed_and_applied(server: RunningServer, sim: Sim, tmp_path: Path) -> None:
@@ -189,7 +184,7 @@ async def test_what_cannot_be_repaired_is_reviewed_and_applied(server: RunningSe
     for e in entries:
         e["translation"] = f"Von Hand übersetzt {e['index']}."
     review_file.write_text(json.dumps(entries), encoding="utf-8")
-    assert apply_review(str(review_file)) == 2
+    assert apply_review(str(review_file)).applied == 2
     fixed = (tmp_path / "notes.de.md").read_text(encoding="utf-8")
     assert fixed == "# Von Hand übersetzt 0.\n\nVon Hand übersetzt 1.\n"
 
@@ -219,7 +214,7 @@ async def test_a_killed_run_resumes_without_sending_finished_segments_again(
     assert summaries[0].resumed >= 10
     assert await admitted(sim) == 60 + (sent_before - summaries[0].resumed)  # only in-flight ones twice, at most
     out = (tmp_path / "book.de.txt").read_text(encoding="utf-8")
-    assert out.count("[sim auto->de]") == 60 and "Chapter line" not in out
+    assert out.count("[sim]") == 60 and "Chapter line" not in out
     again, _ = await translate_files([str(src)], s)
     assert again[0].skipped
 
@@ -318,7 +313,7 @@ async def test_html_keeps_every_byte_outside_the_text(server: RunningServer, tmp
     out = (tmp_path / "page.fr.html").read_text(encoding="utf-8")
     doc = load(str(src))
     assert [s.where for s in doc.segments] == ["title", "h1", "p", "img@alt"]
-    assert out.count("[sim auto->fr]") == 4
+    assert out.count("[sim]") == 4
     for kept in (
         '<script>var x = "do not translate";</script>',
         '<p translate="no">LighthouseCorp™</p>',
@@ -349,16 +344,16 @@ async def test_an_epub_translates_its_text_toc_and_metadata_and_keeps_the_rest(
         for name in ("OEBPS/images/map.png", "OEBPS/fonts/serif.woff2", "META-INF/container.xml"):
             assert z.read(name) == files[name], name
         opf = z.read("OEBPS/content.opf").decode()
-        assert "<dc:language>de</dc:language>" in opf and "<dc:title>[sim auto->de] " in opf
-        assert "<dc:description>[sim auto->de] " in opf and 'href="text/c1.xhtml"' in opf
+        assert "<dc:language>de</dc:language>" in opf and "<dc:title>[sim] " in opf
+        assert "<dc:description>[sim] " in opf and 'href="text/c1.xhtml"' in opf
         nav = z.read("OEBPS/nav.xhtml").decode()
-        assert nav.count("[sim auto->de]") == 3 and 'href="text/c1.xhtml"' in nav  # title and both entries
+        assert nav.count("[sim]") == 3 and 'href="text/c1.xhtml"' in nav  # title and both entries
         ncx = z.read("OEBPS/toc.ncx").decode()
-        assert ncx.count("<text>[sim auto->de] ") == 3
+        assert ncx.count("<text>[sim] ") == 3
         c1 = z.read("OEBPS/text/c1.xhtml").decode()
         assert "<em>" in c1 and "</em>" in c1 and "<b>" in c1 and "</b>" in c1
-        assert 'src="../images/map.png"' in c1 and 'alt="[sim auto->de] ' in c1
-        assert 'xml:lang="de"' in c1 and c1.count("[sim auto->de]") == 4
+        assert 'src="../images/map.png"' in c1 and 'alt="[sim] ' in c1
+        assert 'xml:lang="de"' in c1 and c1.count("[sim]") == 4
         # The structure rules a reader relies on: the container names the OPF, every spine item is in the
         # zip and parses as XML, and outside the text each chapter is byte for byte the source.
         import xml.etree.ElementTree as ET
@@ -385,7 +380,7 @@ async def test_yaml_values_at_key_paths_keep_comments_and_the_rest(server: Runni
     data = yaml.safe_load(out)
     assert data["title"] == "Hello world" and data["count"] == 3
     assert [m["id"] for m in data["menu"]] == ["start", "quit"]
-    assert all(m["label"].startswith("[sim auto->fr]") for m in data["menu"])
+    assert all(m["label"].startswith("[sim]") for m in data["menu"])
     assert out.startswith("# game strings\ntitle: Hello world\n") and "   # first\n" in out
 
 
@@ -400,7 +395,7 @@ async def test_an_edited_source_starts_afresh_and_clashing_outputs_are_refused(
     summaries, _ = await translate_files([str(src)], settings(server, tmp_path))
     assert not summaries[0].skipped and summaries[0].resumed == 0
     out = (tmp_path / "notes.de.txt").read_text(encoding="utf-8").split("\n\n")
-    assert len(out) == 3 and all(p.startswith("[sim auto->de]") for p in out)
+    assert len(out) == 3 and all(p.startswith("[sim]") for p in out)
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     for d in ("a", "b"):

@@ -34,7 +34,7 @@ BATCH_OUT = "[sim auto->zh] First paragraph.\n\n%%\n\n[sim auto->zh] Second para
 @pytest.fixture
 def sim_config() -> SimConfig:
     """The simulated provider streams at a pace, so a stream's text arrives in many chunks (about a token each)."""
-    return SimConfig.from_config(load_config(env={}), tokens_per_s=1000)
+    return SimConfig.from_config(load_config(env={}), tokens_per_s=1000, pseudo_translate=0.0)
 
 
 async def sse_events(http: aiohttp.ClientSession, body: dict[str, Any]) -> list[Any]:

@@ -136,7 +136,8 @@ def running_stack(
     models.write_text(yaml.safe_dump(data), encoding="utf-8")
     sim_port, grpc_port, metrics_port, shim_port = free_port(), free_port(), free_port(), free_port()
     child_env = clean_env(TRANSLANE_LOG_LEVEL="WARNING", **(env or {}))
-    sim = ["--models-file", str(models), "sim", "--port", str(sim_port), *sim_args]
+    # Echo mode: answers are the text as sent, which tests assert on.
+    sim = ["--models-file", str(models), "sim", "--port", str(sim_port), "--echo", *sim_args]
     serve = ["--models-file", str(models), "serve", "--port", str(grpc_port), "--metrics-port", str(metrics_port)]
     serve += ["--upstream-url", f"http://127.0.0.1:{sim_port}/api/v3"]
     with contextlib.ExitStack() as stack:

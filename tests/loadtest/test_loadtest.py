@@ -30,7 +30,7 @@ CHAT = "doubao-seed-1-6-251015"
 
 @pytest.fixture
 def sim_config() -> SimConfig:
-    return SimConfig.from_config(load_config(env={}))
+    return SimConfig.from_config(load_config(env={}), pseudo_translate=0.0)
 
 
 def url(sim: Sim) -> str:

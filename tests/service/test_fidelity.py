@@ -197,4 +197,4 @@ def test_reasoning_settings_reach_the_request_body() -> None:
 
 @pytest.fixture
 def sim_config() -> SimConfig:
-    return SimConfig.from_config(load_config(env={}))
+    return SimConfig.from_config(load_config(env={}), pseudo_translate=0.0)

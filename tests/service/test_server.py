@@ -186,7 +186,7 @@ class TestProviderRejection:
     @pytest.fixture
     def sim_config(self) -> SimConfig:
         # The provider's input limit is lower than the models file says: it answers 400.
-        cfg = SimConfig.from_config(load_config(env={}))
+        cfg = SimConfig.from_config(load_config(env={}), pseudo_translate=0.0)
         limits = dict(cfg.models)
         limits[MODEL] = dataclasses.replace(limits[MODEL], max_input_tokens=20)
         return dataclasses.replace(cfg, models=limits)

@@ -29,6 +29,8 @@ def _limits(
 
 def _config(**kw: Any) -> SimConfig:
     models = kw.pop("models", {TR: _limits("responses"), CHAT: _limits("chat_completions")})
+    # Echo mode, so answers can be asserted exactly; the pseudo-translation has tests of its own.
+    kw.setdefault("pseudo_translate", 0.0)
     return SimConfig(models=models, **kw)
 
 

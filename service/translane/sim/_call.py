@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring
 from typing import Any
 
+from ._pseudo import mark, pseudo_text, vocabulary_for
+
 __all__ = [
     "PIECE",
     "Answer",
@@ -105,41 +107,18 @@ class Answer:
 
 
 def translate(call: Call, pseudo: bool = False) -> str:
-    """The simulated translation: the text copied, so placeholders survive, under a clear mark.
+    """The simulated translation, visibly marked as simulated.
 
-    With `pseudo`, each word becomes a word of the target language (a fixed small vocabulary),
-    so language identification sees the target language, as it would in a real translation.
+    With `pseudo` (how the simulator runs unless told otherwise) each word becomes a common word of the
+    target language, in its script, so a language identifier reads the target as in a real translation;
+    placeholders, markup, numbers and spacing are kept byte for byte. The mark is then a bare "[sim] ",
+    whose few Latin letters leave short Chinese or Russian answers readable as such. Without `pseudo`, or
+    for a target it has no words for, the text comes back as sent under "[sim SRC->TGT] " (tests' echo mode).
     """
-    text = pseudo_text(call.text, call.target) if pseudo else call.text
-    return f"[sim {call.source}->{call.target}] {text}"
-
-
-_VOCABULARY = {
-    "de": "das Haus ist und der Baum nicht mit eine Katze schnell über den Hund springt heute wir sind".split(),
-    "fr": "le chat est et la maison avec une très rapide sur chien saute pas nous sommes aujourd'hui".split(),
-    "es": "el gato es y la casa con una muy rápido sobre perro salta no nosotros somos hoy".split(),
-    "it": "il gatto è e la casa con una molto veloce sopra cane salta non noi siamo oggi".split(),
-    "zh": "的 是 不 了 在 人 有 我 他 这 中 大 来 上 国 个 到 说 们 为 子 和 你 地 出 道 也 时 年".split(),
-    "ja": "これ は とても いい 日本語 の 文章 です そして 私 たち 今日 ここ".split(),
-}
-# Words, but not entity names (&amp;).
-_WORDS = re.compile(r"(?<![&\w])[A-Za-z][A-Za-z']*")
-
-
-def pseudo_text(text: str, target: str) -> str:
-    """Every Latin word replaced by a target-language word chosen by the word; the rest (placeholders,
-    digits, punctuation, spacing) kept. Targets without a vocabulary keep the text."""
-    vocab = _VOCABULARY.get(target.split("-")[0].lower())
-    if vocab is None:
-        return text
-    joiner = "" if target.startswith(("zh", "ja")) else None
-
-    def swap(m: re.Match[str]) -> str:
-        word = m.group()
-        return vocab[sum(map(ord, word)) % len(vocab)]
-
-    out = _WORDS.sub(swap, text)
-    return out.replace(" ", "") if joiner == "" else out
+    vocabulary = vocabulary_for(call.target) if pseudo else None
+    if vocabulary is None:
+        return mark(call.text, f"[sim {call.source}->{call.target}] ")
+    return mark(vocabulary.translate(call.text), "[sim] ")
 
 
 _THOUGHT = " Let me consider how each phrase reads in the target language."

@@ -78,8 +78,9 @@ class SimConfig:
     think_in_content: float = 0.0
     # The model's own output limit, whatever the request asks (0 = none): past it, answers are cut.
     output_cap_tokens: float = 0.0
-    # 1: answer in pseudo-target-language words (for language identification); 0: the text as sent.
-    pseudo_translate: float = 0.0
+    # 1: answer in pseudo-target-language words a language identifier reads as the target (as a real
+    # provider would); 0: the text as sent, marked "[sim SRC->TGT]" (an echo, for tests that assert exact text).
+    pseudo_translate: float = 1.0
     # Share of calls answered with the input as it came, untranslated and unmarked (a leak to find).
     untranslated_rate: float = 0.0
     # Each answer holds its translation this many times over (whole times, at least once): a long answer

@@ -10,9 +10,11 @@ from __future__ import annotations
 from ._cli import add_parser
 from ._doc import Doc, Segment, load
 from ._leaks import Leak, LeakChecker
-from ._runner import FileSettings, FileSummary, apply_review, check_file, translate_files
+from ._runner import ApplyReport, CheckReport, FileSettings, FileSummary, apply_review, check_file, translate_files
 
 __all__ = [
+    "ApplyReport",
+    "CheckReport",
     "Doc",
     "FileSettings",
     "FileSummary",

@@ -42,8 +42,43 @@ def add_parser(sub: Any, default_target: str) -> None:
     p.add_argument("--keys", nargs="*", default=[], help="JSON: glob key paths to translate, e.g. dialogue.*.text")
     p.add_argument("--preset", choices=("renpy",), default=None, help="JSON: RenPy-style translation files")
     p.add_argument("--review", default="translane-review.json", help="where segments left untranslated are listed")
+    p.add_argument(
+        "--original",
+        default="",
+        metavar="FILE",
+        help="check: the file that was translated, to judge each segment against its original as translate did "
+        "(default: the file beside it without the language suffix, book.de.md -> book.md, when there is one)",
+    )
+    p.add_argument(
+        "--repair-attempts",
+        type=_count,
+        default=2,
+        metavar="N",
+        help="ask for a leak again at most N times: past the cache, then along the model's fallbacks (default 2; "
+        "0: leave every leak for review)",
+    )
     p.add_argument("--target", default=default_target)
     p.set_defaults(func=main)
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _original(path: str, target: str) -> str:
+    """The file `path` was translated from when it lies beside it under the same name without the language
+    suffix (book.de.epub -> book.epub); else ""."""
+    p = Path(path)
+    if len(p.suffixes) < 2 or p.suffixes[-2] != f".{target}":
+        return ""
+    candidate = p.with_name(p.name[: -len(p.suffixes[-2] + p.suffix)] + p.suffix)
+    return str(candidate) if candidate.is_file() else ""
 
 
 def _out(paths: list[str], out: str) -> tuple[str, str]:
@@ -59,26 +94,37 @@ def _out(paths: list[str], out: str) -> tuple[str, str]:
 
 async def main(args: argparse.Namespace) -> int:
     keys, preset = tuple(args.keys), args.preset or ""
-    if args.action in ("translate", "check") and importlib.util.find_spec("lingua") is None:
+    if importlib.util.find_spec("lingua") is None:
         # Before any call is paid for: the leak check needs the offline language identifier.
         print("translane file: the leak check needs the files extra: pip install 'translane[files]'", file=sys.stderr)
         return 2
     out_dir, out_file = _out(args.paths, args.out)
     try:
         if args.action == "apply":
-            applied = sum(apply_review(path, keys, preset) for path in args.paths)
-            print(f"applied {applied} translation(s)", file=sys.stderr)
-            return 0
+            refused = 0
+            for path in args.paths:
+                report = apply_review(path, keys, preset)
+                print(f"{path}: applied {report.applied} translation(s)", file=sys.stderr)
+                for entry, why in report.refused:
+                    print(f"  refused {entry['output']} segment {entry['index']} ({entry['where']}): {why}")
+                refused += len(report.refused)
+            if refused:
+                print(f"{refused} fix(es) refused: they stay in the review with the reason", file=sys.stderr)
+            return 1 if refused else 0
         if not args.target_language:
             print("translane file: --to LANG is required", file=sys.stderr)
             return 2
         if args.action == "check":
             leaks = 0
             for path in args.paths:
-                report = check_file(path, args.target_language, keys, preset)
-                leaks += len(report.leaks)
-                print(f"{report.path}: {report.segments} segments, {len(report.leaks)} not in {args.target_language}")
-                for leak in report.leaks:
+                original = args.original or _original(path, args.target_language)
+                checked = check_file(path, args.target_language, keys, preset, args.source_language, original)
+                leaks += len(checked.leaks)
+                against = f" (against {checked.compared})" if checked.compared else ""
+                print(f"{checked.path}: {checked.segments} segments, {len(checked.leaks)} leak(s){against}")
+                if checked.note:
+                    print(f"  {checked.note}")
+                for leak in checked.leaks:
                     print(f"  segment {leak.index}: {leak.reason}")
             return 1 if leaks else 0
         settings = FileSettings(
@@ -92,9 +138,10 @@ async def main(args: argparse.Namespace) -> int:
             keys=keys,
             preset=preset,
             review=args.review,
+            repair_attempts=args.repair_attempts,
         )
         summaries, review = await translate_files(args.paths, settings)
-    except FormatError as exc:
+    except (FormatError, OSError) as exc:
         print(f"translane file: {exc}", file=sys.stderr)
         return 2
     except grpc.aio.AioRpcError as exc:

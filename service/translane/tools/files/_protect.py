@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-__all__ = ["markdown_inner_texts", "protect", "restore", "runs"]
+__all__ = ["markdown_inner_texts", "placeholders", "protect", "restore", "runs"]
 
 # A link's destination and optional title, after its text: ](url), ](<url>), ](url "t"), ](url 't'), ](url (t));
 # with `![alt` before it (brackets in it balanced, one deep), an image whole (its alt is no part of the sentence
@@ -83,3 +83,8 @@ def markdown_inner_texts(text: str) -> Iterator[tuple[int, int, str, str]]:
         title = m.group("title")
         if title and title[1:-1].strip():
             yield m.start("title") + 1, m.end("title") - 1, f"md{title[0]}", "title"
+
+
+def placeholders(text: str) -> set[str]:
+    """The {n} placeholders in `text`."""
+    return {m.group() for m in _PLACEHOLDER.finditer(text)}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,9 +21,21 @@ from translane.v1 import translate_pb2_grpc as pb_grpc
 
 from ._doc import CUTTING, FORMATS, Doc, FormatError, load
 from ._leaks import Leak, LeakChecker
-from ._protect import protect, restore
+from ._protect import restore
+from ._review import ApplyReport, apply_review, doc_texts, entries_for, merge_review, protected, write_file
+from ._state import KnownLeak, State, state_path
 
-__all__ = ["FileSettings", "FileSummary", "apply_review", "check_file", "output_path", "state_path", "translate_files"]
+__all__ = [
+    "ApplyReport",
+    "CheckReport",
+    "FileSettings",
+    "FileSummary",
+    "apply_review",
+    "check_file",
+    "output_path",
+    "state_path",
+    "translate_files",
+]
 
 # A call that fails for a passing reason (a service restarting) is tried this many times.
 MAX_ATTEMPTS = 5
@@ -46,11 +57,19 @@ class FileSettings:
     # Segments per Translate call, and calls in flight.
     batch_size: int = 16
     max_in_flight: int = 32
+    # Each leak is asked for again this many times at most: past the cache, then along the model's fallbacks.
     repair_attempts: int = 2
     review: str = ""
     deadline_s: float = 600.0
     # A progress bar per file and overall: None = when stderr is a terminal.
     progress: bool | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "max_in_flight"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)!r}")
+        if self.repair_attempts < 0:
+            raise ValueError(f"repair_attempts: must be >= 0, got {self.repair_attempts!r}")
 
 
 @dataclass(slots=True)
@@ -63,7 +82,9 @@ class FileSummary:
     cached: int = 0
     tokens: int = 0
     cost: float = 0.0
+    # Leaks found (this run's and those an earlier run had found: `leaks_resumed`), repaired in this run, left.
     leaks_found: int = 0
+    leaks_resumed: int = 0
     leaks_repaired: int = 0
     leaks_left: int = 0
     skipped: bool = False
@@ -72,10 +93,11 @@ class FileSummary:
 
     def text(self) -> str:
         if self.skipped:
-            return f"{self.path}: already translated ({self.output})"
+            return f"{self.path}: already translated ({self.output}; delete it to translate again)"
+        resumed = f" ({self.leaks_resumed} found before)" if self.leaks_resumed else ""
         return "".join(f"{self.path}: {note}\n" for note in self.notes) + (
             f"{self.path} -> {self.output}: {self.segments} segments ({self.resumed} resumed, {self.cached} cached), "
-            f"{self.tokens} tokens, cost {self.cost:.6f}; leaks {self.leaks_found} found, "
+            f"{self.tokens} tokens, cost {self.cost:.6f}; leaks {self.leaks_found} found{resumed}, "
             f"{self.leaks_repaired} repaired, {self.leaks_left} left for review"
         )
 
@@ -92,10 +114,6 @@ def output_path(source: Path, root: Path | None, s: FileSettings) -> Path:
     return Path(s.out_dir) / relative / name
 
 
-def state_path(output: Path) -> Path:
-    return output.with_name(output.name + ".translane-state.jsonl")
-
-
 def _inputs(paths: list[str], s: FileSettings) -> Iterator[tuple[Path, Path | None]]:
     for raw in paths:
         p = Path(raw)
@@ -109,58 +127,12 @@ def _inputs(paths: list[str], s: FileSettings) -> Iterator[tuple[Path, Path | No
             yield p, None
 
 
-class _State:
-    """A file's translated segments so far, one flushed JSON line each; `done` once the output is written.
-
-    The first line records a digest of the source and the settings that cut it into segments: a
-    source edited since (or cut another way) starts afresh, never with translations in the wrong place.
-    """
-
-    def __init__(self, path: Path, source_digest: str) -> None:
-        self.path = path
-        self.texts: dict[int, str] = {}
-        self.done = False
-        fresh = True
-        if path.exists():
-            lines = path.read_text(encoding="utf-8").splitlines()
-            first = _json_line(lines[0]) if lines else None
-            if first is not None and first.get("source") == source_digest:
-                fresh = False
-                for line in lines[1:]:
-                    item = _json_line(line)
-                    if item is None:
-                        break  # a torn last line: everything before it stands
-                    if item.get("done"):
-                        self.done = True
-                    elif "i" in item:
-                        self.texts[int(item["i"])] = str(item["text"])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._out = path.open("w" if fresh else "a", encoding="utf-8")
-        if fresh:
-            self._out.write(json.dumps({"source": source_digest}) + "\n")
-            self._out.flush()
-
-    def add(self, index: int, text: str) -> None:
-        self.texts[index] = text
-        self._out.write(json.dumps({"i": index, "text": text}, ensure_ascii=False) + "\n")
-        self._out.flush()
-
-    def finish(self) -> None:
-        self._out.write('{"done": true}\n')
-        self._out.flush()
-        os.fsync(self._out.fileno())
-
-    def close(self) -> None:
-        self._out.close()
-
-
 class _Sender:
     """Translate calls at batch priority: overload waited out, answers in segment order."""
 
     def __init__(self, stub: pb_grpc.TranslatorStub, s: FileSettings) -> None:
         self.stub, self.s = stub, s
         self.slots = asyncio.Semaphore(s.max_in_flight)
-        self.advance: Callable[[int], None] = lambda n: None
 
     async def translate(self, texts: list[str], *, model: str = "", fresh: bool = False) -> pb.TranslateResponse:
         req = pb.TranslateRequest(
@@ -179,118 +151,53 @@ class _Sender:
             return resp
 
 
-def _json_line(line: str) -> dict[str, Any] | None:
-    try:
-        item = json.loads(line)
-    except ValueError:
-        return None
-    return item if isinstance(item, dict) else None
-
-
 def _digest(source: Path, s: FileSettings) -> str:
     h = hashlib.sha256(source.read_bytes())
     h.update(json.dumps([s.keys, s.preset, s.target_language, s.source_language, s.model, CUTTING]).encode())
     return h.hexdigest()
 
 
-async def _translate_doc(
-    doc: Doc, state: _State, sender: _Sender, checker: LeakChecker, fallbacks: list[str], summary: FileSummary
-) -> list[dict[str, Any]]:
-    """Translate what the state lacks, repair leaks; return review entries for what is left."""
-    kind = "html" if doc.kind == "epub" else doc.kind
-    protected = [protect(seg.text, kind) for seg in doc.segments]
-    pending: dict[str, list[int]] = {}
-    for seg, (masked, _) in zip(doc.segments, protected, strict=True):
-        if seg.index in state.texts:
-            summary.resumed += 1
-        else:
-            pending.setdefault(masked, []).append(seg.index)
-
-    def accept(index: int, resp_text: str) -> Leak | None:
-        text, lost = restore(resp_text, protected[index][1])
-        leak = checker.check(index, doc.segments[index].text, text, len(lost))
-        if leak is None:
-            state.add(index, text)
-        return leak
-
-    def account(resp: pb.TranslateResponse) -> None:
-        summary.tokens += resp.usage.total_tokens
-        summary.cost += resp.usage.cost
-        summary.cached += resp.usage.cached_segments
-
-    leaks: dict[int, tuple[Leak, str]] = {}
-    texts = list(pending)
-    groups = [texts[i : i + sender.s.batch_size] for i in range(0, len(texts), sender.s.batch_size)]
-
-    async def one(group: list[str]) -> None:
-        resp = await sender.translate(group)
-        account(resp)
-        summary.sent += len(group)
-        sender.advance(sum(len(pending[m]) for m in group))
-        for masked, t in zip(group, resp.translations, strict=True):
-            for index in pending[masked]:
-                leak = accept(index, t.text)
-                if leak is not None:
-                    leaks[index] = (leak, t.text)
-
-    await all_or_first_failure([one(g) for g in groups])
-    summary.leaks_found = len(leaks)
-    # Repair: another attempt past the cache, then along the model's fallbacks.
-    attempts: list[str] = ["", *fallbacks][: sender.s.repair_attempts]
-    for model in attempts:
-        if not leaks:
-            break
-        indexes = sorted(leaks)
-        for group_start in range(0, len(indexes), sender.s.batch_size):
-            chunk = indexes[group_start : group_start + sender.s.batch_size]
-            resp = await sender.translate([protected[i][0] for i in chunk], model=model, fresh=True)
-            account(resp)
-            for index, t in zip(chunk, resp.translations, strict=True):
-                leak = accept(index, t.text)
-                if leak is None:
-                    del leaks[index]
-                    summary.leaks_repaired += 1
-                else:
-                    leaks[index] = (leak, t.text)
-    summary.leaks_left = len(leaks)
-    return [
-        {
-            "source": doc.path,
-            "index": index,
-            "where": doc.segments[index].where,
-            "reason": leak.reason,
-            "original": doc.segments[index].text,
-            "machine": restore(machine, protected[index][1])[0],
-            "target_language": doc.target_language,
-            # How the file was cut into segments, so `apply` finds the same ones.
-            "keys": list(sender.s.keys),
-            "preset": sender.s.preset,
-            "translation": "",
-        }
-        for index, (leak, machine) in sorted(leaks.items())
-    ]
-
-
 class _Bars:
-    """A bar for the file being translated and one for all files (rich), or nothing when not a terminal."""
+    """On a terminal (rich): a bar for all files, one for the file being translated, and one for its repairs
+    once leaks are asked for again (so the file's bar at 100% never hides repairs still running)."""
 
-    def __init__(self, show: bool | None, files: int) -> None:
+    def __init__(self, show: bool | None, files: int, console: Any = None) -> None:
         self.progress: Any = None
         if sys.stderr.isatty() if show is None else show:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self.progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=console,
             )
             self.progress.start()
             self.overall = self.progress.add_task("all files", total=files)
-        self.task: Any = None
 
     def file(self, name: str, segments: int) -> Callable[[int], None]:
+        """The advance of a file's bar, by segments answered."""
         if self.progress is None:
             return lambda n: None
-        self.task = self.progress.add_task(name, total=max(1, segments))
-        return lambda n: self.progress.update(self.task, advance=n)
+        task = self.progress.add_task(name, total=max(1, segments))
+        return lambda n: self.progress.update(task, advance=n)
+
+    def repairs(self, name: str) -> Callable[[int, int], None]:
+        """(more to repair, repaired) for a file's repairs bar, made when the first repair is due."""
+        if self.progress is None:
+            return lambda more, done: None
+        task: list[Any] = []
+        total = 0
+
+        def update(more: int, done: int) -> None:
+            nonlocal total
+            if not task:
+                task.append(self.progress.add_task(f"repairs: {name}", total=0))
+            total += more
+            self.progress.update(task[0], total=total, advance=done)
+
+        return update
 
     def file_done(self) -> None:
         if self.progress is not None:
@@ -301,19 +208,107 @@ class _Bars:
             self.progress.stop()
 
 
-def _write(path: Path, data: bytes) -> None:
-    """Write whole or not at all: a temporary file renamed over the output."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+@dataclass(slots=True)
+class _Job:
+    """One file's translation: the document, its state on disk, and what reports on it."""
+
+    doc: Doc
+    state: State
+    summary: FileSummary
+    advance: Callable[[int], None]
+    repairs: Callable[[int, int], None]
+    runs: list[tuple[str, list[str]]] = field(default_factory=list)
 
 
-async def translate_files(paths: list[str], s: FileSettings) -> tuple[list[FileSummary], list[dict[str, Any]]]:
-    """Translate every file; return the summaries and the review entries (also written to s.review)."""
+async def _translate_doc(job: _Job, sender: _Sender, checker: LeakChecker, fallbacks: list[str]) -> None:
+    """Translate what the state lacks, then repair the leaks; everything found is in the state as it happens."""
+    doc, state, summary = job.doc, job.state, job.summary
+    runs = job.runs = protected(doc)
+    pending: dict[str, list[int]] = {}
+    for seg, (masked, _) in zip(doc.segments, runs, strict=True):
+        if seg.index in state.texts or seg.index in state.leaks:
+            summary.resumed += 1
+        else:
+            pending.setdefault(masked, []).append(seg.index)
+    summary.leaks_found = summary.leaks_resumed = len(state.leaks)
+
+    def judge(index: int, answer: str, repairs: int) -> bool:
+        """Keep an answer (as the model gave it, placeholders and all) as the translation or as a leak."""
+        masked, kept = runs[index]
+        text, lost = restore(answer, kept)
+        leak = checker.check(index, masked, answer, len(lost))
+        if leak is None:
+            state.add(index, text)
+            return True
+        state.leak(index, KnownLeak(leak.reason, answer, repairs))
+        return False
+
+    def account(resp: pb.TranslateResponse) -> None:
+        summary.tokens += resp.usage.total_tokens
+        summary.cost += resp.usage.cost
+        summary.cached += resp.usage.cached_segments
+
+    size = sender.s.batch_size
+    texts = list(pending)
+
+    async def first(group: list[str]) -> None:
+        resp = await sender.translate(group)
+        account(resp)
+        summary.sent += len(group)
+        job.advance(sum(len(pending[m]) for m in group))
+        for masked, t in zip(group, resp.translations, strict=True):
+            for index in pending[masked]:
+                if not judge(index, t.text, 0):
+                    summary.leaks_found += 1
+
+    await all_or_first_failure([first(texts[i : i + size]) for i in range(0, len(texts), size)])
+
+    async def repair(group: list[str], due: dict[str, list[int]], model: str, attempt: int) -> None:
+        resp = await sender.translate(group, model=model, fresh=True)
+        account(resp)
+        for masked, t in zip(group, resp.translations, strict=True):
+            for index in due[masked]:
+                if judge(index, t.text, attempt + 1):
+                    summary.leaks_repaired += 1
+        job.repairs(0, sum(len(due[m]) for m in group))
+
+    # Repair: another attempt past the cache, then along the model's fallbacks. A leak carries how many
+    # attempts it had, so a resumed run goes on from there.
+    for attempt, model in enumerate(["", *fallbacks][: sender.s.repair_attempts]):
+        due: dict[str, list[int]] = {}
+        for index in sorted(i for i, leak in state.leaks.items() if leak.repairs == attempt):
+            due.setdefault(runs[index][0], []).append(index)
+        if not due:
+            continue
+        job.repairs(sum(map(len, due.values())), 0)
+        texts = list(due)
+        await all_or_first_failure(
+            [repair(texts[i : i + size], due, model, attempt) for i in range(0, len(texts), size)]
+        )
+    summary.leaks_left = len(state.leaks)
+
+
+def _finished(output: Path, source: Path) -> bool:
+    """Translated by an earlier run, with nothing left to resume or apply (its state is gone), and not older
+    than its source."""
+    if state_path(output).exists() or not output.exists():
+        return False
+    return output.stat().st_mtime_ns > source.stat().st_mtime_ns
+
+
+async def translate_files(
+    paths: list[str], s: FileSettings, *, bars: _Bars | None = None
+) -> tuple[list[FileSummary], list[dict[str, Any]]]:
+    """Translate every file; return the summaries and what the review file (s.review) now holds.
+
+    A file's state stays beside its output while the run is unfinished (for a resume) or leaves leaks for
+    review (for `apply`); a file translated whole has none left behind.
+    """
     summaries: list[FileSummary] = []
     review: list[dict[str, Any]] = []
+    outputs: list[str] = []
     checker = LeakChecker(s.target_language, s.source_language)
+    cut = (s.target_language, s.source_language, s.keys, s.preset)
     async with tls.channel(s.grpc_target, tls=tls.ClientTLS.from_env()) as channel:
         stub = pb_grpc.TranslatorStub(channel)
         listed = await stub.ListModels(pb.ListModelsRequest(), timeout=10)
@@ -321,75 +316,55 @@ async def translate_files(paths: list[str], s: FileSettings) -> tuple[list[FileS
         fallbacks = next((list(m.fallbacks) for m in listed.models if m.name == chosen), [])
         sender = _Sender(stub, s)
         sources = list(_inputs(paths, s))
-        bar = _Bars(s.progress, len(sources))
+        bar = bars if bars is not None else _Bars(s.progress, len(sources))
         produced: dict[Path, Path] = {}
-        for source, root in sources:
-            output = output_path(source, root, s)
-            if output in produced:
-                raise FormatError(f"{source} and {produced[output]} would both be written to {output}: rename one")
-            produced[output] = source
-            summary = FileSummary(str(source), str(output))
-            summaries.append(summary)
-            state = _State(state_path(output), _digest(source, s))
-            try:
-                if state.done and output.exists():
+        try:
+            for source, root in sources:
+                output = output_path(source, root, s)
+                if output in produced:
+                    raise FormatError(f"{source} and {produced[output]} would both be written to {output}: rename one")
+                produced[output] = source
+                summary = FileSummary(str(source), str(output))
+                summaries.append(summary)
+                if _finished(output, source):
                     summary.skipped = True
+                    outputs.append(str(output))
+                    bar.file_done()
                     continue
-                doc = load(str(source), s.keys, s.preset)
-                doc.target_language = s.target_language
-                summary.segments = len(doc.segments)
-                summary.notes = doc.notes
-                sender.advance = bar.file(source.name, len(doc.segments) - len(state.texts))
-                entries = await _translate_doc(doc, state, sender, checker, fallbacks, summary)
-                for e in entries:
-                    e["output"] = str(output)
-                    e["state"] = str(state_path(output))
-                review.extend(entries)
-                # Leaks left in place keep the machine's attempt until a person's fix is applied.
-                texts = {**{e["index"]: e["machine"] for e in entries}, **state.texts}
-                _write(output, doc.output(texts))
-                state.finish()
-            finally:
-                state.close()
-                bar.file_done()
-        bar.close()
-    if s.review and review:
-        _write(Path(s.review), (json.dumps(review, ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
+                state = State(state_path(output), _digest(source, s))
+                try:
+                    doc = load(str(source), s.keys, s.preset)
+                    doc.target_language = s.target_language
+                    if state.done and output.exists():
+                        # Finished, with leaks left for review: nothing to send; its entries are made again.
+                        summary.skipped = True
+                        review.extend(entries_for(doc, output, state, protected(doc), cut))
+                        outputs.append(str(output))
+                        if not state.leaks:
+                            state.remove()  # left by an older version after a whole translation
+                        continue
+                    summary.segments = len(doc.segments)
+                    summary.notes = doc.notes
+                    done = len(state.texts) + len(state.leaks)
+                    job = _Job(
+                        doc, state, summary, bar.file(source.name, len(doc.segments) - done), bar.repairs(source.name)
+                    )
+                    await _translate_doc(job, sender, checker, fallbacks)
+                    write_file(output, doc.output(doc_texts(state, job.runs)))
+                    state.finish()
+                    review.extend(entries_for(doc, output, state, job.runs, cut))
+                    outputs.append(str(output))
+                finally:
+                    state.close()
+                    bar.file_done()
+                if not state.leaks:
+                    state.remove()  # translated whole: nothing to resume, nothing to apply
+        finally:
+            bar.close()
+            # Even when a file fails or the run is stopped: what the finished files left for review is kept.
+            if s.review:
+                review = merge_review(Path(s.review), outputs, review)
     return summaries, review
-
-
-def apply_review(path: str, keys: tuple[str, ...] = (), preset: str = "") -> int:
-    """Write a person's translations from a review file back into the outputs; return how many were applied.
-
-    The file is cut into segments as it was when translated (the review records how); a segment left
-    blank in the review keeps the machine's attempt, as the translation run wrote it.
-    """
-    entries = json.loads(Path(path).read_text(encoding="utf-8"))
-    by_output: dict[str, list[dict[str, Any]]] = {}
-    for e in entries:
-        by_output.setdefault(e["output"], []).append(e)
-    applied = 0
-    for output, items in by_output.items():
-        fixes = [e for e in items if str(e.get("translation", "")).strip()]
-        if not fixes:
-            continue
-        first = items[0]
-        doc = load(first["source"], tuple(first.get("keys", keys)), str(first.get("preset", preset)))
-        state_file = Path(first["state"])
-        texts: dict[int, str] = {int(e["index"]): str(e["machine"]) for e in items}
-        if state_file.exists():
-            for line in state_file.read_text(encoding="utf-8").splitlines():
-                item = _json_line(line)
-                if item is not None and "i" in item:
-                    texts[int(item["i"])] = str(item["text"])
-        with state_file.open("a", encoding="utf-8") as f:
-            for e in fixes:
-                texts[int(e["index"])] = e["translation"]
-                f.write(json.dumps({"i": int(e["index"]), "text": e["translation"]}, ensure_ascii=False) + "\n")
-                applied += 1
-        doc.target_language = str(first.get("target_language", ""))
-        _write(Path(output), doc.output(texts))
-    return applied
 
 
 @dataclass(slots=True)
@@ -397,15 +372,36 @@ class CheckReport:
     path: str
     segments: int
     leaks: list[Leak] = field(default_factory=list)
+    # The file this one was translated from, when compared segment by segment; or why it could not be.
+    compared: str = ""
+    note: str = ""
 
 
-def check_file(path: str, target: str, keys: tuple[str, ...] = (), preset: str = "") -> CheckReport:
-    """The leak check alone, on any translated file: segments empty or not in the target language."""
+def check_file(
+    path: str, target: str, keys: tuple[str, ...] = (), preset: str = "", source: str = "", original: str = ""
+) -> CheckReport:
+    """The leak check alone, on any translated file, by the rules `translate` applies to an answer.
+
+    Alone, each segment is judged by its language (inline code, link targets, URLs and tags set aside).
+    Given the `original` it was translated from, and cut into as many segments, each is judged against its
+    original as `translate` judged it (a phrase left as it was, a placeholder lost), so both count the same.
+    """
     doc = load(path, keys, preset)
-    checker = LeakChecker(target)
+    checker = LeakChecker(target, source)
     report = CheckReport(path, len(doc.segments))
-    for seg in doc.segments:
-        language, confidence = checker.language_of(seg.text)
-        if language and language != checker.target and confidence >= 0.6:
-            report.leaks.append(Leak(seg.index, f"{seg.where}: in {language} ({confidence:.2f}), not {target}"))
+    before: list[tuple[str, list[str]]] = []
+    if original:
+        src = load(original, keys, preset)
+        if len(src.segments) == len(doc.segments):
+            before, report.compared = protected(src), original
+        else:
+            report.note = f"{original} has {len(src.segments)} segments, this file {len(doc.segments)}: judged alone"
+    for seg, (masked, _) in zip(doc.segments, protected(doc), strict=True):
+        if before:
+            leak = checker.check(seg.index, before[seg.index][0], masked)
+            reason = None if leak is None else leak.reason
+        else:
+            reason = checker.foreign(masked)
+        if reason is not None:
+            report.leaks.append(Leak(seg.index, f"{seg.where}: {reason}"))
     return report
