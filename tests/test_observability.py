@@ -58,7 +58,11 @@ class Stack:
         trace_id, span_id = secrets.token_hex(16), secrets.token_hex(8)
         text = TEXT.format(n=len(TEXTS_SENT))
         TEXTS_SENT.append(text)
-        body: dict[str, Any] = {"messages": [{"role": "user", "content": text}], "stream": stream}
+        body: dict[str, Any] = {
+            "messages": [{"role": "user", "content": text}],
+            "target_language": "zh",
+            "stream": stream,
+        }
         if stream:
             body["stream_options"] = {"include_usage": True}
         if model:
