@@ -327,7 +327,8 @@ def main() -> None:
             models = Path(tmp) / "models.toml"
             models.write_text(default_models())
             common = ["--models-file", str(models)]
-            sim_args = [*common, "sim", "--port", str(ports["sim"]), "--ttft-s", "0", "--tokens-per-s", "0"]
+            # Echo: the answers end with the sentence sent (asserted below), at the sim's least cost per call.
+            sim_args = [*common, "sim", "--port", str(ports["sim"]), "--ttft-s", "0", "--tokens-per-s", "0", "--echo"]
             upstream = f"http://127.0.0.1:{ports['sim']}/api/v3"
             serve_args = [*common, "serve", "--port", str(ports["grpc"]), "--upstream-url", upstream]
             shim_args = [

@@ -81,7 +81,7 @@ class Rig:
 async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
     """An engine on a frozen clock; `@pytest.mark.parametrize("rig", [{...}], indirect=True)` changes it."""
     options = getattr(request, "param", {})
-    sim_options = options.get("sim", {})
+    sim_options = {"pseudo_translate": 0.0, **options.get("sim", {})}  # echo: answers asserted as sent
     cfg = config(options.get("retries", 0), options.get("concurrency", 10))
     runner, sim = await start_sim(SimConfig.from_config(config(rpm=options.get("sim_rpm", 6000)), **sim_options))
     cfg = cfg.with_upstream_url(sim.url)

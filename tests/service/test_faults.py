@@ -102,7 +102,7 @@ async def test_a_stalled_stream_fails_at_the_idle_timeout_not_the_deadline(
 class TestProviderDown:
     @pytest_asyncio.fixture
     async def provider(self) -> AsyncIterator[tuple[int, SimConfig]]:
-        yield free_port(), SimConfig.from_config(load_config(env={}))
+        yield free_port(), SimConfig.from_config(load_config(env={}), pseudo_translate=0.0)
 
     async def test_a_provider_down_then_back_is_waited_for_within_the_deadline(
         self, provider: tuple[int, SimConfig]
@@ -137,7 +137,9 @@ FLASH = "doubao-seed-1-6-flash-250828"
 
 
 async def start_provider(port: int) -> web.AppRunner:
-    runner = web.AppRunner(create_app(SimConfig.from_config(load_config(env={}))), access_log=None)
+    runner = web.AppRunner(
+        create_app(SimConfig.from_config(load_config(env={}), pseudo_translate=0.0)), access_log=None
+    )
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     return runner

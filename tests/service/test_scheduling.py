@@ -23,7 +23,7 @@ FALLBACK = "doubao-seed-1-6-flash-250828"
 
 
 def sim_with(model: str, **limits: int) -> SimConfig:
-    cfg = SimConfig.from_config(load_config(env={}), ttft_s=0.05)
+    cfg = SimConfig.from_config(load_config(env={}), ttft_s=0.05, pseudo_translate=0.0)
     models = dict(cfg.models)
     models[model] = dataclasses.replace(models[model], **limits)
     return dataclasses.replace(cfg, models=models)

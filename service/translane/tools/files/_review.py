@@ -189,8 +189,8 @@ def apply_review(path: str, keys: tuple[str, ...] = (), preset: str = "") -> App
             write_file(Path(output), doc.output(doc_texts(state, runs)))
         finally:
             state.close()
-        if not any(id(e) not in done for e in items):
-            state.remove()
+        if not state.leaks:
+            state.remove()  # every leak fixed: nothing left to apply
     refused = {id(e): why for e, why in report.refused}
     left = []
     for e in entries:
