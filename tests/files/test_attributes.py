@@ -152,3 +152,25 @@ def test_the_root_language_is_added_as_xhtml_allows_it() -> None:
     assert set_lang("<html><head></head></html>", "de") == '<html lang="de"><head></head></html>'
     both = '<html xmlns="http://www.w3.org/1999/xhtml" xml:lang="en" lang="en">'
     assert set_lang(both, "fr") == '<html xmlns="http://www.w3.org/1999/xhtml" xml:lang="fr" lang="fr">'
+
+
+def test_a_greater_than_sign_inside_an_attribute_value_ends_no_tag() -> None:
+    """`alt="one -> two"`: the tag is one placeholder, the alt one segment, and the output stays well-formed."""
+    page = (
+        '<html lang="en"><body><p>See <img src="f.png" alt="Step one -> step two"/> and '
+        '<a href="x.html" title="Go here -> then there">this link</a>.</p></body></html>\n'
+    )
+    doc = parse(page, "html")
+    masked, runs = protect(doc.segments[0].text, "html")
+    assert masked == "See {0} and {1}this link{2}."
+    assert runs[0] == '<img src="f.png" alt="Step one -> step two"/>'
+    assert [(s.where, s.text) for s in doc.segments[1:]] == [
+        ("img@alt", "Step one -> step two"),
+        ("a@title", "Go here -> then there"),
+    ]
+    root = ET.fromstring(doc.render({s.index: model(doc, s.text) for s in doc.segments}))
+    body = root.find("body")
+    assert body is not None and not (body.text or "").strip()  # no stray text outside the paragraph
+    img, a = root.find(".//img"), root.find(".//a")
+    assert img is not None and img.get("alt") == "petS eno -> pets owt"
+    assert a is not None and a.get("title") == "oG ereh -> neht ereht" and a.text == "siht knil"

@@ -33,7 +33,7 @@ _ATTRS = re.compile(r"""\s(alt|title|aria-label)\s*=\s*("([^"]*)"|'([^']*)')""",
 _NO_ATTRS = frozenset("base head html link meta script style".split())
 # In a <nav>, the elements that hold an entry's text (the outermost one: a <span> inside a link is inline).
 _NAV_BLOCKS = frozenset({"a", "span"})
-_TAG = re.compile(r"<[^>]*>")
+_TAG = re.compile(r"""<(?:[^>"']|"[^"]*"|'[^']*')*>""")
 _LETTER = re.compile(r"[^\W\d_]")
 # Elements that sit inside a line of text: skipped ones stay in their run (sent as placeholders).
 _INLINE = frozenset(

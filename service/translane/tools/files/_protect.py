@@ -23,9 +23,11 @@ _MARKDOWN = re.compile(
 _CODE_SPAN = re.compile(r"`[^`\n]+`")
 _SUBTITLE = re.compile(r"</?[A-Za-z][^>]*>|\{\\[^}]*\}")
 # Inline code-like elements whole, other tags, comments: the text between tags is what is translated.
+# A tag's inside: anything but ">", and quoted attribute values whole (a ">" in alt="a -> b" ends no tag).
+_IN_TAG = r"""(?:[^>"']|"[^"]*"|'[^']*')*"""
 _HTML = re.compile(
-    r"<([A-Za-z][\w-]*)\b[^>]*\btranslate\s*=\s*[\"']no[\"'][^>]*>.*?</\1\s*>"  # marked not to translate: whole
-    r"|<(code|kbd|samp|var)\b[^>]*>.*?</\2\s*>|<!--.*?-->|</?[A-Za-z][^>]*>",
+    rf"<([A-Za-z][\w-]*)\b{_IN_TAG}\btranslate\s*=\s*[\"']no[\"']{_IN_TAG}>.*?</\1\s*>"  # marked not to translate
+    rf"|<(code|kbd|samp|var)\b{_IN_TAG}>.*?</\2\s*>|<!--.*?-->|</?[A-Za-z]{_IN_TAG}>",
     re.DOTALL | re.IGNORECASE,
 )
 _PATTERNS = {"markdown": _MARKDOWN, "srt": _SUBTITLE, "vtt": _SUBTITLE, "html": _HTML}
