@@ -228,3 +228,26 @@ class TestPassthroughToATranslationModel:
         assert status == 400, body
         assert "doubao-seed-translation-250915" in body["error"]["message"]
         assert await provider_calls(sim) == 0
+
+
+@pytest.mark.parametrize(
+    "how", [{"target_language": "ja"}, {"headers": {"X-Target-Language": "ja"}}], ids=["field", "header"]
+)
+async def test_a_target_stated_by_the_caller_wins_over_one_the_prompt_names_unreadably(
+    http: aiohttp.ClientSession, how: dict[str, Any]
+) -> None:
+    """The README's order: the body's field, then the header, then the prompt. The instruction line is still
+    taken apart from the text, so only the text is translated."""
+    how = dict(how)
+    headers = how.pop("headers", None)
+    status, body = await chat(http, user("Translate to Klingon:\n\nHello there."), headers, **how)
+    assert status == 200, body
+    assert body["choices"][0]["message"]["content"] == "[sim auto->ja] Hello there."
+
+
+async def test_a_first_line_about_translation_that_names_no_target_is_text(http: aiohttp.ClientSession) -> None:
+    status, body = await chat(http, user("Notes on translation:\n\nThe first rule is to read."), target_language="de")
+    assert status == 200, body
+    assert (
+        body["choices"][0]["message"]["content"] == "[sim auto->de] Notes on translation:\n\nThe first rule is to read."
+    )

@@ -52,6 +52,10 @@ _YAML_ITEM = re.compile(
 # "翻译成 X：", or inline "Translate to French: Bonjour".
 _INSTRUCTION = re.compile(r"\A[ \t]*(?P<instruction>[^\n:：]{1,300}[:：])[ \t]*(?P<newline>\n?)")
 _IMPERATIVE = re.compile(r"(?:please\s+)?translate\b|请|請|将|將|把|翻译|翻譯", re.IGNORECASE)
+# Where an instruction names its target, whether or not the name is one the shim reads.
+_TARGET_MARKER = re.compile(
+    r"\b(?:in)?to\s+\S|(?:翻译|翻譯|译|譯)(?:成|为|為|到)|(?:に|へ)(?:翻訳|訳)|로\s*번역", re.IGNORECASE
+)
 _TRANSLATE_VERB = re.compile(r"translat|tradu|перев|übersetz|翻译|翻譯|译|譯|翻訳|번역", re.IGNORECASE)
 # The text in tags after the instruction, as users' own templates put it: "<text>\n{{text}}\n</text>".
 _WRAPPED = re.compile(r"\A\s*<(?P<tag>text|source|input)>\n?(?P<body>.*?)\n?</(?P=tag)>\s*\Z", re.DOTALL)
@@ -127,9 +131,12 @@ def _instruction(text: str) -> tuple[str, str]:
     if m is None:
         return "", text
     instruction = m.group("instruction")
-    # Only a line that asks for a translation into a language it names; and unless it stands on its
-    # own line, only one that opens like an order ("Translate to French: Bonjour").
-    if not _TRANSLATE_VERB.search(instruction) or not prompt_languages([instruction])[1]:
+    # Only a line that asks for a translation into a language it names (read or not: "Translate to Klingon:"
+    # is an instruction, whose target the caller may state elsewhere); and unless it stands on its own line,
+    # only one that opens like an order ("Translate to French: Bonjour").
+    if not _TRANSLATE_VERB.search(instruction):
+        return "", text
+    if not prompt_languages([instruction])[1] and not _TARGET_MARKER.search(instruction):
         return "", text
     if not m.group("newline") and not _IMPERATIVE.match(instruction.lstrip()):
         return "", text

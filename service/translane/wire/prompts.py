@@ -118,8 +118,8 @@ _NAMED_TARGET = re.compile(
     r"|(?:翻译|翻譯|译|譯)(?:成|为|為|到)\s*(?P<cjk>[^\s，。,.:：；;！!？?]{1,12})"
 )
 _HOW = (
-    "state the target language with `target_language` in the body or an X-Target-Language header "
-    "(a code such as 'ja' or a name such as 'Japanese')"
+    "state the target language with `target_language` in the request body (over HTTP, an X-Target-Language "
+    "header does too): a code such as 'ja' or a name such as 'Japanese'"
 )
 
 
