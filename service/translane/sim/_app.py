@@ -24,6 +24,7 @@ from ._call import Answer, Call, SimError, error_body, split_pieces, translate
 from ._call import answer as make_answer
 from ._config import SimConfig
 from ._limiter import ModelLimiter
+from ._openai_batch import OpenAIBatches
 
 __all__ = ["create_app", "run_sim"]
 
@@ -92,6 +93,7 @@ class _Simulator:
         # Ark Batch Chat's days run on the monotonic clock, from the simulator's start (or last reset).
         start = time.monotonic()
         self._batch_chat = {name: BatchChatModel(config.batch_day_s, start) for name in config.models}
+        self.openai_batches = OpenAIBatches(lambda: self.config, self._complete)
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, _CHAT)
@@ -186,6 +188,17 @@ class _Simulator:
         batch.completion_tokens += answer.completion_tokens
         return web.Response(body=_CHAT.render(call, answer), content_type="application/json")
 
+    def _complete(self, body: Mapping[str, Any], endpoint: str) -> tuple[int, bytes, int, int]:
+        """One line of an OpenAI batch, answered as the online route would: status, body and tokens."""
+        wire = _CHAT if endpoint.endswith("/chat/completions") else _RESPONSES
+        try:
+            if body.get("stream") is True:
+                raise SimError(400, "InvalidParameter", "A batch request does not stream: `stream` must be false.")
+            _, call, answer = self._prepare(body, wire, self.config)
+        except SimError as exc:
+            return exc.status, error_body(exc.status, exc.code, exc.message), 0, 0
+        return 200, wire.render(call, answer), call.prompt_tokens, answer.completion_tokens
+
     def _prepare(self, body: Mapping[str, Any], wire: _Wire, cfg: SimConfig) -> tuple[ModelLimiter, Call, Answer]:
         """A request body's model, call and simulated answer; SimError if the provider would refuse it."""
         model = body.get("model")
@@ -271,6 +284,7 @@ class _Simulator:
                 "models": {name: lim.stats() for name, lim in self._limiters.items()},
                 "traceparents": list(self._traceparents),
                 "batch": {name: b.stats(now, tpd) for name, b in self._batch_chat.items()},
+                "openai_batch": self.openai_batches.stats(),
             }
         )
 
@@ -280,6 +294,7 @@ class _Simulator:
         now = time.monotonic()
         for batch in self._batch_chat.values():
             batch.reset(now)
+        await self.openai_batches.close()
         self._traceparents.clear()
         # Reseeded too, so a test that resets sees the same fault sequence every run.
         self._rng.seed(self.config.seed)
@@ -306,6 +321,12 @@ def create_app(config: SimConfig) -> web.Application:
         app.router.add_post(f"{prefix}/chat/completions", sim.chat)
         app.router.add_post(f"{prefix}/responses", sim.responses)
     app.router.add_post("/api/v3/batch/chat/completions", sim.batch_chat)
+    app.router.add_routes(sim.openai_batches.routes())
+
+    async def stop_batches(app: web.Application) -> None:
+        await sim.openai_batches.close()
+
+    app.on_cleanup.append(stop_batches)
     app.router.add_get("/_sim/stats", sim.stats)
     app.router.add_post("/_sim/reset", sim.reset)
     app.router.add_post("/_sim/config", sim.configure)
