@@ -1,4 +1,5 @@
-"""A simulated Volcengine Ark: OpenAI-compatible, with its rate limits, latency and faults.
+"""A simulated Volcengine Ark: OpenAI-compatible, with its rate limits, latency and faults, and both batch routes
+(Ark Batch Chat, OpenAI Files + Batches).
 
 Tests, benchmarks and the no-key demo point translane at it instead of the real provider.
 """

@@ -19,10 +19,12 @@ from aiohttp import web
 from translane.tokens import count_tokens, warm_up
 
 from . import _chat, _responses
+from ._batch_chat import QUOTA, BatchChatModel
 from ._call import Answer, Call, SimError, error_body, split_pieces, translate
 from ._call import answer as make_answer
 from ._config import SimConfig
 from ._limiter import ModelLimiter
+from ._openai_batch import OpenAIBatches
 
 __all__ = ["create_app", "run_sim"]
 
@@ -68,6 +70,17 @@ def _drop(request: web.Request) -> web.Response:
     return web.Response(status=500)
 
 
+def _json_object(raw: bytes) -> dict[str, Any]:
+    """A request body that must be a JSON object; SimError otherwise."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise SimError(400, "InvalidParameter", "The request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise SimError(400, "InvalidParameter", "The request body must be a JSON object.")
+    return body
+
+
 class _Simulator:
     """The provider's state: current config, one limiter per model, counters and the RNG."""
 
@@ -77,6 +90,10 @@ class _Simulator:
         self._rng = random.Random(config.seed)
         self._traceparents: deque[str] = deque(maxlen=_TRACEPARENTS_KEPT)
         self._ids = itertools.count(1)
+        # Ark Batch Chat's days run on the monotonic clock, from the simulator's start (or last reset).
+        start = time.monotonic()
+        self._batch_chat = {name: BatchChatModel(config.batch_day_s, start) for name in config.models}
+        self.openai_batches = OpenAIBatches(lambda: self.config, self._complete)
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, _CHAT)
@@ -93,46 +110,9 @@ class _Simulator:
         if cfg.api_key and request.headers.get("Authorization") != f"Bearer {cfg.api_key}":
             return _error(401, "AuthenticationError", "The API key is missing or invalid.")
         try:
-            body = json.loads(await request.read())
-        except ValueError:
-            return _error(400, "InvalidParameter", "The request body is not valid JSON.")
-        if not isinstance(body, dict):
-            return _error(400, "InvalidParameter", "The request body must be a JSON object.")
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            return _error(400, "MissingParameter", "The parameter `model` is required.")
-        limiter = self._limiters.get(model)
-        if limiter is None:
-            return _error(404, "InvalidEndpointOrModel.NotFound", f"The model or endpoint {model} is not found.")
-        limits = limiter.limits
-        # Ark serves Responses-only models (the translation model) on nothing else.
-        if wire is _CHAT and limits.api_style == "responses":
-            return _error(400, "InvalidParameter", f"The model {model} serves only /responses.")
-        try:
-            call = wire.parse(body, model)
+            limiter, call, answer = self._prepare(_json_object(await request.read()), wire, cfg)
         except SimError as exc:
             return _error(exc.status, exc.code, exc.message)
-        if call.prompt_tokens > limits.max_input_tokens:
-            return _error(
-                400,
-                "InvalidParameter",
-                f"The input has {call.prompt_tokens} tokens; the limit is {limits.max_input_tokens}.",
-            )
-        caps = [int(c) for c in (call.max_tokens, cfg.output_cap_tokens) if c]
-        ident = f"{wire.id_prefix}{next(self._ids):010d}"
-        leak = bool(cfg.untranslated_rate) and self._rng.random() < cfg.untranslated_rate
-        output = call.text if leak else translate(call, bool(cfg.pseudo_translate))
-        if cfg.answer_repeat >= 2:
-            output = " ".join([output] * int(cfg.answer_repeat))
-        answer = make_answer(
-            ident,
-            int(time.time()),
-            output,
-            int(cfg.reasoning_tokens),
-            min(caps) if caps else 0,
-            bool(cfg.think_in_content),
-            count_tokens,
-        )
         completion_tokens = answer.completion_tokens
         rng = self._rng
         if cfg.rate_limit_rate and rng.random() < cfg.rate_limit_rate:
@@ -170,6 +150,90 @@ class _Simulator:
             return response
         finally:
             limiter.release()
+
+    async def batch_chat(self, request: web.Request) -> web.Response:
+        """Ark Batch Chat: the chat call unstreamed, slow, with no concurrency limit and a daily token quota."""
+        cfg = self.config
+        if cfg.api_key and request.headers.get("Authorization") != f"Bearer {cfg.api_key}":
+            return _error(401, "AuthenticationError", "The API key is missing or invalid.")
+        try:
+            body = _json_object(await request.read())
+            if body.get("stream") is True:
+                raise SimError(400, "InvalidParameter", "Batch chat does not stream: `stream` must be false.")
+            _, call, answer = self._prepare(body, _CHAT, cfg)
+        except SimError as exc:
+            return _error(exc.status, exc.code, exc.message)
+        batch = self._batch_chat[call.model]
+        retry_after = {"Retry-After": "1"} if cfg.retry_after else None
+        rng = self._rng
+        if cfg.rate_limit_rate and rng.random() < cfg.rate_limit_rate:
+            batch.rate_limited += 1
+            return _error(429, "ServerOverloaded", "The service is overloaded (simulated).", retry_after)
+        wait_s = batch.charge(time.monotonic(), call.prompt_tokens + answer.completion_tokens, int(cfg.batch_tpd))
+        if wait_s is not None:
+            headers = {"Retry-After": str(max(1, math.ceil(wait_s)))} if cfg.retry_after else None
+            message = f"The model's batch token quota for the day ({int(cfg.batch_tpd)} tokens) is used up."
+            return _error(429, QUOTA, message, headers)
+        if cfg.error_rate and rng.random() < cfg.error_rate:
+            batch.errors += 1
+            return _error(500, "InternalServiceError", "Internal service error (simulated).")
+        batch.enter()
+        try:
+            if cfg.batch_latency_s > 0:
+                await asyncio.sleep(cfg.batch_latency_s)
+        finally:
+            batch.leave()
+        batch.requests += 1
+        batch.prompt_tokens += call.prompt_tokens
+        batch.completion_tokens += answer.completion_tokens
+        return web.Response(body=_CHAT.render(call, answer), content_type="application/json")
+
+    def _complete(self, body: Mapping[str, Any], endpoint: str) -> tuple[int, bytes, int, int]:
+        """One line of an OpenAI batch, answered as the online route would: status, body and tokens."""
+        wire = _CHAT if endpoint.endswith("/chat/completions") else _RESPONSES
+        try:
+            if body.get("stream") is True:
+                raise SimError(400, "InvalidParameter", "A batch request does not stream: `stream` must be false.")
+            _, call, answer = self._prepare(body, wire, self.config)
+        except SimError as exc:
+            return exc.status, error_body(exc.status, exc.code, exc.message), 0, 0
+        return 200, wire.render(call, answer), call.prompt_tokens, answer.completion_tokens
+
+    def _prepare(self, body: Mapping[str, Any], wire: _Wire, cfg: SimConfig) -> tuple[ModelLimiter, Call, Answer]:
+        """A request body's model, call and simulated answer; SimError if the provider would refuse it."""
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise SimError(400, "MissingParameter", "The parameter `model` is required.")
+        limiter = self._limiters.get(model)
+        if limiter is None:
+            raise SimError(404, "InvalidEndpointOrModel.NotFound", f"The model or endpoint {model} is not found.")
+        limits = limiter.limits
+        # Ark serves Responses-only models (the translation model) on nothing else.
+        if wire is _CHAT and limits.api_style == "responses":
+            raise SimError(400, "InvalidParameter", f"The model {model} serves only /responses.")
+        call = wire.parse(body, model)
+        if call.prompt_tokens > limits.max_input_tokens:
+            raise SimError(
+                400,
+                "InvalidParameter",
+                f"The input has {call.prompt_tokens} tokens; the limit is {limits.max_input_tokens}.",
+            )
+        caps = [int(c) for c in (call.max_tokens, cfg.output_cap_tokens) if c]
+        ident = f"{wire.id_prefix}{next(self._ids):010d}"
+        leak = bool(cfg.untranslated_rate) and self._rng.random() < cfg.untranslated_rate
+        output = call.text if leak else translate(call, bool(cfg.pseudo_translate))
+        if cfg.answer_repeat >= 2:
+            output = " ".join([output] * int(cfg.answer_repeat))
+        answer = make_answer(
+            ident,
+            int(time.time()),
+            output,
+            int(cfg.reasoning_tokens),
+            min(caps) if caps else 0,
+            bool(cfg.think_in_content),
+            count_tokens,
+        )
+        return limiter, call, answer
 
     async def _reply(
         self, request: web.Request, wire: _Wire, call: Call, answer: Answer, cfg: SimConfig
@@ -213,17 +277,24 @@ class _Simulator:
         return response, True
 
     async def stats(self, request: web.Request) -> web.Response:
+        now, tpd = time.monotonic(), int(self.config.batch_tpd)
         return web.json_response(
             {
                 "window_s": self.config.window_s,
                 "models": {name: lim.stats() for name, lim in self._limiters.items()},
                 "traceparents": list(self._traceparents),
+                "batch": {name: b.stats(now, tpd) for name, b in self._batch_chat.items()},
+                "openai_batch": self.openai_batches.stats(),
             }
         )
 
     async def reset(self, request: web.Request) -> web.Response:
         for limiter in self._limiters.values():
             limiter.reset()
+        now = time.monotonic()
+        for batch in self._batch_chat.values():
+            batch.reset(now)
+        await self.openai_batches.close()
         self._traceparents.clear()
         # Reseeded too, so a test that resets sees the same fault sequence every run.
         self._rng.seed(self.config.seed)
@@ -249,6 +320,13 @@ def create_app(config: SimConfig) -> web.Application:
     for prefix in _PREFIXES:
         app.router.add_post(f"{prefix}/chat/completions", sim.chat)
         app.router.add_post(f"{prefix}/responses", sim.responses)
+    app.router.add_post("/api/v3/batch/chat/completions", sim.batch_chat)
+    app.router.add_routes(sim.openai_batches.routes())
+
+    async def stop_batches(app: web.Application) -> None:
+        await sim.openai_batches.close()
+
+    app.on_cleanup.append(stop_batches)
     app.router.add_get("/_sim/stats", sim.stats)
     app.router.add_post("/_sim/reset", sim.reset)
     app.router.add_post("/_sim/config", sim.configure)

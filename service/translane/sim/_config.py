@@ -32,8 +32,25 @@ RUNTIME_FIELDS: tuple[str, ...] = (
     "output_cap_tokens",
     "pseudo_translate",
     "answer_repeat",
+    "batch_latency_s",
+    "batch_tpd",
+    "batch_hour_s",
+    "batch_job_hours",
 )
-_DURATIONS = ("window_s", "ttft_s", "tokens_per_s", "stall_s", "reasoning_tokens", "output_cap_tokens", "answer_repeat")
+_DURATIONS = (
+    "window_s",
+    "ttft_s",
+    "tokens_per_s",
+    "stall_s",
+    "reasoning_tokens",
+    "output_cap_tokens",
+    "answer_repeat",
+    "batch_latency_s",
+    "batch_tpd",
+    "batch_job_hours",
+)
+# Must be > 0: they divide time.
+_POSITIVE = ("window_s", "batch_day_s", "batch_hour_s", "batch_file_max_bytes", "batch_file_max_lines")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +103,20 @@ class SimConfig:
     # Each answer holds its translation this many times over (whole times, at least once): a long answer
     # to a short question, for tests of what a long stream costs without an input as long.
     answer_repeat: float = 1.0
+    # Ark Batch Chat (/api/v3/batch/chat/completions): each answer takes this long (Ark's "minutes",
+    # scaled down), and each model may spend this many tokens (prompt + completion) per simulated day
+    # of `batch_day_s` seconds before its calls get 429 QuotaExceeded (Ark's default TPD is 10B).
+    batch_latency_s: float = 3.0
+    batch_tpd: float = 10_000_000_000.0
+    batch_day_s: float = 86_400.0
+    # OpenAI Batches (/v1/batches) run on a compressed clock: one simulated hour lasts `batch_hour_s`
+    # seconds, and a batch takes `batch_job_hours` simulated hours to process (past its 24h window it
+    # expires). Defaults: a batch done in 0.1 s, a window of 2.4 s.
+    batch_hour_s: float = 0.1
+    batch_job_hours: float = 1.0
+    # OpenAI's limits on a batch input file.
+    batch_file_max_bytes: int = 200 * 1024 * 1024
+    batch_file_max_lines: int = 50_000
     retry_after: bool = True
     api_key: str = field(default="", repr=False)
     seed: int = 0
@@ -93,8 +124,9 @@ class SimConfig:
     def __post_init__(self) -> None:
         # Frozen, so callers can't mutate the mapping they handed in behind our back.
         object.__setattr__(self, "models", MappingProxyType(dict(self.models)))
-        if self.window_s <= 0:
-            raise ValueError(f"SimConfig.window_s: must be > 0, got {self.window_s!r}")
+        for name in _POSITIVE:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"SimConfig.{name}: must be > 0, got {getattr(self, name)!r}")
         for name in _DURATIONS:
             if getattr(self, name) < 0:
                 raise ValueError(f"SimConfig.{name}: must be >= 0, got {getattr(self, name)!r}")
