@@ -367,4 +367,10 @@ async def run_shim(
             len(config.api_keys),
             "" if len(config.api_keys) == 1 else "s",
         )
+        log.info(
+            "chats the shim cannot read as a translation: %s",
+            f"sent as written to {config.passthrough_model}"
+            if config.passthrough_model
+            else "refused with a 400 (set TRANSLANE_SHIM_PASSTHROUGH_MODEL to send them to a chat model)",
+        )
         await asyncio.Event().wait()

@@ -52,7 +52,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     resp = await state.backend.translate(grpc_request, request.headers, time.monotonic() - arrived)
     content = chat.batch.render([t.text for t in resp.translations])
     truncated = any(t.truncated for t in resp.translations)
-    return json_response(completion(resp.requested_model, content, resp.usage, resp.model, truncated, chat.stop))
+    # A passthrough was sent to the shim's passthrough model: `model` still echoes the one the caller asked for.
+    asked = (chat.model if chat.unreadable else "") or resp.requested_model
+    return json_response(completion(asked, content, resp.usage, resp.model, truncated, chat.stop))
 
 
 async def _open_sse(request: web.Request) -> web.StreamResponse:
@@ -89,6 +91,8 @@ async def _stream(
         message = await call.read()
         # Every chunk names the model asked for; the one that served is named once, at the finish.
         requested = message.requested_model if message is not grpc.aio.EOF else ""
+        if chat.unreadable and chat.model:
+            requested = chat.model  # a passthrough: the model asked for is echoed, as for any call
         chunks = Chunks(requested or chat.model or _UNNAMED_MODEL, chat.include_usage)
         scan = StopScan(chat.stop)
         response = await _open_sse(request)

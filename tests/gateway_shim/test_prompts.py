@@ -197,8 +197,12 @@ class TestPassthrough:
         # sent as the caller wrote them, not the shim's translation prompt around a text it picked out.
         assert body["choices"][0]["message"]["content"] == f"[sim auto->German] {text}"
         assert body["served_model"] == CHAT_MODEL
+        assert body["model"] == CHAT_MODEL  # none asked for: the one that answered
+        status, body = await chat(http, messages, model="doubao-seed-translation-250915")
+        assert status == 200 and body["model"] == "doubao-seed-translation-250915"  # echoed as asked
+        assert body["served_model"] == CHAT_MODEL
         stats = (await sim.stats())["models"]
-        assert stats[CHAT_MODEL]["requests"] == 1
+        assert stats[CHAT_MODEL]["requests"] == 2
         assert body["usage"]["prompt_tokens"] > 0
 
     async def test_a_passthrough_streams_too(self, http: aiohttp.ClientSession) -> None:
