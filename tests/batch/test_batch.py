@@ -55,6 +55,7 @@ def outputs(path: Path) -> dict[str, dict[str, Any]]:
 
 def settings(server: RunningServer, tmp_path: Path, **kw: Any) -> BatchSettings:
     kw.setdefault("progress", False)
+    kw.setdefault("default_target_language", "zh")  # as with --to zh
     return BatchSettings(f"127.0.0.1:{server.port}", str(tmp_path / "in.jsonl"), str(tmp_path / "out.jsonl"), **kw)
 
 
@@ -121,6 +122,17 @@ async def test_a_line_whose_target_cannot_be_read_is_an_error_line_not_a_default
     assert out["w"]["response"]["status_code"] == 400
     assert "instruction in a form the shim does not know" in out["w"]["error"]["message"]
     assert summary.failed == 2 and await admitted(sim) == 0
+
+
+async def test_without_to_a_line_that_names_no_target_is_an_error_line(
+    server: RunningServer, sim: Sim, tmp_path: Path
+) -> None:
+    write(tmp_path / "in.jsonl", [{"custom_id": "a", "text": "Good night."}, openai_line("b", "Hello")])
+    summary = await run_batch(settings(server, tmp_path, default_target_language=""))
+    out = outputs(tmp_path / "out.jsonl")
+    assert out["a"]["response"]["status_code"] == 400 and "--to" in out["a"]["error"]["message"]
+    assert out["b"]["response"]["status_code"] == 200  # its instruction names German
+    assert summary.failed == 1 and summary.answered == 1 and await admitted(sim) == 1
 
 
 async def test_a_rerun_of_a_finished_job_calls_the_provider_not_at_all(
@@ -198,7 +210,7 @@ async def test_a_job_killed_mid_run_resumes_with_every_id_exactly_once(
     write(tmp_path / "in.jsonl", [{"custom_id": f"k{i}", "text": f"Killed sentence {i}."} for i in range(n)])
     command = [sys.executable, "-m", "translane.cli", "--log-level", "WARNING", "batch", "run"]
     command += [str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out.jsonl"), "--target", f"127.0.0.1:{server.port}"]
-    command += ["--quiet", "--max-in-flight", "16"]
+    command += ["--quiet", "--max-in-flight", "16", "--to", "zh"]
     env = dict(os.environ, TRANSLANE_LOG_LEVEL="WARNING")
     proc = await asyncio.create_subprocess_exec(
         *command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

@@ -18,7 +18,11 @@ def add_parser(sub: Any, default_target: str) -> None:
     batch.add_argument("input", help="JSONL: OpenAI Batch lines or {custom_id, text|segments, target_language}")
     batch.add_argument("-o", "--output", required=True, help="JSONL in the OpenAI Batch output format (appended)")
     batch.add_argument("--target", default=default_target)
-    batch.add_argument("--to", default="zh", help="target language of lines that name none (default zh)")
+    batch.add_argument(
+        "--to",
+        default="",
+        help="target language of lines that name none anywhere (default: none; such a line is an error line)",
+    )
     batch.add_argument("--max-in-flight", type=int, default=256)
     batch.add_argument("--deadline", type=float, default=600.0, help="seconds a line may take, queue included")
     batch.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -122,6 +122,8 @@ def parse_line(raw: str, number: int, default_target: str) -> Line:
     if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
         raise LineError(cid, "text or segments: required, a string or a non-empty list of strings")
     target = data.get("target_language", default_target)
+    if target == "":
+        raise LineError(cid, "target_language: required (a code such as 'zh' or 'ja'), or run with --to LANG")
     source = data.get("source_language", "")
     model = data.get("model", "")
     for name, value in (("target_language", target), ("source_language", source), ("model", model)):

@@ -42,7 +42,8 @@ class BatchSettings:
     grpc_target: str
     input: str
     output: str
-    default_target_language: str = "zh"
+    # The target of lines that name none anywhere ("": such a line is an error line, never a guess).
+    default_target_language: str = ""
     max_in_flight: int = 256
     # Per call: how long the service may take, queue included (batch work waits behind interactive).
     deadline_s: float = 600.0
