@@ -162,7 +162,8 @@ async def test_a_refused_handshake_names_its_likely_cause(
     assert said[0].startswith("translane: UNAVAILABLE: failed to connect to all addresses")
     assert len(said) == 2 and hint in said[1], said
     if presents == "nothing":  # the batch tool says it once, beside its summary
-        (pki.dir / "in.jsonl").write_text('{"custom_id": "a", "text": "Hello.", "target_language": "zh"}\n', encoding="utf-8")
+        line = '{"custom_id": "a", "text": "Hello.", "target_language": "zh"}\n'
+        (pki.dir / "in.jsonl").write_text(line, encoding="utf-8")
         batch = BatchSettings(target, str(pki.dir / "in.jsonl"), str(pki.dir / "out.jsonl"), progress=False)
         summary = await run_batch(dataclasses.replace(batch, max_attempts=1))
         assert summary.failed == 1 and hint in summary.hint
