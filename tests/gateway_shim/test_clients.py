@@ -125,8 +125,9 @@ async def test_a_thousand_sse_streams_dropped_are_counted_499_and_leave_nothing_
     assert quiet.get("translane_requests_in_flight") == quiet.get("translane_stream_unread_chars") == 0
     assert cancelled + delta("translane_requests_total", rpc="TranslateStream", status="OK") == streams
     # (A caller that hung up as the shim wrote the end of an answer the service had finished is a 499 in the
-    # shim and OK in the service.)
-    assert shim_delta("499") - 20 <= cancelled <= shim_delta("499")
+    # shim and OK in the service: 0-2 on a quiet machine, 26 of 542 once on a fresh clone's run beside busy
+    # neighbours; bounded at 5% of those that hung up.)
+    assert shim_delta("499") - max(20, left // 20) <= cancelled <= shim_delta("499")
     assert delta("translane_lane_granted_total") - delta("translane_lane_refunded_total") == calls
     assert calls <= fates.count("full") + fates.count("mid") + started_queue + 80
     assert orphaned <= left
