@@ -197,7 +197,10 @@ async def run(
             else:
                 rate = plan_rate(cfg, value)
                 target_rpm = rate * 60
-                shape = f"open loop, {rate:g} req/s {cfg.arrival}"
+                # Named as the run was asked for it: "600 RPM" for --rpm or --steps-of rpm, not "10 req/s".
+                asked = {"rpm": f"{rate * 60:g} RPM", "tpm": f"{rate * 60:g} RPM (from the TPM asked)"}
+                unit = cfg.steps_of if cfg.steps else ("tpm" if cfg.tpm else "rate")
+                shape = f"open loop, {asked.get(unit, f'{rate:g} req/s')} {cfg.arrival}"
                 planned = cfg.requests or int(rate * cfg.duration_s)
                 job = st.open_loop(rate)
             planned *= len(clients)
