@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import signal
 import sqlite3
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from google.longrunning import operations_pb2 as lro
 from google.longrunning import operations_pb2_grpc as lro_grpc
 from google.protobuf import duration_pb2
 from google.rpc import code_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from translane.config import Config
 from translane.rpc.operations import MAX_BATCH_REQUESTS
 from translane.v1 import translate_pb2 as pb
@@ -202,6 +205,22 @@ async def test_a_job_past_the_request_bound_is_refused(stub: pb_grpc.TranslatorS
         await stub.BatchTranslate(pb.BatchTranslateRequest(requests=[one] * (MAX_BATCH_REQUESTS + 1)))
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert refused.value.details() == f"requests: {MAX_BATCH_REQUESTS + 1} requests, over the limit of 50000 a job"
+
+
+async def test_operations_are_served_with_health_and_reflection(channel: grpc.aio.Channel) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    resp = await health.Check(health_pb2.HealthCheckRequest(service="google.longrunning.Operations"), timeout=5)
+    assert resp.status == health_pb2.HealthCheckResponse.SERVING
+
+    async def asks() -> AsyncIterator[reflection_pb2.ServerReflectionRequest]:
+        yield reflection_pb2.ServerReflectionRequest(list_services="")
+        yield reflection_pb2.ServerReflectionRequest(file_containing_symbol="google.longrunning.Operations")
+        yield reflection_pb2.ServerReflectionRequest(file_containing_symbol="translane.v1.BatchTranslateMetadata")
+
+    answers = [a async for a in reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(asks())]
+    assert "google.longrunning.Operations" in [s.name for s in answers[0].list_services_response.service]
+    # A client that reflects (grpcurl) finds both files, so it can decode an Operation and its metadata.
+    assert all(a.file_descriptor_response.file_descriptor_proto for a in answers[1:])
 
 
 # --- durability: a job outlives its server process ---------------------------------------------------------------
