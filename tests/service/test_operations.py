@@ -252,9 +252,9 @@ async def test_a_job_survives_its_server_being_killed(
     sim: Sim, served: tuple[int, dict[str, str], list[str]], data_dir: Path, tmp_path: Path
 ) -> None:
     port, env, args = served
-    lines = 60
+    lines = 200
     # Slow enough that the kill lands mid-job; no_cache, so every line run is a provider call to count.
-    await sim.set(ttft_s=0.05)
+    await sim.set(ttft_s=0.1)
     requests = [pb.TranslateRequest(segments=[f"line {i}"], target_language="zh", no_cache=True) for i in range(lines)]
     with translane(args, port, tmp_path / "serve1.log", env) as first:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
