@@ -11,6 +11,9 @@ TranslaneError
 │                               deadline cannot be met); carries retry_after_s
 ├── ModelUnavailable            every candidate model is paused or disabled
 │   └── BudgetSpent             the model's daily budget is spent; retry_after_s is the next day
+├── JobNotFound                 no job (long-running operation) of that name
+├── JobNotFinished              the job is still running (it cannot be deleted yet)
+├── WindowPassed                a job's completion window passed before its line started
 └── ProviderError               the provider answered with an error, or not at all
     ├── ProviderRateLimited     429 that a retry may cure
     ├── ProviderQuotaExhausted  spending limit reached (SetLimitExceeded): fatal
@@ -32,6 +35,8 @@ __all__ = [
     "RATE_CODES",
     "BudgetSpent",
     "InvalidRequest",
+    "JobNotFinished",
+    "JobNotFound",
     "ModelUnavailable",
     "OutputTruncated",
     "Overloaded",
@@ -47,6 +52,7 @@ __all__ = [
     "ProviderTimeout",
     "TranslaneError",
     "UnknownModel",
+    "WindowPassed",
     "provider_error",
     "quote",
 ]
@@ -98,6 +104,18 @@ class ModelUnavailable(TranslaneError):
 
 
 class BudgetSpent(ModelUnavailable):
+    pass
+
+
+class JobNotFound(TranslaneError):
+    pass
+
+
+class JobNotFinished(TranslaneError):
+    pass
+
+
+class WindowPassed(TranslaneError):
     pass
 
 

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -16,7 +17,9 @@ from grpc_reflection.v1alpha import reflection
 from .config import Config
 from .contract import MAX_TASK_ID_CHARS
 from .engine import Engine
+from .jobs import open_jobs
 from .prometheus import serve_metrics
+from .rpc.operations import OPERATIONS_SERVICE, BatchLines, OperationsService, add_operations
 from .rpc.servicer import SERVICE_NAME, TranslatorService, add_translator
 from .rpc.status import NO_RETRY, grpc_status_of
 from .tls import ServerCertificates
@@ -99,10 +102,21 @@ async def running_server(config: Config, *, grace_s: float | None = None) -> Asy
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ],
         )
-        add_translator(TranslatorService(engine), server)
+        # Jobs (BatchTranslate) beside the segment cache's file, or in memory when the cache keeps none; every
+        # unfinished one runs on from here. Closed before the engine, after the server stops taking calls.
+        on_disk = config.cache.kind == "sqlite"
+        jobs_path = str(Path(config.cache.path).with_name("jobs.sqlite3")) if on_disk else ":memory:"
+        jobs = await stack.enter_async_context(
+            open_jobs(jobs_path, BatchLines(engine), config.jobs.max_concurrency_per_job)
+        )
+        operations = OperationsService(jobs, config)
+        add_translator(TranslatorService(engine, operations), server)
+        add_operations(operations, server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, OPERATIONS_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
         address = f"{config.server.host}:{config.server.port}"
         credentials = certificates.credentials() if certificates is not None else None
         port = _bind(server, address, credentials)
@@ -115,7 +129,7 @@ async def running_server(config: Config, *, grace_s: float | None = None) -> Asy
             health_port = _bind(health_server, f"{config.server.host}:{config.server.health_port}", None)
             await health_server.start()
         await server.start()
-        for name in ("", SERVICE_NAME):
+        for name in ("", SERVICE_NAME, OPERATIONS_SERVICE):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         try:
             yield RunningServer(server, port, health_servicer, engine, metrics_port, certificates, health_port)

@@ -34,6 +34,7 @@ __all__ = [
     "CacheConfig",
     "Config",
     "GovernorConfig",
+    "JobsConfig",
     "LaneConfig",
     "ModelConfig",
     "ProviderConfig",
@@ -274,6 +275,13 @@ class CacheConfig:
     flush_entries: int = setting(512, check=positive)
 
 
+@dataclass(frozen=True, slots=True)
+class JobsConfig:
+    # BatchTranslate jobs: lines of one job in flight at once (each a Translate call at the job's
+    # priority, inside the same lanes, limits and budgets as any call).
+    max_concurrency_per_job: int = setting(16, check=(positive, at_most(10_000)))
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """The whole configuration; each table of the models file is a field (a missing table: its defaults)."""
@@ -287,6 +295,7 @@ class Config:
     models: Mapping[str, ModelConfig]
     source: str = derived("the models file's path (load_config)", "<memory>")
     cache: CacheConfig = setting(factory=CacheConfig)
+    jobs: JobsConfig = setting(factory=JobsConfig)
     # The provider's day for daily budgets turns at midnight here (Ark: Beijing time).
     budget_timezone: str = setting("Asia/Shanghai", check=_time_zone)
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
+from google.longrunning import operations_pb2 as lro
 from opentelemetry import trace
 
 from ..decoding import Undecodable, parser, streaming, unary
-from ..engine import Engine, Stats
+from ..engine import Engine, Job, JobResult, Stats
 from ..errors import InvalidRequest, TranslaneError
 from ..tracing import enabled as tracing_enabled
 from ..v1 import translate_pb2 as pb
@@ -20,7 +21,10 @@ from .record import Recorder, Served
 from .status import grpc_status_of, trailers
 from .validation import Validator
 
-__all__ = ["SERVICE_NAME", "TranslatorService", "add_translator"]
+if TYPE_CHECKING:
+    from .operations import OperationsService
+
+__all__ = ["SERVICE_NAME", "TranslatorService", "add_translator", "translate_response"]
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Translator"].full_name
 
@@ -48,11 +52,29 @@ def _timing(stats: Stats, started: float) -> pb.Timing:
     )
 
 
-class TranslatorService(pb_grpc.TranslatorServicer):
-    """translane.v1.Translator backed by an Engine."""
+def translate_response(
+    job: Job, result: JobResult, requested: str, task_id: str, started: float
+) -> pb.TranslateResponse:
+    """A translated job as Translate answers it (BatchTranslate's lines too)."""
+    return pb.TranslateResponse(
+        translations=[
+            pb.Translation(text=t, model=m, detected_source_language=job.source_language, truncated=cut, cached=hit)
+            for t, m, cut, hit in zip(result.texts, result.models, result.truncated, result.cached, strict=True)
+        ],
+        model=result.models[0],
+        requested_model=requested,
+        usage=_usage(result.stats),
+        timing=_timing(result.stats, started),
+        task_id=task_id,
+    )
 
-    def __init__(self, engine: Engine) -> None:
+
+class TranslatorService(pb_grpc.TranslatorServicer):
+    """translane.v1.Translator backed by an Engine; BatchTranslate is the job runner's (`operations`)."""
+
+    def __init__(self, engine: Engine, operations: OperationsService | None = None) -> None:
         self.engine = engine
+        self.operations = operations
         self.config = engine.config
         self._loop = asyncio.get_running_loop()
         self.validator = Validator(self.config, engine.rotation.chain)
@@ -90,19 +112,7 @@ class TranslatorService(pb_grpc.TranslatorServicer):
                 raise AssertionError("unreachable") from exc
             served.status = grpc.StatusCode.OK
             served.served_by = result.models[0]
-            return pb.TranslateResponse(
-                translations=[
-                    pb.Translation(
-                        text=t, model=m, detected_source_language=job.source_language, truncated=cut, cached=hit
-                    )
-                    for t, m, cut, hit in zip(result.texts, result.models, result.truncated, result.cached, strict=True)
-                ],
-                model=result.models[0],
-                requested_model=served.requested,
-                usage=_usage(result.stats),
-                timing=_timing(result.stats, served.started),
-                task_id=request.task_id,
-            )
+            return translate_response(job, result, served.requested, request.task_id, served.started)
 
     async def TranslateStream(
         self, request: pb.TranslateRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -140,6 +150,14 @@ class TranslatorService(pb_grpc.TranslatorServicer):
                 segment_index=max(0, len(request.segments) - 1),
                 requested_model=served.requested,
             )
+
+    async def BatchTranslate(
+        self, request: pb.BatchTranslateRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> lro.Operation:
+        if self.operations is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "BatchTranslate: this server runs no jobs")
+        assert self.operations is not None
+        return await self.operations.BatchTranslate(request, context)
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -194,6 +212,11 @@ def add_translator(service: TranslatorService, server: grpc.aio.Server) -> None:
             unary("ListModels", service.ListModels, service.refuse),
             request_deserializer=parser(pb.ListModelsRequest),
             response_serializer=pb.ListModelsResponse.SerializeToString,
+        ),
+        "BatchTranslate": grpc.unary_unary_rpc_method_handler(
+            unary("BatchTranslate", service.BatchTranslate, service.refuse),
+            request_deserializer=parser(pb.BatchTranslateRequest),
+            response_serializer=lro.Operation.SerializeToString,
         ),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))

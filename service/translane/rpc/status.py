@@ -12,6 +12,8 @@ from ..errors import (
     ERROR_DOMAIN,
     BudgetSpent,
     InvalidRequest,
+    JobNotFinished,
+    JobNotFound,
     ModelUnavailable,
     OutputTruncated,
     Overloaded,
@@ -23,9 +25,10 @@ from ..errors import (
     ProviderRejected,
     ProviderTimeout,
     TranslaneError,
+    WindowPassed,
 )
 
-__all__ = ["NO_RETRY", "grpc_status_of", "trailers"]
+__all__ = ["NO_RETRY", "grpc_status_of", "rpc_status", "trailers"]
 
 _GRPC_CODES: tuple[tuple[type[TranslaneError], grpc.StatusCode], ...] = (
     (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
@@ -33,6 +36,9 @@ _GRPC_CODES: tuple[tuple[type[TranslaneError], grpc.StatusCode], ...] = (
     (BudgetSpent, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (OutputTruncated, grpc.StatusCode.OUT_OF_RANGE),
     (ModelUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (JobNotFound, grpc.StatusCode.NOT_FOUND),
+    (JobNotFinished, grpc.StatusCode.FAILED_PRECONDITION),
+    (WindowPassed, grpc.StatusCode.DEADLINE_EXCEEDED),
     (ProviderRateLimited, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (ProviderQuotaExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (ProviderRejected, grpc.StatusCode.INVALID_ARGUMENT),
@@ -58,20 +64,31 @@ def grpc_status_of(exc: TranslaneError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+def rpc_status(exc: TranslaneError, message: str | None = None) -> status_pb2.Status:
+    """One of our errors as a google.rpc.Status (`message`, or the error's): its code, and the details ErrorInfo
+    with the reason, after RetryInfo when the error carries a hint."""
+    code = grpc_status_of(exc)
+    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=exc.message if message is None else message)
+    if exc.retry_after_s is not None:
+        delay = max(0.001, exc.retry_after_s)
+        # RetryInfo first: the detail clients look for first when they were told to wait.
+        status.details.add().Pack(
+            error_details_pb2.RetryInfo(
+                retry_delay=duration_pb2.Duration(seconds=int(delay), nanos=int((delay % 1) * 1e9))
+            )
+        )
+    status.details.add().Pack(error_details_pb2.ErrorInfo(reason=exc.reason(), domain=ERROR_DOMAIN))
+    return status
+
+
 def trailers(exc: TranslaneError, code: grpc.StatusCode) -> tuple[tuple[str, str | bytes], ...]:
     """The trailing metadata of a failed RPC: no-retry pushback, and the google.rpc.Status details (ErrorInfo
     with the reason; RetryInfo and `retry-after` in whole seconds when the error carries a hint)."""
-    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=exc.message)
-    reason = error_details_pb2.ErrorInfo(reason=exc.reason(), domain=ERROR_DOMAIN)
+    status = rpc_status(exc)
+    status.code = getattr(code_pb2, code.name)
     if exc.retry_after_s is None:
-        status.details.add().Pack(reason)
         return (NO_RETRY, ("grpc-status-details-bin", status.SerializeToString()))
     delay = max(0.001, exc.retry_after_s)
-    # RetryInfo first: the detail clients look for first when they were told to wait.
-    status.details.add().Pack(
-        error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=int(delay), nanos=int((delay % 1) * 1e9)))
-    )
-    status.details.add().Pack(reason)
     return (
         NO_RETRY,
         ("retry-after", str(math.ceil(delay))),

@@ -22,39 +22,60 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.longrunning import operations_pb2 as google_dot_longrunning_dot_operations__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctranslane/v1/translate.proto\x12\x0ctranslane.v1\"/\n\rGlossaryEntry\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\"\xd5\x02\n\x10TranslateRequest\x12\x10\n\x08segments\x18\x01 \x03(\t\x12\x17\n\x0ftarget_language\x18\x02 \x01(\t\x12\x17\n\x0fsource_language\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0f\n\x07task_id\x18\x05 \x01(\t\x12(\n\x08priority\x18\x06 \x01(\x0e\x32\x16.translane.v1.Priority\x12\x19\n\x11max_output_tokens\x18\x07 \x01(\r\x12-\n\x08glossary\x18\x08 \x03(\x0b\x32\x1b.translane.v1.GlossaryEntry\x12\x11\n\tmime_type\x18\t \x01(\t\x12\x17\n\x0f\x61llow_truncated\x18\n \x01(\x08\x12\x10\n\x08no_cache\x18\x0b \x01(\x08\x12+\n\x08messages\x18\x0c \x03(\x0b\x32\x19.translane.v1.ChatMessage\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xcc\x01\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x04\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x04\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x04\x12\x15\n\rcached_tokens\x18\x04 \x01(\x04\x12\x0c\n\x04\x63ost\x18\x05 \x01(\x01\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12\x11\n\testimated\x18\x07 \x01(\x08\x12\x18\n\x10reasoning_tokens\x18\x08 \x01(\x04\x12\x17\n\x0f\x63\x61\x63hed_segments\x18\t \x01(\r\"W\n\x06Timing\x12\x11\n\tqueued_ms\x18\x01 \x01(\x01\x12\x13\n\x0bgoverned_ms\x18\x02 \x01(\x01\x12\x13\n\x0bupstream_ms\x18\x03 \x01(\x01\x12\x10\n\x08total_ms\x18\x04 \x01(\x01\"o\n\x0bTranslation\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12 \n\x18\x64\x65tected_source_language\x18\x03 \x01(\t\x12\x11\n\ttruncated\x18\x04 \x01(\x08\x12\x0e\n\x06\x63\x61\x63hed\x18\x05 \x01(\x08\"\xc7\x01\n\x11TranslateResponse\x12/\n\x0ctranslations\x18\x01 \x03(\x0b\x32\x19.translane.v1.Translation\x12\r\n\x05model\x18\x02 \x01(\t\x12\"\n\x05usage\x18\x03 \x01(\x0b\x32\x13.translane.v1.Usage\x12$\n\x06timing\x18\x04 \x01(\x0b\x32\x14.translane.v1.Timing\x12\x0f\n\x07task_id\x18\x05 \x01(\t\x12\x17\n\x0frequested_model\x18\x06 \x01(\t\"\xf1\x01\n\x0eTranslateChunk\x12\x15\n\rsegment_index\x18\x01 \x01(\r\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\t\x12\"\n\x05usage\x18\x03 \x01(\x0b\x32\x13.translane.v1.Usage\x12\x14\n\x0csegment_done\x18\x04 \x01(\x08\x12\r\n\x05\x66inal\x18\x05 \x01(\x08\x12\r\n\x05model\x18\x06 \x01(\t\x12$\n\x06timing\x18\x07 \x01(\x0b\x32\x14.translane.v1.Timing\x12\x0f\n\x07task_id\x18\x08 \x01(\t\x12\x11\n\ttruncated\x18\t \x01(\x08\x12\x17\n\x0frequested_model\x18\n \x01(\t\"\x13\n\x11ListModelsRequest\"\xae\x03\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04lane\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x11\n\tapi_style\x18\x04 \x01(\t\x12\x0b\n\x03rpm\x18\x05 \x01(\x04\x12\x0b\n\x03tpm\x18\x06 \x01(\x04\x12\x17\n\x0fmax_concurrency\x18\x07 \x01(\r\x12\x18\n\x10max_input_tokens\x18\x08 \x01(\r\x12\x19\n\x11max_output_tokens\x18\t \x01(\r\x12\x16\n\x0e\x63ontext_tokens\x18\n \x01(\r\x12\x1c\n\x14input_price_per_mtok\x18\x0b \x01(\x01\x12\x1d\n\x15output_price_per_mtok\x18\x0c \x01(\x01\x12\x10\n\x08\x63urrency\x18\r \x01(\t\x12\x11\n\tfallbacks\x18\x0e \x03(\t\x12\x11\n\tavailable\x18\x0f \x01(\x08\x12\x1a\n\x12\x64\x61ily_token_budget\x18\x10 \x01(\x04\x12\x1a\n\x12\x64\x61ily_tokens_spent\x18\x11 \x01(\x04\x12\x19\n\x11\x64\x61ily_cost_budget\x18\x12 \x01(\x01\x12\x18\n\x10\x64\x61ily_cost_spent\x18\x13 \x01(\x01\"T\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.translane.v1.ModelInfo\x12\x15\n\rdefault_model\x18\x02 \x01(\t*R\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x18\n\x14PRIORITY_INTERACTIVE\x10\x01\x12\x12\n\x0ePRIORITY_BATCH\x10\x02\x32\xfe\x01\n\nTranslator\x12L\n\tTranslate\x12\x1e.translane.v1.TranslateRequest\x1a\x1f.translane.v1.TranslateResponse\x12Q\n\x0fTranslateStream\x12\x1e.translane.v1.TranslateRequest\x1a\x1c.translane.v1.TranslateChunk0\x01\x12O\n\nListModels\x12\x1f.translane.v1.ListModelsRequest\x1a .translane.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctranslane/v1/translate.proto\x12\x0ctranslane.v1\x1a#google/longrunning/operations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"/\n\rGlossaryEntry\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\"\xd5\x02\n\x10TranslateRequest\x12\x10\n\x08segments\x18\x01 \x03(\t\x12\x17\n\x0ftarget_language\x18\x02 \x01(\t\x12\x17\n\x0fsource_language\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0f\n\x07task_id\x18\x05 \x01(\t\x12(\n\x08priority\x18\x06 \x01(\x0e\x32\x16.translane.v1.Priority\x12\x19\n\x11max_output_tokens\x18\x07 \x01(\r\x12-\n\x08glossary\x18\x08 \x03(\x0b\x32\x1b.translane.v1.GlossaryEntry\x12\x11\n\tmime_type\x18\t \x01(\t\x12\x17\n\x0f\x61llow_truncated\x18\n \x01(\x08\x12\x10\n\x08no_cache\x18\x0b \x01(\x08\x12+\n\x08messages\x18\x0c \x03(\x0b\x32\x19.translane.v1.ChatMessage\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xcc\x01\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x04\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x04\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x04\x12\x15\n\rcached_tokens\x18\x04 \x01(\x04\x12\x0c\n\x04\x63ost\x18\x05 \x01(\x01\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12\x11\n\testimated\x18\x07 \x01(\x08\x12\x18\n\x10reasoning_tokens\x18\x08 \x01(\x04\x12\x17\n\x0f\x63\x61\x63hed_segments\x18\t \x01(\r\"W\n\x06Timing\x12\x11\n\tqueued_ms\x18\x01 \x01(\x01\x12\x13\n\x0bgoverned_ms\x18\x02 \x01(\x01\x12\x13\n\x0bupstream_ms\x18\x03 \x01(\x01\x12\x10\n\x08total_ms\x18\x04 \x01(\x01\"o\n\x0bTranslation\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12 \n\x18\x64\x65tected_source_language\x18\x03 \x01(\t\x12\x11\n\ttruncated\x18\x04 \x01(\x08\x12\x0e\n\x06\x63\x61\x63hed\x18\x05 \x01(\x08\"\xc7\x01\n\x11TranslateResponse\x12/\n\x0ctranslations\x18\x01 \x03(\x0b\x32\x19.translane.v1.Translation\x12\r\n\x05model\x18\x02 \x01(\t\x12\"\n\x05usage\x18\x03 \x01(\x0b\x32\x13.translane.v1.Usage\x12$\n\x06timing\x18\x04 \x01(\x0b\x32\x14.translane.v1.Timing\x12\x0f\n\x07task_id\x18\x05 \x01(\t\x12\x17\n\x0frequested_model\x18\x06 \x01(\t\"\xf1\x01\n\x0eTranslateChunk\x12\x15\n\rsegment_index\x18\x01 \x01(\r\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\t\x12\"\n\x05usage\x18\x03 \x01(\x0b\x32\x13.translane.v1.Usage\x12\x14\n\x0csegment_done\x18\x04 \x01(\x08\x12\r\n\x05\x66inal\x18\x05 \x01(\x08\x12\r\n\x05model\x18\x06 \x01(\t\x12$\n\x06timing\x18\x07 \x01(\x0b\x32\x14.translane.v1.Timing\x12\x0f\n\x07task_id\x18\x08 \x01(\t\x12\x11\n\ttruncated\x18\t \x01(\x08\x12\x17\n\x0frequested_model\x18\n \x01(\t\"\x13\n\x11ListModelsRequest\"\xae\x03\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04lane\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x11\n\tapi_style\x18\x04 \x01(\t\x12\x0b\n\x03rpm\x18\x05 \x01(\x04\x12\x0b\n\x03tpm\x18\x06 \x01(\x04\x12\x17\n\x0fmax_concurrency\x18\x07 \x01(\r\x12\x18\n\x10max_input_tokens\x18\x08 \x01(\r\x12\x19\n\x11max_output_tokens\x18\t \x01(\r\x12\x16\n\x0e\x63ontext_tokens\x18\n \x01(\r\x12\x1c\n\x14input_price_per_mtok\x18\x0b \x01(\x01\x12\x1d\n\x15output_price_per_mtok\x18\x0c \x01(\x01\x12\x10\n\x08\x63urrency\x18\r \x01(\t\x12\x11\n\tfallbacks\x18\x0e \x03(\t\x12\x11\n\tavailable\x18\x0f \x01(\x08\x12\x1a\n\x12\x64\x61ily_token_budget\x18\x10 \x01(\x04\x12\x1a\n\x12\x64\x61ily_tokens_spent\x18\x11 \x01(\x04\x12\x19\n\x11\x64\x61ily_cost_budget\x18\x12 \x01(\x01\x12\x18\n\x10\x64\x61ily_cost_spent\x18\x13 \x01(\x01\"T\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.translane.v1.ModelInfo\x12\x15\n\rdefault_model\x18\x02 \x01(\t\"\xfe\x01\n\x15\x42\x61tchTranslateRequest\x12\x30\n\x08requests\x18\x01 \x03(\x0b\x32\x1e.translane.v1.TranslateRequest\x12\x19\n\x11\x63ompletion_window\x18\x02 \x01(\t\x12(\n\x08priority\x18\x03 \x01(\x0e\x32\x16.translane.v1.Priority\x12?\n\x06labels\x18\x04 \x03(\x0b\x32/.translane.v1.BatchTranslateRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb5\x04\n\x16\x42\x61tchTranslateMetadata\x12\x39\n\x05state\x18\x01 \x01(\x0e\x32*.translane.v1.BatchTranslateMetadata.State\x12\r\n\x05total\x18\x02 \x01(\r\x12\x0c\n\x04\x64one\x18\x03 \x01(\r\x12\x0e\n\x06\x66\x61iled\x18\x04 \x01(\r\x12\"\n\x05usage\x18\x05 \x01(\x0b\x32\x13.translane.v1.Usage\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11\x63ompletion_window\x18\t \x01(\t\x12(\n\x08priority\x18\n \x01(\x0e\x32\x16.translane.v1.Priority\x12@\n\x06labels\x18\x0b \x03(\x0b\x32\x30.translane.v1.BatchTranslateMetadata.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"I\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07RUNNING\x10\x01\x12\r\n\tSUCCEEDED\x10\x02\x12\r\n\tCANCELLED\x10\x03\"\x80\x01\n\x0b\x42\x61tchResult\x12\r\n\x05index\x18\x01 \x01(\r\x12\x33\n\x08response\x18\x02 \x01(\x0b\x32\x1f.translane.v1.TranslateResponseH\x00\x12#\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\x08\n\x06result\"D\n\x16\x42\x61tchTranslateResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.translane.v1.BatchResult*R\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x18\n\x14PRIORITY_INTERACTIVE\x10\x01\x12\x12\n\x0ePRIORITY_BATCH\x10\x02\x32\xd4\x02\n\nTranslator\x12L\n\tTranslate\x12\x1e.translane.v1.TranslateRequest\x1a\x1f.translane.v1.TranslateResponse\x12Q\n\x0fTranslateStream\x12\x1e.translane.v1.TranslateRequest\x1a\x1c.translane.v1.TranslateChunk0\x01\x12O\n\nListModels\x12\x1f.translane.v1.ListModelsRequest\x1a .translane.v1.ListModelsResponse\x12T\n\x0e\x42\x61tchTranslate\x12#.translane.v1.BatchTranslateRequest\x1a\x1d.google.longrunning.Operationb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'translane.v1.translate_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PRIORITY']._serialized_start=1880
-  _globals['_PRIORITY']._serialized_end=1962
-  _globals['_GLOSSARYENTRY']._serialized_start=46
-  _globals['_GLOSSARYENTRY']._serialized_end=93
-  _globals['_TRANSLATEREQUEST']._serialized_start=96
-  _globals['_TRANSLATEREQUEST']._serialized_end=437
-  _globals['_CHATMESSAGE']._serialized_start=439
-  _globals['_CHATMESSAGE']._serialized_end=483
-  _globals['_USAGE']._serialized_start=486
-  _globals['_USAGE']._serialized_end=690
-  _globals['_TIMING']._serialized_start=692
-  _globals['_TIMING']._serialized_end=779
-  _globals['_TRANSLATION']._serialized_start=781
-  _globals['_TRANSLATION']._serialized_end=892
-  _globals['_TRANSLATERESPONSE']._serialized_start=895
-  _globals['_TRANSLATERESPONSE']._serialized_end=1094
-  _globals['_TRANSLATECHUNK']._serialized_start=1097
-  _globals['_TRANSLATECHUNK']._serialized_end=1338
-  _globals['_LISTMODELSREQUEST']._serialized_start=1340
-  _globals['_LISTMODELSREQUEST']._serialized_end=1359
-  _globals['_MODELINFO']._serialized_start=1362
-  _globals['_MODELINFO']._serialized_end=1792
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1794
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1878
-  _globals['_TRANSLATOR']._serialized_start=1965
-  _globals['_TRANSLATOR']._serialized_end=2219
+  _globals['_BATCHTRANSLATEREQUEST_LABELSENTRY']._loaded_options = None
+  _globals['_BATCHTRANSLATEREQUEST_LABELSENTRY']._serialized_options = b'8\001'
+  _globals['_BATCHTRANSLATEMETADATA_LABELSENTRY']._loaded_options = None
+  _globals['_BATCHTRANSLATEMETADATA_LABELSENTRY']._serialized_options = b'8\001'
+  _globals['_PRIORITY']._serialized_start=3001
+  _globals['_PRIORITY']._serialized_end=3083
+  _globals['_GLOSSARYENTRY']._serialized_start=141
+  _globals['_GLOSSARYENTRY']._serialized_end=188
+  _globals['_TRANSLATEREQUEST']._serialized_start=191
+  _globals['_TRANSLATEREQUEST']._serialized_end=532
+  _globals['_CHATMESSAGE']._serialized_start=534
+  _globals['_CHATMESSAGE']._serialized_end=578
+  _globals['_USAGE']._serialized_start=581
+  _globals['_USAGE']._serialized_end=785
+  _globals['_TIMING']._serialized_start=787
+  _globals['_TIMING']._serialized_end=874
+  _globals['_TRANSLATION']._serialized_start=876
+  _globals['_TRANSLATION']._serialized_end=987
+  _globals['_TRANSLATERESPONSE']._serialized_start=990
+  _globals['_TRANSLATERESPONSE']._serialized_end=1189
+  _globals['_TRANSLATECHUNK']._serialized_start=1192
+  _globals['_TRANSLATECHUNK']._serialized_end=1433
+  _globals['_LISTMODELSREQUEST']._serialized_start=1435
+  _globals['_LISTMODELSREQUEST']._serialized_end=1454
+  _globals['_MODELINFO']._serialized_start=1457
+  _globals['_MODELINFO']._serialized_end=1887
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1889
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1973
+  _globals['_BATCHTRANSLATEREQUEST']._serialized_start=1976
+  _globals['_BATCHTRANSLATEREQUEST']._serialized_end=2230
+  _globals['_BATCHTRANSLATEREQUEST_LABELSENTRY']._serialized_start=2185
+  _globals['_BATCHTRANSLATEREQUEST_LABELSENTRY']._serialized_end=2230
+  _globals['_BATCHTRANSLATEMETADATA']._serialized_start=2233
+  _globals['_BATCHTRANSLATEMETADATA']._serialized_end=2798
+  _globals['_BATCHTRANSLATEMETADATA_LABELSENTRY']._serialized_start=2185
+  _globals['_BATCHTRANSLATEMETADATA_LABELSENTRY']._serialized_end=2230
+  _globals['_BATCHTRANSLATEMETADATA_STATE']._serialized_start=2725
+  _globals['_BATCHTRANSLATEMETADATA_STATE']._serialized_end=2798
+  _globals['_BATCHRESULT']._serialized_start=2801
+  _globals['_BATCHRESULT']._serialized_end=2929
+  _globals['_BATCHTRANSLATERESPONSE']._serialized_start=2931
+  _globals['_BATCHTRANSLATERESPONSE']._serialized_end=2999
+  _globals['_TRANSLATOR']._serialized_start=3086
+  _globals['_TRANSLATOR']._serialized_end=3426
 # @@protoc_insertion_point(module_scope)

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from google.longrunning import operations_pb2 as google_dot_longrunning_dot_operations__pb2
 from translane.v1 import translate_pb2 as translane_dot_v1_dot_translate__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -51,6 +52,11 @@ class TranslatorStub:
                 request_serializer=translane_dot_v1_dot_translate__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=translane_dot_v1_dot_translate__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.BatchTranslate = channel.unary_unary(
+                '/translane.v1.Translator/BatchTranslate',
+                request_serializer=translane_dot_v1_dot_translate__pb2.BatchTranslateRequest.SerializeToString,
+                response_deserializer=google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+                _registered_method=True)
 
 
 class TranslatorServicer:
@@ -80,6 +86,15 @@ class TranslatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchTranslate(self, request, context):
+        """BatchTranslate takes many requests as one job that outlives the call and answers at once with a
+        google.longrunning.Operation: `metadata` is a BatchTranslateMetadata (progress), `response`, when
+        done, a BatchTranslateResponse. Follow it with google.longrunning.Operations on the same port.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TranslatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -97,6 +112,11 @@ def add_TranslatorServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=translane_dot_v1_dot_translate__pb2.ListModelsRequest.FromString,
                     response_serializer=translane_dot_v1_dot_translate__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'BatchTranslate': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchTranslate,
+                    request_deserializer=translane_dot_v1_dot_translate__pb2.BatchTranslateRequest.FromString,
+                    response_serializer=google_dot_longrunning_dot_operations__pb2.Operation.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -182,6 +202,33 @@ class Translator:
             '/translane.v1.Translator/ListModels',
             translane_dot_v1_dot_translate__pb2.ListModelsRequest.SerializeToString,
             translane_dot_v1_dot_translate__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchTranslate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/translane.v1.Translator/BatchTranslate',
+            translane_dot_v1_dot_translate__pb2.BatchTranslateRequest.SerializeToString,
+            google_dot_longrunning_dot_operations__pb2.Operation.FromString,
             options,
             channel_credentials,
             insecure,

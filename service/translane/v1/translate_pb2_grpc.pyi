@@ -4,6 +4,7 @@ isort:skip_file
 translane: a translation service in front of rate-limited LLM providers."""
 
 from collections import abc as _abc
+from google.longrunning import operations_pb2 as _operations_pb2
 from grpc import aio as _aio
 from translane.v1 import translate_pb2 as _translate_pb2
 import abc as _abc_1
@@ -43,6 +44,11 @@ class TranslatorStub:
     """
     ListModels: _grpc.UnaryUnaryMultiCallable[_translate_pb2.ListModelsRequest, _translate_pb2.ListModelsResponse]
     """ListModels lists the configured models with their lanes and limits."""
+    BatchTranslate: _grpc.UnaryUnaryMultiCallable[_translate_pb2.BatchTranslateRequest, _operations_pb2.Operation]
+    """BatchTranslate takes many requests as one job that outlives the call and answers at once with a
+    google.longrunning.Operation: `metadata` is a BatchTranslateMetadata (progress), `response`, when
+    done, a BatchTranslateResponse. Follow it with google.longrunning.Operations on the same port.
+    """
 
 @_typing.type_check_only
 class TranslatorAsyncStub(TranslatorStub):
@@ -59,6 +65,11 @@ class TranslatorAsyncStub(TranslatorStub):
     """
     ListModels: _aio.UnaryUnaryMultiCallable[_translate_pb2.ListModelsRequest, _translate_pb2.ListModelsResponse]  # type: ignore[assignment]
     """ListModels lists the configured models with their lanes and limits."""
+    BatchTranslate: _aio.UnaryUnaryMultiCallable[_translate_pb2.BatchTranslateRequest, _operations_pb2.Operation]  # type: ignore[assignment]
+    """BatchTranslate takes many requests as one job that outlives the call and answers at once with a
+    google.longrunning.Operation: `metadata` is a BatchTranslateMetadata (progress), `response`, when
+    done, a BatchTranslateResponse. Follow it with google.longrunning.Operations on the same port.
+    """
 
 class TranslatorServicer(metaclass=_abc_1.ABCMeta):
     """Translator translates segments of text through the configured models,
@@ -90,5 +101,16 @@ class TranslatorServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_translate_pb2.ListModelsResponse, _abc.Awaitable[_translate_pb2.ListModelsResponse]]:
         """ListModels lists the configured models with their lanes and limits."""
+
+    @_abc_1.abstractmethod
+    def BatchTranslate(
+        self,
+        request: _translate_pb2.BatchTranslateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operations_pb2.Operation, _abc.Awaitable[_operations_pb2.Operation]]:
+        """BatchTranslate takes many requests as one job that outlives the call and answers at once with a
+        google.longrunning.Operation: `metadata` is a BatchTranslateMetadata (progress), `response`, when
+        done, a BatchTranslateResponse. Follow it with google.longrunning.Operations on the same port.
+        """
 
 def add_TranslatorServicer_to_server(servicer: TranslatorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
