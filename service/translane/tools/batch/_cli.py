@@ -1,4 +1,4 @@
-"""`translane batch run INPUT.jsonl -o OUTPUT.jsonl`: flags, the job, its summary."""
+"""`translane batch run INPUT.jsonl -o OUTPUT.jsonl`: flags, the job, its summary; and the job commands (_jobs)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from ._jobs import add_job_parsers
 from ._runner import BatchSettings, run_batch
 
 __all__ = ["add_parser", "main"]
@@ -13,20 +14,24 @@ __all__ = ["add_parser", "main"]
 
 def add_parser(sub: Any, default_target: str) -> None:
     """Add the `batch` subcommand."""
-    batch = sub.add_parser("batch", help="translate an OpenAI Batch JSONL file through the service, resumably")
-    batch.add_argument("action", choices=("run",))
-    batch.add_argument("input", help="JSONL: OpenAI Batch lines or {custom_id, text|segments, target_language}")
-    batch.add_argument("-o", "--output", required=True, help="JSONL in the OpenAI Batch output format (appended)")
-    batch.add_argument("--target", default=default_target)
-    batch.add_argument(
+    batch = sub.add_parser(
+        "batch", help="OpenAI Batch JSONL through the service: run here, resumably, or submit as a job it runs"
+    )
+    actions = batch.add_subparsers(dest="action", required=True, metavar="ACTION")
+    run = actions.add_parser("run", help="translate the file from here, resumably (the offline runner)")
+    run.add_argument("input", help="JSONL: OpenAI Batch lines or {custom_id, text|segments, target_language}")
+    run.add_argument("-o", "--output", required=True, help="JSONL in the OpenAI Batch output format (appended)")
+    run.add_argument("--target", default=default_target)
+    run.add_argument(
         "--to",
         default="",
         help="target language of lines that name none anywhere (default: none; such a line is an error line)",
     )
-    batch.add_argument("--max-in-flight", type=int, default=256)
-    batch.add_argument("--deadline", type=float, default=600.0, help="seconds a line may take, queue included")
-    batch.add_argument("--quiet", action="store_true", help="no progress bar")
-    batch.set_defaults(func=main)
+    run.add_argument("--max-in-flight", type=int, default=256)
+    run.add_argument("--deadline", type=float, default=600.0, help="seconds a line may take, queue included")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(func=main)
+    add_job_parsers(actions, default_target)
 
 
 async def main(args: argparse.Namespace) -> int:

@@ -96,6 +96,20 @@ class BatchSummary:
         )
 
 
+def request_of(line: Line) -> pb.TranslateRequest:
+    """The Translate call a line makes (its custom_id as the task id, echoed in the answer), at batch priority."""
+    return pb.TranslateRequest(
+        segments=list(line.segments),
+        target_language=line.target_language,
+        source_language=line.source_language,
+        model=line.model,
+        task_id=line.custom_id,
+        priority=pb.PRIORITY_BATCH,
+        max_output_tokens=line.max_output_tokens,
+        allow_truncated=line.max_output_tokens > 0,
+    )
+
+
 def _body(line: Line, resp: pb.TranslateResponse) -> dict[str, Any]:
     truncated = any(t.truncated for t in resp.translations)
     texts = [t.text for t in resp.translations]
@@ -143,16 +157,7 @@ class _Job:
         self.on_done()
 
     async def send(self, line: Line) -> None:
-        req = pb.TranslateRequest(
-            segments=list(line.segments),
-            target_language=line.target_language,
-            source_language=line.source_language,
-            model=line.model,
-            task_id=line.custom_id,
-            priority=pb.PRIORITY_BATCH,
-            max_output_tokens=line.max_output_tokens,
-            allow_truncated=line.max_output_tokens > 0,
-        )
+        req = request_of(line)
 
         def waited() -> None:
             self.summary.waits += 1

@@ -1,0 +1,174 @@
+"""translane batch submit / status / wait / cancel / download / list against the real service and simulated
+provider: a job's download is what `batch run` writes for the same input; cancel; unknown ids; a service
+not reached."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openai.types.chat import ChatCompletion
+from translane.cli import _parser
+from translane.server import RunningServer
+
+from ..conftest import Sim
+from ..helpers.processes import free_port
+from .test_batch import openai_line, outputs, write
+
+
+async def cli(*argv: str) -> int:
+    """Run `translane ARGV` in this loop (the server under test runs in it too)."""
+    args = _parser().parse_args(list(argv))
+    code: int = await args.func(args)
+    return code
+
+
+def target(server: RunningServer) -> str:
+    return f"127.0.0.1:{server.port}"
+
+
+def comparable(line: dict[str, Any]) -> dict[str, Any]:
+    """An output line without what differs from run to run: ids, timestamps, timings."""
+    line = json.loads(json.dumps(line))
+    line.pop("id")
+    response = line["response"]
+    response.pop("request_id", None)
+    body = response["body"]
+    for key in ("id", "created"):
+        body.pop(key, None)
+    for usage in (body.get("usage"),):
+        if isinstance(usage, dict):
+            usage.pop("timing", None)
+    return dict(line)
+
+
+async def submit(
+    server: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], *flags: str
+) -> tuple[str, str]:
+    """The job's name as submit printed it, and what it said on stderr."""
+    jobs = str(tmp_path / "jobs")
+    code = await cli(
+        "batch", "submit", str(tmp_path / "in.jsonl"), "--target", target(server), "--jobs-dir", jobs, *flags
+    )
+    said = capsys.readouterr()
+    assert code == 0 and said.out.startswith("operations/"), said
+    return said.out.strip(), said.err
+
+
+async def test_submit_wait_download_answers_as_batch_run_does(
+    server: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write(
+        tmp_path / "in.jsonl",
+        [
+            openai_line("a", "Hello\n\n%%\n\nWorld"),
+            {"custom_id": "b", "text": "Good night.", "target_language": "ja"},
+            {"custom_id": "c", "segments": ["One.", "Two."], "target_language": "fr", "source_language": "en"},
+            "this is not json",
+            {"custom_id": "d"},
+            {"custom_id": "e", "text": "x", "target_language": "klingon"},
+            {"custom_id": "b", "text": "a duplicate, skipped as batch run skips it"},
+            {"custom_id": "f", "text": "no target: --to's"},
+        ],
+    )
+    name, said = await submit(server, tmp_path, capsys, "--to", "zh", "--window", "1h", "--label", "team=docs")
+    assert "not sent: line-4: line 4 is not JSON" in said and "not sent: d: " in said
+    assert "1 duplicate custom_ids skipped" in said and "5 lines sent, 2 refused" in said
+
+    assert await cli("batch", "wait", name, "--target", target(server), "--quiet", "--timeout", "30") == 0
+    assert "SUCCEEDED" in capsys.readouterr().out
+    assert await cli("batch", "status", name.removeprefix("operations/"), "--target", target(server)) == 0
+    status = capsys.readouterr().out
+    assert status.startswith(f"{name}: SUCCEEDED, 4 done, 1 failed of 5;") and "team=docs" in status
+    assert "window 1h" in status
+
+    got = tmp_path / "job.jsonl"
+    assert (
+        await cli(
+            "batch", "download", name, "-o", str(got), "--target", target(server), "--jobs-dir", str(tmp_path / "jobs")
+        )
+        == 0
+    )
+    ran = tmp_path / "run.jsonl"
+    flags = ["-o", str(ran), "--target", target(server), "--to", "zh", "--quiet"]
+    assert await cli("batch", "run", str(tmp_path / "in.jsonl"), *flags) == 1  # some lines failed
+    job, run = outputs(got), outputs(ran)
+    assert list(job) == ["a", "b", "c", "line-4", "d", "e", "f"]  # input order, every custom_id once
+    assert set(job) == set(run)
+    for cid in job:
+        assert comparable(job[cid]) == comparable(run[cid]), cid
+    # The chat form answers as a chat.completion the OpenAI SDK reads.
+    body = ChatCompletion.model_validate(job["a"]["response"]["body"])
+    assert body.choices[0].message.content == "[sim auto->de] Hello\n\n%%\n\n[sim auto->de] World"
+
+    assert await cli("batch", "list", "--target", target(server)) == 0
+    assert capsys.readouterr().out.startswith(f"{name}: SUCCEEDED")
+
+
+async def test_cancel_stops_a_job_and_wait_says_why(
+    server: RunningServer, sim: Sim, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Slow enough to see it running; short, as the lines in flight at the sim outlive the cancel.
+    await sim.set(ttft_s=5.0)
+    write(tmp_path / "in.jsonl", [{"custom_id": f"x{i}", "text": f"line {i}"} for i in range(3)])
+    name, _ = await submit(server, tmp_path, capsys, "--to", "zh")
+    assert await cli("batch", "status", name, "--target", target(server)) == 0
+    assert capsys.readouterr().out.startswith(f"{name}: RUNNING, 0 done, 0 failed of 3;")
+
+    assert await cli("batch", "cancel", name, "--target", target(server)) == 0
+    assert capsys.readouterr().out.startswith(f"{name}: CANCELLED")
+    assert await cli("batch", "wait", name, "--target", target(server), "--quiet") == 1
+    err = capsys.readouterr().err
+    assert f"{name}: CANCELLED: cancelled: 0 of 3 lines answered" in err
+    out = tmp_path / "out.jsonl"
+    jobs = str(tmp_path / "jobs")
+    assert await cli("batch", "download", name, "-o", str(out), "--target", target(server), "--jobs-dir", jobs) == 1
+    assert "CANCELLED" in capsys.readouterr().err and not out.exists()
+
+
+async def test_wait_gives_up_after_its_timeout_and_download_waits_for_the_end(
+    server: RunningServer, sim: Sim, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Slow enough to see it running; short, as the lines in flight at the sim outlive the cancel.
+    await sim.set(ttft_s=5.0)
+    write(tmp_path / "in.jsonl", [{"custom_id": "x", "text": "line"}])
+    name, _ = await submit(server, tmp_path, capsys, "--to", "zh")
+    assert await cli("batch", "wait", name, "--target", target(server), "--quiet", "--timeout", "0.5") == 3
+    assert "still running after 0.5s" in capsys.readouterr().err
+    out = tmp_path / "out.jsonl"
+    jobs = str(tmp_path / "jobs")
+    assert await cli("batch", "download", name, "-o", str(out), "--target", target(server), "--jobs-dir", jobs) == 1
+    assert "still running" in capsys.readouterr().err
+    await cli("batch", "cancel", name, "--target", target(server))
+
+
+@pytest.mark.parametrize("action", ["status", "wait", "cancel"])
+async def test_an_unknown_job_is_no_such_job(
+    server: RunningServer, action: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await cli("batch", action, "nope", "--target", target(server)) == 1
+    assert capsys.readouterr().err.strip() == "translane batch: no such job: operations/nope"
+
+
+async def test_download_without_the_local_record_says_where_it_looks(
+    server: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = await cli(
+        "batch", "download", "abc", "-o", str(tmp_path / "o"), "--target", target(server), "--jobs-dir", str(tmp_path)
+    )
+    assert code == 1
+    assert "no local record of operations/abc" in capsys.readouterr().err
+
+
+async def test_a_service_not_reached_is_one_line_with_what_to_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write(tmp_path / "in.jsonl", [{"custom_id": "x", "text": "line", "target_language": "zh"}])
+    away = f"127.0.0.1:{free_port()}"
+    assert await cli("batch", "status", "abc", "--target", away) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("translane: UNAVAILABLE") and f"is the service running at {away}" in err
+    code = await cli("batch", "submit", str(tmp_path / "in.jsonl"), "--target", away, "--timeout", "3")
+    assert code == 1 and "translane: UNAVAILABLE" in capsys.readouterr().err
