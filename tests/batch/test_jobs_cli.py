@@ -172,3 +172,19 @@ async def test_a_service_not_reached_is_one_line_with_what_to_check(
     assert err.startswith("translane: UNAVAILABLE") and f"is the service running at {away}" in err
     code = await cli("batch", "submit", str(tmp_path / "in.jsonl"), "--target", away, "--timeout", "3")
     assert code == 1 and "translane: UNAVAILABLE" in capsys.readouterr().err
+
+
+async def test_the_record_is_kept_where_submit_ran_and_download_finds_it_there(
+    server: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "in.jsonl", [{"custom_id": "x", "text": "Hello", "target_language": "ja"}])
+    assert await cli("batch", "submit", "in.jsonl", "--target", target(server), "--label", "no-equals") == 2
+    assert "--label 'no-equals': expected KEY=VALUE" in capsys.readouterr().err
+    assert await cli("batch", "submit", "in.jsonl", "--target", target(server)) == 0
+    name = capsys.readouterr().out.strip()
+    assert (tmp_path / ".translane-jobs" / f"{name.removeprefix('operations/')}.jsonl").exists()
+    assert await cli("batch", "wait", name, "--target", target(server), "--quiet") == 0
+    assert await cli("batch", "download", name, "-o", "out.jsonl", "--target", target(server)) == 0
+    out = outputs(tmp_path / "out.jsonl")
+    assert [t["text"] for t in out["x"]["response"]["body"]["translations"]] == ["[sim auto->ja] Hello"]

@@ -1,6 +1,7 @@
-"""`translane batch run`: OpenAI Batch JSONL in and out, through the service at batch priority, resumable.
+"""`translane batch`: OpenAI Batch JSONL through the service: `run` here (at batch priority, resumable), or `submit` as
+a job the service runs (`status`, `wait`, `cancel`, `download`, `list`).
 
-A client of the service, never of its internals: every line becomes one Translate call at
+`run` is a client of the service, never of its internals: every line becomes one Translate call at
 batch priority; overload is waited out (RESOURCE_EXHAUSTED retry hints), never written as
 a failure; each answer is appended and flushed as one line, so a rerun skips what is done
 and a kill loses at most what was in flight.

@@ -41,6 +41,7 @@ _CODES = {code.value[0]: code for code in grpc.StatusCode}
 # The service names a failed line by its place in the job ("requests[3].target_language: ..."); the output
 # names it by custom_id, and says what `batch run` says ("target_language: ...").
 _PLACE = re.compile(r"requests\[[0-9]+\](?:\.|: )")
+_MAX_MESSAGE_BYTES = 1 << 30
 # How long one WaitOperation call waits before the progress bar is brought up to date.
 _POLL_S = 1.0
 
@@ -60,7 +61,9 @@ def _bare(job: str) -> str:
 
 @contextlib.asynccontextmanager
 async def _stubs(target: str) -> AsyncIterator[tuple[pb_grpc.TranslatorStub, lro_grpc.OperationsStub]]:
-    async with tls.channel(target, tls=tls.ClientTLS.from_env()) as channel:
+    # A finished job's Operation carries every line's answer: past gRPC's 4 MB default for a big job.
+    options = [("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES)]
+    async with tls.channel(target, tls=tls.ClientTLS.from_env(), options=options) as channel:
         yield pb_grpc.TranslatorStub(channel), lro_grpc.OperationsStub(channel)
 
 
