@@ -12,10 +12,10 @@ import contextlib
 import re
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from google.longrunning import operations_pb2 as lro
@@ -35,6 +35,8 @@ from ._runner import _HTTP_OF, _failed, _input_lines, _ok, request_of
 __all__ = ["add_job_parsers"]
 
 _PREFIX = "operations/"
+T = TypeVar("T")
+Command = Callable[[argparse.Namespace], Awaitable[int]]
 _STATE = pb.BatchTranslateMetadata.State
 # google.rpc codes (ints) as grpc's StatusCode, to name a failed line's code as `batch run` does.
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
@@ -91,10 +93,10 @@ def _status_line(op: lro.Operation) -> str:
     )
 
 
-async def _call(job: str, coro: Any) -> Any:
+async def _call(job: str, call: Awaitable[T]) -> T:
     """Await a call about `job`; NOT_FOUND is `_NoSuchJob`, other failures raise as they came."""
     try:
-        return await coro
+        return await call
     except grpc.aio.AioRpcError as exc:
         if exc.code() == grpc.StatusCode.NOT_FOUND:
             raise _NoSuchJob(job) from None
@@ -332,13 +334,12 @@ def _write_output(path: str, record: JobRecordFile, answered: Iterator[tuple[Lin
     return failed
 
 
-def _run(command: Any) -> Any:
+def _run(command: Command) -> Command:
     """The command with the one-line answers every job command gives: no such job, service not reached."""
 
     async def run(args: argparse.Namespace) -> int:
         try:
-            code: int = await command(args)
-            return code
+            return await command(args)
         except _NoSuchJob as exc:
             print(f"translane batch: no such job: {_name(str(exc))}", file=sys.stderr)
             return 1
