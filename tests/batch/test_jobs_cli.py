@@ -4,7 +4,9 @@ not reached."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,8 @@ from translane.cli import _parser
 from translane.server import RunningServer
 
 from ..conftest import Sim
-from ..helpers.processes import free_port
+from ..helpers.eventually import eventually
+from ..helpers.processes import clean_env, free_port, translane
 from .test_batch import openai_line, outputs, write
 
 
@@ -188,3 +191,35 @@ async def test_the_record_is_kept_where_submit_ran_and_download_finds_it_there(
     assert await cli("batch", "download", name, "-o", "out.jsonl", "--target", target(server)) == 0
     out = outputs(tmp_path / "out.jsonl")
     assert [t["text"] for t in out["x"]["response"]["body"]["translations"]] == ["[sim auto->ja] Hello"]
+
+
+async def test_wait_rides_through_a_restart_of_the_service(
+    sim: Sim, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The job outlives its server (jobs.sqlite3), and so does `wait`: it calls again until the service is back."""
+    port = free_port()
+    env = clean_env(TRANSLANE_CACHE="sqlite", TRANSLANE_DATA_DIR=str(tmp_path / "data"))
+    args = ["serve", "--port", str(port), "--upstream-url", sim.url]
+    here = f"127.0.0.1:{port}"
+    await sim.set(ttft_s=0.3)
+    write(tmp_path / "in.jsonl", [{"custom_id": f"x{i}", "text": f"line {i}"} for i in range(80)])
+    with translane(args, port, tmp_path / "serve1.log", env) as first:
+        jobs = str(tmp_path / "jobs")
+        assert (
+            await cli("batch", "submit", str(tmp_path / "in.jsonl"), "--target", here, "--to", "zh", "--jobs-dir", jobs)
+            == 0
+        )
+        name = capsys.readouterr().out.strip()
+        waiting = asyncio.create_task(cli("batch", "wait", name, "--target", here, "--quiet", "--timeout", "90"))
+
+        async def some_done() -> bool:
+            assert not waiting.done()
+            assert await cli("batch", "status", name, "--target", here) == 0
+            return ", 0 done," not in capsys.readouterr().out
+
+        await eventually(some_done, 20.0, "a line answered before the kill")
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    with translane(args, port, tmp_path / "serve2.log", env):
+        assert await asyncio.wait_for(waiting, 90) == 0
+        assert f"{name}: SUCCEEDED, 80 done, 0 failed of 80;" in capsys.readouterr().out

@@ -23,7 +23,7 @@ from google.longrunning import operations_pb2_grpc as lro_grpc
 from google.protobuf import duration_pb2
 
 from translane import tls
-from translane.calls import report_failure
+from translane.calls import persist, report_failure
 from translane.v1 import translate_pb2 as pb
 from translane.v1 import translate_pb2_grpc as pb_grpc
 
@@ -44,6 +44,8 @@ _CODES = {code.value[0]: code for code in grpc.StatusCode}
 # names it by custom_id, and says what `batch run` says ("target_language: ...").
 _PLACE = re.compile(r"requests\[[0-9]+\](?:\.|: )")
 _MAX_MESSAGE_BYTES = 1 << 30
+# Tries of a WaitOperation while the service restarts: pauses of 1, 2, 4, 8, 16, 30, 30 s (calls.persist), 91 s in all.
+_RESTART_ATTEMPTS = 8
 # How long one WaitOperation call waits before the progress bar is brought up to date.
 _POLL_S = 1.0
 
@@ -218,12 +220,12 @@ async def _wait(args: argparse.Namespace) -> int:
     show = sys.stderr.isatty() if not args.quiet else False
     async with _stubs(args.target) as (_, ops):
         with _bar(show) as progress:
-            while True:
-                request = lro.WaitOperationRequest(name=_name(args.job), timeout=poll)
-                op = await _call(args.job, ops.WaitOperation(request, timeout=_POLL_S + 10))
-                progress(_metadata(op))
-                if op.done:
-                    break
+            # A first look fails at once (no such job, no service there); the waits after it ride through a
+            # restart of the service (the job outlives it).
+            op = await _call(args.job, ops.GetOperation(lro.GetOperationRequest(name=_name(args.job))))
+            request = lro.WaitOperationRequest(name=op.name, timeout=poll)
+            progress(_metadata(op))
+            while not op.done:
                 if deadline is not None and time.monotonic() >= deadline:
                     print(
                         f"translane batch: {op.name}: still running after {args.timeout:g}s: "
@@ -231,6 +233,15 @@ async def _wait(args: argparse.Namespace) -> int:
                         file=sys.stderr,
                     )
                     return 3
+                op = await _call(
+                    args.job,
+                    persist(
+                        lambda: ops.WaitOperation(request, timeout=_POLL_S + 10),
+                        {grpc.StatusCode.UNAVAILABLE},
+                        _RESTART_ATTEMPTS,
+                    ),
+                )
+                progress(_metadata(op))
     return _ended(op)
 
 
