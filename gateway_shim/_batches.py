@@ -107,13 +107,20 @@ async def create_file(request: web.Request) -> web.Response:
                     continue
                 if part.name == "purpose":
                     purpose = (await part.read(decode=False))[:100].decode("utf-8", "replace").strip()
-                elif part.name == "file" and size is None:
+                elif part.name == "file" and size is not None:
+                    await part.release()  # a form may repeat a field: the first file is the upload
+                elif part.name == "file":
                     filename = (part.filename or "file")[:MAX_FILENAME_CHARS]
                     size, lines = await _save_part(part, part_path, max_bytes)
                 else:
-                    await part.release()
-        except (ValueError, AssertionError, web.HTTPException) as exc:
-            # aiohttp's multipart reader raises these on a malformed body.
+                    # As OpenAI: an argument not understood is refused, not ignored.
+                    named = quote((part.name or "")[:40])
+                    raise WireError(400, f"{named}: unknown argument (send file and purpose)", code="unknown_field")
+        except WireError:
+            raise
+        except Exception as exc:
+            # aiohttp's multipart reader raises what it meets (ValueError, AssertionError, HTTPException...) on a
+            # malformed body: the caller's fault, whatever the type.
             raise WireError(400, f"the multipart body could not be read: {exc}", code="invalid_body") from None
         if size is None:
             raise WireError(400, "file: required (the JSONL file to upload)", param="file", code="missing_field")
@@ -210,7 +217,13 @@ def _page(items: list[dict[str, Any]], query: Mapping[str, str]) -> dict[str, An
     if after:
         ids = [item["id"] for item in items]
         if after not in ids:
-            raise WireError(400, f"after: no such object {quote(after[:80])}", param="after", code="invalid_value")
+            raise WireError(
+                404,
+                f"after: no such object {quote(after[:80])}",
+                kind="not_found_error",
+                param="after",
+                code="not_found",
+            )
         items = items[ids.index(after) + 1 :]
     data = items[:limit]
     return {
