@@ -38,9 +38,9 @@ MAX_LINES = 50_000
 MAX_METADATA_PAIRS, MAX_METADATA_KEY_CHARS, MAX_METADATA_VALUE_CHARS = 16, 64, 512
 LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 20, 100
 MAX_FILENAME_CHARS = 255
-# A BatchTranslate call's requests stay under this many bytes (the service takes messages up to 32 MiB):
-# a larger batch goes as several jobs.
-_JOB_BYTES = 16 * 1024 * 1024
+# A BatchTranslate call's requests stay under this many bytes, so the call and its finished operation (the
+# results, somewhat larger than the requests) stay under the 32 MiB both ends take: a larger batch is several jobs.
+_JOB_BYTES = 8 * 1024 * 1024
 _CHUNK_BYTES = 1 << 16
 _ENDED = ("completed", "failed", "expired", "cancelled")
 _CODES = {c.value[0]: c for c in grpc.StatusCode}
