@@ -489,7 +489,18 @@ async def _refresh(request: web.Request, batch_id: str) -> dict[str, Any]:
         obj = row.object
         if obj["status"] in _ENDED:
             return obj
-        ops = [await backend.operation(name) for name in row.operations]
+        try:
+            ops = [await backend.operation(name) for name in row.operations]
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+            # The service no longer has the job (deleted, or kept in memory by a service since restarted).
+            now = int(time.time())
+            lost = {"code": "job_lost", "message": f"the service lost the batch's job: {exc.details()}"}
+            obj["status"], obj["failed_at"] = "failed", now
+            obj["errors"] = {"object": "list", "data": [{**lost, "param": None, "line": None}]}
+            batches.store.save_batch(obj, drop_lines=True)
+            return obj
         metas = []
         for op in ops:
             meta = pb.BatchTranslateMetadata()

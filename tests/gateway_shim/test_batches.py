@@ -8,8 +8,11 @@ import json
 from typing import Any
 
 import aiohttp
+import grpc
 import openai
 import pytest
+from google.longrunning import operations_pb2 as lro
+from google.longrunning import operations_pb2_grpc as lro_grpc
 from openai.types import Batch
 from openai.types.chat import ChatCompletion
 
@@ -146,7 +149,7 @@ async def test_a_line_the_service_fails_is_an_error_line_with_its_status(client:
 
 
 async def test_cancel_ends_the_batch_cancelled(client: openai.AsyncOpenAI, sim: Sim) -> None:
-    await sim.set(ttft_s=30.0)
+    await sim.set(ttft_s=5.0)  # long enough to act on a batch in progress; the sim stops after it
     data = _jsonl([_line(f"c{n}", f"Translate to Japanese:\n\nLine {n}.") for n in range(3)])
     batch = await client.batches.create(
         input_file_id=await _upload(client, data), endpoint="/v1/chat/completions", completion_window="24h"
@@ -160,6 +163,25 @@ async def test_cancel_ends_the_batch_cancelled(client: openai.AsyncOpenAI, sim: 
     assert {e["error"]["code"] for e in errors.values()} == {"batch_cancelled"}
     # Cancelling a cancelled batch answers it as it is.
     assert (await client.batches.cancel(batch.id)).status == "cancelled"
+
+
+async def test_a_batch_whose_job_the_service_lost_fails(
+    client: openai.AsyncOpenAI, sim: Sim, channel: grpc.aio.Channel
+) -> None:
+    await sim.set(ttft_s=5.0)  # long enough to act on a batch in progress; the sim stops after it
+    data = _jsonl([_line("a", "Translate to Japanese:\n\nHi.")])
+    batch = await client.batches.create(
+        input_file_id=await _upload(client, data), endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    ops = lro_grpc.OperationsStub(channel)
+    listed = await ops.ListOperations(lro.ListOperationsRequest())
+    [name] = [op.name for op in listed.operations]
+    await ops.CancelOperation(lro.CancelOperationRequest(name=name))
+    await ops.DeleteOperation(lro.DeleteOperationRequest(name=name))
+    failed = await client.batches.retrieve(batch.id)
+    assert failed.status == "failed" and failed.failed_at is not None
+    assert failed.errors is not None and failed.errors.data is not None
+    assert failed.errors.data[0].code == "job_lost"
 
 
 async def test_list_pages_newest_first(client: openai.AsyncOpenAI) -> None:
