@@ -130,6 +130,16 @@ async def test_bad_lines_and_unreadable_prompts_become_error_lines(client: opena
     assert errors["streamed"]["response"]["body"]["error"]["param"] == "stream"
 
 
+async def test_a_batch_of_bad_lines_only_completes_at_once_with_its_error_file(client: openai.AsyncOpenAI) -> None:
+    data = _jsonl([b"[1, 2]", _line("unreadable", "Translate to Klingon:\n\nHello there.")])
+    batch = await client.batches.create(
+        input_file_id=await _upload(client, data), endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    assert batch.status == "completed" and batch.output_file_id is None
+    assert batch.request_counts is not None and batch.request_counts.failed == 2
+    assert set(await _lines(client, batch.error_file_id)) == {None, "unreadable"}
+
+
 async def test_a_line_the_service_fails_is_an_error_line_with_its_status(client: openai.AsyncOpenAI) -> None:
     data = _jsonl(
         [
