@@ -18,12 +18,15 @@ from translane.tracing import aiohttp_server_middleware, grpc_client_interceptor
 from translane.wire import WireError, from_rpc_error
 
 from ._backend import Backend
+from ._batches import BATCHES, Batches
+from ._batches import routes as batch_routes
 from ._config import ShimConfig
 from ._description import OPENAPI_PATH, openapi_handler
 from ._http import STATE, TASK_ID, TASK_ID_HEADER, ShimState, json_response
 from ._metrics import METRICS_PATH, ShimMetrics
 from ._openai import chat_completions, list_models
 from ._plugin import custom_translate
+from ._store import Store
 
 __all__ = ["RunningShim", "create_app", "run_shim", "running_shim"]
 
@@ -82,7 +85,7 @@ _CHANNEL_OPTIONS = (
 )
 # A request message is the body's text plus framing: twice the body's bytes covers any escaping.
 _RETRY_SLACK_BYTES = 64 * 1024
-_CORS_METHODS = "GET, POST, OPTIONS"
+_CORS_METHODS = "GET, POST, DELETE, OPTIONS"
 _CORS_HEADERS = "Authorization, Content-Type, X-Task-Id, X-Target-Language, Request-Timeout, X-Request-Timeout"
 _CORS_EXPOSED = "X-Task-Id, Retry-After"
 _CORS_MAX_AGE_S = 600
@@ -225,6 +228,14 @@ def create_app(
     app.router.add_get(HEALTH_PATH, _healthz)
     app.router.add_get(METRICS_PATH, metrics.handler)
     app.router.add_get(OPENAPI_PATH, openapi_handler())
+    batches = Batches(Store(config.data_dir))
+    app[BATCHES] = batches
+    app.router.add_routes(batch_routes())
+
+    async def close_batches(_: web.Application) -> None:
+        batches.close()
+
+    app.on_cleanup.append(close_batches)
     app.router.add_routes(extra_routes)
     app.on_response_prepare.append(access.on_prepare)
     return app

@@ -9,6 +9,8 @@ import math
 from collections.abc import Mapping
 
 import grpc
+from google.longrunning import operations_pb2 as lro
+from google.longrunning import operations_pb2_grpc as lro_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from translane.v1 import translate_pb2 as pb
 from translane.v1 import translate_pb2_grpc as pb_grpc
@@ -54,6 +56,7 @@ class Backend:
         self.channel = channel
         self._stub = pb_grpc.TranslatorStub(channel)
         self._health = health_pb2_grpc.HealthStub(channel)
+        self._operations = lro_grpc.OperationsStub(channel)
 
     def timeout(self, headers: Mapping[str, str], streaming: bool) -> float:
         """The gRPC deadline for a caller: the shortest it states, capped by the shim's own; 400 when malformed.
@@ -92,6 +95,22 @@ class Backend:
             pb.ListModelsRequest(), timeout=self.timeout(headers, False)
         )
         return resp
+
+    async def batch_translate(self, req: pb.BatchTranslateRequest) -> lro.Operation:
+        """BatchTranslate, within the shim's timeout."""
+        op: lro.Operation = await self._stub.BatchTranslate(req, timeout=self.timeout_s)
+        return op
+
+    async def operation(self, name: str) -> lro.Operation:
+        """GetOperation, within the shim's timeout."""
+        op: lro.Operation = await self._operations.GetOperation(
+            lro.GetOperationRequest(name=name), timeout=self.timeout_s
+        )
+        return op
+
+    async def cancel_operation(self, name: str) -> None:
+        """CancelOperation, within the shim's timeout."""
+        await self._operations.CancelOperation(lro.CancelOperationRequest(name=name), timeout=self.timeout_s)
 
     async def health(self) -> str:
         """The service's health status name ("SERVING", ...), or the gRPC error's code name."""

@@ -71,6 +71,12 @@ class ShimConfig:
         64 * 1024, check=non_negative, env="TRANSLANE_SHIM_STREAM_SEND_BUFFER_BYTES"
     )
 
+    # Where the Files + Batches API keeps uploaded files, result files and batches (a directory holding
+    # batches.sqlite3 and files/): "" (the default) is a fresh temporary directory, gone with the process.
+    data_dir: str = setting("", env="TRANSLANE_SHIM_DATA_DIR")
+    # The largest file POST /v1/files takes (OpenAI's bound: 200 MB); read as it arrives, apart from max_body_bytes.
+    max_file_bytes: int = setting(200 * 1000 * 1000, check=positive, env="TRANSLANE_SHIM_MAX_FILE_BYTES")
+
     def __post_init__(self) -> None:
         validate(self)
         if not self.api_keys and not self.allow_public and not is_loopback(self.host):

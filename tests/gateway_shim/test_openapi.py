@@ -76,7 +76,7 @@ async def test_describes_every_route(shim: RunningShim) -> None:
         if route.method == "HEAD":
             continue  # aiohttp answers HEAD on every GET route, as the document says
         info = route.resource.get_info() if route.resource is not None else {}
-        routes.add((route.method.lower(), info.get("path", "")))
+        routes.add((route.method.lower(), info.get("path", info.get("formatter", ""))))
     described = {(method, path) for path, item in DOCUMENT["paths"].items() for method in item}
     # The document describes /translate/ as the same route as /translate.
     assert routes - {("post", "/translate/")} == described
@@ -329,6 +329,11 @@ schema = schemathesis.openapi.from_dict(
             # Extra headers are no violation of an HTTP API: the shim ignores those it does not read.
             "generation": {"mode": "all", "max-examples": MAX_EXAMPLES, "allow-extra-parameters": False},
             "phases": {"stateful": {"enabled": False}},
+            # An upload's parts are bytes: a "file" generated as a number or an object arrives as the bytes that
+            # spell it, as valid an upload as any, so no request the generator means as invalid can be told apart.
+            "operations": [
+                {"include-operation-id": "createFile", "checks": {"negative_data_rejection": {"enabled": False}}}
+            ],
             "checks": {
                 # 504 only when the caller's deadline was short: checked by deadline_passed_or_no_server_error.
                 "not_a_server_error": {"expected-statuses": ["2xx", "3xx", "4xx", "504"]},

@@ -10,12 +10,12 @@ these formats through this package, so each format has one owner.
     plugin     Batch, split_message (the plugin's batches in a chat message); CustomRequest,
                parse_custom, render_custom (its custom API)
     languages  languages as clients name them, in fields and in prompts
-    errors     WireError, from_rpc_error (the one mapping from gRPC status to HTTP status)
+    errors     WireError, from_rpc_error, from_status (the one mapping from gRPC status to HTTP status)
 """
 
 from __future__ import annotations
 
-from .errors import WireError, from_rpc_error
+from .errors import WireError, from_rpc_error, from_status
 from .languages import plugin_code, prompt_languages, resolve
 from .openai import (
     MAX_OUTPUT_TOKENS,
@@ -48,6 +48,7 @@ __all__ = [
     "cut_at_stop",
     "error_event",
     "from_rpc_error",
+    "from_status",
     "language_field",
     "model_list",
     "parse_chat",

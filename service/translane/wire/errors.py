@@ -5,7 +5,7 @@ WireError                  an HTTP error with an OpenAI-style body
 ├── raised by the shim     bad JSON (400), no or wrong key (401),
 │                          body too large (413), no such route (404/405),
 │                          a Content-Encoding other than gzip or deflate (415)
-└── from_rpc_error()       the service's gRPC status, mapped by _HTTP_STATUS
+└── from_rpc_error()       the service's gRPC status, mapped by _HTTP_STATUS (from_status)
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import grpc
 
 from ..calls import retry_after_s
 
-__all__ = ["WireError", "from_rpc_error"]
+__all__ = ["WireError", "from_rpc_error", "from_status"]
 
 # gRPC status → (HTTP status, OpenAI error type, error code): every status, chosen on purpose.
 _HTTP_STATUS: dict[grpc.StatusCode, tuple[int, str, str]] = {
@@ -105,8 +105,21 @@ def from_rpc_error(exc: grpc.aio.AioRpcError, fields: Mapping[str, str] | None =
     in the custom API), so `param` names what the caller sent.
     """
     code = exc.code()
+    error = from_status(code, exc.details() or "", fields)
+    status = error.status
+    if status in (429, 503):
+        hint = retry_after_s(exc)
+        # Retry-After takes whole seconds: at least 1, and 1 when the answer names no wait.
+        error.retry_after_s = 1 if hint is None else max(1, math.ceil(hint))
+    return error
+
+
+def from_status(code: grpc.StatusCode, details: str, fields: Mapping[str, str] | None = None) -> WireError:
+    """The HTTP error for a gRPC status code and its message (a failed call's, or a batch line's google.rpc.Status).
+
+    `fields` as for from_rpc_error."""
     status, kind, error_code = _HTTP_STATUS.get(code, _SERVER_ERROR)
-    message = exc.details() or code.name.lower()
+    message = details or code.name.lower()
     param = None
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         m = _FIELD.match(message)
@@ -116,11 +129,6 @@ def from_rpc_error(exc: grpc.aio.AioRpcError, fields: Mapping[str, str] | None =
             if root is not None and root.group() in fields:
                 param = fields[root.group()] + param[root.end() :]
                 message = param + message[m.end(1) :] if m else message
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED) and not exc.details():
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED) and not details:
         message = "the translation service is unavailable"
-    retry = None
-    if status in (429, 503):
-        hint = retry_after_s(exc)
-        # Retry-After takes whole seconds: at least 1, and 1 when the answer names no wait.
-        retry = 1 if hint is None else max(1, math.ceil(hint))
-    return WireError(status, message, kind=kind, code=error_code, param=param, retry_after_s=retry)
+    return WireError(status, message, kind=kind, code=error_code, param=param)
