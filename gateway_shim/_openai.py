@@ -46,10 +46,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if chat.unreadable and not config.passthrough_model:
         # Never a guess: no translation of a prompt the shim cannot read, into a language it did not read.
         raise WireError(400, f"messages: {chat.unreadable}", param="messages", code="unreadable_prompt")
+    if chat.unreadable:
+        chat = chat.passthrough()
     grpc_request = chat.grpc_request(config.passthrough_model if chat.unreadable else "")
     if chat.stream:
         return await _stream(request, chat, grpc_request, time.monotonic() - arrived)
     resp = await state.backend.translate(grpc_request, request.headers, time.monotonic() - arrived)
+    assert chat.batch is not None
     content = chat.batch.render([t.text for t in resp.translations])
     truncated = any(t.truncated for t in resp.translations)
     # A passthrough was sent to the shim's passthrough model: `model` still echoes the one the caller asked for.

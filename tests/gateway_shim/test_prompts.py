@@ -4,6 +4,7 @@ replaced by a default. The shim here runs with its defaults: no default target, 
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -204,6 +205,25 @@ class TestPassthrough:
         stats = (await sim.stats())["models"]
         assert stats[CHAT_MODEL]["requests"] == 2
         assert body["usage"]["prompt_tokens"] > 0
+
+    @pytest.mark.parametrize("stream", [False, True])
+    async def test_a_batch_form_that_asks_for_more_than_a_translation_is_one_passthrough_reply(
+        self, http: aiohttp.ClientSession, stream: bool
+    ) -> None:
+        """A YAML batch whose instruction asks for a rewrite goes whole to the chat model, and its reply comes
+        back as the model wrote it (not split into items it was never asked to keep)."""
+        prompt = (
+            "Translate the YAML below into German, and put each part's translation after it in parentheses.\n\n"
+            "<yaml>\n- id: 1\n  text: Good morning\n- id: 2\n  text: See you\n</yaml>"
+        )
+        async with http.post(CHAT_PATH, json={"messages": user(prompt), "stream": stream}) as r:
+            assert r.status == 200
+            raw = (await r.read()).decode()
+        if stream:
+            assert raw.rstrip().endswith("data: [DONE]") and "- id: 2" in raw
+        else:
+            content = json.loads(raw)["choices"][0]["message"]["content"]
+            assert content.startswith("[sim ") and "- id: 2" in content  # the model's reply, as it wrote it
 
     async def test_a_passthrough_streams_too(self, http: aiohttp.ClientSession) -> None:
         text = "Translate to Klingon:\n\nHello there."

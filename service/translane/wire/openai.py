@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import uuid
@@ -58,6 +59,12 @@ class ChatRequest:
     unreadable: str = ""
     # The caller's messages as (role, text), for a passthrough.
     messages: tuple[tuple[str, str], ...] = ()
+
+    def passthrough(self) -> ChatRequest:
+        """This request as a passthrough answers it: one reply, whatever form the message had (a batch that
+        could not be read is not put back together from it)."""
+        last = next(text for role, text in reversed(self.messages) if role == "user")
+        return dataclasses.replace(self, batch=Batch((last,), "single"))
 
     def grpc_request(self, passthrough_model: str = "") -> pb.TranslateRequest:
         """The Translate call: the segments read from the prompt, or (with `passthrough_model`) the chat as
