@@ -575,6 +575,8 @@ def _results(lines: Sequence[LineRow], ops: Sequence[lro.Operation], default_tar
             errors.append(_line_json(line.custom_id, error.status, json.loads(error.body())))
         else:
             resp = result.response
+            if chat.unreadable:
+                chat = chat.passthrough()  # the chat model's one reply, as online
             assert chat.batch is not None
             content = chat.batch.render([t.text for t in resp.translations])
             truncated = any(t.truncated for t in resp.translations)

@@ -290,3 +290,32 @@ class TestKeys:
                 async with anonymous.request(method, path) as r:
                     assert r.status == 401, path
         assert (await client.batches.list()).data == []
+
+
+class TestPassthrough:
+    @pytest.fixture
+    def shim_config(self) -> ShimConfig:
+        return ShimConfig(port=0, default_target_language="zh", passthrough_model="doubao-seed-1-6-flash-250828")
+
+    async def test_an_unreadable_line_is_answered_by_the_passthrough_model_as_one_reply(
+        self, client: openai.AsyncOpenAI
+    ) -> None:
+        rewrite = (
+            "Translate the YAML below into German, and put each part's translation after it in parentheses.\n\n"
+            "<yaml>\n- id: 1\n  text: Good morning\n- id: 2\n  text: See you\n</yaml>"
+        )
+        file_id = await _upload(
+            client, _jsonl([_line("rewrite", rewrite), _line("plain", "Translate to German:\n\nHi")])
+        )
+        batch = await client.batches.create(
+            input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        done = await _ended(client, batch.id)
+        assert done.status == "completed" and done.error_file_id is None, done
+        out = await _lines(client, done.output_file_id)
+        reply = out["rewrite"]["response"]["body"]
+        assert (
+            reply["served_model"] == "doubao-seed-1-6-flash-250828"
+            and "- id: 2" in reply["choices"][0]["message"]["content"]
+        )
+        assert out["plain"]["response"]["body"]["choices"][0]["message"]["content"] == "[sim auto->de] Hi"
