@@ -275,3 +275,20 @@ async def test_a_first_line_about_translation_that_names_no_target_is_text(http:
     assert (
         body["choices"][0]["message"]["content"] == "[sim auto->de] Notes on translation:\n\nThe first rule is to read."
     )
+
+
+async def test_a_paragraph_that_reads_like_an_order_but_names_no_language_is_text_when_the_target_is_stated(
+    http: aiohttp.ClientSession,
+) -> None:
+    """A book's paragraph may begin "Translate …" (a language course): with the target named by the system prompt
+    (Calibre's Ebook Translator) or the body, and no language of its own, it is the text."""
+    text = "Translate the following sentences carefully. Then check your answers."
+    system = [{"role": "system", "content": "Translate the given content from English to German only."}]
+    status, body = await chat(http, [*system, *user(text)])
+    assert status == 200, body
+    assert body["choices"][0]["message"]["content"] == f"[sim en->de] {text}"
+    status, body = await chat(http, user(text), target_language="fr")
+    assert status == 200 and body["choices"][0]["message"]["content"] == f"[sim auto->fr] {text}"
+    # Alone, with no target anywhere, it is still refused.
+    status, body = await chat(http, user(text))
+    assert status == 400

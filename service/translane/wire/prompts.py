@@ -194,7 +194,12 @@ def read_chat(
             f"{quote(batch.instruction, 60)}), which a translation model does not give; send a plain translation "
             f"request, and {_HOW}",
         )
-    if batch.form == "single" and not batch.instruction and _ORDER.search(message):
+    ordered = batch.form == "single" and not batch.instruction and _ORDER.search(message) is not None
+    if ordered and _NAMED_TARGET.search(message) is None and (target or prompt_languages(system)[1]):
+        # "Translate the following sentences carefully." as a paragraph of a book whose target the system prompt
+        # or the request names: an order that names no language of its own is text.
+        ordered = False
+    if ordered:
         # The message gives its own order in a shape the shim does not know: it cannot tell the text from it.
         named = _unread_target(message.split("\n", 1)[0][:300])
         if named and resolve(named) is None:
