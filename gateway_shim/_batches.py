@@ -271,14 +271,13 @@ def _read_line(text: str, default_target: str, passthrough: str) -> _Line:
         chat = _chat(body, default_target)
         if chat.stream:
             raise WireError.unsupported("stream", "a batch line is answered whole: leave it out or send false", True)
-        if chat.unreadable and not passthrough:
-            raise WireError(400, f"messages: {chat.unreadable}", param="messages", code="unreadable_prompt")
+        chat = chat.passthrough_to(passthrough)
     except WireError as exc:
         return _Line(custom_id, status=exc.status, error=json.loads(exc.body()))
     dumped = json.dumps(body, ensure_ascii=False)
     if chat.batch is None:
         return _Line(custom_id, body=dumped)  # a connection check: answered here, as online
-    req = chat.grpc_request(passthrough if chat.unreadable else "")
+    req = chat.grpc_request()
     req.priority = pb.PRIORITY_BATCH
     return _Line(custom_id, body=dumped, request=req)
 
@@ -575,12 +574,11 @@ def _results(lines: Sequence[LineRow], ops: Sequence[lro.Operation], default_tar
             errors.append(_line_json(line.custom_id, error.status, json.loads(error.body())))
         else:
             resp = result.response
-            if chat.unreadable:
-                chat = chat.passthrough()  # the chat model's one reply, as online
+            chat = chat.passthrough_to(resp.requested_model)  # an unreadable line with an answer was passed through
             assert chat.batch is not None
             content = chat.batch.render([t.text for t in resp.translations])
             truncated = any(t.truncated for t in resp.translations)
-            asked = (chat.model if chat.unreadable else "") or resp.requested_model
+            asked = chat.reply_model(resp.requested_model)
             body = completion(asked, content, resp.usage, resp.model, truncated, chat.stop)
             out.append(_line_json(line.custom_id, 200, body))
     return b"".join(out), b"".join(errors)

@@ -202,7 +202,10 @@ def target_header(request: web.Request) -> str:
     """The target language the X-Target-Language header names, as our code ("" when absent); checked whenever
     given, though a body field wins over it."""
     value = request.headers.get(TARGET_HEADER, "").strip()
-    if value and (len(value) > MAX_TARGET_HEADER_CHARS or resolve(value) is None):
+    if not value:
+        return ""
+    code = resolve(value) if len(value) <= MAX_TARGET_HEADER_CHARS else None
+    if code is None:
         raise WireError(
             400,
             f"{TARGET_HEADER}: expected a language code such as 'ja' or 'zh-TW', or a name such as 'Japanese'; "
@@ -210,7 +213,7 @@ def target_header(request: web.Request) -> str:
             param=TARGET_HEADER,
             code="unknown_language",
         )
-    return (resolve(value) or "") if value else ""
+    return code
 
 
 def task_id_of(request: web.Request, body: Mapping[str, Any]) -> str:

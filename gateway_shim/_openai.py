@@ -14,7 +14,6 @@ from translane.wire import (
     ChatRequest,
     Chunks,
     StopScan,
-    WireError,
     completion,
     error_event,
     from_rpc_error,
@@ -43,20 +42,15 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         if chat.stream:
             return await _connection_check_stream(request, chat)
         return json_response(completion(chat.model or _UNNAMED_MODEL, "", None))
-    if chat.unreadable and not config.passthrough_model:
-        # Never a guess: no translation of a prompt the shim cannot read, into a language it did not read.
-        raise WireError(400, f"messages: {chat.unreadable}", param="messages", code="unreadable_prompt")
-    if chat.unreadable:
-        chat = chat.passthrough()
-    grpc_request = chat.grpc_request(config.passthrough_model if chat.unreadable else "")
+    chat = chat.passthrough_to(config.passthrough_model)
+    grpc_request = chat.grpc_request()
     if chat.stream:
         return await _stream(request, chat, grpc_request, time.monotonic() - arrived)
     resp = await state.backend.translate(grpc_request, request.headers, time.monotonic() - arrived)
     assert chat.batch is not None
     content = chat.batch.render([t.text for t in resp.translations])
     truncated = any(t.truncated for t in resp.translations)
-    # A passthrough was sent to the shim's passthrough model: `model` still echoes the one the caller asked for.
-    asked = (chat.model if chat.unreadable else "") or resp.requested_model
+    asked = chat.reply_model(resp.requested_model)
     return json_response(completion(asked, content, resp.usage, resp.model, truncated, chat.stop))
 
 
@@ -93,9 +87,7 @@ async def _stream(
         # Wait for the first message before answering, so an error can still get its HTTP status.
         message = await call.read()
         # Every chunk names the model asked for; the one that served is named once, at the finish.
-        requested = message.requested_model if message is not grpc.aio.EOF else ""
-        if chat.unreadable and chat.model:
-            requested = chat.model  # a passthrough: the model asked for is echoed, as for any call
+        requested = chat.reply_model(message.requested_model if message is not grpc.aio.EOF else "")
         chunks = Chunks(requested or chat.model or _UNNAMED_MODEL, chat.include_usage)
         scan = StopScan(chat.stop)
         response = await _open_sse(request)

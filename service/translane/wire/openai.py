@@ -59,23 +59,33 @@ class ChatRequest:
     unreadable: str = ""
     # The caller's messages as (role, text), for a passthrough.
     messages: tuple[tuple[str, str], ...] = ()
+    # The chat model the messages go to as written (set by passthrough_to; "" when the request was read).
+    passthrough_model: str = ""
 
-    def passthrough(self) -> ChatRequest:
-        """This request as a passthrough answers it: one reply, whatever form the message had (a batch that
-        could not be read is not put back together from it)."""
+    def passthrough_to(self, model: str) -> ChatRequest:
+        """The request as the shim sends it: as read, or, when it could not be read, the chat as written to the
+        chat `model` (one reply, whatever form the message had); a 400 saying what could not be read when there
+        is no such model. Never a guess."""
+        if not self.unreadable:
+            return self
+        if not model:
+            raise WireError(400, f"messages: {self.unreadable}", param="messages", code="unreadable_prompt")
         last = next(text for role, text in reversed(self.messages) if role == "user")
-        return dataclasses.replace(self, batch=Batch((last,), "single"))
+        return dataclasses.replace(self, batch=Batch((last,), "single"), passthrough_model=model)
 
-    def grpc_request(self, passthrough_model: str = "") -> pb.TranslateRequest:
-        """The Translate call: the segments read from the prompt, or (with `passthrough_model`) the chat as
-        written, for a request that could not be read."""
+    def reply_model(self, requested: str) -> str:
+        """The `model` a reply names: the one the service was asked for, or, for a passthrough, the caller's."""
+        return (self.model if self.passthrough_model else "") or requested
+
+    def grpc_request(self) -> pb.TranslateRequest:
+        """The Translate call: the segments read from the prompt, or (a passthrough) the chat as written."""
         assert self.batch is not None
-        if passthrough_model:
+        if self.passthrough_model:
             return pb.TranslateRequest(
                 messages=[pb.ChatMessage(role=role, content=text) for role, text in self.messages],
                 target_language=self.target_language,
                 source_language=self.source_language,
-                model=passthrough_model,
+                model=self.passthrough_model,
                 task_id=self.task_id,
                 priority=pb.PRIORITY_INTERACTIVE,
                 max_output_tokens=self.max_output_tokens,
@@ -229,8 +239,7 @@ def parse_chat(body: Mapping[str, Any], task_id: str, default_target: str = "", 
     include_usage = stream and include_usage  # checked whether it applies or not, like every field
     max_output_tokens = _max_tokens(body)
     target, _ = language_field(body, "target_language", "target_lang")
-    if not target and header_target:
-        target, _ = language_field({"X-Target-Language": header_target}, "X-Target-Language")
+    target = target or header_target  # the header's code, read by the shim
     source, _ = language_field(body, "source_language", "source_lang")
     use_cache = body.get("cache")
     if use_cache is None:

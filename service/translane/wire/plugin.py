@@ -263,8 +263,7 @@ def parse_custom(
     if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
         raise WireError.bad_field("text_list", "a list of strings", texts)
     target, _ = language_field(body, "target_lang", "target_language")
-    if not target and header_target:
-        target, _ = language_field({"X-Target-Language": header_target}, "X-Target-Language")
+    target = target or header_target  # the header's code, read by the shim
     target = target or default_target
     if not target:
         raise WireError(
