@@ -228,14 +228,19 @@ def create_app(
     app.router.add_get(HEALTH_PATH, _healthz)
     app.router.add_get(METRICS_PATH, metrics.handler)
     app.router.add_get(OPENAPI_PATH, openapi_handler())
-    batches = Batches(Store(config.data_dir))
+    batches = Batches(Store(config.data_dir), config.file_keep_s)
     app[BATCHES] = batches
     app.router.add_routes(batch_routes())
 
-    async def close_batches(_: web.Application) -> None:
+    async def run_batches(_: web.Application) -> AsyncIterator[None]:
+        sweeper = asyncio.get_running_loop().create_task(batches.sweep_forever(), name="shim file sweeper")
+        yield
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
         batches.close()
 
-    app.on_cleanup.append(close_batches)
+    app.cleanup_ctx.append(run_batches)
     app.router.add_routes(extra_routes)
     app.on_response_prepare.append(access.on_prepare)
     return app

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import sqlite3
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -30,6 +32,8 @@ from ._store import LineRow, Store, new_id
 
 __all__ = ["BATCHES", "Batches", "routes"]
 
+log = logging.getLogger("translane.shim")
+
 ENDPOINT = "/v1/chat/completions"
 WINDOW = "24h"
 _WINDOW_S = 24 * 3600
@@ -38,6 +42,10 @@ MAX_LINES = 50_000
 MAX_METADATA_PAIRS, MAX_METADATA_KEY_CHARS, MAX_METADATA_VALUE_CHARS = 16, 64, 512
 LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 20, 100
 MAX_FILENAME_CHARS = 255
+# The bounds OpenAI puts on `expires_after.seconds` (an hour to 30 days).
+EXPIRY_BOUNDS_S = (3600, 30 * 86400)
+# The longest the sweeper sleeps between looks for expired files.
+_SWEEP_MAX_S = 60.0
 # A BatchTranslate call's requests stay under this many bytes, so the call and its finished operation (the
 # results, somewhat larger than the requests) stay under the 32 MiB both ends take: a larger batch is several jobs.
 _JOB_BYTES = 8 * 1024 * 1024
@@ -50,13 +58,28 @@ _UNNAMED_MODEL = "translane"
 class Batches:
     """The shim's files and batches (`store`), and what turns them into service calls and back."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, keep_s: int) -> None:
         self.store = store
+        # How long a file is kept when its upload or batch does not say.
+        self.keep_s = keep_s
         # One refresh of a batch at a time: its result files are written once.
         self._lock = asyncio.Lock()
 
     def close(self) -> None:
         self.store.close()
+
+    async def sweep_forever(self) -> None:
+        """Forget each file when it expires (an expired file is already a 404; this frees its bytes)."""
+        while True:
+            try:
+                # On the loop, as every use of the store's connection (a few rows and unlinks).
+                self.store.sweep()
+                due = self.store.next_expiry()
+            except (OSError, sqlite3.Error):
+                log.exception("expired files could not be removed; trying again")
+                due = None
+            wait = _SWEEP_MAX_S if due is None else min(_SWEEP_MAX_S, max(0.0, due - self.store.wall()))
+            await asyncio.sleep(wait)
 
 
 BATCHES = web.AppKey("translane_shim_batches", Batches)
@@ -75,6 +98,20 @@ def routes() -> list[web.RouteDef]:
         web.get("/v1/batches/{batch_id}", retrieve_batch),
         web.post("/v1/batches/{batch_id}/cancel", cancel_batch),
     ]
+
+
+def _expiry(anchor: Any, seconds: Any, param: str) -> int:
+    """An `expires_after` policy's seconds; a 400 naming `param` when it is not one OpenAI accepts."""
+    low, high = EXPIRY_BOUNDS_S
+    if anchor != "created_at":
+        raise WireError.bad_field(f"{param}.anchor", "'created_at' (the one anchor)", anchor)
+    if isinstance(seconds, str) and seconds.strip().isdigit():
+        seconds = int(seconds)
+    elif isinstance(seconds, float) and seconds.is_integer():
+        seconds = int(seconds)  # JSON's 7200.0 is the integer 7200
+    if isinstance(seconds, bool) or not isinstance(seconds, int) or not low <= seconds <= high:
+        raise WireError.bad_field(f"{param}.seconds", f"a whole number of seconds from {low} to {high}", seconds)
+    return seconds
 
 
 def _not_found(what: str, ident: str) -> WireError:
@@ -96,6 +133,7 @@ async def create_file(request: web.Request) -> web.Response:
     file_id = new_id("file-")
     part_path = store.path(file_id + ".part")
     purpose: str | None = None
+    expires: dict[str, str] = {}
     filename = ""
     size: int | None = None
     lines = 0
@@ -107,6 +145,9 @@ async def create_file(request: web.Request) -> web.Response:
                     continue
                 if part.name == "purpose":
                     purpose = (await part.read(decode=False))[:100].decode("utf-8", "replace").strip()
+                elif part.name in ("expires_after[anchor]", "expires_after[seconds]"):
+                    value = (await part.read(decode=False))[:100].decode("utf-8", "replace").strip()
+                    expires[part.name[len("expires_after[") : -1]] = value
                 elif part.name == "file" and size is not None:
                     await part.release()  # a form may repeat a field: the first file is the upload
                 elif part.name == "file":
@@ -115,7 +156,9 @@ async def create_file(request: web.Request) -> web.Response:
                 else:
                     # As OpenAI: an argument not understood is refused, not ignored.
                     named = quote((part.name or "")[:40])
-                    raise WireError(400, f"{named}: unknown argument (send file and purpose)", code="unknown_field")
+                    raise WireError(
+                        400, f"{named}: unknown argument (send file, purpose, expires_after)", code="unknown_field"
+                    )
         except WireError:
             raise
         except Exception as exc:
@@ -133,6 +176,7 @@ async def create_file(request: web.Request) -> web.Response:
                 param="purpose",
                 code="invalid_value",
             )
+        keep_s = _expiry(expires.get("anchor"), expires.get("seconds"), "expires_after") if expires else None
         if lines > MAX_LINES:
             raise WireError(
                 400, f"file: {lines} lines, over the limit of {MAX_LINES} a batch", param="file", code="too_many_lines"
@@ -140,7 +184,7 @@ async def create_file(request: web.Request) -> web.Response:
         part_path.replace(store.path(file_id))
     finally:
         part_path.unlink(missing_ok=True)
-    return json_response(store.add_file(file_id, filename, purpose, size).object())
+    return json_response(store.add_file(file_id, filename, purpose, size, keep_s or batches.keep_s).object())
 
 
 async def _save_part(part: BodyPartReader, path: Path, max_bytes: int) -> tuple[int, int]:
@@ -336,6 +380,12 @@ async def create_batch(request: web.Request) -> web.Response:
     if body.get("completion_window") != WINDOW:
         raise WireError.bad_field("completion_window", quote(WINDOW), body.get("completion_window"))
     metadata = _metadata(body.get("metadata"))
+    output_keep_s = None
+    policy = body.get("output_expires_after")
+    if policy is not None:
+        if not isinstance(policy, dict):
+            raise WireError.bad_field("output_expires_after", "an object {anchor, seconds}", policy)
+        output_keep_s = _expiry(policy.get("anchor"), policy.get("seconds"), "output_expires_after")
     row = store.file(file_id)
     if row is None:
         raise _not_found("file", file_id)
@@ -402,7 +452,7 @@ async def create_batch(request: web.Request) -> web.Response:
         "metadata": metadata,
         "usage": _usage(0, 0),
     }
-    store.add_batch(obj, operations, rows)
+    store.add_batch(obj, operations, rows, output_keep_s)
     return json_response(await _refresh(request, batch_id))
 
 
@@ -521,13 +571,14 @@ async def _refresh(request: web.Request, batch_id: str) -> dict[str, Any]:
         cancelled = obj["status"] == "cancelling" or any(op.error.code == code_pb2.CANCELLED for op in ops)
         out, errors = await asyncio.to_thread(_results, lines, ops, request.app[STATE].config.default_target_language)
         store = batches.store
+        keep_s = row.output_keep_s or batches.keep_s
         if out:
             obj["output_file_id"] = store.write_file(
-                new_id("file-"), f"{batch_id}_output.jsonl", "batch_output", out
+                new_id("file-"), f"{batch_id}_output.jsonl", "batch_output", out, keep_s
             ).id
         if errors:
             obj["error_file_id"] = store.write_file(
-                new_id("file-"), f"{batch_id}_error.jsonl", "batch_output", errors
+                new_id("file-"), f"{batch_id}_error.jsonl", "batch_output", errors, keep_s
             ).id
         if cancelled:
             obj["status"], obj["cancelled_at"] = "cancelled", now
@@ -544,10 +595,15 @@ def _results(lines: Sequence[LineRow], ops: Sequence[lro.Operation], default_tar
     answers: list[dict[int, pb.BatchResult]] = []
     for op in ops:
         found: dict[int, pb.BatchResult] = {}
+        response = pb.BatchTranslateResponse()
         if op.HasField("response"):
-            response = pb.BatchTranslateResponse()
             op.response.Unpack(response)
-            found = {r.index: r for r in response.results}
+        else:
+            # A cancelled job's answered lines ride in its error's details.
+            for detail in op.error.details:
+                if detail.Is(pb.BatchTranslateResponse.DESCRIPTOR):
+                    detail.Unpack(response)
+        found = {r.index: r for r in response.results}
         answers.append(found)
     out: list[bytes] = []
     errors: list[bytes] = []
@@ -566,8 +622,8 @@ def _results(lines: Sequence[LineRow], ops: Sequence[lro.Operation], default_tar
             continue
         result = answers[line.op].get(line.idx)
         if result is None:
-            # OpenAI's form for a line a cancelled batch never ran (the service keeps no results of a cancelled job).
-            gone = {"code": "batch_cancelled", "message": "the batch was cancelled before this line's answer was kept"}
+            # OpenAI's form for a line a cancelled batch never ran.
+            gone = {"code": "batch_cancelled", "message": "the batch was cancelled before this line was answered"}
             errors.append(_line_json(line.custom_id, 0, None, gone))
         elif result.HasField("error"):
             error = from_status(_CODES.get(result.error.code, grpc.StatusCode.UNKNOWN), result.error.message)

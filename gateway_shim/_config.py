@@ -76,6 +76,9 @@ class ShimConfig:
     data_dir: str = setting("", env="TRANSLANE_SHIM_DATA_DIR")
     # The largest file POST /v1/files takes (OpenAI's bound: 200 MB); read as it arrives, apart from max_body_bytes.
     max_file_bytes: int = setting(200 * 1000 * 1000, check=positive, env="TRANSLANE_SHIM_MAX_FILE_BYTES")
+    # How long a file is kept when its upload or batch does not say (`expires_after`, `output_expires_after`):
+    # OpenAI's default for batch files, 30 days. Then its bytes and its record are gone (404).
+    file_keep_s: int = setting(30 * 86400, check=positive, env="TRANSLANE_SHIM_FILE_KEEP_S")
 
     def __post_init__(self) -> None:
         validate(self)

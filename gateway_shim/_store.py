@@ -14,7 +14,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,14 +28,19 @@ CREATE TABLE IF NOT EXISTS files (
     filename TEXT NOT NULL,
     purpose TEXT NOT NULL,
     bytes INTEGER NOT NULL,
-    created_at INTEGER NOT NULL
+    created_at INTEGER NOT NULL,
+    -- When the file is forgotten (unix seconds); NULL: kept until deleted.
+    expires_at INTEGER
 );
+CREATE INDEX IF NOT EXISTS files_expiry ON files (expires_at) WHERE expires_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS batches (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT UNIQUE NOT NULL,
     -- The Batch object as last shown (JSON); `operations` the service's operation names (JSON list).
     object TEXT NOT NULL,
-    operations TEXT NOT NULL
+    operations TEXT NOT NULL,
+    -- How long its output and error files are kept, in seconds.
+    output_keep_s INTEGER
 );
 CREATE TABLE IF NOT EXISTS lines (
     batch TEXT NOT NULL,
@@ -64,6 +69,7 @@ class FileRow:
     purpose: str
     bytes: int
     created_at: int
+    expires_at: int | None = None
 
     def object(self) -> dict[str, Any]:
         """The OpenAI FileObject."""
@@ -75,7 +81,7 @@ class FileRow:
             "filename": self.filename,
             "purpose": self.purpose,
             "status": "processed",
-            "expires_at": None,
+            "expires_at": self.expires_at,
             "status_details": None,
         }
 
@@ -84,6 +90,8 @@ class FileRow:
 class BatchRow:
     object: dict[str, Any]
     operations: list[str]
+    # Seconds its output and error files are kept; None: the shim's default.
+    output_keep_s: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,13 +107,20 @@ class LineRow:
 class Store:
     """Files and batches under `data_dir` ("" = a temporary directory removed on close)."""
 
-    def __init__(self, data_dir: str) -> None:
+    def __init__(self, data_dir: str, wall: Callable[[], float] = time.time) -> None:
+        self.wall = wall
         self._temporary = not data_dir
         self.root = Path(data_dir or tempfile.mkdtemp(prefix="translane-shim-"))
         self.files_dir = self.root / "files"
         self.files_dir.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.root / "batches.sqlite3", isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
+        # A directory written before files could expire: its files are kept until deleted, its batches' outputs
+        # kept for the shim's default time.
+        for table, column in (("files", "expires_at"), ("batches", "output_keep_s")):
+            columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if columns and column not in columns:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} INTEGER")
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
@@ -130,35 +145,42 @@ class Store:
         """Where a file's bytes live (ids are ours: hex after a fixed prefix)."""
         return self.files_dir / file_id
 
-    def add_file(self, file_id: str, filename: str, purpose: str, size: int) -> FileRow:
-        """Record a file whose bytes are already at path(file_id)."""
-        row = FileRow(file_id, filename, purpose, size, int(time.time()))
+    def add_file(self, file_id: str, filename: str, purpose: str, size: int, keep_s: int | None) -> FileRow:
+        """Record a file whose bytes are already at path(file_id), forgotten `keep_s` seconds from now (None: kept
+        until deleted)."""
+        now = int(self.wall())
+        row = FileRow(file_id, filename, purpose, size, now, None if keep_s is None else now + keep_s)
         with self._transaction() as db:
             db.execute(
-                "INSERT INTO files (id, filename, purpose, bytes, created_at) VALUES (?, ?, ?, ?, ?)",
-                (row.id, row.filename, row.purpose, row.bytes, row.created_at),
+                "INSERT INTO files (id, filename, purpose, bytes, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (row.id, row.filename, row.purpose, row.bytes, row.created_at, row.expires_at),
             )
         return row
 
-    def write_file(self, file_id: str, filename: str, purpose: str, data: bytes) -> FileRow:
+    def write_file(self, file_id: str, filename: str, purpose: str, data: bytes, keep_s: int | None) -> FileRow:
         """Write `data` as a new file and record it."""
         tmp = self.path(file_id + ".part")
         tmp.write_bytes(data)
         os.replace(tmp, self.path(file_id))
-        return self.add_file(file_id, filename, purpose, len(data))
+        return self.add_file(file_id, filename, purpose, len(data), keep_s)
+
+    _FILE_COLUMNS = "id, filename, purpose, bytes, created_at, expires_at"
+    # A file is there until the second it expires.
+    _LIVE = "(expires_at IS NULL OR expires_at > ?)"
 
     def file(self, file_id: str) -> FileRow | None:
+        """The file, None when unknown or expired."""
         found = self._db.execute(
-            "SELECT id, filename, purpose, bytes, created_at FROM files WHERE id = ?", (file_id,)
+            f"SELECT {self._FILE_COLUMNS} FROM files WHERE id = ? AND {self._LIVE}", (file_id, int(self.wall()))
         ).fetchone()
         return None if found is None else FileRow(*found)
 
     def files(self, purpose: str | None) -> list[FileRow]:
-        """Every file, newest first."""
-        sql = "SELECT id, filename, purpose, bytes, created_at FROM files"
-        args: tuple[str, ...] = ()
+        """Every file not expired, newest first."""
+        sql = f"SELECT {self._FILE_COLUMNS} FROM files WHERE {self._LIVE}"
+        args: tuple[int | str, ...] = (int(self.wall()),)
         if purpose is not None:
-            sql, args = sql + " WHERE purpose = ?", (purpose,)
+            sql, args = sql + " AND purpose = ?", (*args, purpose)
         return [FileRow(*r) for r in self._db.execute(sql + " ORDER BY seq DESC", args)]
 
     def delete_file(self, file_id: str) -> bool:
@@ -168,13 +190,28 @@ class Store:
             self.path(file_id).unlink()
         return gone
 
+    def sweep(self, now: float | None = None) -> int:
+        """Forget the files expired by `now` (default: the time), bytes and all; how many."""
+        when = int(self.wall() if now is None else now)
+        ids = [r[0] for r in self._db.execute("SELECT id FROM files WHERE expires_at <= ?", (when,))]
+        for file_id in ids:
+            self.delete_file(file_id)
+        return len(ids)
+
+    def next_expiry(self) -> int | None:
+        """When the next file expires (unix seconds), None when none will."""
+        row = self._db.execute("SELECT min(expires_at) FROM files").fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
     # -- batches
 
-    def add_batch(self, obj: dict[str, Any], operations: Sequence[str], lines: Sequence[LineRow]) -> None:
+    def add_batch(
+        self, obj: dict[str, Any], operations: Sequence[str], lines: Sequence[LineRow], output_keep_s: int | None
+    ) -> None:
         with self._transaction() as db:
             db.execute(
-                "INSERT INTO batches (id, object, operations) VALUES (?, ?, ?)",
-                (obj["id"], json.dumps(obj), json.dumps(list(operations))),
+                "INSERT INTO batches (id, object, operations, output_keep_s) VALUES (?, ?, ?, ?)",
+                (obj["id"], json.dumps(obj), json.dumps(list(operations)), output_keep_s),
             )
             db.executemany(
                 "INSERT INTO lines (batch, line, custom_id, op, idx, body, error) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -189,8 +226,10 @@ class Store:
                 db.execute("DELETE FROM lines WHERE batch = ?", (obj["id"],))
 
     def batch(self, batch_id: str) -> BatchRow | None:
-        found = self._db.execute("SELECT object, operations FROM batches WHERE id = ?", (batch_id,)).fetchone()
-        return None if found is None else BatchRow(json.loads(found[0]), json.loads(found[1]))
+        found = self._db.execute(
+            "SELECT object, operations, output_keep_s FROM batches WHERE id = ?", (batch_id,)
+        ).fetchone()
+        return None if found is None else BatchRow(json.loads(found[0]), json.loads(found[1]), found[2])
 
     def batch_ids(self) -> list[str]:
         """Every batch's id, newest first."""

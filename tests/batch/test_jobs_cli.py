@@ -127,8 +127,38 @@ async def test_cancel_stops_a_job_and_wait_says_why(
     assert f"{name}: CANCELLED: cancelled: 0 of 3 lines answered" in err
     out = tmp_path / "out.jsonl"
     jobs = str(tmp_path / "jobs")
-    assert await cli("batch", "download", name, "-o", str(out), "--target", target(server), "--jobs-dir", jobs) == 1
-    assert "CANCELLED" in capsys.readouterr().err and not out.exists()
+    # Nothing was answered before the cancel: every line says it never ran.
+    assert await cli("batch", "download", name, "-o", str(out), "--target", target(server), "--jobs-dir", jobs) == 0
+    assert "3 lines never ran" in capsys.readouterr().err
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [(x["custom_id"], x["error"]["code"]) for x in lines] == [(f"x{i}", "batch_cancelled") for i in range(3)]
+
+
+async def test_a_cancelled_jobs_download_keeps_the_lines_answered_before_it(
+    server: RunningServer, sim: Sim, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await sim.set(ttft_s=0.2)  # 64 lines, 16 at a time: the cancel lands after the first round
+    write(tmp_path / "in.jsonl", [{"custom_id": f"x{i}", "text": f"line {i}"} for i in range(64)])
+    name, _ = await submit(server, tmp_path, capsys, "--to", "zh")
+
+    async def some_done() -> bool:
+        assert await cli("batch", "status", name, "--target", target(server)) == 0
+        return not capsys.readouterr().out.startswith(f"{name}: RUNNING, 0 done")
+
+    await eventually(some_done, 10.0, "a line answered")
+    assert await cli("batch", "cancel", name, "--target", target(server)) == 0
+    capsys.readouterr()
+    out = tmp_path / "out.jsonl"
+    jobs = str(tmp_path / "jobs")
+    assert await cli("batch", "download", name, "-o", str(out), "--target", target(server), "--jobs-dir", jobs) == 0
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [x["custom_id"] for x in lines] == [f"x{i}" for i in range(64)]
+    answered = [x for x in lines if x["error"] is None]
+    never = [x for x in lines if x["error"] is not None]
+    assert answered and never and {x["error"]["code"] for x in never} == {"batch_cancelled"}
+    assert all(x["response"]["status_code"] == 200 for x in answered)
+    assert all(f"line {x['custom_id'][1:]}" in json.dumps(x["response"]["body"]) for x in answered)
+    assert f"{len(never)} lines never ran" in capsys.readouterr().err
 
 
 async def test_wait_gives_up_after_its_timeout_and_download_waits_for_the_end(

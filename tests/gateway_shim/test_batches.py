@@ -175,6 +175,63 @@ async def test_cancel_ends_the_batch_cancelled(client: openai.AsyncOpenAI, sim: 
     assert (await client.batches.cancel(batch.id)).status == "cancelled"
 
 
+async def test_a_cancelled_batch_keeps_the_lines_answered_before_it_stopped(
+    client: openai.AsyncOpenAI, sim: Sim
+) -> None:
+    await sim.set(ttft_s=0.2)  # 64 lines, 16 at a time: four rounds, the cancel lands after the first
+    ids = [f"p{n}" for n in range(64)]
+    data = _jsonl([_line(i, f"Translate to Japanese:\n\nLine {i}.") for i in ids])
+    batch = await client.batches.create(
+        input_file_id=await _upload(client, data), endpoint="/v1/chat/completions", completion_window="24h"
+    )
+
+    async def some_answered() -> bool:
+        return (await client.batches.retrieve(batch.id)).request_counts.completed > 0  # type: ignore[union-attr]
+
+    await eventually(some_answered, 10.0, "a line answered")
+    await client.batches.cancel(batch.id)
+    done = await _ended(client, batch.id)
+    assert done.status == "cancelled"
+    out, errors = await _lines(client, done.output_file_id), await _lines(client, done.error_file_id)
+    # Every line once: the answered ones in the output with their answers, the rest told they never ran.
+    assert out and errors and sorted([*out, *errors]) == sorted(ids)
+    assert all(
+        line["response"]["body"]["choices"][0]["message"]["content"].endswith(f"Line {i}.") for i, line in out.items()
+    )
+    assert {e["error"]["code"] for e in errors.values()} == {"batch_cancelled"}
+    assert done.request_counts is not None and done.request_counts.completed == len(out)
+
+
+async def test_files_expire_as_asked_and_by_default_after_the_shims_keep_time(client: openai.AsyncOpenAI) -> None:
+    data = _jsonl([_line("a", "Translate to Japanese:\n\nHi.")])
+    default = await client.files.create(file=("in.jsonl", io.BytesIO(data)), purpose="batch")
+    assert default.expires_at == default.created_at + 30 * 86400
+    asked = await client.files.create(
+        file=("in.jsonl", io.BytesIO(data)), purpose="batch", expires_after={"anchor": "created_at", "seconds": 7200}
+    )
+    assert asked.expires_at == asked.created_at + 7200
+    batch = await client.batches.create(
+        input_file_id=asked.id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        output_expires_after={"anchor": "created_at", "seconds": 3600},
+    )
+    done = await _ended(client, batch.id)
+    assert done.output_file_id is not None
+    output = await client.files.retrieve(done.output_file_id)
+    assert output.expires_at == output.created_at + 3600
+    for bad in ({"anchor": "created_at", "seconds": 60}, {"anchor": "last_active_at", "seconds": 7200}):
+        with pytest.raises(openai.BadRequestError, match="expires_after"):
+            await client.files.create(file=("in.jsonl", io.BytesIO(data)), purpose="batch", expires_after=bad)  # type: ignore[arg-type]
+        with pytest.raises(openai.BadRequestError, match="output_expires_after"):
+            await client.batches.create(
+                input_file_id=asked.id,
+                endpoint="/v1/chat/completions",
+                completion_window="24h",
+                output_expires_after=bad,  # type: ignore[arg-type]
+            )
+
+
 async def test_a_batch_whose_job_the_service_lost_fails(
     client: openai.AsyncOpenAI, sim: Sim, channel: grpc.aio.Channel
 ) -> None:

@@ -106,6 +106,30 @@ class TestProgress:
         done = await ops.WaitOperation(lro.WaitOperationRequest(name=op.name, timeout=_timeout(20)))
         assert _metadata(done).done == 6
 
+    async def test_a_cancelled_job_keeps_the_lines_answered_before_it_stopped(
+        self, stub: pb_grpc.TranslatorStub, ops: lro_grpc.OperationsStub, sim: Sim
+    ) -> None:
+        await sim.set(ttft_s=0.1)
+        op = await stub.BatchTranslate(pb.BatchTranslateRequest(requests=_requests(30)))
+
+        async def partly() -> bool:
+            return _metadata(await ops.GetOperation(lro.GetOperationRequest(name=op.name))).done >= 2
+
+        await eventually(partly, 10.0, "two lines answered")
+        await ops.CancelOperation(lro.CancelOperationRequest(name=op.name))
+        got = await ops.GetOperation(lro.GetOperationRequest(name=op.name))
+        assert got.done and got.error.code == code_pb2.CANCELLED
+        meta = _metadata(got)
+        [detail] = got.error.details
+        kept = pb.BatchTranslateResponse()
+        assert detail.Unpack(kept)
+        # One line at a time, in order: the answered lines are the first ones, each with its translation.
+        assert 2 <= meta.done < 30 and [r.index for r in kept.results] == list(range(meta.done))
+        assert all(r.response.translations[0].text == f"[sim auto->zh] line {r.index}" for r in kept.results)
+        # Listing shows no results (GetOperation has them).
+        listed = await ops.ListOperations(lro.ListOperationsRequest())
+        assert [o.error.details for o in listed.operations if o.name == op.name] == [[]]
+
     async def test_wait_returns_the_running_job_when_its_timeout_passes(
         self, stub: pb_grpc.TranslatorStub, ops: lro_grpc.OperationsStub, sim: Sim
     ) -> None:

@@ -3,7 +3,8 @@
 A job is named `operations/<id>`; its Operation carries a BatchTranslateMetadata (state, counts, usage,
 times) and, once every line is answered, a BatchTranslateResponse with one result per request in order
 (a TranslateResponse, or the google.rpc.Status the line failed with). A cancelled job's Operation is done
-with the error CANCELLED. Each line runs as Translate would run it (`BatchLines`), at the job's priority.
+with the error CANCELLED, whose details hold a BatchTranslateResponse of the lines answered before it stopped.
+Each line runs as Translate would run it (`BatchLines`), at the job's priority.
 """
 
 from __future__ import annotations
@@ -220,16 +221,23 @@ class OperationsService:
                     message=f"cancelled: {p.done + p.failed} of {p.total} lines answered before it stopped",
                 )
             )
+            if results:
+                # What was answered stays the caller's: a BatchTranslateResponse of those lines in the details.
+                op.error.details.add().Pack(await self._answers(record))
         elif record.state == SUCCEEDED and results:
-            answer = pb.BatchTranslateResponse()
-            for index, ok, data in await self.jobs.results(record.id):
-                line = answer.results.add(index=index)
-                if ok:
-                    line.response.ParseFromString(data)
-                else:
-                    line.error.ParseFromString(data)
-            op.response.Pack(answer)
+            op.response.Pack(await self._answers(record))
         return op
+
+    async def _answers(self, record: JobRecord) -> pb.BatchTranslateResponse:
+        """The job's answered lines, in order."""
+        answer = pb.BatchTranslateResponse()
+        for index, ok, data in await self.jobs.results(record.id):
+            line = answer.results.add(index=index)
+            if ok:
+                line.response.ParseFromString(data)
+            else:
+                line.error.ParseFromString(data)
+        return answer
 
     async def _record(self, name: str) -> JobRecord:
         record = await self.jobs.get(self._id(name))

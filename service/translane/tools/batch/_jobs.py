@@ -12,6 +12,7 @@ import contextlib
 import re
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -274,16 +275,23 @@ class _Answer:
     message: str
 
 
-def _answers(op: lro.Operation) -> list[_Answer]:
+def _answers(op: lro.Operation) -> dict[int, _Answer]:
+    """The job's answered lines by index: all of them when it succeeded, those answered before the cancel when
+    it was cancelled (they ride in the error's details)."""
     answer = pb.BatchTranslateResponse()
-    op.response.Unpack(answer)
-    out: list[_Answer] = []
-    for result in sorted(answer.results, key=lambda r: r.index):
+    if op.WhichOneof("result") == "response":
+        op.response.Unpack(answer)
+    else:
+        for detail in op.error.details:
+            if detail.Is(pb.BatchTranslateResponse.DESCRIPTOR):
+                detail.Unpack(answer)
+    out: dict[int, _Answer] = {}
+    for result in answer.results:
         if result.WhichOneof("result") == "response":
-            out.append(_Answer(True, result.response, 0, ""))
+            out[result.index] = _Answer(True, result.response, 0, "")
         else:
             message = _PLACE.sub("", result.error.message, count=1)
-            out.append(_Answer(False, pb.TranslateResponse(), result.error.code, message))
+            out[result.index] = _Answer(False, pb.TranslateResponse(), result.error.code, message)
     return out
 
 
@@ -309,25 +317,30 @@ async def _download(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    if op.WhichOneof("result") != "response":
+    cancelled = meta.state == pb.BatchTranslateMetadata.CANCELLED
+    if op.WhichOneof("result") != "response" and not cancelled:
         print(f"translane batch: {op.name}: {_STATE.Name(meta.state)}: {op.error.message}; no results", file=sys.stderr)
         return 1
     answers = _answers(op)
     sent = record.sent()
-    if len(answers) != len(sent):
+    if len(sent) != meta.total or any(i >= len(sent) for i in answers) or (not cancelled and len(answers) != len(sent)):
         print(
-            f"translane batch: {op.name} has {len(answers)} results for the {len(sent)} lines its local record "
-            "names: the record is not this job's",
+            f"translane batch: {op.name} has {meta.total} lines, its local record names {len(sent)}: "
+            "the record is not this job's",
             file=sys.stderr,
         )
         return 1
-    failed = _write_output(args.output, record, zip(sent, answers, strict=True))
+    failed = _write_output(args.output, record, ((line, answers.get(i)) for i, line in enumerate(sent)))
     print(f"translane batch: {len(record.items)} lines written to {args.output}, {failed} failed", file=sys.stderr)
+    if cancelled:
+        never = len(sent) - len(answers)
+        print(f"translane batch: {op.name} was cancelled: {never} lines never ran (batch_cancelled)", file=sys.stderr)
     return 0
 
 
-def _write_output(path: str, record: JobRecordFile, answered: Iterator[tuple[Line, _Answer]]) -> int:
-    """Write every line of the record, in input order; the number of failed lines."""
+def _write_output(path: str, record: JobRecordFile, answered: Iterator[tuple[Line, _Answer | None]]) -> int:
+    """Write every line of the record, in input order (a line a cancelled job never ran: its error line); the
+    number of failed lines."""
     failed = 0
     with open(path, "w", encoding="utf-8") as out:
         for kind, item in record.items:
@@ -336,6 +349,19 @@ def _write_output(path: str, record: JobRecordFile, answered: Iterator[tuple[Lin
                 write_line(out, item)
                 continue
             line, answer = next(answered)
+            if answer is None:
+                failed += 1
+                never = {"code": "batch_cancelled", "message": "the job was cancelled before this line was answered"}
+                write_line(
+                    out,
+                    {
+                        "id": f"batch_req_{uuid.uuid4().hex}",
+                        "custom_id": line.custom_id,
+                        "response": None,
+                        "error": never,
+                    },
+                )
+                continue
             if answer.ok:
                 write_line(out, _ok(line, answer.response))
                 continue
