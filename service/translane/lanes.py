@@ -2,14 +2,15 @@
 
 A waiter is granted when its lane has a free slot *and* the governor can
 reserve its model's request and tokens. Waiters sit in the lane's queue
-(lane_queue.py: ordered by priority then arrival, one heap per model); one
+(lane_queue.py: one heap per model, ordered by priority, then shared across
+flows (tenants) by weight in tokens, first in first out within a flow); one
 timer, armed for the earliest moment the governor says a head waiter could
 start, wakes the lane, and each waiter has one timer for the moment it must
 have started by. Nothing polls or sleeps.
 
 The lane owns a call's admission from start to end:
 
-    async with lane.admit(model, tokens, priority, start_by=..., deadline=...) as ticket:
+    async with lane.admit(model, tokens, priority, start_by=..., deadline=..., tenant=...) as ticket:
         ticket.sent()                 # the call leaves for the provider
         ...
         ticket.settle(real_tokens)    # what the provider says it used
@@ -43,6 +44,10 @@ MIN_SERVICE_SHARE = 0.5
 
 Clock = Callable[[], float]
 CallAt = Callable[[float, Callable[[], None]], Timer]
+
+
+def _equal_weight(tenant: str) -> float:
+    return 1.0
 
 
 class Ticket:
@@ -101,7 +106,7 @@ class Admission:
 
     __slots__ = ("_args", "_lane", "_ticket")
 
-    def __init__(self, lane: Lane, args: tuple[ModelConfig, int, int, float, float, bool]) -> None:
+    def __init__(self, lane: Lane, args: tuple[ModelConfig, int, int, float, float, bool, str]) -> None:
         self._lane = lane
         self._args = args
         self._ticket: Ticket | None = None
@@ -129,13 +134,16 @@ class Lane:
         call_at: CallAt | None = None,
         queue_target_s: Mapping[int, float] | None = None,
         standing_after_s: float = math.inf,
+        weight_of: Callable[[str], float] | None = None,
     ) -> None:
         """`queue_target_s` (by priority) and `standing_after_s`: the controlled delay (see `_acquire`); none
-        by default."""
+        by default. `weight_of`: a tenant's share of a saturated model against the others' (1 for all by
+        default), read as each of its calls joins the queue."""
         self.name = config.name
         self.max_concurrency = config.max_concurrency
         self.max_queue = config.max_queue
         self.governor = governor
+        self.weight_of: Callable[[str], float] = weight_of or _equal_weight
         loop = asyncio.get_running_loop() if clock is None or call_at is None else None
         self._clock: Clock = clock or loop.time  # type: ignore[union-attr]
         self._call_at: CallAt = call_at or loop.call_at  # type: ignore[union-attr]
@@ -173,6 +181,7 @@ class Lane:
         start_by: float,
         deadline: float,
         may_leave: bool = False,
+        tenant: str = "",
     ) -> Admission:
         """A ticket for one call of `model` that starts by `start_by` and can finish by `deadline`.
 
@@ -180,11 +189,21 @@ class Lane:
         in time, and later when the start_by moment passes in the queue; ModelUnavailable when the model
         is out of rotation, and (with `may_leave`: the caller has a fallback) when its provider is taken to
         be down while it waits.
+
+        While it waits, the model's queue of its priority is shared across tenants by their weights, counted
+        in tokens; the forecast puts it behind its own tenant's backlog and the others' shares meanwhile.
         """
-        return Admission(self, (model, tokens, priority, start_by, deadline, may_leave))
+        return Admission(self, (model, tokens, priority, start_by, deadline, may_leave, tenant))
 
     async def _acquire(
-        self, model: ModelConfig, tokens: int, priority: int, start_by: float, deadline: float, may_leave: bool
+        self,
+        model: ModelConfig,
+        tokens: int,
+        priority: int,
+        start_by: float,
+        deadline: float,
+        may_leave: bool,
+        tenant: str,
     ) -> Ticket:
         name = model.name
         now = self._clock()
@@ -199,9 +218,9 @@ class Lane:
             self.shed += 1
             raise Overloaded(
                 f"lane {self.name} queue is full ({self.max_queue} waiting)",
-                retry_after_s=self._wait_estimate(name, tokens, priority, now),
+                retry_after_s=self._wait_estimate(name, tokens, priority, tenant, now),
             )
-        wait = self._wait_estimate(name, tokens, priority, now)
+        wait = self._wait_estimate(name, tokens, priority, tenant, now)
         service = self._service_s.get(name, 0.0)
         latest = min(start_by, deadline - service)
         if standing:
@@ -212,8 +231,8 @@ class Lane:
             why = "is queued past its target" if standing else "cannot start within the deadline"
             raise Overloaded(f"model {name} {why} (about {wait:.2f}s of queue)", retry_after_s=wait)
         fut: asyncio.Future[Ticket] = asyncio.get_running_loop().create_future()
-        w = Waiter(name, tokens, priority, deadline, now, fut, may_leave)
-        self._queue.push(w)
+        w = Waiter(name, tokens, priority, deadline, now, fut, may_leave, tenant)
+        self._queue.push(w, self.weight_of(tenant))
         w.expiry = self._call_at(min(start_by, deadline - MIN_SERVICE_SHARE * service), lambda: self._expire(w))
         self._dispatch()
         try:
@@ -270,16 +289,20 @@ class Lane:
         self.expired += 1
         w.future.set_exception(Overloaded(f"model {w.model} could not start in time", retry_after_s=1.0))
 
-    def _wait_estimate(self, model: str, tokens: int, priority: int, now: float) -> float:
-        ahead, ahead_tokens = self._queue.ahead(model, priority)
+    def _wait_estimate(self, model: str, tokens: int, priority: int, tenant: str, now: float) -> float:
+        # Of this model's queue, what the fair share serves first: the tenant's own backlog and what the others
+        # are served meanwhile (a flooding tenant's newcomer waits behind its flood; a light one's, near the front).
+        ahead, ahead_tokens = self._queue.ahead(model, priority, tenant)
         by_rate = self.governor.time_to_serve(model, ahead + 1, ahead_tokens + tokens, now)
         if priority != INTERACTIVE:
             # Interactive work arriving later goes first: batch gets what it leaves.
             by_rate /= max(0.05, 1.0 - self._interactive_share.get(model, 0.0))
         # Slots free up at in_flight / service_time per second.
         service = self._service_s.get(model, 0.0)
-        # Only the waiters served before this one hold it back from a slot (interactive work overtakes batch).
-        behind_slots = self._queue.served_before(priority) - self.max_concurrency + self.in_flight + 1
+        # Only the waiters served before this one hold it back from a slot (interactive work overtakes batch):
+        # of the other models, those of its priority or above; of its own, those its tenant's share puts ahead.
+        served_before = self._queue.served_before(priority) - self._queue.waiting_through(model, priority) + ahead
+        behind_slots = served_before - self.max_concurrency + self.in_flight + 1
         by_slots = max(0.0, behind_slots) * service / self.max_concurrency if service else 0.0
         return max(by_rate, by_slots)
 

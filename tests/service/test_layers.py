@@ -297,3 +297,34 @@ async def test_a_cached_answer_longer_than_the_callers_cap_is_not_served_whole(r
     assert under.cached and len(inner.seen) == 1  # the answer fits the cap: served from the cache
     capped = await cached(rig.work("Hello there.", max_output_tokens=5))
     assert not capped.cached and len(inner.seen) == 2  # longer than the cap: to the provider, as a fresh call
+
+
+async def test_admission_queues_a_call_in_its_tenants_share_of_the_lane(rig: Rig) -> None:
+    """Job.tenant reaches the lane: a light tenant's call goes before a busy tenant's backlog."""
+    gates: dict[str, asyncio.Event] = {}
+    started: list[str] = []
+
+    async def inner(work: Work) -> Outcome:
+        started.append(work.text)
+        await gates.setdefault(work.text, asyncio.Event()).wait()
+        return Outcome("ok", "m")
+
+    def call(text: str, tenant: str) -> asyncio.Task[Outcome]:
+        work = dataclasses.replace(rig.work(text, tenant=tenant), attempt=Attempt(0))
+        return asyncio.create_task(Admission(inner, rig.parts)(work))
+
+    calls = [call(f"held {i}.", "busy") for i in range(4)]  # the lane's 4 slots
+    await settle()
+    calls += [call(f"busy {i}.", "busy") for i in range(3)]
+    await settle()
+    calls.append(call("light.", "light"))
+    await settle()
+    assert rig.engine.lanes["l"].queued == 4
+    for i in range(2):
+        gates[f"held {i}."].set()
+    await settle()
+    assert started[4:] == ["busy 0.", "light."]
+    for text in ["held 2.", "held 3.", "busy 0.", "light.", "busy 1.", "busy 2."]:
+        gates.setdefault(text, asyncio.Event()).set()
+    await asyncio.gather(*calls)
+    assert rig.engine.lanes["l"].in_flight == 0

@@ -69,6 +69,7 @@ class Admission(Layer):
                 start_by=min(job.deadline, now + job.max_queue_wait_s),
                 deadline=job.deadline,
                 may_leave=parts.rotation.usable_after(chain, i, now),
+                tenant=job.tenant,
             )
             try:
                 ticket = await admission.__aenter__()

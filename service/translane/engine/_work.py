@@ -40,6 +40,8 @@ class Job:
     use_cache: bool = True
     # A passthrough chat (role, content), sent as written; its one segment stands for it in the layers that count.
     messages: tuple[tuple[str, str], ...] = ()
+    # Who asked (the tenant the call is served and counted for); "" when the service has no tenants.
+    tenant: str = ""
 
 
 @dataclass(slots=True)
