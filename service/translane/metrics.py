@@ -15,6 +15,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from .budget import Budgets
 from .config import Config, ModelConfig
 from .errors import (
+    BatchQuotaSpent,
     ProviderConnectionError,
     ProviderError,
     ProviderQuotaExhausted,
@@ -47,7 +48,7 @@ def call_outcome(exc: BaseException | None) -> str:
         return "ok"
     if isinstance(exc, ProviderRateLimited):
         return "rate_limited"
-    if isinstance(exc, ProviderQuotaExhausted):
+    if isinstance(exc, ProviderQuotaExhausted | BatchQuotaSpent):
         return "quota_exhausted"
     if isinstance(exc, ProviderTimeout):
         return "timeout"

@@ -258,3 +258,19 @@ async def test_metrics_tell_the_batch_route_apart(sim: Sim) -> None:
         assert f"translane_batch_route_calls_total {{'model': '{CHAT}', 'outcome': 'ok'}} 1.0" in text
         assert f"'lane': 'batch/{CHAT}'" in text
     assert _calls(await sim.stats()) == (0, 1)
+
+
+class TestBatchEndpoint:
+    """Ark names the batch route by its batch inference endpoint's id, not the model's: batch_upstream_model."""
+
+    @pytest.fixture
+    def config(self, sim: Sim) -> Config:
+        return with_batch(server_config(sim), batch_min_window_s=60.0, batch_upstream_model="deepseek-v3-2-251201")
+
+    async def test_the_batch_route_sends_its_own_model_id(
+        self, stub: pb_grpc.TranslatorStub, ops: lro_grpc.OperationsStub, sim: Sim
+    ) -> None:
+        meta, _ = await _run(stub, ops, 2, "1h")
+        assert (meta.done, meta.failed) == (2, 0)
+        stats = await sim.stats()
+        assert stats["batch"]["deepseek-v3-2-251201"]["requests"] == 2 and _calls(stats) == (0, 0)
