@@ -17,6 +17,8 @@ TranslaneError
 └── ProviderError               the provider answered with an error, or not at all
     ├── ProviderRateLimited     429 that a retry may cure
     ├── ProviderQuotaExhausted  spending limit reached (SetLimitExceeded): fatal
+    ├── BatchQuotaSpent         429 QuotaExceeded on a model's batch route: its daily quota is
+    │                           spent; the work goes online or waits (the model's batch_when_spent)
     ├── ProviderRejected        400: the request itself is wrong, never retried
     ├── ProviderAuthError       401/403: our key or account is wrong
     ├── ProviderModelNotFound   404: model not opened / no such endpoint
@@ -33,6 +35,7 @@ import re
 __all__ = [
     "ERROR_DOMAIN",
     "RATE_CODES",
+    "BatchQuotaSpent",
     "BudgetSpent",
     "InvalidRequest",
     "JobNotFinished",
@@ -151,6 +154,12 @@ class ProviderQuotaExhausted(ProviderError):
     pass
 
 
+class BatchQuotaSpent(ProviderError):
+    """The batch route's quota is spent for its day; `retry_after_s` is the provider's word on when it turns."""
+
+    retryable = True
+
+
 class ProviderRejected(ProviderError):
     pass
 
@@ -194,11 +203,16 @@ RATE_CODES = frozenset(
 )
 
 
-def provider_error(status: int, code: str, message: str, retry_after_s: float | None = None) -> ProviderError:
-    """Map a provider's HTTP status and error code (Ark or OpenAI style) into our tree."""
+def provider_error(
+    status: int, code: str, message: str, retry_after_s: float | None = None, *, batch: bool = False
+) -> ProviderError:
+    """Map a provider's HTTP status and error code (Ark or OpenAI style) into our tree; `batch`: the answer came
+    from a model's batch route, where a spent quota is the route's day, not the account's."""
     text = f"provider answered {status} {code}: {message}".strip()
     kind: type[ProviderError]
-    if code == "SetLimitExceeded":
+    if batch and status == 429 and code == "QuotaExceeded":
+        kind = BatchQuotaSpent
+    elif code == "SetLimitExceeded":
         kind = ProviderQuotaExhausted
     elif status == 429:
         # Ark uses 429 for RPM/TPM, burst, overload and quota codes alike; an

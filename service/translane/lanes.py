@@ -25,13 +25,14 @@ import asyncio
 import math
 from collections.abc import Callable, Mapping
 from types import TracebackType
+from typing import Protocol
 
 from .config import LaneConfig, ModelConfig
 from .errors import ModelUnavailable, Overloaded
-from .governor import Governor, Reservation
+from .governor import Reservation
 from .lane_queue import LaneQueue, Timer, Waiter
 
-__all__ = ["BATCH", "INTERACTIVE", "Admission", "CallAt", "Clock", "Lane", "Ticket", "Timer"]
+__all__ = ["BATCH", "INTERACTIVE", "Admission", "CallAt", "Clock", "Gate", "Lane", "Ticket", "Timer"]
 
 INTERACTIVE = 0
 BATCH = 1
@@ -48,6 +49,27 @@ CallAt = Callable[[float, Callable[[], None]], Timer]
 
 def _equal_weight(tenant: str) -> float:
     return 1.0
+
+
+class Gate(Protocol):
+    """What a lane asks before it grants a slot: the governor (per-model RPM/TPM buckets), or a batch route's
+    daily quota (translane.batch_route)."""
+
+    def subscribe(self, wake: Callable[[], None]) -> None: ...
+
+    def unsubscribe(self, wake: Callable[[], None]) -> None: ...
+
+    def try_reserve(self, model: str, tokens: int, now: float) -> Reservation | float: ...
+
+    def settle(self, r: Reservation, actual_tokens: int, now: float) -> None: ...
+
+    def refund(self, r: Reservation, now: float) -> None: ...
+
+    def time_to_serve(self, model: str, requests: int, tokens: int, now: float) -> float: ...
+
+    def is_available(self, model: str, now: float) -> bool: ...
+
+    def down_for(self, model: str, now: float) -> float: ...
 
 
 class Ticket:
@@ -128,7 +150,7 @@ class Lane:
     def __init__(
         self,
         config: LaneConfig,
-        governor: Governor,
+        governor: Gate,
         *,
         clock: Clock | None = None,
         call_at: CallAt | None = None,

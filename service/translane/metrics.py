@@ -15,6 +15,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from .budget import Budgets
 from .config import Config, ModelConfig
 from .errors import (
+    BatchQuotaSpent,
     ProviderConnectionError,
     ProviderError,
     ProviderQuotaExhausted,
@@ -47,7 +48,7 @@ def call_outcome(exc: BaseException | None) -> str:
         return "ok"
     if isinstance(exc, ProviderRateLimited):
         return "rate_limited"
-    if isinstance(exc, ProviderQuotaExhausted):
+    if isinstance(exc, ProviderQuotaExhausted | BatchQuotaSpent):
         return "quota_exhausted"
     if isinstance(exc, ProviderTimeout):
         return "timeout"
@@ -206,6 +207,11 @@ class EngineMetrics:
             "translane_tokens", "Tokens the provider counted, by model and type (input, output)", ["model", "type"]
         )
         self.cost = Counts("translane_cost", "Cost of the provider calls, by model", ["model", "currency"])
+        self.batch_calls = Counts(
+            "translane_batch_route_calls",
+            "Calls to a model's batch route (also counted in translane_upstream_calls), by model and outcome",
+            ["model", "outcome"],
+        )
         # Every model's series from the start, so rate() has a zero to count from.
         for m in config.models.values():
             for outcome in OUTCOMES:
@@ -215,6 +221,9 @@ class EngineMetrics:
             self.tokens.inc((m.name, "input"), 0)
             self.tokens.inc((m.name, "output"), 0)
             self.cost.inc((m.name, m.currency), 0)
+            if m.batch_api:
+                for outcome in OUTCOMES:
+                    self.batch_calls.inc((m.name, outcome), 0)
         self.registry = new_registry() if registry is None else registry
         self.registry.register(self)
 
@@ -274,6 +283,7 @@ class EngineMetrics:
             self.governed_seconds,
             self.tokens,
             self.cost,
+            self.batch_calls,
         )
 
     # -- engine ------------------------------------------------------------
@@ -284,12 +294,20 @@ class EngineMetrics:
         self.governed_seconds.observe((model.name,), governed_s)
 
     def called(
-        self, model: ModelConfig, seconds: float, completion: Completion | None, exc: BaseException | None
+        self,
+        model: ModelConfig,
+        seconds: float,
+        completion: Completion | None,
+        exc: BaseException | None,
+        batch: bool = False,
     ) -> None:
-        """One upstream call ended: with `completion`, or with `exc`."""
+        """One upstream call ended: with `completion`, or with `exc`; `batch`: on the model's batch route, at its
+        price."""
         name = (model.name,)
         outcome = call_outcome(exc)
         self.upstream_calls.inc((model.name, outcome))
+        if batch:
+            self.batch_calls.inc((model.name, outcome))
         if isinstance(exc, ProviderError) and exc.status == 429:
             self.rate_limited.inc(name)
         if outcome != "cancelled":
@@ -298,7 +316,7 @@ class EngineMetrics:
             self.tokens.inc((model.name, "input"), completion.prompt_tokens)
             self.tokens.inc((model.name, "output"), completion.completion_tokens)
             cost = model.cost(completion.prompt_tokens, completion.completion_tokens, completion.cached_tokens)
-            self.cost.inc((model.name, model.currency), cost)
+            self.cost.inc((model.name, model.currency), cost * (model.batch_price_factor if batch else 1.0))
 
     def retried(self, model: ModelConfig) -> None:
         self.retries.inc((model.name,))

@@ -69,6 +69,8 @@ class ATTR:
     ATTEMPT = "translane.attempt"
     RETRIES = "translane.retries"
     FALLBACK = "translane.fallback"
+    # The way a provider call went: "online" (the model's lane) or "batch" (its batch route).
+    ROUTE = "translane.route"
     FALLBACKS = "translane.fallbacks"
     CALLS = "translane.upstream_calls"
     RESERVED_TOKENS = "translane.reserved_tokens"

@@ -208,6 +208,22 @@ def _response_text(data: Any) -> str:
     return str(data.get("output_text", ""))
 
 
+def _completion(model: ModelConfig, call: SegmentCall, data: Any) -> Completion:
+    """A whole (unstreamed) answer's text and usage."""
+    if not isinstance(data, dict):
+        raise ProviderServerError(f"{model.name}: answer is not a JSON object")
+    if model.api_style == "responses":
+        text = _response_text(data)
+        truncated = data.get("status") == "incomplete"
+    else:
+        choices = data.get("choices") or [{}]
+        choice = choices[0] if isinstance(choices[0], dict) else {}
+        # Reasoning arrives in `reasoning_content` (never read) or as a <think> block in `content`.
+        text = strip_think(str((choice.get("message") or {}).get("content") or ""))
+        truncated = choice.get("finish_reason") == "length"
+    return _usage(model, call, text, data.get("usage"), truncated)
+
+
 class UpstreamClient:
     """Pooled HTTP client for every configured provider. Use as an async context manager."""
 
@@ -280,7 +296,7 @@ class UpstreamClient:
         return timeout
 
     @staticmethod
-    async def _raise_for(resp: aiohttp.ClientResponse) -> None:
+    async def _raise_for(resp: aiohttp.ClientResponse, batch: bool = False) -> None:
         if resp.status < 400:
             return
         code, message = "", resp.reason or ""
@@ -292,7 +308,7 @@ class UpstreamClient:
                 message = str(err.get("message") or message)
         except (ValueError, aiohttp.ClientError):
             pass
-        raise provider_error(resp.status, code, message, _retry_after(resp.headers))
+        raise provider_error(resp.status, code, message, _retry_after(resp.headers), batch=batch)
 
     async def complete(self, model: ModelConfig, call: SegmentCall, timeout_s: float) -> Completion:
         """One non-streaming call."""
@@ -301,18 +317,29 @@ class UpstreamClient:
             async with self._post(model, body, timeout_s) as resp:
                 await self._raise_for(resp)
                 data = await resp.json(content_type=None)
-        if not isinstance(data, dict):
-            raise ProviderServerError(f"{model.name}: answer is not a JSON object")
-        if model.api_style == "responses":
-            text = _response_text(data)
-            truncated = data.get("status") == "incomplete"
-        else:
-            choices = data.get("choices") or [{}]
-            choice = choices[0] if isinstance(choices[0], dict) else {}
-            # Reasoning arrives in `reasoning_content` (never read) or as a <think> block in `content`.
-            text = strip_think(str((choice.get("message") or {}).get("content") or ""))
-            truncated = choice.get("finish_reason") == "length"
-        return _usage(model, call, text, data.get("usage"), truncated)
+        return _completion(model, call, data)
+
+    async def batch_complete(self, model: ModelConfig, call: SegmentCall, timeout_s: float) -> Completion:
+        """One call on the model's batch route (Ark Batch Chat): the chat request as online, unstreamed, POSTed to
+        {batch_url}/batch/chat/completions, given up to the route's long timeout."""
+        if self._session is None:
+            raise RuntimeError("UpstreamClient is not open")
+        provider = self._config.providers[model.provider]
+        timeout_s = min(timeout_s, model.batch_timeout_s)
+        timeout = aiohttp.ClientTimeout(total=max(0.001, timeout_s), sock_connect=provider.connect_timeout_s)
+        body = _body(model, call, stream=False)
+        if model.batch_upstream_model:
+            body["model"] = model.batch_upstream_model
+        with _transport_errors(model, timeout_s):
+            async with self._session.post(
+                (model.batch_url or provider.base_url).rstrip("/") + "/batch/chat/completions",
+                data=json.dumps(body, ensure_ascii=False).encode(),
+                headers=self._headers[model.provider],
+                timeout=timeout,
+            ) as resp:
+                await self._raise_for(resp, batch=True)
+                data = await resp.json(content_type=None)
+        return _completion(model, call, data)
 
     async def stream(self, model: ModelConfig, call: SegmentCall, timeout_s: float) -> AsyncIterator[str | Completion]:
         """One streaming call: yields text deltas, then one Completion with the usage."""

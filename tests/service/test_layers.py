@@ -19,6 +19,7 @@ from translane.engine._blank import Blank
 from translane.engine._dedup import Dedup
 from translane.engine._ladder import Ladder
 from translane.engine._retry import Retry
+from translane.engine._route import Route
 from translane.engine._split import Split
 from translane.errors import ModelUnavailable, OutputTruncated, Overloaded, ProviderRateLimited, ProviderServerError
 from translane.governor import Governor
@@ -102,7 +103,19 @@ class Fake:
 
 def test_the_stack_is_one_list_and_the_architecture_doc_lists_it_in_order() -> None:
     names = [getattr(layer, "__name__", "") for layer in STACK]
-    assert names == ["Blank", "Dedup", "Cached", "Split", "Ladder", "Retry", "Room", "Admission", "Settle", "Observe"]
+    assert names == [
+        "Blank",
+        "Dedup",
+        "Cached",
+        "Split",
+        "Ladder",
+        "Route",
+        "Retry",
+        "Room",
+        "Admission",
+        "Settle",
+        "Observe",
+    ]
     doc = (Path(__file__).parents[2] / "docs" / "architecture.md").read_text(encoding="utf-8")
     listed = re.findall(r"^\d+\. \*\*(\w+)\*\*", doc, flags=re.MULTILINE)
     assert [n.lower() for n in listed] == [n.lower() for n in names] + ["upstream"]
@@ -328,3 +341,25 @@ async def test_admission_queues_a_call_in_its_tenants_share_of_the_lane(rig: Rig
         gates.setdefault(text, asyncio.Event()).set()
     await asyncio.gather(*calls)
     assert rig.engine.lanes["l"].in_flight == 0
+
+
+async def test_route_marks_a_job_line_whose_window_allows_a_batch_route_and_gives_it_the_window() -> None:
+    cfg = config()
+    batched = dataclasses.replace(cfg.models["m"], batch_api="ark-batch-chat", batch_min_window_s=3600.0)
+    cfg = dataclasses.replace(cfg, models={**cfg.models, "m": batched})
+    clock = FakeClock()
+    engine = Engine(
+        cfg, UpstreamClient(cfg), Governor(cfg.models, cfg.governor, clock()), clock=clock, call_at=clock.call_at
+    )
+    try:
+        inner = Fake()
+        route = Route(inner, engine.parts)
+        job = {"completion_window_s": 3600.0, "window_end": 5000.0}
+        text = "Hello there."
+        await route(Work(Job((text,), "zh", "m", deadline=100.0, **job), 0, text, Stats()))  # type: ignore[arg-type]
+        short = {"completion_window_s": 1800.0, "window_end": 5000.0}
+        await route(Work(Job((text,), "zh", "m", deadline=100.0, **short), 0, text, Stats()))  # type: ignore[arg-type]
+        await route(Work(Job((text,), "zh", "m", deadline=100.0), 0, text, Stats()))
+        assert [(w.batch, w.job.deadline) for w in inner.seen] == [(True, 5000.0), (False, 100.0), (False, 100.0)]
+    finally:
+        engine.close()

@@ -8,6 +8,7 @@ from ..settings import ConfigError
 from ._load import default_models_text, load_config, parse_config
 from ._objects import (
     API_STYLES,
+    BATCH_APIS,
     CacheConfig,
     Config,
     GovernorConfig,
@@ -21,6 +22,7 @@ from ._objects import (
 
 __all__ = [
     "API_STYLES",
+    "BATCH_APIS",
     "CacheConfig",
     "Config",
     "ConfigError",

@@ -51,6 +51,20 @@ def _check_models(cfg: Config) -> None:
         for fb in m.fallbacks:
             if fb not in cfg.models or fb == m.name:
                 raise ConfigError(f"{where}.fallbacks: {fb!r} is not another configured model")
+        _check_batch_route(m, where)
+
+
+def _check_batch_route(m: ModelConfig, where: str) -> None:
+    if m.batch_api and m.api_style != "chat_completions":
+        # Ark's translation model speaks only the Responses API, and batch use is not documented for it.
+        raise ConfigError(
+            f"{where}.batch_api: {m.batch_api!r} carries chat completions only; {m.name} speaks the "
+            f"{m.api_style!r} API (remove batch_api, or set it on a chat_completions model)"
+        )
+    if not m.batch_api:
+        tuned = [f for f in ("batch_url", "batch_upstream_model", "batch_tpd") if getattr(m, f)]
+        if tuned:
+            raise ConfigError(f"{where}.{tuned[0]}: set only with batch_api (the model has no batch route)")
 
 
 def _provider(p: ProviderConfig, env: Mapping[str, str]) -> ProviderConfig:

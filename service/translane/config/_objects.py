@@ -31,6 +31,7 @@ from ..settings import (
 
 __all__ = [
     "API_STYLES",
+    "BATCH_APIS",
     "CacheConfig",
     "Config",
     "GovernorConfig",
@@ -44,6 +45,13 @@ __all__ = [
 
 ApiStyle = Literal["chat_completions", "responses"]
 API_STYLES: tuple[str, ...] = get_args(ApiStyle)
+# The provider's batch route of a model: "" none; "ark-batch-chat" Volcengine Ark's Batch Chat (the chat request
+# unchanged, POSTed to {batch_url}/batch/chat/completions, no streaming, answers in minutes, a daily token quota).
+BatchApi = Literal["", "ark-batch-chat"]
+BATCH_APIS: tuple[str, ...] = get_args(BatchApi)
+# When a batch route's daily quota is spent: go on through the online lanes, or wait for the next day (within
+# the job's completion window).
+WhenSpent = Literal["online", "wait"]
 # Thinking models (chat completions): "" leaves the provider's default; "disabled" sends
 # `thinking: {type: disabled}`; minimal/low/medium/high send `reasoning_effort`.
 Reasoning = Literal["", "disabled", "minimal", "low", "medium", "high"]
@@ -55,6 +63,10 @@ _LIMIT_MAX = 2**53
 
 def _no_fields() -> Mapping[str, Any]:
     return MappingProxyType({})
+
+
+def _url_or_empty(value: str) -> str | None:
+    return None if not value else starts_with("http://", "https://")(value)
 
 
 def _time_zone(name: str) -> str | None:
@@ -121,6 +133,24 @@ class ModelConfig:
     daily_cost_budget: float = setting(0.0, check=non_negative)
     # See Reasoning.
     reasoning: Reasoning = setting("")
+    # The provider's batch route (see BatchApi; chat_completions models only). A job's line whose completion
+    # window is at least batch_min_window_s goes there instead of the online lanes, in a lane of its own
+    # (batch_max_concurrency calls at once, each given batch_timeout_s), never under the online RPM/TPM.
+    batch_api: BatchApi = setting("")
+    # The route's base URL ("" = the provider's base_url).
+    batch_url: str = setting("", check=_url_or_empty)
+    # The model id sent on the route ("" = the one sent online): Ark's batch inference endpoint id (ep-bi-...).
+    batch_upstream_model: str = setting("")
+    # What the route costs, as a share of the online prices (Ark and OpenAI: half).
+    batch_price_factor: float = setting(0.5, check=(positive, at_most(1.0)))
+    # The route's daily token quota (prompt + completion; 0 = none), a bucket reserved before each call
+    # and settled after it; the provider's 429 QuotaExceeded on the route spends it too.
+    batch_tpd: int = setting(0, check=(non_negative, at_most(_LIMIT_MAX)))
+    batch_max_concurrency: int = setting(2000, check=(positive, at_most(_UINT32_MAX)))
+    # Ark tells its batch clients to allow more than 30 minutes.
+    batch_timeout_s: float = setting(3600.0, check=positive)
+    batch_min_window_s: float = setting(3600.0, check=non_negative)
+    batch_when_spent: WhenSpent = setting("online")
 
     @property
     def wire_name(self) -> str:
@@ -305,4 +335,6 @@ class Config:
     def with_upstream_url(self, url: str) -> Config:
         """Copy with every provider pointed at `url` (the simulated provider, say)."""
         providers = {n: dataclasses.replace(p, base_url=url.rstrip("/")) for n, p in self.providers.items()}
-        return dataclasses.replace(self, providers=MappingProxyType(providers))
+        # A model's batch route goes there too (it follows its provider's base URL).
+        models = {n: dataclasses.replace(m, batch_url="") if m.batch_url else m for n, m in self.models.items()}
+        return dataclasses.replace(self, providers=MappingProxyType(providers), models=MappingProxyType(models))

@@ -35,7 +35,7 @@ class Admission(Layer):
 
     async def __call__(self, work: Work) -> Outcome:
         attempt = work.call
-        ticket, model, counted, request = await self._grant(work)
+        ticket, model, counted, request, batch = await self._grant(work)
         try:
             stats = work.stats
             stats.queued_s = max(stats.queued_s, ticket.queued_s)
@@ -43,12 +43,14 @@ class Admission(Layer):
             if work.job.deadline - self.parts.clock() < MIN_CALL_S:
                 raise Overloaded(f"no time left to call {model.name} before the deadline", retry_after_s=1.0)
             attempt.model, attempt.ticket, attempt.counted, attempt.request = model, ticket, counted, request
+            attempt.batch = batch
             return await self.inner(work)
         finally:
             ticket.close()  # what `async with lane.admit(...)` does on exit: refunded unless sent
 
-    async def _grant(self, work: Work) -> tuple[Ticket, ModelConfig, int, SegmentCall]:
-        """An open ticket (the caller closes it) on the first model of the chain that can start in time."""
+    async def _grant(self, work: Work) -> tuple[Ticket, ModelConfig, int, SegmentCall, bool]:
+        """An open ticket (the caller closes it) on the first model of the chain that can start in time, on its
+        batch route (True) when the work may take it and the route can start it in time, else online."""
         job, parts = work.job, self.parts
         call = work.request()
         chain = parts.rotation.chain(job.model, bool(job.messages))
@@ -61,6 +63,15 @@ class Admission(Layer):
                 continue
             counted = prompt_tokens(model, call)
             tokens = parts.estimators[model.name].estimate(counted, job.max_output_tokens)
+            if work.batch:
+                ticket = await self._batch_ticket(work, model, tokens, now)
+                if ticket is not None:
+                    refusal = parts.budgets.refusal(model, with_in_flight=True)
+                    if refusal is None:
+                        return ticket, model, counted, call, True
+                    ticket.close()  # never sent: refunded
+                    last = refusal
+                    continue
             waited_from = time.time_ns()
             admission = parts.lanes[model.lane].admit(
                 model,
@@ -90,9 +101,24 @@ class Admission(Layer):
             if i:
                 work.stats.fallbacks += 1
                 parts.metrics.fell_back(job.model, model.name)
-            return ticket, model, counted, call
+            return ticket, model, counted, call, False
         assert last is not None
         raise last
+
+    async def _batch_ticket(self, work: Work, model: ModelConfig, tokens: int, now: float) -> Ticket | None:
+        """A ticket on `model`'s batch route, or None: the call goes online (no route for this work, its quota
+        spent and the model sends such work online, or the route cannot start it within the window)."""
+        assert self.parts.batch is not None  # the route layer marks work only when there are routes
+        job = work.job
+        lane = self.parts.batch.lane_for(model, job.completion_window_s, tokens, now)
+        if lane is None:
+            return None
+        # "wait": the route may hold the call until its quota's next day, within the window.
+        start_by = job.deadline if model.batch_when_spent == "wait" else min(job.deadline, now + job.max_queue_wait_s)
+        try:
+            return await lane.admit(model, tokens, job.priority, start_by=start_by, deadline=job.deadline).__aenter__()
+        except (Overloaded, ModelUnavailable):
+            return None
 
     def _refused(self, job: Job, model: ModelConfig, exc: TranslaneError, waited_from: int) -> TranslaneError:
         parts = self.parts

@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
 
+from ..batch_route import BatchRoutes
 from ..budget import Budgets, open_budgets
 from ..cache import SegmentCache, open_cache
 from ..config import Config
@@ -32,6 +33,7 @@ from ._parts import Parts
 from ._retry import Retry
 from ._room import Room
 from ._rotation import Rotation
+from ._route import Route
 from ._settle import Settle
 from ._split import Split
 from ._upstream import Upstream
@@ -47,9 +49,10 @@ STACK: tuple[type[Layer], ...] = (
     Cached,  # the segment cache: a hit answers, a complete miss is stored (with a cache)
     Split,  # over the input limit: pieces that fit, joined in order
     Ladder,  # cut at the output limit: the whole budget, then halves; never a silent cut
+    Route,  # a job's line with a long enough window may take a batch route: its deadline is the window's end
     Retry,  # failed: again, on a fallback at once when the model is now paused, else after a backoff
     Room,  # a stream whose reader is behind waits here, before taking a slot (stream stack)
-    Admission,  # the chain's first model that can start in time: budget, lane ticket, governor reservation
+    Admission,  # the chain's first model that can start in time: budget, lane ticket (online or batch route)
     Settle,  # what the sent call cost: ticket, governor feedback, budget, estimator, usage, metrics
     Observe,  # a client span per call (only when tracing is on)
 )
@@ -102,7 +105,14 @@ class Engine:
         }
         self.estimators = {n: TokenEstimator(m.output_ratio, m.max_output_tokens) for n, m in config.models.items()}
         self.rotation = Rotation(config.models, governor, self.budgets, self._clock)
-        self.metrics = EngineMetrics(config, self.lanes, governor, self._clock)
+        self.batch = (
+            BatchRoutes(config.models, self.budgets, self._clock, call_at)
+            if BatchRoutes.configured(config.models)
+            else None
+        )
+        # The batch routes' lanes are reported beside the online ones ("batch/<model>").
+        reported = {**self.lanes, **{lane.name: lane for lane in (self.batch.lanes if self.batch else {}).values()}}
+        self.metrics = EngineMetrics(config, reported, governor, self._clock)
         self.metrics.budgets = self.budgets
         self._streams: set[Outbox[Outcome]] = set()
         self.metrics.streams = self._streams
@@ -119,6 +129,7 @@ class Engine:
             upstream=upstream,
             cache=cache,
             tracer=tracer("translane.engine"),
+            batch=self.batch,
         )
         # One stack for unary work and one for streams, from the one list.
         self._unary = build(self.parts)
@@ -142,6 +153,8 @@ class Engine:
         """Stop listening to the governor (it may outlive this engine)."""
         for lane in self.lanes.values():
             self.governor.unsubscribe(lane.kick)
+        if self.batch is not None:
+            self.batch.close()
 
     def enable_all(self) -> None:
         """Put every model taken out of rotation (a provider spending limit, say) back in."""

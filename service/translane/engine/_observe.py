@@ -41,7 +41,8 @@ class Observe(Layer):
                 # What the request carried: the ladder's budget, clamped to the model that serves it.
                 ATTR.MAX_TOKENS: min(work.max_output_tokens or model.max_output_tokens, model.max_output_tokens),
                 ATTR.MODEL: model.name,
-                ATTR.LANE: model.lane,
+                ATTR.LANE: ticket.lane.name,
+                ATTR.ROUTE: "batch" if attempt.batch else "online",
                 ATTR.ATTEMPT: attempt.number,
                 ATTR.FALLBACK: model.name != job.model,
                 ATTR.QUEUED_MS: ticket.queued_s * 1000,

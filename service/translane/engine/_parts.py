@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from opentelemetry.trace import Tracer
 
+from ..batch_route import BatchRoutes
 from ..budget import Budgets
 from ..cache import SegmentCache
 from ..config import Config
@@ -42,6 +43,8 @@ class Parts:
     rng: random.Random = field(default_factory=random.Random)
     # Which stack these parts build: the one for streams (deltas to a sink) or the unary one.
     streaming: bool = False
+    # The providers' batch routes (None when no model has one).
+    batch: BatchRoutes | None = None
 
     async def sleep(self, delay_s: float) -> None:
         """Wait `delay_s` on the engine's clock (a test that owns the clock moves it)."""

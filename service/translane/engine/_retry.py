@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from ..config import ModelConfig
-from ..errors import ModelUnavailable, Overloaded, ProviderError, ProviderQuotaExhausted
+from ..errors import BatchQuotaSpent, ModelUnavailable, Overloaded, ProviderError, ProviderQuotaExhausted
 from ._layer import Layer
 from ._work import Attempt, Job, Outcome, Work
 
@@ -38,7 +38,10 @@ class Retry(Layer):
             number += 1
             if not self._should_retry(failure, number, work.job, bool(attempt.streamed)):
                 raise failure
-            ready = self.parts.rotation.fallback_ready(job.model, model, bool(job.messages))
+            # A batch route whose quota is spent: the next try goes online, or waits in the route's lane, at once.
+            ready = isinstance(failure, BatchQuotaSpent) or self.parts.rotation.fallback_ready(
+                job.model, model, bool(job.messages)
+            )
             delay = 0.0 if ready else self._backoff(model, number, failure)
             if self.parts.clock() + delay >= job.deadline:
                 raise failure

@@ -9,6 +9,7 @@ import time
 
 from ..config import ModelConfig
 from ..errors import (
+    BatchQuotaSpent,
     ProviderConnectionError,
     ProviderEmptyAnswer,
     ProviderError,
@@ -35,6 +36,9 @@ class Settle(Layer):
         model, ticket = attempt.model, attempt.ticket
         assert model is not None and ticket is not None
         parts = self.parts
+        batch = attempt.batch
+        # The batch route is paid at its share of the online prices, and is no business of the online governor.
+        factor = model.batch_price_factor if batch else 1.0
         started = parts.clock()
         ticket.sent()
         release = parts.budgets.in_flight(model, ticket.reservation.tokens)
@@ -42,31 +46,31 @@ class Settle(Layer):
         try:
             outcome = await self.inner(work)
         except ProviderError as exc:
-            parts.metrics.called(model, time.perf_counter() - timer, None, exc)
-            self._failed(ticket, model, exc)
+            parts.metrics.called(model, time.perf_counter() - timer, None, exc, batch)
+            self._failed(ticket, model, exc, batch)
             raise
         except BaseException as exc:
-            parts.metrics.called(model, time.perf_counter() - timer, None, exc)
+            parts.metrics.called(model, time.perf_counter() - timer, None, exc, batch)
             if isinstance(exc, asyncio.CancelledError):
                 # The caller left mid-call: the provider counted the call and may finish generating it;
                 # what was streamed is certainly spent.
                 ticket.used = attempt.counted + count_tokens("".join(attempt.streamed))
                 parts.metrics.orphaned(model)
-                self._charge(model, max(ticket.used, ticket.reservation.tokens))
+                self._charge(model, max(ticket.used, ticket.reservation.tokens), factor)
             raise
         finally:
             release()
             work.stats.upstream_s = max(work.stats.upstream_s, parts.clock() - started)
         completion = outcome.completion
         assert completion is not None
-        parts.metrics.called(model, time.perf_counter() - timer, completion, None)
+        parts.metrics.called(model, time.perf_counter() - timer, completion, None, batch)
         used = completion.prompt_tokens + completion.completion_tokens
         ticket.settle(used)
-        parts.governor.on_success(model.name)
-        work.stats.add(model, completion)
-        parts.budgets.charge(
-            model, used, model.cost(completion.prompt_tokens, completion.completion_tokens, completion.cached_tokens)
-        )
+        if not batch:
+            parts.governor.on_success(model.name)
+        work.stats.add(model, completion, factor)
+        cost = model.cost(completion.prompt_tokens, completion.completion_tokens, completion.cached_tokens)
+        parts.budgets.charge(model, used, cost * factor)
         if not completion.estimated and not completion.truncated:
             parts.estimators[model.name].learn(attempt.counted, completion.prompt_tokens, completion.completion_tokens)
         if not (completion.text.strip() or completion.truncated):
@@ -74,13 +78,19 @@ class Settle(Layer):
             raise ProviderEmptyAnswer(f"{model.name} answered with no translation")
         return outcome
 
-    def _failed(self, ticket: Ticket, model: ModelConfig, exc: ProviderError) -> None:
+    def _failed(self, ticket: Ticket, model: ModelConfig, exc: ProviderError, batch: bool) -> None:
         now = self.parts.clock()
         governor = self.parts.governor
-        if isinstance(exc, ProviderRateLimited):
+        if isinstance(exc, BatchQuotaSpent):
+            # The route's quota is spent for its day: its next calls go online or wait (batch_when_spent).
+            ticket.settle(0)
+            assert self.parts.batch is not None
+            self.parts.batch.quota.close(model.name, exc.retry_after_s, now)
+        elif isinstance(exc, ProviderRateLimited):
             # Turned away: no tokens were used, but the request still counts.
             ticket.settle(0)
-            governor.on_rate_limited(model.name, exc.over_rate, exc.retry_after_s, now)
+            if not batch:
+                governor.on_rate_limited(model.name, exc.over_rate, exc.retry_after_s, now)
         elif isinstance(exc, ProviderQuotaExhausted):
             ticket.settle(0)
             governor.disable(model.name, now)
@@ -88,13 +98,15 @@ class Settle(Layer):
         else:
             # Any other failure reached the provider, which may count all of it: the ticket keeps
             # its reservation when it closes, and the day's budget counts it as spent.
-            self._charge(model, ticket.reservation.tokens)
-            if isinstance(exc, ProviderServerError | ProviderConnectionError) and not isinstance(
-                exc, ProviderEmptyAnswer
+            self._charge(model, ticket.reservation.tokens, model.batch_price_factor if batch else 1.0)
+            if (
+                not batch
+                and isinstance(exc, ProviderServerError | ProviderConnectionError)
+                and not isinstance(exc, ProviderEmptyAnswer)
             ):
                 # A run of these is a provider that is down: the model pauses and work falls back.
                 governor.on_failure(model.name, now)
 
-    def _charge(self, model: ModelConfig, tokens: int) -> None:
+    def _charge(self, model: ModelConfig, tokens: int, factor: float = 1.0) -> None:
         """Count tokens the provider may have billed without an answer (a budget errs on the side of spent)."""
-        self.parts.budgets.charge(model, tokens, model.cost(tokens, 0))
+        self.parts.budgets.charge(model, tokens, model.cost(tokens, 0) * factor)

@@ -1,4 +1,5 @@
-"""The innermost step: one call to the provider, whole or streamed into the caller's sink."""
+"""The innermost step: one call to the provider, whole or streamed into the caller's sink, or whole on the model's
+batch route when admission put the call there."""
 
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ class Upstream:
         model, request = attempt.model, attempt.request
         assert model is not None and request is not None
         timeout = work.job.deadline - self.clock()
-        if work.sink is None:
+        if attempt.batch:
+            completion = await self.upstream.batch_complete(model, request, timeout)
+        elif work.sink is None:
             completion = await self.upstream.complete(model, request, timeout)
         else:
             last: Completion | None = None

@@ -42,6 +42,10 @@ class Job:
     messages: tuple[tuple[str, str], ...] = ()
     # Who asked (the tenant the call is served and counted for); "" when the service has no tenants.
     tenant: str = ""
+    # A job's line (BatchTranslate): the job's completion window, and the loop-clock moment it closes (0: not a
+    # job's line). A window long enough may send the line to its model's batch route (the route layer).
+    completion_window_s: float = 0.0
+    window_end: float = 0.0
 
 
 @dataclass(slots=True)
@@ -63,12 +67,13 @@ class Stats:
     retries: int = 0
     fallbacks: int = 0
 
-    def add(self, model: ModelConfig, c: Completion) -> None:
+    def add(self, model: ModelConfig, c: Completion, price_factor: float = 1.0) -> None:
+        """Count a completed call, priced at the model's rates times `price_factor` (its batch route's share)."""
         self.prompt_tokens += c.prompt_tokens
         self.completion_tokens += c.completion_tokens
         self.cached_tokens += c.cached_tokens
         self.reasoning_tokens += c.reasoning_tokens
-        self.cost += model.cost(c.prompt_tokens, c.completion_tokens, c.cached_tokens)
+        self.cost += model.cost(c.prompt_tokens, c.completion_tokens, c.cached_tokens) * price_factor
         self.currency = self.currency or model.currency
         self.estimated = self.estimated or c.estimated
         self.calls += 1
@@ -117,6 +122,8 @@ class Attempt:
     counted: int = 0
     # The provider call as admission counted it, sent as it is.
     request: SegmentCall | None = None
+    # Admitted to the model's batch route rather than its online lane.
+    batch: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +144,8 @@ class Work:
     depth: int = 0
     # Set by the retry layer for the layers below it.
     attempt: Attempt | None = None
+    # A job's line the route layer found eligible for a batch route (admission says which call takes it).
+    batch: bool = False
 
     def but(
         self,
@@ -158,6 +167,7 @@ class Work:
             self.max_output_tokens if max_output_tokens is None else max_output_tokens,
             self.depth if depth is None else depth,
             self.attempt if attempt is None else attempt,
+            self.batch,
         )
 
     def request(self) -> SegmentCall:

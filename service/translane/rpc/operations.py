@@ -10,6 +10,7 @@ Each line runs as Translate would run it (`BatchLines`), at the job's priority.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
 from typing import Any
@@ -114,7 +115,11 @@ class BatchLines:
                     raise WindowPassed(
                         f"the job's completion window of {spec.completion_window} passed before this line started"
                     )
-                job = self.validator.job(request, loop.time(), None)
+                now = loop.time()
+                job = self.validator.job(request, now, None)
+                # The window goes with the line: one long enough may take the model's batch route.
+                end = now + expires - time.time()
+                job = dataclasses.replace(job, completion_window_s=record.window_s, window_end=end)
                 try:
                     result = await self.engine.translate(job, stats)
                     break

@@ -10,6 +10,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from ..errors import (
     ERROR_DOMAIN,
+    BatchQuotaSpent,
     BudgetSpent,
     InvalidRequest,
     JobNotFinished,
@@ -41,6 +42,7 @@ _GRPC_CODES: tuple[tuple[type[TranslaneError], grpc.StatusCode], ...] = (
     (WindowPassed, grpc.StatusCode.DEADLINE_EXCEEDED),
     (ProviderRateLimited, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (ProviderQuotaExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (BatchQuotaSpent, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (ProviderRejected, grpc.StatusCode.INVALID_ARGUMENT),
     (ProviderAuthError, grpc.StatusCode.FAILED_PRECONDITION),
     (ProviderModelNotFound, grpc.StatusCode.FAILED_PRECONDITION),
