@@ -40,6 +40,8 @@ class Job:
     use_cache: bool = True
     # A passthrough chat (role, content), sent as written; its one segment stands for it in the layers that count.
     messages: tuple[tuple[str, str], ...] = ()
+    # The tenant the job is for (the caller's identity; "" when no tenants are in force).
+    tenant: str = ""
 
 
 @dataclass(slots=True)
