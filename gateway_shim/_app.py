@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
+import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
@@ -14,10 +15,11 @@ import grpc
 from aiohttp import web
 from translane import tls
 from translane.config import ConfigError
+from translane.tenants import Tenant, TenantsFile
 from translane.tracing import aiohttp_server_middleware, grpc_client_interceptors
 from translane.wire import WireError, from_rpc_error
 
-from ._backend import Backend
+from ._backend import ACTING_TENANT, Backend
 from ._batches import BATCHES, Batches
 from ._batches import routes as batch_routes
 from ._config import ShimConfig
@@ -28,11 +30,15 @@ from ._openai import chat_completions, list_models
 from ._plugin import custom_translate
 from ._store import Store
 
-__all__ = ["RunningShim", "create_app", "run_shim", "running_shim"]
+__all__ = ["TENANTS", "RunningShim", "create_app", "run_shim", "running_shim"]
 
 log = logging.getLogger("translane.shim")
 
 METRICS = web.AppKey("translane_shim_metrics", ShimMetrics)
+# Whose key is whose: the tenants file (read again when it changes, and on SIGHUP) plus TRANSLANE_API_KEYS.
+TENANTS = web.AppKey("translane_shim_tenants", TenantsFile)
+# The tenants file is looked at this often (monotonic seconds) for a change.
+TENANTS_CHECK_S = 5.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -132,20 +138,22 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 class _Access:
-    """Who may call: bearer keys for every path but the open ones, and the origins CORS admits."""
+    """Who may call: bearer keys (each naming its tenant) for every path but the open ones, and the origins CORS
+    admits."""
 
     def __init__(self, config: ShimConfig, open_paths: Iterable[str]) -> None:
-        self.keys = tuple(k.encode() for k in config.api_keys)
+        self.tenants = TenantsFile(config.tenants_file, time.monotonic, TENANTS_CHECK_S, config.api_keys)
+        # Only with a tenants file does the shim name a tenant to the service (TRANSLANE_API_KEYS alone: as before).
+        self.names_tenants = bool(config.tenants_file)
         self.open_paths = frozenset({HEALTH_PATH, METRICS_PATH, OPENAPI_PATH, *open_paths})
         self.origins = config.cors_origins
 
-    def key_ok(self, header: str) -> bool:
+    def tenant_of(self, header: str) -> Tenant | None:
+        """The tenant whose key the Authorization header bears (compared in constant time), or None."""
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer":
-            return False
-        given = token.strip().encode()
-        # Compare against every key, so the time taken says nothing about which one nearly matched.
-        return sum(hmac.compare_digest(given, k) for k in self.keys) > 0
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        return self.tenants.current.by_key(token.strip())
 
     def origin(self, origin: str | None) -> str | None:
         """`origin` when CORS admits it, else None."""
@@ -173,12 +181,15 @@ class _Access:
 
     @web.middleware
     async def auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if self.keys and request.path not in self.open_paths and request.method != "OPTIONS":
+        if self.tenants.current.enforced and request.path not in self.open_paths and request.method != "OPTIONS":
             header = request.headers.get("Authorization")
             if not header:
                 raise WireError(401, "missing API key: send 'Authorization: Bearer KEY'", code="invalid_api_key")
-            if not self.key_ok(header):
+            tenant = self.tenant_of(header)
+            if tenant is None:
                 raise WireError(401, "invalid API key", code="invalid_api_key")
+            if self.names_tenants:
+                ACTING_TENANT.set(tenant.name)
         return await handler(request)
 
     async def on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
@@ -219,8 +230,9 @@ def create_app(
     app = web.Application(
         client_max_size=config.max_body_bytes, middlewares=[traced, *middlewares] if traced else middlewares
     )
-    app[STATE] = ShimState(config, Backend(channel, config.timeout_s))
+    app[STATE] = ShimState(config, Backend(channel, config.timeout_s, config.service_key))
     app[METRICS] = metrics
+    app[TENANTS] = access.tenants
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/models", list_models)
     app.router.add_post("/translate", custom_translate)
@@ -359,6 +371,9 @@ async def run_shim(
 ) -> None:
     """Serve the shim until cancelled, then shut it down cleanly."""
     async with running_shim(config, extra_routes=extra_routes, open_paths=open_paths) as shim:
+        # SIGHUP: read the tenants file again (it is also read again when it changes).
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, shim.app[TENANTS].reload)
         if config.open_to_anyone:
             if config.allow_public:
                 log.warning(
@@ -383,6 +398,13 @@ async def run_shim(
             len(config.api_keys),
             "" if len(config.api_keys) == 1 else "s",
         )
+        if config.tenants_file:
+            log.info(
+                "tenants file %s: %d tenants, named to the service as %s",
+                config.tenants_file,
+                len(shim.app[TENANTS].current.by_name),
+                "a gateway by key" if config.service_key else "the identity of the shim's channel",
+            )
         log.info(
             "chats the shim cannot read as a translation: %s",
             f"sent as written to {config.passthrough_model}"

@@ -5,6 +5,7 @@ Trace context rides along by the channel's OpenTelemetry interceptors (see runni
 
 from __future__ import annotations
 
+import contextvars
 import math
 from collections.abc import Mapping
 
@@ -12,11 +13,15 @@ import grpc
 from google.longrunning import operations_pb2 as lro
 from google.longrunning import operations_pb2_grpc as lro_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from translane.tenants import ACTING_FOR
 from translane.v1 import translate_pb2 as pb
 from translane.v1 import translate_pb2_grpc as pb_grpc
 from translane.wire import WireError
 
-__all__ = ["Backend"]
+__all__ = ["ACTING_TENANT", "Backend"]
+
+# The tenant the shim acts for in this request ("" : none named), set by the auth middleware from the caller's key.
+ACTING_TENANT: contextvars.ContextVar[str] = contextvars.ContextVar("translane_shim_tenant", default="")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Translator"].full_name
 HEALTH_TIMEOUT_S = 2.0
@@ -47,9 +52,15 @@ def _seconds(name: str, raw: str) -> float:
 class Backend:
     """Calls the Translator service and its health service over one channel."""
 
-    def __init__(self, channel: grpc.aio.Channel, timeout_s: float) -> None:
+    def __init__(self, channel: grpc.aio.Channel, timeout_s: float, service_key: str = "") -> None:
         self.timeout_s = timeout_s
+        self._own = (("authorization", f"Bearer {service_key}"),) if service_key else ()
         self.replace_channel(channel)
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        """Who calls: the shim's own key at the service, and the tenant it acts for (of the caller's key)."""
+        tenant = ACTING_TENANT.get()
+        return (*self._own, (ACTING_FOR, tenant)) if tenant else self._own
 
     def replace_channel(self, channel: grpc.aio.Channel) -> None:
         """Send new calls over `channel` (calls already made finish on the one they started on)."""
@@ -80,37 +91,41 @@ class Backend:
         self, req: pb.TranslateRequest, headers: Mapping[str, str], spent_s: float = 0.0
     ) -> pb.TranslateResponse:
         """Unary Translate within what is left of the caller's deadline; a cancelled caller cancels the call."""
-        resp: pb.TranslateResponse = await self._stub.Translate(req, timeout=self._left(headers, False, spent_s))
+        resp: pb.TranslateResponse = await self._stub.Translate(
+            req, timeout=self._left(headers, False, spent_s), metadata=self._metadata()
+        )
         return resp
 
     def stream(
         self, req: pb.TranslateRequest, headers: Mapping[str, str], spent_s: float = 0.0
     ) -> grpc.aio.UnaryStreamCall:
         """TranslateStream; the caller must cancel the returned call if it stops reading early."""
-        return self._stub.TranslateStream(req, timeout=self._left(headers, True, spent_s))
+        return self._stub.TranslateStream(req, timeout=self._left(headers, True, spent_s), metadata=self._metadata())
 
     async def models(self, headers: Mapping[str, str]) -> pb.ListModelsResponse:
         """ListModels."""
         resp: pb.ListModelsResponse = await self._stub.ListModels(
-            pb.ListModelsRequest(), timeout=self.timeout(headers, False)
+            pb.ListModelsRequest(), timeout=self.timeout(headers, False), metadata=self._metadata()
         )
         return resp
 
     async def batch_translate(self, req: pb.BatchTranslateRequest) -> lro.Operation:
         """BatchTranslate, within the shim's timeout."""
-        op: lro.Operation = await self._stub.BatchTranslate(req, timeout=self.timeout_s)
+        op: lro.Operation = await self._stub.BatchTranslate(req, timeout=self.timeout_s, metadata=self._metadata())
         return op
 
     async def operation(self, name: str) -> lro.Operation:
         """GetOperation, within the shim's timeout."""
         op: lro.Operation = await self._operations.GetOperation(
-            lro.GetOperationRequest(name=name), timeout=self.timeout_s
+            lro.GetOperationRequest(name=name), timeout=self.timeout_s, metadata=self._metadata()
         )
         return op
 
     async def cancel_operation(self, name: str) -> None:
         """CancelOperation, within the shim's timeout."""
-        await self._operations.CancelOperation(lro.CancelOperationRequest(name=name), timeout=self.timeout_s)
+        await self._operations.CancelOperation(
+            lro.CancelOperationRequest(name=name), timeout=self.timeout_s, metadata=self._metadata()
+        )
 
     async def health(self) -> str:
         """The service's health status name ("SERVING", ...), or the gRPC error's code name."""

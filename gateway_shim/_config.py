@@ -16,6 +16,7 @@ from translane.config import is_loopback
 from translane.settings import (
     DEFAULT_GRPC_TARGET,
     GRPC_TARGET_ENV,
+    TENANTS_FILE_ENV,
     ConfigError,
     derived,
     non_negative,
@@ -48,6 +49,12 @@ class ShimConfig:
     # Bearer keys callers must present (comma-separated, plus TRANSLANE_API_KEYS_FILE); empty means anyone on
     # the listening interface may call.
     api_keys: frozenset[str] = setting(frozenset(), env="TRANSLANE_API_KEYS", repr=False)
+    # The tenants file (README, "Tenants"): each caller's key names its tenant, which the shim names to the service
+    # (x-translane-tenant) as a trusted gateway; TRANSLANE_API_KEYS's keys are the tenant "default".
+    tenants_file: str = setting("", env=TENANTS_FILE_ENV)
+    # The shim's own key at the service, of a tenant marked `gateway = true` there (or a gateway's client
+    # certificate, TRANSLANE_CLIENT_TLS_CERT_FILE): what lets it name the tenant it acts for. Never printed.
+    service_key: str = setting("", env="TRANSLANE_SHIM_SERVICE_KEY", repr=False)
     # Listen on a non-loopback host with no keys: only when asked for in so many words.
     allow_public: bool = setting(False, env="TRANSLANE_SHIM_ALLOW_PUBLIC")
     max_body_bytes: int = setting(2 * 1024 * 1024, check=positive, env="TRANSLANE_SHIM_MAX_BODY_BYTES")
@@ -82,7 +89,7 @@ class ShimConfig:
 
     def __post_init__(self) -> None:
         validate(self)
-        if not self.api_keys and not self.allow_public and not is_loopback(self.host):
+        if self.open_to_anyone and not self.allow_public and not is_loopback(self.host):
             raise ConfigError(
                 f"the shim would listen on {self.host!r} with no API keys, open to anyone who can reach it: "
                 f"set TRANSLANE_API_KEYS (or {API_KEYS_FILE_ENV}), listen on 127.0.0.1, "
@@ -92,7 +99,7 @@ class ShimConfig:
     @property
     def open_to_anyone(self) -> bool:
         """True when no key is required."""
-        return not self.api_keys
+        return not self.api_keys and not self.tenants_file
 
     @classmethod
     def from_env(

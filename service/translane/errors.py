@@ -7,8 +7,11 @@ TranslaneError
 ├── InvalidRequest              the caller asked for something we cannot do
 │   └── UnknownModel
 ├── OutputTruncated             the translation would not fit the model's output limit
+├── Unauthenticated             no valid identity (a tenants file is in force)
+├── PermissionDenied            the caller's tenant may not do this (a model, a tenant it names)
 ├── Overloaded                  shed before reaching the provider (queue full,
-│                               deadline cannot be met); carries retry_after_s
+│   │                           deadline cannot be met); carries retry_after_s
+│   └── TenantLimited           the caller's tenant is past one of its own limits
 ├── ModelUnavailable            every candidate model is paused or disabled
 │   └── BudgetSpent             the model's daily budget is spent; retry_after_s is the next day
 ├── JobNotFound                 no job (long-running operation) of that name
@@ -43,6 +46,7 @@ __all__ = [
     "ModelUnavailable",
     "OutputTruncated",
     "Overloaded",
+    "PermissionDenied",
     "ProviderAuthError",
     "ProviderConnectionError",
     "ProviderEmptyAnswer",
@@ -53,7 +57,9 @@ __all__ = [
     "ProviderRejected",
     "ProviderServerError",
     "ProviderTimeout",
+    "TenantLimited",
     "TranslaneError",
+    "Unauthenticated",
     "UnknownModel",
     "WindowPassed",
     "provider_error",
@@ -94,8 +100,20 @@ class UnknownModel(InvalidRequest):
     pass
 
 
+class Unauthenticated(TranslaneError):
+    pass
+
+
+class PermissionDenied(TranslaneError):
+    pass
+
+
 class Overloaded(TranslaneError):
     pass
+
+
+class TenantLimited(Overloaded):
+    """A tenant past its own rpm, tpm, concurrency or daily budget; the message names the limit."""
 
 
 class OutputTruncated(TranslaneError):

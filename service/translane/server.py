@@ -22,6 +22,7 @@ from .prometheus import serve_metrics
 from .rpc.operations import OPERATIONS_SERVICE, BatchLines, OperationsService, add_operations
 from .rpc.servicer import SERVICE_NAME, TranslatorService, add_translator
 from .rpc.status import NO_RETRY, grpc_status_of
+from .tenants import Identify
 from .tls import ServerCertificates
 from .tracing import grpc_server_interceptors
 
@@ -75,10 +76,11 @@ class RunningServer:
         self.health_port = health_port
 
     def on_sighup(self) -> None:
-        """SIGHUP: put disabled models back in rotation and read the TLS certificates again."""
+        """SIGHUP: put disabled models back in rotation, read the TLS certificates and the tenants file again."""
         self.engine.enable_all()
         if self.certificates is not None:
             self.certificates.reload()
+        self.engine.tenants.reload()
 
 
 @contextlib.asynccontextmanager
@@ -93,8 +95,10 @@ async def running_server(config: Config, *, grace_s: float | None = None) -> Asy
         if config.server.metrics_port:
             metrics = serve_metrics(engine.metrics.registry, config.server.host, config.server.metrics_port)
             metrics_port = await stack.enter_async_context(metrics)
+        # Every RPC but health and reflection names its caller when a tenants file is in force (tenants/_identity).
+        tenants = engine.tenants
         server = grpc.aio.server(
-            interceptors=grpc_server_interceptors() or None,
+            interceptors=[*grpc_server_interceptors(), Identify(lambda: tenants.current)],
             options=[
                 ("grpc.max_receive_message_length", 32 * 1024 * 1024),
                 ("grpc.so_reuseport", 0),
@@ -142,7 +146,8 @@ async def running_server(config: Config, *, grace_s: float | None = None) -> Asy
 
 
 async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
-    """Run the server until SIGTERM or SIGINT; SIGHUP puts disabled models back in rotation and reloads TLS."""
+    """Run the server until SIGTERM or SIGINT; SIGHUP puts disabled models back in rotation, reloads TLS and the
+    tenants file."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

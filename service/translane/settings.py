@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_GRPC_TARGET",
     "GRPC_TARGET_ENV",
     "TABLE_KEY",
+    "TENANTS_FILE_ENV",
     "Check",
     "ConfigError",
     "Setting",
@@ -64,6 +65,8 @@ DEFAULT_GRPC_PORT = 50051
 DEFAULT_GRPC_TARGET = f"127.0.0.1:{DEFAULT_GRPC_PORT}"
 # Where the shim and the commands find the service.
 GRPC_TARGET_ENV = "TRANSLANE_GRPC_TARGET"
+# The tenants file, read alike by the service (who may call, and its limits) and the shim (whose key is whose).
+TENANTS_FILE_ENV = "TRANSLANE_TENANTS_FILE"
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")
 

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from ..settings import (
     DEFAULT_GRPC_PORT,
     TABLE_KEY,
+    TENANTS_FILE_ENV,
     ConfigError,
     at_most,
     below,
@@ -254,6 +255,11 @@ class ServerConfig:
     # A plaintext port that serves only grpc.health.v1, for probes that speak no TLS (the kubelet's
     # gRPC probes); 0 = none. It answers health and nothing else.
     health_port: int = setting(0, check=within(0, 65535), env="TRANSLANE_HEALTH_PORT")
+    # Who may call and each caller's own limits: a TOML file of [tenants.NAME] tables (README, "Tenants").
+    # "" : no tenants, anyone who reaches the port may call (as TLS and the listening address allow).
+    tenants_file: str = setting("", env=TENANTS_FILE_ENV)
+    # A changed tenants file is read again this long (server clock) after the last look, at most; SIGHUP at once.
+    tenants_reload_check_s: float = setting(5.0, check=positive)
 
     def __post_init__(self) -> None:
         if bool(self.tls_cert_file) != bool(self.tls_key_file):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from ..batch_route import BatchRoutes
 from ..budget import Budgets, open_budgets
@@ -19,6 +19,7 @@ from ..lanes import BATCH, INTERACTIVE, CallAt, Clock, Lane
 from ..metrics import EngineMetrics
 from ..outbox import Outbox
 from ..tasks import all_or_first_failure
+from ..tenants import LocalLimits, TenantLimits, TenantsFile, open_limits
 from ..tokens import warm_up
 from ..tracing import tracer
 from ..upstream import UpstreamClient
@@ -36,6 +37,7 @@ from ._rotation import Rotation
 from ._route import Route
 from ._settle import Settle
 from ._split import Split
+from ._tenancy import TenantGate
 from ._upstream import Upstream
 from ._work import Job, JobResult, Outcome, SegmentDelta, Sink, Stats, Step, Work
 
@@ -80,9 +82,12 @@ class Engine:
         call_at: CallAt | None = None,
         cache: SegmentCache | None = None,
         budgets: Budgets | None = None,
+        tenants: TenantsFile | None = None,
+        tenant_limits: TenantLimits | None = None,
     ) -> None:
         """`clock` and `call_at` default to the running loop's (tests pass their own to own the time); without
-        `budgets`, the day's spending is kept in memory."""
+        `budgets`, the day's spending is kept in memory; without `tenants`, there are none; without
+        `tenant_limits`, tenants' limits are kept in this process."""
         loop = asyncio.get_running_loop()
         self._clock: Clock = clock or loop.time
         self.config = config
@@ -92,6 +97,8 @@ class Engine:
         self.governor = governor
         call_at = call_at or loop.call_at
         server = config.server
+        # Before the lanes: a lane may ask a tenant's weight (tenant_weight).
+        self.tenants = tenants if tenants is not None else TenantsFile("", self._clock)
         self.lanes = {
             name: Lane(
                 lc,
@@ -100,6 +107,7 @@ class Engine:
                 call_at=call_at,
                 queue_target_s={INTERACTIVE: server.interactive_queue_target_s, BATCH: server.batch_queue_target_s},
                 standing_after_s=server.standing_queue_after_s,
+                weight_of=self.tenant_weight,
             )
             for name, lc in config.lanes.items()
         }
@@ -110,6 +118,8 @@ class Engine:
             if BatchRoutes.configured(config.models)
             else None
         )
+        limits = tenant_limits or LocalLimits(self._clock, self.budgets.day, self.budgets.seconds_to_next_day)
+        self.gate = TenantGate(config, self.tenants, limits, self.estimators, self._clock)
         # The batch routes' lanes are reported beside the online ones ("batch/<model>").
         reported = {**self.lanes, **{lane.name: lane for lane in (self.batch.lanes if self.batch else {}).values()}}
         self.metrics = EngineMetrics(config, reported, governor, self._clock)
@@ -144,8 +154,14 @@ class Engine:
             gov = governor if governor is not None else await stack.enter_async_context(open_governor(config))
             cache = await stack.enter_async_context(open_cache(config.cache, config.governor))
             budgets = await stack.enter_async_context(open_budgets(config))
+            # The tenants file is read here: one that cannot be used stops the start, naming what is wrong.
+            clock = asyncio.get_running_loop().time
+            tenants = TenantsFile(config.server.tenants_file, clock, config.server.tenants_reload_check_s)
+            limits = await stack.enter_async_context(
+                open_limits(config.governor, clock, budgets.day, budgets.seconds_to_next_day)
+            )
             upstream = await stack.enter_async_context(UpstreamClient(config))
-            engine = cls(config, upstream, gov, cache=cache, budgets=budgets)
+            engine = cls(config, upstream, gov, cache=cache, budgets=budgets, tenants=tenants, tenant_limits=limits)
             stack.callback(engine.close)
             yield engine
 
@@ -156,6 +172,10 @@ class Engine:
         if self.batch is not None:
             self.batch.close()
 
+    def tenant_weight(self, tenant: str) -> float:
+        """A tenant's weight in the tenants file in force (1.0 for a name it does not hold, or none)."""
+        return self.tenants.weight(tenant)
+
     def enable_all(self) -> None:
         """Put every model taken out of rotation (a provider spending limit, say) back in."""
         self.governor.enable_all()
@@ -163,9 +183,10 @@ class Engine:
     async def translate(self, job: Job, stats: Stats | None = None) -> JobResult:
         """Translate every segment; results come back in request order. `stats` fills in as calls end."""
         stats = Stats() if stats is None else stats
-        outcomes = await all_or_first_failure(
-            [self._unary(Work(job, i, text, stats)) for i, text in enumerate(job.segments)]
-        )
+        async with self.gate.admit(job, stats):
+            outcomes = await all_or_first_failure(
+                [self._unary(Work(job, i, text, stats)) for i, text in enumerate(job.segments)]
+            )
         self._price_in(job, stats)
         return JobResult(
             [o.text for o in outcomes],
@@ -179,6 +200,13 @@ class Engine:
         """Stream deltas in segment order; all segments run at once, later ones are buffered (see Outbox:
         within `server.stream_buffer_chars`, so a slow reader holds new calls back rather than the text piling up).
         """
+        deltas = self._streamed(job, stats)
+        # Closed here, not when collected: its tasks are cancelled as the reader goes.
+        async with self.gate.admit(job, stats), contextlib.aclosing(deltas):
+            async for delta in deltas:
+                yield delta
+
+    async def _streamed(self, job: Job, stats: Stats) -> AsyncGenerator[SegmentDelta]:
         outbox: Outbox[Outcome] = Outbox(len(job.segments), self.config.server.stream_buffer_chars)
 
         async def run(i: int, text: str, sink: Sink) -> None:

@@ -14,6 +14,7 @@ from opentelemetry import trace
 from ..decoding import Undecodable, parser, streaming, unary
 from ..engine import Engine, Job, JobResult, Stats
 from ..errors import InvalidRequest, TranslaneError
+from ..tenants import current_caller
 from ..tracing import enabled as tracing_enabled
 from ..v1 import translate_pb2 as pb
 from ..v1 import translate_pb2_grpc as pb_grpc
@@ -84,8 +85,9 @@ class TranslatorService(pb_grpc.TranslatorServicer):
         return self.recorder.open(rpc, request.task_id, len(request.segments), context)
 
     def _start(self, served: Served, request: pb.TranslateRequest, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        served.job = self.validator.job(request, self._loop.time(), context.time_remaining())
+        job = self.validator.job(request, self._loop.time(), context.time_remaining())
         served.requested = request.model or self.config.default_model
+        served.job = self.validator.for_tenant(job, served.requested, current_caller().tenant)
 
     async def refuse(self, rpc: str, request: Undecodable, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         """Answer a request whose bytes did not parse: INVALID_ARGUMENT saying what is wrong, counted like any."""
@@ -164,6 +166,7 @@ class TranslatorService(pb_grpc.TranslatorServicer):
     ) -> pb.ListModelsResponse:
         now = self._loop.time()
         engine = self.engine
+        tenant = current_caller().tenant
         return pb.ListModelsResponse(
             default_model=self.config.default_model,
             models=[
@@ -189,6 +192,7 @@ class TranslatorService(pb_grpc.TranslatorServicer):
                     daily_cost_spent=engine.budgets.spent(m.name)[1],
                 )
                 for m in self.config.models.values()
+                if tenant is None or tenant.may_use(m.name)
             ],
         )
 

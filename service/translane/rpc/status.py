@@ -18,6 +18,7 @@ from ..errors import (
     ModelUnavailable,
     OutputTruncated,
     Overloaded,
+    PermissionDenied,
     ProviderAuthError,
     ProviderError,
     ProviderModelNotFound,
@@ -26,6 +27,7 @@ from ..errors import (
     ProviderRejected,
     ProviderTimeout,
     TranslaneError,
+    Unauthenticated,
     WindowPassed,
 )
 
@@ -33,6 +35,8 @@ __all__ = ["NO_RETRY", "grpc_status_of", "rpc_status", "trailers"]
 
 _GRPC_CODES: tuple[tuple[type[TranslaneError], grpc.StatusCode], ...] = (
     (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (BudgetSpent, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (OutputTruncated, grpc.StatusCode.OUT_OF_RANGE),

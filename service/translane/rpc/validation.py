@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
 from ..config import Config, ModelConfig
 from ..contract import LINE_BREAKING, MAX_TASK_ID_CHARS, task_id_problem
 from ..engine import Job
-from ..errors import InvalidRequest, UnknownModel, quote
+from ..errors import InvalidRequest, PermissionDenied, UnknownModel, quote
 from ..lanes import BATCH, INTERACTIVE
 from ..languages import NAMES, normalize_language
+from ..tenants import Tenant
 from ..upstream import SegmentCall, prompt_tokens
 from ..v1 import translate_pb2 as pb
 
@@ -90,6 +92,21 @@ class Validator:
             raise InvalidRequest(f"task_id: {problem}; got {quote(req.task_id)}")
         if req.priority not in _PRIORITIES:
             raise InvalidRequest(f"priority: unknown value {req.priority}; accepted: {', '.join(pb.Priority.keys())}")
+
+    def for_tenant(self, job: Job, requested: str, tenant: Tenant | None) -> Job:
+        """The job as its caller's tenant may send it: the model it named allowed (PERMISSION_DENIED naming
+        it otherwise), interactive work lowered to batch under a "batch" ceiling, and the tenant named."""
+        if tenant is None:
+            return job
+        if not tenant.may_use(requested):
+            raise PermissionDenied(
+                f"model: tenant {tenant.name} may not use {quote(requested)}; its models: {', '.join(tenant.models)}"
+            )
+        if tenant.priority_ceiling == "batch" and job.priority == INTERACTIVE:
+            # Lowered, not refused: clients send interactive by default, and the work is still worth doing.
+            wait = self.config.server.batch_max_queue_wait_s
+            return dataclasses.replace(job, tenant=tenant.name, priority=BATCH, max_queue_wait_s=wait)
+        return dataclasses.replace(job, tenant=tenant.name)
 
     def timing(self, req: pb.TranslateRequest, now: float, time_remaining: float | None) -> dict[str, Any]:
         """The job's deadline, priority and longest queue wait."""

@@ -1,0 +1,89 @@
+"""The shim's door with a tenants file: each bearer key names its tenant, which the shim names to the service
+as a trusted gateway; a tenant past its own limit gets 429 naming it while the others are served."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import aiohttp
+import pytest
+from translane.config import Config
+
+from gateway_shim import RunningShim, ShimConfig
+
+from ..conftest import Sim, server_config
+
+KEY_A, KEY_B, KEY_GATE = "sk-shim-team-a", "sk-shim-team-b", "sk-shim-gateway"
+TENANTS = f"""
+[tenants.team-a]
+api_keys = ["{KEY_A}"]
+rpm = 1
+
+[tenants.team-b]
+api_keys = ["{KEY_B}"]
+
+[tenants.shim]
+api_keys = ["{KEY_GATE}"]
+gateway = true
+"""
+BODY = {"model": "doubao-seed-translation-250915", "messages": [{"role": "user", "content": "Hello"}]}
+
+
+@pytest.fixture
+def tenants_file(tmp_path: Path) -> Path:
+    path = tmp_path / "tenants.toml"
+    path.write_text(TENANTS, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def config(sim: Sim, tenants_file: Path) -> Config:
+    cfg = server_config(sim)
+    return dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, tenants_file=str(tenants_file)))
+
+
+@pytest.fixture
+def shim_config(tenants_file: Path) -> ShimConfig:
+    return ShimConfig(port=0, default_target_language="zh", tenants_file=str(tenants_file), service_key=KEY_GATE)
+
+
+async def chat(shim: RunningShim, key: str) -> tuple[int, dict[str, str], dict[str, object]]:
+    headers = {"Authorization": f"Bearer {key}"}
+    async with aiohttp.ClientSession() as s, s.post(f"{shim.url}/v1/chat/completions", json=BODY, headers=headers) as r:
+        return r.status, dict(r.headers), await r.json()
+
+
+async def test_a_tenant_over_its_rpm_gets_429_naming_it_while_another_is_served(shim: RunningShim) -> None:
+    status, _, _ = await chat(shim, KEY_A)
+    assert status == 200
+    status, headers, body = await chat(shim, KEY_A)
+    assert status == 429, body
+    error = body["error"]
+    assert isinstance(error, dict) and error["message"].startswith("tenant team-a: rpm 1 reached")
+    assert headers["Retry-After"] == "60"
+    assert (await chat(shim, KEY_B))[0] == 200
+
+
+async def test_keys_the_file_does_not_hold_are_401(shim: RunningShim) -> None:
+    status, headers, _ = await chat(shim, "sk-nobody")
+    assert status == 401 and headers["WWW-Authenticate"] == "Bearer"
+    # The gateway's own key is a key of the file too: a caller holding it acts as the gateway, for no one else.
+    assert (await chat(shim, KEY_GATE))[0] == 200
+
+
+async def test_without_the_gateway_key_the_service_refuses_the_tenant_the_shim_names(
+    server: object, shim_config: ShimConfig, tenants_file: Path
+) -> None:
+    from translane.server import RunningServer
+
+    from gateway_shim import running_shim
+
+    assert isinstance(server, RunningServer)
+    # A shim holding team-b's key as its own is no gateway: naming team-a is refused, not believed.
+    cfg = dataclasses.replace(shim_config, grpc_target=f"127.0.0.1:{server.port}", service_key=KEY_B)
+    async with running_shim(cfg) as shim:
+        status, _, body = await chat(shim, KEY_A)
+    assert status == 403, body
+    error = body["error"]
+    assert isinstance(error, dict) and "not a trusted gateway" in str(error["message"])
