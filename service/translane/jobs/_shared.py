@@ -153,6 +153,8 @@ class SharedJobs:
                 if not entries:
                     entries = await self.store.read(self.consumer, room, _BLOCK_MS)
             except Exception as exc:
+                # The group is made again first (a Redis that restarted empty has none).
+                grouped = False
                 log.warning("reading job lines from Redis failed (%s); trying again in %.0fs", exc, _RETRY_S)
                 await asyncio.sleep(_RETRY_S)
                 continue
