@@ -19,6 +19,7 @@ from google.longrunning import operations_pb2_grpc as lro_grpc
 from google.protobuf import duration_pb2
 from google.rpc import code_pb2
 from translane.config import Config, default_models_text
+from translane.jobs import LineResult, RedisJobStore
 from translane.server import RunningServer, running_server
 from translane.v1 import translate_pb2 as pb
 from translane.v1 import translate_pb2_grpc as pb_grpc
@@ -217,3 +218,45 @@ async def test_a_replica_killed_mid_job_has_its_lines_taken_over_each_recorded_o
     asked = await _admitted(sim)
     assert lines <= asked <= lines + per_job, asked
     assert "took over" in (tmp_path / "b.log").read_text()
+
+
+async def test_a_slow_line_is_not_taken_from_the_live_replica_running_it(sim: Sim, redis_server: RedisServer) -> None:
+    # Each call outlasts claim_idle_s twice over: only the renewal of the claim keeps the other replica off it.
+    cfg = shared_config(sim, redis_server, "renew", claim_idle_s=0.6)
+    await sim.set(ttft_s=1.5)
+    async with replicas(cfg, cfg) as [(_, a), (_, b)]:
+        op = await pb_grpc.TranslatorStub(a).BatchTranslate(pb.BatchTranslateRequest(requests=_requests(4)))
+        done = await lro_grpc.OperationsStub(b).WaitOperation(
+            lro.WaitOperationRequest(name=op.name, timeout=_timeout(20)), timeout=30
+        )
+        assert _metadata(done).done == 4
+        assert await _admitted(sim) == 4
+
+
+async def test_a_line_two_replicas_raced_for_is_recorded_once(redis_server: RedisServer) -> None:
+    client = aioredis.Redis.from_url(redis_server.url)
+    try:
+        store = RedisJobStore(client, "race", keep_s=60.0)
+        await store.ensure_group()
+        await store.create("j", b"spec", 60.0, [b"r0", b"r1"], 1000.0, feed=1)
+        [first] = await store.read("a", 10, 100)
+        assert first[1:] == ("j", 0) and await store.read("a", 10, 100) == []  # the job's feed is one line
+        # Replica b takes the line over (as if a had gone quiet) and both answer it.
+        [taken] = await store.take_over("b", 0, 10)
+        assert taken == first
+        assert await store.finish(taken, LineResult(True, b"from b", 3, 4, 0.5, "CNY"), 1001.0) == 1
+        assert await store.finish(first, LineResult(True, b"from a", 3, 4, 0.5, "CNY"), 1002.0) == 0
+        assert await store.results("j") == [(0, True, b"from b")]
+        # Recording line 0 fed line 1; recording it ends the job, its requests dropped, its keys set to expire.
+        [second] = await store.read("a", 10, 100)
+        assert second[1:] == ("j", 1)
+        assert await store.finish(second, LineResult(False, b"status", 1, 0, 0.0, "CNY"), 1003.0) == 2
+        record = await store.get("j")
+        assert record is not None and (record.state, record.ended) == ("succeeded", 1003.0)
+        p = record.progress
+        assert (p.done, p.failed, p.prompt_tokens, p.completion_tokens, p.cost) == (1, 1, 4, 4, 0.5)
+        assert await store.request("j", 1) is None and 0 < await client.pttl("{race}:jobs:job:j") <= 60_000
+        pending = await client.xpending(store.stream, "runners")
+        assert pending["pending"] == 0 and await client.xlen(store.stream) == 0
+    finally:
+        await client.aclose()
