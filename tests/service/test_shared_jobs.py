@@ -260,3 +260,23 @@ async def test_a_line_two_replicas_raced_for_is_recorded_once(redis_server: Redi
         assert pending["pending"] == 0 and await client.xlen(store.stream) == 0
     finally:
         await client.aclose()
+
+
+async def test_consumers_gone_are_forgotten_those_with_claims_are_not(redis_server: RedisServer) -> None:
+    client = aioredis.Redis.from_url(redis_server.url)
+    try:
+        store = RedisJobStore(client, "ghosts", keep_s=60.0)
+        await store.ensure_group()
+        await store.create("j", b"spec", 60.0, [b"r0"], 1000.0, feed=1)
+        # "gone" read the line and died; "holder" took it over.
+        assert len(await store.read("gone", 10, 100)) == 1
+        assert len(await store.take_over("holder", 0, 10)) == 1
+
+        async def idle() -> bool:
+            return all(int(c["idle"]) > 50 for c in await client.xinfo_consumers(store.stream, "runners"))
+
+        await eventually(idle, 5.0, "both consumers idle 50 ms")
+        assert await store.forget_idle(50) == 1
+        assert [c["name"] for c in await client.xinfo_consumers(store.stream, "runners")] == [b"holder"]
+    finally:
+        await client.aclose()

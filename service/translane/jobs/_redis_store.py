@@ -200,6 +200,16 @@ class RedisJobStore:
         """Remove `consumer` from the group (it claims nothing any more)."""
         await self.client.xgroup_delconsumer(self.stream, GROUP, consumer)
 
+    async def forget_idle(self, idle_ms: int) -> int:
+        """Remove the consumers that claim nothing and have not read for `idle_ms` (replicas gone: their lines
+        were taken over); how many. A live one removed by mistake is made again by its next read."""
+        gone = 0
+        for consumer in await self.client.xinfo_consumers(self.stream, GROUP):
+            if int(consumer["pending"]) == 0 and int(consumer["idle"]) > idle_ms:
+                await self.client.xgroup_delconsumer(self.stream, GROUP, consumer["name"])
+                gone += 1
+        return gone
+
     def _entries(self, raw: Sequence[Any]) -> list[Entry]:
         out: list[Entry] = []
         for entry_id, fields in raw:

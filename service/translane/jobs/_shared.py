@@ -42,6 +42,9 @@ _RETRY_S = 1.0
 _WAIT_POLL_S = 0.2
 # The renewal loop runs at least this often, so a cancel on another replica stops the lines here soon.
 _WATCH_MAX_S = 0.5
+# Consumers that claim nothing and have not read for this many claim_idle_s are replicas gone: forgotten.
+_FORGET_AFTER_IDLE = 10
+_FORGET_EVERY_S = 60.0
 
 
 def consumer_name() -> str:
@@ -134,7 +137,7 @@ class SharedJobs:
         bound = self.config.max_lines_per_replica
         idle_ms = int(self.config.claim_idle_s * 1000)
         grouped = False
-        next_takeover = 0.0
+        next_takeover = next_forget = 0.0
         while True:
             while len(self._lines) >= bound:
                 self._room.clear()
@@ -150,6 +153,9 @@ class SharedJobs:
                     entries = await self.store.take_over(self.consumer, idle_ms, room)
                     if entries:
                         log.warning("took over %d line(s) another replica left idle", len(entries))
+                if loop.time() >= next_forget:
+                    next_forget = loop.time() + _FORGET_EVERY_S
+                    await self.store.forget_idle(idle_ms * _FORGET_AFTER_IDLE)
                 if not entries:
                     entries = await self.store.read(self.consumer, room, _BLOCK_MS)
             except Exception as exc:
