@@ -17,7 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from .config import Config
 from .contract import MAX_TASK_ID_CHARS
 from .engine import Engine
-from .jobs import open_jobs
+from .jobs import JobControl, open_jobs, open_shared_jobs
 from .prometheus import serve_metrics
 from .rpc.operations import OPERATIONS_SERVICE, BatchLines, OperationsService, add_operations
 from .rpc.servicer import SERVICE_NAME, TranslatorService, add_translator
@@ -106,13 +106,21 @@ async def running_server(config: Config, *, grace_s: float | None = None) -> Asy
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ],
         )
-        # Jobs (BatchTranslate) beside the segment cache's file, or in memory when the cache keeps none; every
-        # unfinished one runs on from here. Closed before the engine, after the server stops taking calls.
-        on_disk = config.cache.kind == "sqlite"
-        jobs_path = str(Path(config.cache.path).with_name("jobs.sqlite3")) if on_disk else ":memory:"
-        jobs = await stack.enter_async_context(
-            open_jobs(jobs_path, BatchLines(engine), config.jobs.max_concurrency_per_job)
-        )
+        # Jobs (BatchTranslate) in Redis when the governor is shared there (every replica runs their lines),
+        # else beside the segment cache's file, or in memory when the cache keeps none; every unfinished one
+        # runs on from here. Closed before the engine, after the server stops taking calls.
+        jobs: JobControl
+        if config.governor.kind == "redis":
+            g = config.governor
+            jobs = await stack.enter_async_context(
+                open_shared_jobs(g.redis_url, g.redis_prefix, BatchLines(engine), config.jobs)
+            )
+        else:
+            on_disk = config.cache.kind == "sqlite"
+            jobs_path = str(Path(config.cache.path).with_name("jobs.sqlite3")) if on_disk else ":memory:"
+            jobs = await stack.enter_async_context(
+                open_jobs(jobs_path, BatchLines(engine), config.jobs.max_concurrency_per_job, config.jobs.keep_s)
+            )
         operations = OperationsService(jobs, config)
         add_translator(TranslatorService(engine, operations), server)
         add_operations(operations, server)

@@ -20,6 +20,7 @@ from google.rpc import code_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from translane.config import Config
+from translane.jobs import CANCELLED, SUCCEEDED, open_store
 from translane.rpc.operations import MAX_BATCH_REQUESTS
 from translane.v1 import translate_pb2 as pb
 from translane.v1 import translate_pb2_grpc as pb_grpc
@@ -312,3 +313,49 @@ async def test_a_job_survives_its_server_being_killed(
     assert _metadata(done).done == lines
     # The restart asked the provider for exactly the lines not recorded done: none twice that was done.
     assert await _admitted(sim) - asked_before == lines - done_before
+
+
+# --- expiry: an ended job is forgotten keep_s after it ended -------------------------------------------------------
+
+
+class TestExpiry:
+    @pytest.fixture
+    def config(self, sim: Sim) -> Config:
+        cfg = server_config(sim)
+        return dataclasses.replace(cfg, jobs=dataclasses.replace(cfg.jobs, keep_s=1.0))
+
+    async def test_an_ended_job_is_not_found_once_its_keep_passes(
+        self, stub: pb_grpc.TranslatorStub, ops: lro_grpc.OperationsStub
+    ) -> None:
+        op = await stub.BatchTranslate(pb.BatchTranslateRequest(requests=_requests(2)))
+        done = await ops.WaitOperation(lro.WaitOperationRequest(name=op.name, timeout=_timeout(20)))
+        assert len(_response(done).results) == 2
+
+        async def expired() -> grpc.aio.AioRpcError | None:
+            try:
+                await ops.GetOperation(lro.GetOperationRequest(name=op.name))
+            except grpc.aio.AioRpcError as exc:
+                return exc
+            return None
+
+        gone = await eventually(expired, 5.0, "the ended job forgotten")
+        assert gone.code() == grpc.StatusCode.NOT_FOUND
+        assert (gone.details() or "").endswith(": it expired (ended jobs are kept 1s) or never existed")
+        assert (gone.details() or "").startswith("name: no operation 'operations/")
+        assert not (await ops.ListOperations(lro.ListOperationsRequest())).operations
+
+
+async def test_the_sweep_deletes_only_jobs_ended_longer_ago_than_the_keep(tmp_path: Path) -> None:
+    now = [1000.0]
+    async with open_store(str(tmp_path / "jobs.sqlite3"), keep_s=60.0) as store:
+        store.wall = lambda: now[0]
+        for job_id in ("old", "recent", "running"):
+            await store.create(job_id, b"", 60.0, [b"r0", b"r1"], now[0])
+        await store.end("old", SUCCEEDED, 1000.0)
+        await store.end("recent", CANCELLED, 1050.0)
+        now[0] = 1080.0
+        assert await store.get("old") is None and [r.id for r in await store.page(0, 10)] == ["recent", "running"]
+        assert await store.sweep() == 1
+        assert await store.line_states("old") == {} and await store.line_states("recent") == {"pending": 2}
+        now[0] = 10**9
+        assert await store.sweep() == 1 and [r.id for r in await store.page(0, 10)] == ["running"]

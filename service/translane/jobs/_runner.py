@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import uuid
 from collections import deque
@@ -160,14 +161,35 @@ class Jobs:
             await asyncio.wait(tasks)
 
 
+# Ended jobs past their keep are swept at least this often (and at start).
+_SWEEP_MAX_S = 3600.0
+
+
+async def _sweeping(store: JobStore, every_s: float) -> None:
+    while True:
+        try:
+            if swept := await store.sweep():
+                log.info("forgot %d job(s) ended more than %.0fs ago", swept, store.keep_s)
+        except Exception:
+            log.exception("sweeping ended jobs failed; trying again in %.0fs", every_s)
+        await asyncio.sleep(every_s)
+
+
 @contextlib.asynccontextmanager
-async def open_jobs(path: str, run_line: LineRunner, concurrency: int) -> AsyncIterator[Jobs]:
-    """The jobs kept at `path` (":memory:" for none beyond the process), every unfinished one resumed; on exit
-    the lines in flight stop and the jobs wait in the store for the next start."""
-    async with open_store(path) as store:
+async def open_jobs(path: str, run_line: LineRunner, concurrency: int, keep_s: float = math.inf) -> AsyncIterator[Jobs]:
+    """The jobs kept at `path` (":memory:" for none beyond the process), every unfinished one resumed, an ended
+    one forgotten `keep_s` after it ended; on exit the lines in flight stop and the jobs wait in the store for
+    the next start."""
+    async with open_store(path, keep_s) as store:
         jobs = Jobs(store, run_line, concurrency)
+        sweeper = None
+        if math.isfinite(keep_s):
+            sweeper = asyncio.get_running_loop().create_task(_sweeping(store, min(keep_s, _SWEEP_MAX_S)))
         try:
             await jobs.resume()
             yield jobs
         finally:
+            if sweeper is not None:
+                sweeper.cancel()
+                await asyncio.wait([sweeper])
             await jobs.aclose()

@@ -2,7 +2,8 @@
 
 A line is `pending` until a runner claims it (`running`, committed before its call is sent), then `done`
 or `failed` with its result, in one statement that only a `running` line passes: a line's result is
-recorded once. A restart finds the lines a killed process left `running` and runs them again (their
+recorded once. An ended job and its lines are forgotten `keep_s` after it ended (not shown from then on,
+deleted by `sweep`). A restart finds the lines a killed process left `running` and runs them again (their
 calls may have been paid for: that, at most the job's concurrency of lines, is what a crash costs). The
 store holds requests, results and the job's own fields as bytes the caller encodes; it knows no protobuf.
 """
@@ -12,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,9 +106,17 @@ class JobStore:
     """Jobs and lines in one SQLite connection; each write is one transaction, finished even if its caller
     is cancelled mid-way (so a line's result and its job's counters are never split)."""
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(
+        self, db: aiosqlite.Connection, keep_s: float = math.inf, wall: Callable[[], float] = time.time
+    ) -> None:
         self.db = db
+        self.keep_s = keep_s
+        self.wall = wall
         self._lock = asyncio.Lock()
+
+    def _kept_since(self) -> float:
+        """Jobs that ended before this wall time are forgotten."""
+        return self.wall() - self.keep_s
 
     async def _locked(self, body: Callable[[], Awaitable[_T]]) -> _T:
         async with self._lock:
@@ -242,6 +253,19 @@ class JobStore:
 
         return await self._tx(body)
 
+    async def sweep(self) -> int:
+        """Delete the jobs (and their lines) that ended more than `keep_s` ago; how many."""
+        since = self._kept_since()
+
+        async def body() -> int:
+            await self.db.execute(
+                "DELETE FROM lines WHERE job IN (SELECT id FROM jobs WHERE ended > 0 AND ended <= ?)", (since,)
+            )
+            cur = await self.db.execute("DELETE FROM jobs WHERE ended > 0 AND ended <= ?", (since,))
+            return max(0, cur.rowcount)
+
+        return await self._tx(body)
+
     _COLUMNS = (
         "id, seq, state, spec, window_s, created, updated, ended, total, done, failed, prompt_tokens, "
         "completion_tokens, cost, currency"
@@ -264,14 +288,17 @@ class JobStore:
         )
 
     async def get(self, job_id: str) -> JobRecord | None:
-        async with self.db.execute(f"SELECT {self._COLUMNS} FROM jobs WHERE id = ?", (job_id,)) as cur:
+        async with self.db.execute(
+            f"SELECT {self._COLUMNS} FROM jobs WHERE id = ? AND (ended = 0 OR ended > ?)", (job_id, self._kept_since())
+        ) as cur:
             row = await cur.fetchone()
         return self._record(row) if row is not None else None
 
     async def page(self, after_seq: int, limit: int) -> list[JobRecord]:
         """Up to `limit` jobs created after the one numbered `after_seq`, oldest first."""
         async with self.db.execute(
-            f"SELECT {self._COLUMNS} FROM jobs WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+            f"SELECT {self._COLUMNS} FROM jobs WHERE seq > ? AND (ended = 0 OR ended > ?) ORDER BY seq LIMIT ?",
+            (after_seq, self._kept_since(), limit),
         ) as cur:
             return [self._record(row) for row in await cur.fetchall()]
 
@@ -307,9 +334,9 @@ async def _connect(path: str) -> aiosqlite.Connection:
 
 
 @contextlib.asynccontextmanager
-async def open_store(path: str) -> AsyncIterator[JobStore]:
-    """The job store in the SQLite file at `path` (":memory:": in memory, gone with the process); a file that
-    cannot be opened falls back to memory, saying so."""
+async def open_store(path: str, keep_s: float = math.inf) -> AsyncIterator[JobStore]:
+    """The job store in the SQLite file at `path` (":memory:": in memory, gone with the process), keeping ended
+    jobs `keep_s`; a file that cannot be opened falls back to memory, saying so."""
     try:
         db = await _connect(path)
     except (OSError, aiosqlite.Error) as exc:
@@ -318,6 +345,6 @@ async def open_store(path: str) -> AsyncIterator[JobStore]:
         log.warning("job file %s cannot be opened (%s): jobs are kept in memory only", path, exc)
         db = await _connect(":memory:")
     try:
-        yield JobStore(db)
+        yield JobStore(db, keep_s)
     finally:
         await db.close()

@@ -32,7 +32,7 @@ from ..errors import (
     WindowPassed,
     quote,
 )
-from ..jobs import CANCELLED, RUNNING, SUCCEEDED, JobRecord, Jobs, LineResult
+from ..jobs import CANCELLED, RUNNING, SUCCEEDED, JobControl, JobRecord, LineResult
 from ..v1 import translate_pb2 as pb
 from .servicer import translate_response
 from .status import grpc_status_of, rpc_status, trailers
@@ -144,7 +144,7 @@ class BatchLines:
 class OperationsService:
     """google.longrunning.Operations over `jobs`, and BatchTranslate's submission."""
 
-    def __init__(self, jobs: Jobs, config: Config) -> None:
+    def __init__(self, jobs: JobControl, config: Config) -> None:
         self.jobs = jobs
         self.config = config
 
@@ -247,8 +247,17 @@ class OperationsService:
     async def _record(self, name: str) -> JobRecord:
         record = await self.jobs.get(self._id(name))
         if record is None:
-            raise JobNotFound(f"name: no operation {quote(name)}")
+            raise self._not_found(name)
         return record
+
+    def _not_found(self, name: str) -> JobNotFound:
+        keep_s = self.config.jobs.keep_s
+        keep = (
+            f"{keep_s / 86400:g}d" if keep_s >= 86400 else f"{keep_s / 3600:g}h" if keep_s >= 3600 else f"{keep_s:g}s"
+        )
+        return JobNotFound(
+            f"name: no operation {quote(name)}: it expired (ended jobs are kept {keep}) or never existed"
+        )
 
     @staticmethod
     def _id(name: str) -> str:
@@ -297,7 +306,7 @@ class OperationsService:
         """No new line starts, those in flight are stopped; the job ends CANCELLED (an ended job stays as it is)."""
         try:
             if await self.jobs.cancel(self._id(request.name)) is None:
-                raise JobNotFound(f"name: no operation {quote(request.name)}")
+                raise self._not_found(request.name)
         except TranslaneError as exc:
             await self._abort(context, exc)
         return empty_pb2.Empty()
@@ -309,7 +318,7 @@ class OperationsService:
         try:
             record = await self.jobs.delete(self._id(request.name))
             if record is None:
-                raise JobNotFound(f"name: no operation {quote(request.name)}")
+                raise self._not_found(request.name)
             if record.state == RUNNING:
                 raise JobNotFinished(f"name: {quote(request.name)} is still running; cancel it first")
         except TranslaneError as exc:
