@@ -14,6 +14,8 @@ TranslaneError
 ├── JobNotFound                 no job (long-running operation) of that name
 ├── JobNotFinished              the job is still running (it cannot be deleted yet)
 ├── WindowPassed                a job's completion window passed before its line started
+├── PermissionDenied            the caller may not see what it asked for (another tenant's usage)
+├── UsageUnavailable            the usage ledger's store cannot be read now
 └── ProviderError               the provider answered with an error, or not at all
     ├── ProviderRateLimited     429 that a retry may cure
     ├── ProviderQuotaExhausted  spending limit reached (SetLimitExceeded): fatal
@@ -40,6 +42,7 @@ __all__ = [
     "ModelUnavailable",
     "OutputTruncated",
     "Overloaded",
+    "PermissionDenied",
     "ProviderAuthError",
     "ProviderConnectionError",
     "ProviderEmptyAnswer",
@@ -52,6 +55,7 @@ __all__ = [
     "ProviderTimeout",
     "TranslaneError",
     "UnknownModel",
+    "UsageUnavailable",
     "WindowPassed",
     "provider_error",
     "quote",
@@ -112,6 +116,14 @@ class JobNotFound(TranslaneError):
 
 
 class JobNotFinished(TranslaneError):
+    pass
+
+
+class PermissionDenied(TranslaneError):
+    pass
+
+
+class UsageUnavailable(TranslaneError):
     pass
 
 

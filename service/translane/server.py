@@ -19,6 +19,7 @@ from .contract import MAX_TASK_ID_CHARS
 from .engine import Engine
 from .jobs import open_jobs
 from .prometheus import serve_metrics
+from .rpc.identity import Identify, single_tenant
 from .rpc.operations import OPERATIONS_SERVICE, BatchLines, OperationsService, add_operations
 from .rpc.servicer import SERVICE_NAME, TranslatorService, add_translator
 from .rpc.status import NO_RETRY, grpc_status_of
@@ -82,9 +83,11 @@ class RunningServer:
 
 
 @contextlib.asynccontextmanager
-async def running_server(config: Config, *, grace_s: float | None = None) -> AsyncIterator[RunningServer]:
+async def running_server(
+    config: Config, *, grace_s: float | None = None, identify: Identify = single_tenant
+) -> AsyncIterator[RunningServer]:
     """Start the gRPC server on config.server.host:port (and /metrics on metrics_port unless 0);
-    on exit go NOT_SERVING and stop gracefully, then stop serving metrics."""
+    on exit go NOT_SERVING and stop gracefully, then stop serving metrics. `identify` names each call's tenant."""
     # Plaintext off loopback, or unreadable certificates, fail here, naming the setting, before anything starts.
     config.server.check_listen()
     certificates = ServerCertificates(config.server) if config.server.tls else None
@@ -110,7 +113,7 @@ async def running_server(config: Config, *, grace_s: float | None = None) -> Asy
             open_jobs(jobs_path, BatchLines(engine), config.jobs.max_concurrency_per_job)
         )
         operations = OperationsService(jobs, config)
-        add_translator(TranslatorService(engine, operations), server)
+        add_translator(TranslatorService(engine, operations, identify), server)
         add_operations(operations, server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Collection
 
 from ..budget import Budgets, open_budgets
 from ..cache import SegmentCache, open_cache
@@ -21,6 +21,7 @@ from ..tasks import all_or_first_failure
 from ..tokens import warm_up
 from ..tracing import tracer
 from ..upstream import UpstreamClient
+from ..usage import Ledger, open_ledger
 from ._admission import Admission
 from ._blank import Blank
 from ._cached import Cached
@@ -77,14 +78,18 @@ class Engine:
         call_at: CallAt | None = None,
         cache: SegmentCache | None = None,
         budgets: Budgets | None = None,
+        ledger: Ledger | None = None,
+        tenants: Callable[[], Collection[str]] = frozenset,
     ) -> None:
         """`clock` and `call_at` default to the running loop's (tests pass their own to own the time); without
-        `budgets`, the day's spending is kept in memory."""
+        `budgets`, the day's spending is kept in memory, and without `ledger`, the usage. `tenants`: the tenants
+        the metrics may name (read at each charge; any other is counted as the default tenant)."""
         loop = asyncio.get_running_loop()
         self._clock: Clock = clock or loop.time
         self.config = config
         self.cache = cache
         self.budgets = budgets if budgets is not None else Budgets(config.models, config.budget_timezone)
+        self.ledger = ledger if ledger is not None else Ledger(config.budget_timezone)
         self.upstream = upstream
         self.governor = governor
         call_at = call_at or loop.call_at
@@ -102,7 +107,7 @@ class Engine:
         }
         self.estimators = {n: TokenEstimator(m.output_ratio, m.max_output_tokens) for n, m in config.models.items()}
         self.rotation = Rotation(config.models, governor, self.budgets, self._clock)
-        self.metrics = EngineMetrics(config, self.lanes, governor, self._clock)
+        self.metrics = EngineMetrics(config, self.lanes, governor, self._clock, tenants=tenants)
         self.metrics.budgets = self.budgets
         self._streams: set[Outbox[Outcome]] = set()
         self.metrics.streams = self._streams
@@ -117,6 +122,7 @@ class Engine:
             estimators=self.estimators,
             metrics=self.metrics,
             upstream=upstream,
+            ledger=self.ledger,
             cache=cache,
             tracer=tracer("translane.engine"),
         )
@@ -126,15 +132,23 @@ class Engine:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def open(cls, config: Config, governor: Governor | None = None) -> AsyncIterator[Engine]:
-        """Build the engine, its governor (unless given) and its upstream session; close them on exit."""
+    async def open(
+        cls,
+        config: Config,
+        governor: Governor | None = None,
+        *,
+        tenants: Callable[[], Collection[str]] = frozenset,
+    ) -> AsyncIterator[Engine]:
+        """Build the engine, its governor (unless given), cache, budgets, usage ledger and upstream session; close
+        them on exit."""
         warm_up()  # not inside the first request, where it would stall the loop
         async with contextlib.AsyncExitStack() as stack:
             gov = governor if governor is not None else await stack.enter_async_context(open_governor(config))
             cache = await stack.enter_async_context(open_cache(config.cache, config.governor))
             budgets = await stack.enter_async_context(open_budgets(config))
+            ledger = await stack.enter_async_context(open_ledger(config))
             upstream = await stack.enter_async_context(UpstreamClient(config))
-            engine = cls(config, upstream, gov, cache=cache, budgets=budgets)
+            engine = cls(config, upstream, gov, cache=cache, budgets=budgets, ledger=ledger, tenants=tenants)
             stack.callback(engine.close)
             yield engine
 

@@ -40,6 +40,7 @@ class Job:
     use_cache: bool = True
     # A passthrough chat (role, content), sent as written; its one segment stands for it in the layers that count.
     messages: tuple[tuple[str, str], ...] = ()
+    tenant: str = ""
 
 
 @dataclass(slots=True)

@@ -9,6 +9,7 @@ with the error CANCELLED. Each line runs as Translate would run it (`BatchLines`
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
 from typing import Any
@@ -114,6 +115,8 @@ class BatchLines:
                         f"the job's completion window of {spec.completion_window} passed before this line started"
                     )
                 job = self.validator.job(request, loop.time(), None)
+                if spec.tenant:  # the line is charged to the tenant that submitted the job
+                    job = dataclasses.replace(job, tenant=spec.tenant)
                 try:
                     result = await self.engine.translate(job, stats)
                     break
@@ -175,10 +178,12 @@ class OperationsService:
         return spec, window_s
 
     async def BatchTranslate(
-        self, request: pb.BatchTranslateRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: pb.BatchTranslateRequest, context: grpc.aio.ServicerContext[Any, Any], tenant: str = ""
     ) -> lro.Operation:
+        """Store the job, charged to `tenant` (the caller's), and answer its Operation."""
         try:
             spec, window_s = self._validate(request)
+            spec.tenant = tenant
         except TranslaneError as exc:
             await self._abort(context, exc)
             raise AssertionError("unreachable") from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -15,8 +16,10 @@ from ..decoding import Undecodable, parser, streaming, unary
 from ..engine import Engine, Job, JobResult, Stats
 from ..errors import InvalidRequest, TranslaneError
 from ..tracing import enabled as tracing_enabled
+from ..usage import UsageQuery, UsageRow
 from ..v1 import translate_pb2 as pb
 from ..v1 import translate_pb2_grpc as pb_grpc
+from .identity import Identify, single_tenant, usage_tenant
 from .record import Recorder, Served
 from .status import grpc_status_of, trailers
 from .validation import Validator
@@ -40,6 +43,23 @@ def _usage(stats: Stats) -> pb.Usage:
         estimated=stats.estimated,
         reasoning_tokens=stats.reasoning_tokens,
         cached_segments=stats.cached_segments,
+    )
+
+
+def _usage_row(row: UsageRow) -> pb.UsageRow:
+    k, t = row.key, row.tally
+    return pb.UsageRow(
+        tenant=k.tenant,
+        model=k.model,
+        day=k.day,
+        task_id=k.task_id,
+        requests=t.requests,
+        prompt_tokens=t.prompt_tokens,
+        completion_tokens=t.completion_tokens,
+        total_tokens=t.prompt_tokens + t.completion_tokens,
+        cached_tokens=t.cached_tokens,
+        cost=round(t.cost, 8),
+        currency=k.currency,
     )
 
 
@@ -70,11 +90,15 @@ def translate_response(
 
 
 class TranslatorService(pb_grpc.TranslatorServicer):
-    """translane.v1.Translator backed by an Engine; BatchTranslate is the job runner's (`operations`)."""
+    """translane.v1.Translator backed by an Engine; BatchTranslate is the job runner's (`operations`). `identify`
+    says who a call is from: its tenant is charged for the call, and decides whose usage it may read."""
 
-    def __init__(self, engine: Engine, operations: OperationsService | None = None) -> None:
+    def __init__(
+        self, engine: Engine, operations: OperationsService | None = None, identify: Identify = single_tenant
+    ) -> None:
         self.engine = engine
         self.operations = operations
+        self.identify = identify
         self.config = engine.config
         self._loop = asyncio.get_running_loop()
         self.validator = Validator(self.config, engine.rotation.chain)
@@ -84,7 +108,9 @@ class TranslatorService(pb_grpc.TranslatorServicer):
         return self.recorder.open(rpc, request.task_id, len(request.segments), context)
 
     def _start(self, served: Served, request: pb.TranslateRequest, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        served.job = self.validator.job(request, self._loop.time(), context.time_remaining())
+        job = self.validator.job(request, self._loop.time(), context.time_remaining())
+        tenant = self.identify(context).tenant
+        served.job = dataclasses.replace(job, tenant=tenant) if tenant else job
         served.requested = request.model or self.config.default_model
 
     async def refuse(self, rpc: str, request: Undecodable, context: grpc.aio.ServicerContext[Any, Any]) -> None:
@@ -157,7 +183,23 @@ class TranslatorService(pb_grpc.TranslatorServicer):
         if self.operations is None:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "BatchTranslate: this server runs no jobs")
         assert self.operations is not None
-        return await self.operations.BatchTranslate(request, context)
+        return await self.operations.BatchTranslate(request, context, self.identify(context).tenant)
+
+    async def GetUsage(
+        self, request: pb.GetUsageRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetUsageResponse:
+        ledger = self.engine.ledger
+        try:
+            tenant = usage_tenant(self.identify(context), request.tenant)
+            query = UsageQuery.parse(tenant, request.start_day, request.end_day, request.group_by, ledger.today())
+            rows = await ledger.usage(query)
+        except TranslaneError as exc:
+            code = grpc_status_of(exc)
+            await context.abort(code, exc.message, trailing_metadata=trailers(exc, code))
+            raise AssertionError("unreachable") from exc
+        return pb.GetUsageResponse(
+            rows=[_usage_row(r) for r in rows], start_day=query.start.isoformat(), end_day=query.end.isoformat()
+        )
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -217,6 +259,11 @@ def add_translator(service: TranslatorService, server: grpc.aio.Server) -> None:
             unary("BatchTranslate", service.BatchTranslate, service.refuse),
             request_deserializer=parser(pb.BatchTranslateRequest),
             response_serializer=lro.Operation.SerializeToString,
+        ),
+        "GetUsage": grpc.unary_unary_rpc_method_handler(
+            unary("GetUsage", service.GetUsage, service.refuse),
+            request_deserializer=parser(pb.GetUsageRequest),
+            response_serializer=pb.GetUsageResponse.SerializeToString,
         ),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))

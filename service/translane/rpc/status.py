@@ -17,6 +17,7 @@ from ..errors import (
     ModelUnavailable,
     OutputTruncated,
     Overloaded,
+    PermissionDenied,
     ProviderAuthError,
     ProviderError,
     ProviderModelNotFound,
@@ -25,6 +26,7 @@ from ..errors import (
     ProviderRejected,
     ProviderTimeout,
     TranslaneError,
+    UsageUnavailable,
     WindowPassed,
 )
 
@@ -39,6 +41,8 @@ _GRPC_CODES: tuple[tuple[type[TranslaneError], grpc.StatusCode], ...] = (
     (JobNotFound, grpc.StatusCode.NOT_FOUND),
     (JobNotFinished, grpc.StatusCode.FAILED_PRECONDITION),
     (WindowPassed, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (UsageUnavailable, grpc.StatusCode.UNAVAILABLE),
     (ProviderRateLimited, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (ProviderQuotaExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (ProviderRejected, grpc.StatusCode.INVALID_ARGUMENT),
