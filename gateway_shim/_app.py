@@ -27,6 +27,7 @@ from ._metrics import METRICS_PATH, ShimMetrics
 from ._openai import chat_completions, list_models
 from ._plugin import custom_translate
 from ._store import Store
+from ._usage import ADMIN, USAGE_PATH, get_usage, single_tenant_admin
 
 __all__ = ["RunningShim", "create_app", "run_shim", "running_shim"]
 
@@ -204,8 +205,11 @@ def create_app(
     *,
     extra_routes: Iterable[web.AbstractRouteDef] = (),
     open_paths: Iterable[str] = (),
+    usage_admin: Callable[[web.Request], bool] = single_tenant_admin,
 ) -> web.Application:
     """The shim as an aiohttp app calling the service over `channel`.
+
+    `usage_admin` says whether a request may read every tenant's usage on GET /v1/usage (others read their own).
 
     /healthz, /metrics and /openapi.json need no key. `extra_routes` sit behind the same auth unless their path is
     in `open_paths`. With tracing on, every request but probes and scrapes (/healthz, /metrics) gets a server span,
@@ -223,6 +227,8 @@ def create_app(
     app[METRICS] = metrics
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/models", list_models)
+    app[ADMIN] = usage_admin
+    app.router.add_get(USAGE_PATH, get_usage)
     app.router.add_post("/translate", custom_translate)
     app.router.add_post("/translate/", custom_translate)
     app.router.add_get(HEALTH_PATH, _healthz)
@@ -261,6 +267,7 @@ async def running_shim(
     channel: grpc.aio.Channel | None = None,
     extra_routes: Iterable[web.AbstractRouteDef] = (),
     open_paths: Iterable[str] = (),
+    usage_admin: Callable[[web.Request], bool] = single_tenant_admin,
 ) -> AsyncIterator[RunningShim]:
     """Listen on config.host:port (0 picks a free port); on exit stop the site, then close our channel."""
     own = channel is None
@@ -279,7 +286,7 @@ async def running_shim(
     following: asyncio.Task[None] | None = None
     backend: Backend | None = None
     try:
-        app = create_app(config, ch, extra_routes=extra_routes, open_paths=open_paths)
+        app = create_app(config, ch, extra_routes=extra_routes, open_paths=open_paths, usage_admin=usage_admin)
         backend = app[STATE].backend
         if own and config.backend_tls is not None:
             following = asyncio.create_task(
