@@ -9,7 +9,9 @@ import asyncio
 import dataclasses
 import datetime as dt
 import itertools
+import json
 import sqlite3
+import sys
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -352,3 +354,46 @@ def test_a_query_parses_its_fields_once() -> None:
     assert UsageQuery.parse("t", "2025-02-10", "2026-02-10", [], today).days()[0] == "2025-02-10"  # 366 days
     with pytest.raises(InvalidRequest, match="start_day: the range is 367 days"):
         UsageQuery.parse("t", "2025-02-09", "2026-02-10", [], today)
+
+
+# -- the command line ------------------------------------------------------------------------------------------
+
+
+async def translane(*args: str) -> tuple[int, str, str]:
+    """`translane ARGS` in a process of its own, as a user runs it: (exit code, stdout, stderr)."""
+    code = f"import sys\nfrom translane.cli import main\nsys.exit(main({list(args)!r}))"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_translane_usage_prints_a_table_or_json(server: RunningServer) -> None:
+    answers = await call(server, "", "cli", 2)
+    target = f"127.0.0.1:{server.port}"
+    code, out, err = await translane("usage", "--group-by", "model,task", "--target", target)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("usage from ") and lines[1].split() == [
+        "tenant",
+        "model",
+        "task",
+        "requests",
+        "prompt",
+        "completion",
+        "cached",
+        "cost",
+    ]
+    prompt = sum(a.usage.prompt_tokens for a in answers)
+    assert lines[2].split()[:5] == ["(default)", TR, "cli", "2", str(prompt)]
+
+    code, out, err = await translane("usage", "--json", "--group-by", "day", "--target", target)
+    assert code == 0, err
+    got = json.loads(out)
+    [row] = got["rows"]
+    assert (row["tenant"], row["day"], row["requests"], row["prompt_tokens"]) == ("", got["end"], 2, prompt)
+    assert row["cost"] == pytest.approx(sum(a.usage.cost for a in answers))
+
+    code, out, err = await translane("usage", "--start", "someday", "--target", target)
+    assert code == 1 and "INVALID_ARGUMENT: start_day: 'someday' is not a date" in err
