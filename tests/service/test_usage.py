@@ -397,3 +397,14 @@ async def test_translane_usage_prints_a_table_or_json(server: RunningServer) -> 
 
     code, out, err = await translane("usage", "--start", "someday", "--target", target)
     assert code == 1 and "INVALID_ARGUMENT: start_day: 'someday' is not a date" in err
+
+
+async def test_a_full_buffer_drops_new_rows_and_counts_them_never_waiting() -> None:
+    ledger = Ledger("UTC", flush_s=60.0, max_pending=2)
+    for task in ("a", "b", "c"):
+        ledger.record("t", TR, task, "CNY", 1, 1, 0, 0.1)
+    ledger.record("t", TR, "a", "CNY", 1, 1, 0, 0.1)  # a row already waiting still sums
+    assert (ledger.pending, ledger.dropped) == (2, 1)
+    rows = await ledger.usage(UsageQuery.parse("t", "", "", ["task"], ledger.today()))
+    assert [(r.key.task_id, r.tally.requests) for r in rows] == [("a", 2), ("b", 1)]
+    await ledger.aclose()
