@@ -24,11 +24,12 @@ from ._batches import BATCHES, Batches
 from ._batches import routes as batch_routes
 from ._config import ShimConfig
 from ._description import OPENAPI_PATH, openapi_handler
-from ._http import STATE, TASK_ID, TASK_ID_HEADER, ShimState, json_response
+from ._http import IS_ADMIN, STATE, TASK_ID, TASK_ID_HEADER, TENANT, ShimState, json_response
 from ._metrics import METRICS_PATH, ShimMetrics
 from ._openai import chat_completions, list_models
 from ._plugin import custom_translate
 from ._store import Store
+from ._usage import USAGE_PATH, get_usage
 
 __all__ = ["TENANTS", "RunningShim", "create_app", "run_shim", "running_shim"]
 
@@ -190,6 +191,7 @@ class _Access:
                 raise WireError(401, "invalid API key", code="invalid_api_key")
             if self.names_tenants:
                 ACTING_TENANT.set(tenant.name)
+                request[TENANT], request[IS_ADMIN] = tenant.name, tenant.admin
         return await handler(request)
 
     async def on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
@@ -235,6 +237,7 @@ def create_app(
     app[TENANTS] = access.tenants
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/models", list_models)
+    app.router.add_get(USAGE_PATH, get_usage)
     app.router.add_post("/translate", custom_translate)
     app.router.add_post("/translate/", custom_translate)
     app.router.add_get(HEALTH_PATH, _healthz)

@@ -109,6 +109,13 @@ class Backend:
         )
         return resp
 
+    async def usage(self, req: pb.GetUsageRequest, headers: Mapping[str, str]) -> pb.GetUsageResponse:
+        """GetUsage, within the caller's deadline."""
+        resp: pb.GetUsageResponse = await self._stub.GetUsage(
+            req, timeout=self.timeout(headers, False), metadata=self._metadata()
+        )
+        return resp
+
     async def batch_translate(self, req: pb.BatchTranslateRequest) -> lro.Operation:
         """BatchTranslate, within the shim's timeout."""
         op: lro.Operation = await self._stub.BatchTranslate(req, timeout=self.timeout_s, metadata=self._metadata())

@@ -27,7 +27,7 @@ from translane.errors import quote
 from translane.v1 import translate_pb2 as pb
 from translane.wire import ChatRequest, WireError, completion, from_status, parse_chat
 
-from ._http import STATE, json_response, read_json
+from ._http import STATE, TENANT, json_response, read_json
 from ._store import LineRow, Store, new_id
 
 __all__ = ["BATCHES", "Batches", "routes"]
@@ -184,7 +184,8 @@ async def create_file(request: web.Request) -> web.Response:
         part_path.replace(store.path(file_id))
     finally:
         part_path.unlink(missing_ok=True)
-    return json_response(store.add_file(file_id, filename, purpose, size, keep_s or batches.keep_s).object())
+    row = store.add_file(file_id, filename, purpose, size, keep_s or batches.keep_s, request.get(TENANT, ""))
+    return json_response(row.object())
 
 
 async def _save_part(part: BodyPartReader, path: Path, max_bytes: int) -> tuple[int, int]:
@@ -213,7 +214,7 @@ async def list_files(request: web.Request) -> web.Response:
     """GET /v1/files: newest first, `purpose`, `after`, `limit`."""
     store = request.app[BATCHES].store
     purpose = request.query.get("purpose")
-    return json_response(_page([f.object() for f in store.files(purpose)], request.query))
+    return json_response(_page([f.object() for f in store.files(purpose, request.get(TENANT, ""))], request.query))
 
 
 async def retrieve_file(request: web.Request) -> web.Response:
@@ -237,7 +238,7 @@ async def file_content(request: web.Request) -> web.StreamResponse:
 
 def _file(request: web.Request) -> Any:
     file_id = request.match_info["file_id"]
-    row = request.app[BATCHES].store.file(file_id)
+    row = request.app[BATCHES].store.file(file_id, request.get(TENANT, ""))
     if row is None:
         raise _not_found("file", file_id)
     return row
@@ -386,7 +387,7 @@ async def create_batch(request: web.Request) -> web.Response:
         if not isinstance(policy, dict):
             raise WireError.bad_field("output_expires_after", "an object {anchor, seconds}", policy)
         output_keep_s = _expiry(policy.get("anchor"), policy.get("seconds"), "output_expires_after")
-    row = store.file(file_id)
+    row = store.file(file_id, request.get(TENANT, ""))
     if row is None:
         raise _not_found("file", file_id)
     if row.purpose != "batch":
@@ -452,7 +453,7 @@ async def create_batch(request: web.Request) -> web.Response:
         "metadata": metadata,
         "usage": _usage(0, 0),
     }
-    store.add_batch(obj, operations, rows, output_keep_s)
+    store.add_batch(obj, operations, rows, output_keep_s, request.get(TENANT, ""))
     return json_response(await _refresh(request, batch_id))
 
 
@@ -502,7 +503,7 @@ async def retrieve_batch(request: web.Request) -> web.Response:
 async def list_batches(request: web.Request) -> web.Response:
     """GET /v1/batches: newest first, `after`, `limit`; the batches shown are brought up to date."""
     store = request.app[BATCHES].store
-    page = _page([{"id": ident} for ident in store.batch_ids()], request.query)
+    page = _page([{"id": ident} for ident in store.batch_ids(request.get(TENANT, ""))], request.query)
     page["data"] = [await _refresh(request, item["id"]) for item in page["data"]]
     return json_response(page)
 
@@ -511,7 +512,7 @@ async def cancel_batch(request: web.Request) -> web.Response:
     """POST /v1/batches/{batch_id}/cancel: no new line starts; the batch ends `cancelled`."""
     batch_id = request.match_info["batch_id"]
     batches = request.app[BATCHES]
-    row = batches.store.batch(batch_id)
+    row = batches.store.batch(batch_id, request.get(TENANT, ""))
     if row is None:
         raise _not_found("batch", batch_id)
     status = row.object["status"]
@@ -532,7 +533,7 @@ async def _refresh(request: web.Request, batch_id: str) -> dict[str, Any]:
     batches = request.app[BATCHES]
     backend = request.app[STATE].backend
     async with batches._lock:
-        row = batches.store.batch(batch_id)
+        row = batches.store.batch(batch_id, request.get(TENANT, ""))
         if row is None:
             raise _not_found("batch", batch_id)
         obj = row.object
@@ -574,11 +575,11 @@ async def _refresh(request: web.Request, batch_id: str) -> dict[str, Any]:
         keep_s = row.output_keep_s or batches.keep_s
         if out:
             obj["output_file_id"] = store.write_file(
-                new_id("file-"), f"{batch_id}_output.jsonl", "batch_output", out, keep_s
+                new_id("file-"), f"{batch_id}_output.jsonl", "batch_output", out, keep_s, row.owner
             ).id
         if errors:
             obj["error_file_id"] = store.write_file(
-                new_id("file-"), f"{batch_id}_error.jsonl", "batch_output", errors, keep_s
+                new_id("file-"), f"{batch_id}_error.jsonl", "batch_output", errors, keep_s, row.owner
             ).id
         if cancelled:
             obj["status"], obj["cancelled_at"] = "cancelled", now

@@ -20,16 +20,23 @@ from ._config import ShimConfig
 
 __all__ = [
     "CLIENT_GONE",
+    "IS_ADMIN",
     "STATE",
     "TARGET_HEADER",
     "TASK_ID",
     "TASK_ID_HEADER",
+    "TENANT",
     "ShimState",
     "json_response",
     "read_json",
     "target_header",
     "task_id_of",
 ]
+
+# Per request, as authentication found it: the caller's tenant, and whether it is an admin (who may read every
+# tenant's usage). Unset (no tenants file): the default tenant "", whose usage, files and batches are all there are.
+TENANT = web.RequestKey("translane_tenant", str)
+IS_ADMIN = web.RequestKey("translane_usage_admin", bool)
 
 TASK_ID_HEADER = "X-Task-Id"
 # The service's rule (translane.contract), and ASCII on top: the shim echoes it in a header.

@@ -30,7 +30,9 @@ CREATE TABLE IF NOT EXISTS files (
     bytes INTEGER NOT NULL,
     created_at INTEGER NOT NULL,
     -- When the file is forgotten (unix seconds); NULL: kept until deleted.
-    expires_at INTEGER
+    expires_at INTEGER,
+    -- The tenant whose file it is ('' without tenants): no other sees it.
+    owner TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS files_expiry ON files (expires_at) WHERE expires_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS batches (
@@ -40,7 +42,9 @@ CREATE TABLE IF NOT EXISTS batches (
     object TEXT NOT NULL,
     operations TEXT NOT NULL,
     -- How long its output and error files are kept, in seconds.
-    output_keep_s INTEGER
+    output_keep_s INTEGER,
+    -- The tenant whose batch it is ('' without tenants): no other sees it, its result files are that tenant's.
+    owner TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS lines (
     batch TEXT NOT NULL,
@@ -92,6 +96,7 @@ class BatchRow:
     operations: list[str]
     # Seconds its output and error files are kept; None: the shim's default.
     output_keep_s: int | None = None
+    owner: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,10 +122,15 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         # A directory written before files could expire: its files are kept until deleted, its batches' outputs
         # kept for the shim's default time.
-        for table, column in (("files", "expires_at"), ("batches", "output_keep_s")):
+        for table, column, kind in (
+            ("files", "expires_at", "INTEGER"),
+            ("batches", "output_keep_s", "INTEGER"),
+            ("files", "owner", "TEXT NOT NULL DEFAULT ''"),
+            ("batches", "owner", "TEXT NOT NULL DEFAULT ''"),
+        ):
             columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
             if columns and column not in columns:
-                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} INTEGER")
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
@@ -145,40 +155,46 @@ class Store:
         """Where a file's bytes live (ids are ours: hex after a fixed prefix)."""
         return self.files_dir / file_id
 
-    def add_file(self, file_id: str, filename: str, purpose: str, size: int, keep_s: int | None) -> FileRow:
-        """Record a file whose bytes are already at path(file_id), forgotten `keep_s` seconds from now (None: kept
-        until deleted)."""
+    def add_file(
+        self, file_id: str, filename: str, purpose: str, size: int, keep_s: int | None, owner: str = ""
+    ) -> FileRow:
+        """Record `owner`'s file whose bytes are already at path(file_id), forgotten `keep_s` seconds from now
+        (None: kept until deleted)."""
         now = int(self.wall())
         row = FileRow(file_id, filename, purpose, size, now, None if keep_s is None else now + keep_s)
         with self._transaction() as db:
             db.execute(
-                "INSERT INTO files (id, filename, purpose, bytes, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (row.id, row.filename, row.purpose, row.bytes, row.created_at, row.expires_at),
+                "INSERT INTO files (id, filename, purpose, bytes, created_at, expires_at, owner) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (row.id, row.filename, row.purpose, row.bytes, row.created_at, row.expires_at, owner),
             )
         return row
 
-    def write_file(self, file_id: str, filename: str, purpose: str, data: bytes, keep_s: int | None) -> FileRow:
-        """Write `data` as a new file and record it."""
+    def write_file(
+        self, file_id: str, filename: str, purpose: str, data: bytes, keep_s: int | None, owner: str = ""
+    ) -> FileRow:
+        """Write `data` as a new file of `owner`'s and record it."""
         tmp = self.path(file_id + ".part")
         tmp.write_bytes(data)
         os.replace(tmp, self.path(file_id))
-        return self.add_file(file_id, filename, purpose, len(data), keep_s)
+        return self.add_file(file_id, filename, purpose, len(data), keep_s, owner)
 
     _FILE_COLUMNS = "id, filename, purpose, bytes, created_at, expires_at"
     # A file is there until the second it expires.
     _LIVE = "(expires_at IS NULL OR expires_at > ?)"
 
-    def file(self, file_id: str) -> FileRow | None:
-        """The file, None when unknown or expired."""
+    def file(self, file_id: str, owner: str = "") -> FileRow | None:
+        """`owner`'s file, None when unknown, another's or expired."""
         found = self._db.execute(
-            f"SELECT {self._FILE_COLUMNS} FROM files WHERE id = ? AND {self._LIVE}", (file_id, int(self.wall()))
+            f"SELECT {self._FILE_COLUMNS} FROM files WHERE id = ? AND owner = ? AND {self._LIVE}",
+            (file_id, owner, int(self.wall())),
         ).fetchone()
         return None if found is None else FileRow(*found)
 
-    def files(self, purpose: str | None) -> list[FileRow]:
-        """Every file not expired, newest first."""
-        sql = f"SELECT {self._FILE_COLUMNS} FROM files WHERE {self._LIVE}"
-        args: tuple[int | str, ...] = (int(self.wall()),)
+    def files(self, purpose: str | None, owner: str = "") -> list[FileRow]:
+        """Every file of `owner`'s not expired, newest first."""
+        sql = f"SELECT {self._FILE_COLUMNS} FROM files WHERE owner = ? AND {self._LIVE}"
+        args: tuple[int | str, ...] = (owner, int(self.wall()))
         if purpose is not None:
             sql, args = sql + " AND purpose = ?", (*args, purpose)
         return [FileRow(*r) for r in self._db.execute(sql + " ORDER BY seq DESC", args)]
@@ -206,12 +222,17 @@ class Store:
     # -- batches
 
     def add_batch(
-        self, obj: dict[str, Any], operations: Sequence[str], lines: Sequence[LineRow], output_keep_s: int | None
+        self,
+        obj: dict[str, Any],
+        operations: Sequence[str],
+        lines: Sequence[LineRow],
+        output_keep_s: int | None,
+        owner: str = "",
     ) -> None:
         with self._transaction() as db:
             db.execute(
-                "INSERT INTO batches (id, object, operations, output_keep_s) VALUES (?, ?, ?, ?)",
-                (obj["id"], json.dumps(obj), json.dumps(list(operations)), output_keep_s),
+                "INSERT INTO batches (id, object, operations, output_keep_s, owner) VALUES (?, ?, ?, ?, ?)",
+                (obj["id"], json.dumps(obj), json.dumps(list(operations)), output_keep_s, owner),
             )
             db.executemany(
                 "INSERT INTO lines (batch, line, custom_id, op, idx, body, error) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -225,15 +246,17 @@ class Store:
             if drop_lines:
                 db.execute("DELETE FROM lines WHERE batch = ?", (obj["id"],))
 
-    def batch(self, batch_id: str) -> BatchRow | None:
+    def batch(self, batch_id: str, owner: str = "") -> BatchRow | None:
+        """`owner`'s batch, None when unknown or another's."""
         found = self._db.execute(
-            "SELECT object, operations, output_keep_s FROM batches WHERE id = ?", (batch_id,)
+            "SELECT object, operations, output_keep_s, owner FROM batches WHERE id = ? AND owner = ?",
+            (batch_id, owner),
         ).fetchone()
-        return None if found is None else BatchRow(json.loads(found[0]), json.loads(found[1]), found[2])
+        return None if found is None else BatchRow(json.loads(found[0]), json.loads(found[1]), found[2], found[3])
 
-    def batch_ids(self) -> list[str]:
-        """Every batch's id, newest first."""
-        return [r[0] for r in self._db.execute("SELECT id FROM batches ORDER BY seq DESC")]
+    def batch_ids(self, owner: str = "") -> list[str]:
+        """Every batch's id of `owner`'s, newest first."""
+        return [r[0] for r in self._db.execute("SELECT id FROM batches WHERE owner = ? ORDER BY seq DESC", (owner,))]
 
     def lines(self, batch_id: str) -> list[LineRow]:
         rows = self._db.execute(

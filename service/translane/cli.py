@@ -1,4 +1,4 @@
-"""The `translane` command: up, serve, sim, shim, translate, models, loadtest, file, batch."""
+"""The `translane` command: up, serve, sim, shim, translate, models, usage, loadtest, file, batch."""
 
 from __future__ import annotations
 

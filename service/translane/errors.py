@@ -17,6 +17,8 @@ TranslaneError
 ├── JobNotFound                 no job (long-running operation) of that name
 ├── JobNotFinished              the job is still running (it cannot be deleted yet)
 ├── WindowPassed                a job's completion window passed before its line started
+├── PermissionDenied            the caller may not see what it asked for (another tenant's usage)
+├── UsageUnavailable            the usage ledger's store cannot be read now
 └── ProviderError               the provider answered with an error, or not at all
     ├── ProviderRateLimited     429 that a retry may cure
     ├── ProviderQuotaExhausted  spending limit reached (SetLimitExceeded): fatal
@@ -61,6 +63,7 @@ __all__ = [
     "TranslaneError",
     "Unauthenticated",
     "UnknownModel",
+    "UsageUnavailable",
     "WindowPassed",
     "provider_error",
     "quote",
@@ -133,6 +136,10 @@ class JobNotFound(TranslaneError):
 
 
 class JobNotFinished(TranslaneError):
+    pass
+
+
+class UsageUnavailable(TranslaneError):
     pass
 
 

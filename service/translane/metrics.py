@@ -26,7 +26,10 @@ from .errors import (
 from .prometheus import CALL_BUCKETS_S, WAIT_BUCKETS_S, Counts, Histograms, new_registry
 from .upstream import Completion
 
-__all__ = ["EngineMetrics", "call_outcome"]
+__all__ = ["DEFAULT_TENANT", "EngineMetrics", "call_outcome"]
+
+# The tenant label of the default tenant (callers with no tenant of their own) and of any name not in the file.
+DEFAULT_TENANT = "default"
 
 OUTCOMES = (
     "ok",
@@ -135,7 +138,11 @@ class EngineMetrics:
         governor: _Snapshots,
         clock: Callable[[], float],
         registry: CollectorRegistry | None = None,
+        tenants: Callable[[], Collection[str]] = frozenset,
     ) -> None:
+        """`tenants`: the tenants a tenant label may name (the tenants file's); any other tenant is counted
+        as DEFAULT_TENANT, so a label's values stay bounded whatever a job carries."""
+        self._tenants = tenants
         self._lanes = lanes
         self._governor = governor
         self._clock = clock
@@ -212,6 +219,17 @@ class EngineMetrics:
             "Calls to a model's batch route (also counted in translane_upstream_calls), by model and outcome",
             ["model", "outcome"],
         )
+        self.tenant_requests = Counts(
+            "translane_tenant_requests", "Provider calls answered, by tenant and model", ["tenant", "model"]
+        )
+        self.tenant_tokens = Counts(
+            "translane_tenant_tokens",
+            "Tokens the provider counted, by tenant, model and type (input, output, cached)",
+            ["tenant", "model", "type"],
+        )
+        self.tenant_cost = Counts(
+            "translane_tenant_cost", "Cost of the provider calls, by tenant and model", ["tenant", "model", "currency"]
+        )
         # Every model's series from the start, so rate() has a zero to count from.
         for m in config.models.values():
             for outcome in OUTCOMES:
@@ -284,6 +302,9 @@ class EngineMetrics:
             self.tokens,
             self.cost,
             self.batch_calls,
+            self.tenant_requests,
+            self.tenant_tokens,
+            self.tenant_cost,
         )
 
     # -- engine ------------------------------------------------------------
@@ -317,6 +338,19 @@ class EngineMetrics:
             self.tokens.inc((model.name, "output"), completion.completion_tokens)
             cost = model.cost(completion.prompt_tokens, completion.completion_tokens, completion.cached_tokens)
             self.cost.inc((model.name, model.currency), cost * (model.batch_price_factor if batch else 1.0))
+
+    def tenant_label(self, tenant: str) -> str:
+        """`tenant` as a label value: a tenant of the file, else DEFAULT_TENANT (never a caller's own string)."""
+        return tenant if tenant and tenant in self._tenants() else DEFAULT_TENANT
+
+    def billed(self, tenant: str, model: ModelConfig, completion: Completion, cost: float) -> None:
+        """An answered call charged to `tenant`."""
+        who = self.tenant_label(tenant)
+        self.tenant_requests.inc((who, model.name))
+        self.tenant_tokens.inc((who, model.name, "input"), completion.prompt_tokens)
+        self.tenant_tokens.inc((who, model.name, "output"), completion.completion_tokens)
+        self.tenant_tokens.inc((who, model.name, "cached"), completion.cached_tokens)
+        self.tenant_cost.inc((who, model.name, model.currency), cost)
 
     def retried(self, model: ModelConfig) -> None:
         self.retries.inc((model.name,))

@@ -22,6 +22,7 @@ from types import MappingProxyType
 from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints, overload
 
 __all__ = [
+    "API_KEY_ENV",
     "DEFAULT_GRPC_PORT",
     "DEFAULT_GRPC_TARGET",
     "GRPC_TARGET_ENV",
@@ -33,6 +34,7 @@ __all__ = [
     "at_most",
     "below",
     "build",
+    "client_api_key",
     "declaration",
     "derived",
     "flag",
@@ -67,6 +69,8 @@ DEFAULT_GRPC_TARGET = f"127.0.0.1:{DEFAULT_GRPC_PORT}"
 GRPC_TARGET_ENV = "TRANSLANE_GRPC_TARGET"
 # The tenants file, read alike by the service (who may call, and its limits) and the shim (whose key is whose).
 TENANTS_FILE_ENV = "TRANSLANE_TENANTS_FILE"
+# The key the commands present to the service (`authorization: Bearer KEY`) when a tenants file is in force.
+API_KEY_ENV = "TRANSLANE_API_KEY"
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")
 
@@ -125,6 +129,11 @@ def words(env: Mapping[str, str], var: str, default: tuple[str, ...] = ()) -> tu
 def grpc_target(env: Mapping[str, str] | None = None) -> str:
     """Where the service is: $TRANSLANE_GRPC_TARGET, else 127.0.0.1:50051."""
     return text(os.environ if env is None else env, GRPC_TARGET_ENV, DEFAULT_GRPC_TARGET)
+
+
+def client_api_key(env: Mapping[str, str] | None = None) -> str:
+    """The key the commands present to the service: $TRANSLANE_API_KEY, "" (none) when unset."""
+    return text(os.environ if env is None else env, API_KEY_ENV, "")
 
 
 # -- declarations ------------------------------------------------------------------

@@ -10,7 +10,8 @@ certificates in use and logs why.
 
 Callers (the shim, `translane translate|batch|file|loadtest`) build their channel with
 `channel(target, ...)`: TLS when `TRANSLANE_CLIENT_TLS_CA_FILE` names the CA that signed the
-service's certificate, mTLS when `TRANSLANE_CLIENT_TLS_CERT_FILE` / `_KEY_FILE` name their own.
+service's certificate, mTLS when `TRANSLANE_CLIENT_TLS_CERT_FILE` / `_KEY_FILE` name their own; with an
+`api_key` (the commands: `TRANSLANE_API_KEY`), every call bears it (`authorization: Bearer KEY`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import grpc
 from .config import ConfigError, ServerConfig
 from .settings import text
 
-__all__ = ["ClientTLS", "ServerCertificates", "channel"]
+__all__ = ["BearerKey", "ClientTLS", "ServerCertificates", "channel"]
 
 log = logging.getLogger("translane.tls")
 
@@ -189,14 +190,47 @@ class ClientTLS:
         return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
 
 
+class BearerKey(
+    grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[misc]
+    grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[misc]
+    grpc.aio.StreamUnaryClientInterceptor,  # type: ignore[misc]
+    grpc.aio.StreamStreamClientInterceptor,  # type: ignore[misc]
+):
+    """Every call of the channel bears `authorization: Bearer KEY` (unless the call sets its own)."""
+
+    def __init__(self, key: str) -> None:
+        self._header = ("authorization", f"Bearer {key}")
+
+    def _with_key(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        metadata = grpc.aio.Metadata(*(details.metadata or ()))
+        if "authorization" not in metadata:
+            metadata.add(*self._header)
+        return details._replace(metadata=metadata)
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._with_key(details), request)
+
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._with_key(details), request)
+
+    async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await continuation(self._with_key(details), requests)
+
+    async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await continuation(self._with_key(details), requests)
+
+
 def channel(
     target: str,
     *,
     tls: ClientTLS | None = None,
     options: Sequence[tuple[str, Any]] = (),
     interceptors: Sequence[Any] | None = None,
+    api_key: str = "",
 ) -> grpc.aio.Channel:
-    """A channel to the service: TLS with `tls`, plaintext without."""
+    """A channel to the service: TLS with `tls`, plaintext without; each call bearing `api_key` when given."""
+    if api_key:
+        interceptors = [*(interceptors or ()), BearerKey(api_key)]
     if tls is None:
         return grpc.aio.insecure_channel(target, options=list(options), interceptors=interceptors)
     opts = list(options)

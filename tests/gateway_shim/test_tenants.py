@@ -4,17 +4,21 @@ as a trusted gateway; a tenant past its own limit gets 429 naming it while the o
 from __future__ import annotations
 
 import dataclasses
+import io
+import json
 from pathlib import Path
 
 import aiohttp
+import openai
 import pytest
 from translane.config import Config
 
 from gateway_shim import RunningShim, ShimConfig
 
 from ..conftest import Sim, server_config
+from ..helpers.eventually import eventually
 
-KEY_A, KEY_B, KEY_GATE = "sk-shim-team-a", "sk-shim-team-b", "sk-shim-gateway"
+KEY_A, KEY_B, KEY_GATE, KEY_OPS = "sk-shim-team-a", "sk-shim-team-b", "sk-shim-gateway", "sk-shim-ops"
 TENANTS = f"""
 [tenants.team-a]
 api_keys = ["{KEY_A}"]
@@ -26,6 +30,10 @@ api_keys = ["{KEY_B}"]
 [tenants.shim]
 api_keys = ["{KEY_GATE}"]
 gateway = true
+
+[tenants.ops]
+api_keys = ["{KEY_OPS}"]
+admin = true
 """
 BODY = {"model": "doubao-seed-translation-250915", "messages": [{"role": "user", "content": "Hello"}]}
 
@@ -87,3 +95,66 @@ async def test_without_the_gateway_key_the_service_refuses_the_tenant_the_shim_n
     assert status == 403, body
     error = body["error"]
     assert isinstance(error, dict) and "not a trusted gateway" in str(error["message"])
+
+
+async def usage(shim: RunningShim, key: str, **params: str) -> tuple[int, dict[str, object]]:
+    headers = {"Authorization": f"Bearer {key}"}
+    async with aiohttp.ClientSession() as s, s.get(f"{shim.url}/v1/usage", params=params, headers=headers) as r:
+        return r.status, await r.json()
+
+
+async def test_a_tenant_reads_its_own_usage_and_an_admin_everyones(shim: RunningShim) -> None:
+    assert (await chat(shim, KEY_A))[0] == 200
+    assert (await chat(shim, KEY_B))[0] == 200
+    status, own = await usage(shim, KEY_A)
+    assert status == 200, own
+    assert [(r["tenant"], r["requests"]) for r in own["data"]] == [("team-a", 1)]  # type: ignore[index, union-attr]
+    for asked in ("team-b", "*"):
+        status, denied = await usage(shim, KEY_A, tenant=asked)
+        assert status == 403 and denied["error"]["param"] == "tenant"  # type: ignore[index, call-overload]
+    status, every = await usage(shim, KEY_OPS)
+    assert status == 200, every
+    assert sorted((r["tenant"], r["requests"]) for r in every["data"]) == [("team-a", 1), ("team-b", 1)]  # type: ignore[index, union-attr]
+    status, one = await usage(shim, KEY_OPS, tenant="team-b")
+    assert [r["tenant"] for r in one["data"]] == ["team-b"]  # type: ignore[index, union-attr]
+
+
+async def test_files_and_batches_are_their_tenants_alone(shim: RunningShim) -> None:
+    line = {
+        "custom_id": "a",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {**BODY, "target_language": "ja"},
+    }
+    data = (json.dumps(line) + "\n").encode()
+    async with (
+        openai.AsyncOpenAI(base_url=f"{shim.url}/v1", api_key=KEY_B, max_retries=0) as b,
+        openai.AsyncOpenAI(base_url=f"{shim.url}/v1", api_key=KEY_OPS, max_retries=0) as other,
+    ):
+        upload = await b.files.create(file=("in.jsonl", io.BytesIO(data)), purpose="batch")
+        batch = await b.batches.create(
+            input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        # Another tenant (an admin too) is told no such file or batch, lists none, and cannot use the file.
+        for call in (
+            other.files.retrieve(upload.id),
+            other.files.content(upload.id),
+            other.files.delete(upload.id),
+            other.batches.retrieve(batch.id),
+            other.batches.cancel(batch.id),
+            other.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"),
+        ):
+            with pytest.raises(openai.NotFoundError):
+                await call
+        assert (await other.files.list()).data == [] and (await other.batches.list()).data == []
+
+        async def ended() -> bool:
+            return (await b.batches.retrieve(batch.id)).status == "completed"
+
+        await eventually(ended, 20.0, "the batch completed")
+        done = await b.batches.retrieve(batch.id)
+        assert done.output_file_id is not None
+        assert [f.id for f in (await b.files.list()).data] == [done.output_file_id, upload.id]
+        with pytest.raises(openai.NotFoundError):
+            await other.files.content(done.output_file_id)
+        assert json.loads((await b.files.content(done.output_file_id)).content)["custom_id"] == "a"

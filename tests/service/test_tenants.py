@@ -237,6 +237,33 @@ async def test_only_a_gateway_may_name_the_tenant_it_acts_for(stub: pb_grpc.Tran
     assert await stub.Translate(REQ, timeout=10, metadata=bearer(KEY_B))  # others untouched
 
 
+async def test_a_job_is_its_tenants_alone_and_its_lines_keep_the_tenants_rules(
+    stub: pb_grpc.TranslatorStub, channel: grpc.aio.Channel
+) -> None:
+    ops = lro_grpc.OperationsStub(channel)
+    other = pb.TranslateRequest(segments=["Hi"], target_language="zh", model="deepseek-v3-2-251201")
+    op = await stub.BatchTranslate(pb.BatchTranslateRequest(requests=[REQ, other]), metadata=bearer(KEY_B))
+    done = await ops.WaitOperation(lro.WaitOperationRequest(name=op.name), timeout=20, metadata=bearer(KEY_B))
+    answer = pb.BatchTranslateResponse()
+    assert done.done and done.response.Unpack(answer)
+    # The line for a model team-b may not use fails alone, as Translate would have answered it.
+    assert answer.results[0].response.translations[0].text
+    assert answer.results[1].error.code == grpc.StatusCode.PERMISSION_DENIED.value[0]
+    # Another tenant is told no such job, whatever it asks; its list does not hold it.
+    for call in (
+        ops.GetOperation(lro.GetOperationRequest(name=op.name), timeout=10, metadata=bearer(KEY_A)),
+        ops.WaitOperation(lro.WaitOperationRequest(name=op.name), timeout=10, metadata=bearer(KEY_A)),
+        ops.CancelOperation(lro.CancelOperationRequest(name=op.name), timeout=10, metadata=bearer(KEY_A)),
+        ops.DeleteOperation(lro.DeleteOperationRequest(name=op.name), timeout=10, metadata=bearer(KEY_A)),
+    ):
+        assert await code_of(call) == grpc.StatusCode.NOT_FOUND
+    listed = await ops.ListOperations(lro.ListOperationsRequest(), timeout=10, metadata=bearer(KEY_A))
+    assert op.name not in [o.name for o in listed.operations]
+    listed = await ops.ListOperations(lro.ListOperationsRequest(), timeout=10, metadata=bearer(KEY_B))
+    assert op.name in [o.name for o in listed.operations]
+    await ops.DeleteOperation(lro.DeleteOperationRequest(name=op.name), timeout=10, metadata=bearer(KEY_B))
+
+
 async def test_sighup_reads_the_tenants_file_again(sim: Sim, tmp_path: Path) -> None:
     path = write(tmp_path / "tenants.toml", TENANTS)
     cfg = with_tenants(server_config(sim), path)

@@ -23,6 +23,7 @@ from ..tenants import LocalLimits, TenantLimits, TenantsFile, open_limits
 from ..tokens import warm_up
 from ..tracing import tracer
 from ..upstream import UpstreamClient
+from ..usage import Ledger, open_ledger
 from ._admission import Admission
 from ._blank import Blank
 from ._cached import Cached
@@ -82,17 +83,19 @@ class Engine:
         call_at: CallAt | None = None,
         cache: SegmentCache | None = None,
         budgets: Budgets | None = None,
+        ledger: Ledger | None = None,
         tenants: TenantsFile | None = None,
         tenant_limits: TenantLimits | None = None,
     ) -> None:
         """`clock` and `call_at` default to the running loop's (tests pass their own to own the time); without
-        `budgets`, the day's spending is kept in memory; without `tenants`, there are none; without
-        `tenant_limits`, tenants' limits are kept in this process."""
+        `budgets`, the day's spending is kept in memory, and without `ledger`, the usage; without `tenants`, there
+        are none; without `tenant_limits`, tenants' limits are kept in this process."""
         loop = asyncio.get_running_loop()
         self._clock: Clock = clock or loop.time
         self.config = config
         self.cache = cache
         self.budgets = budgets if budgets is not None else Budgets(config.models, config.budget_timezone)
+        self.ledger = ledger if ledger is not None else Ledger(config.budget_timezone)
         self.upstream = upstream
         self.governor = governor
         call_at = call_at or loop.call_at
@@ -122,7 +125,9 @@ class Engine:
         self.gate = TenantGate(config, self.tenants, limits, self.estimators, self._clock)
         # The batch routes' lanes are reported beside the online ones ("batch/<model>").
         reported = {**self.lanes, **{lane.name: lane for lane in (self.batch.lanes if self.batch else {}).values()}}
-        self.metrics = EngineMetrics(config, reported, governor, self._clock)
+        self.metrics = EngineMetrics(
+            config, reported, governor, self._clock, tenants=lambda: self.tenants.current.by_name
+        )
         self.metrics.budgets = self.budgets
         self._streams: set[Outbox[Outcome]] = set()
         self.metrics.streams = self._streams
@@ -137,6 +142,7 @@ class Engine:
             estimators=self.estimators,
             metrics=self.metrics,
             upstream=upstream,
+            ledger=self.ledger,
             cache=cache,
             tracer=tracer("translane.engine"),
             batch=self.batch,
@@ -147,8 +153,13 @@ class Engine:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def open(cls, config: Config, governor: Governor | None = None) -> AsyncIterator[Engine]:
-        """Build the engine, its governor (unless given) and its upstream session; close them on exit."""
+    async def open(
+        cls,
+        config: Config,
+        governor: Governor | None = None,
+    ) -> AsyncIterator[Engine]:
+        """Build the engine, its governor (unless given), cache, budgets, usage ledger and upstream session; close
+        them on exit."""
         warm_up()  # not inside the first request, where it would stall the loop
         async with contextlib.AsyncExitStack() as stack:
             gov = governor if governor is not None else await stack.enter_async_context(open_governor(config))
@@ -160,8 +171,18 @@ class Engine:
             limits = await stack.enter_async_context(
                 open_limits(config.governor, clock, budgets.day, budgets.seconds_to_next_day)
             )
+            ledger = await stack.enter_async_context(open_ledger(config))
             upstream = await stack.enter_async_context(UpstreamClient(config))
-            engine = cls(config, upstream, gov, cache=cache, budgets=budgets, tenants=tenants, tenant_limits=limits)
+            engine = cls(
+                config,
+                upstream,
+                gov,
+                cache=cache,
+                budgets=budgets,
+                ledger=ledger,
+                tenants=tenants,
+                tenant_limits=limits,
+            )
             stack.callback(engine.close)
             yield engine
 

@@ -18,6 +18,7 @@ from ..governor import Governor
 from ..lanes import CallAt, Clock, Lane
 from ..metrics import EngineMetrics
 from ..upstream import UpstreamClient
+from ..usage import Ledger
 from ._rotation import Rotation
 
 __all__ = ["Parts"]
@@ -37,6 +38,8 @@ class Parts:
     estimators: Mapping[str, TokenEstimator]
     metrics: EngineMetrics
     upstream: UpstreamClient
+    # Where each answered call's usage is recorded, by tenant, model, day and task.
+    ledger: Ledger
     cache: SegmentCache | None = None
     # None when tracing is off: then no span work at all on the hot path.
     tracer: Tracer | None = None

@@ -1,5 +1,5 @@
 """Layer: settle: what a sent call cost is told to the ticket, the governor, the day's budget, the estimator,
-the job's usage and the metrics, whether it answered, failed or lost its caller."""
+the job's usage, the usage ledger and the metrics, whether it answered, failed or lost its caller."""
 
 from __future__ import annotations
 
@@ -71,6 +71,19 @@ class Settle(Layer):
         work.stats.add(model, completion, factor)
         cost = model.cost(completion.prompt_tokens, completion.completion_tokens, completion.cached_tokens)
         parts.budgets.charge(model, used, cost * factor)
+        # The bill: what the caller's usage says, call by call (no I/O here: the ledger writes behind the reply).
+        job = work.job
+        parts.ledger.record(
+            job.tenant,
+            model.name,
+            job.task_id,
+            model.currency,
+            completion.prompt_tokens,
+            completion.completion_tokens,
+            completion.cached_tokens,
+            cost * factor,
+        )
+        parts.metrics.billed(job.tenant, model, completion, cost * factor)
         if not completion.estimated and not completion.truncated:
             parts.estimators[model.name].learn(attempt.counted, completion.prompt_tokens, completion.completion_tokens)
         if not (completion.text.strip() or completion.truncated):

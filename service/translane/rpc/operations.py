@@ -34,6 +34,7 @@ from ..errors import (
 )
 from ..jobs import CANCELLED, RUNNING, SUCCEEDED, JobControl, JobRecord, LineResult
 from ..v1 import translate_pb2 as pb
+from .identity import caller
 from .servicer import translate_response
 from .status import grpc_status_of, rpc_status, trailers
 from .validation import Validator
@@ -120,6 +121,15 @@ class BatchLines:
                 # The window goes with the line: one long enough may take the model's batch route.
                 end = now + expires - time.time()
                 job = dataclasses.replace(job, completion_window_s=record.window_s, window_end=end)
+                if spec.tenant:
+                    # The line is served and charged as the tenant that submitted the job (its models, its limits).
+                    tenant = self.engine.tenants.current.get(spec.tenant)
+                    requested = request.model or self.config.default_model
+                    job = (
+                        self.validator.for_tenant(job, requested, tenant)
+                        if tenant is not None
+                        else dataclasses.replace(job, tenant=spec.tenant)
+                    )
                 try:
                     result = await self.engine.translate(job, stats)
                     break
@@ -181,10 +191,12 @@ class OperationsService:
         return spec, window_s
 
     async def BatchTranslate(
-        self, request: pb.BatchTranslateRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: pb.BatchTranslateRequest, context: grpc.aio.ServicerContext[Any, Any], tenant: str = ""
     ) -> lro.Operation:
+        """Store the job, charged to `tenant` (the caller's), and answer its Operation."""
         try:
             spec, window_s = self._validate(request)
+            spec.tenant = tenant
         except TranslaneError as exc:
             await self._abort(context, exc)
             raise AssertionError("unreachable") from exc
@@ -245,10 +257,17 @@ class OperationsService:
         return answer
 
     async def _record(self, name: str) -> JobRecord:
+        """The caller's job of that name (another tenant's is not found: its existence is not told either)."""
         record = await self.jobs.get(self._id(name))
-        if record is None:
+        if record is None or not self._mine(record):
             raise self._not_found(name)
         return record
+
+    @staticmethod
+    def _mine(record: JobRecord) -> bool:
+        """Whether the caller may see the job: the tenant that submitted it, or an admin (without tenants: all)."""
+        who = caller()
+        return who.admin or pb.BatchTranslateRequest.FromString(record.spec).tenant == who.tenant
 
     def _not_found(self, name: str) -> JobNotFound:
         keep_s = self.config.jobs.keep_s
@@ -295,8 +314,9 @@ class OperationsService:
             raise AssertionError("unreachable") from exc
         more = len(records) > size
         records = records[:size]
+        # A tenant's page holds its own jobs only (it may be short, or empty, with a token for the next).
         return lro.ListOperationsResponse(
-            operations=[await self.operation(r, results=False) for r in records],
+            operations=[await self.operation(r, results=False) for r in records if self._mine(r)],
             next_page_token=str(records[-1].seq) if more else "",
         )
 
@@ -305,7 +325,8 @@ class OperationsService:
     ) -> empty_pb2.Empty:
         """No new line starts, those in flight are stopped; the job ends CANCELLED (an ended job stays as it is)."""
         try:
-            if await self.jobs.cancel(self._id(request.name)) is None:
+            record = await self._record(request.name)
+            if await self.jobs.cancel(record.id) is None:
                 raise self._not_found(request.name)
         except TranslaneError as exc:
             await self._abort(context, exc)
@@ -316,7 +337,7 @@ class OperationsService:
     ) -> empty_pb2.Empty:
         """Forget an ended job and its results; a running one is FAILED_PRECONDITION (cancel it first)."""
         try:
-            record = await self.jobs.delete(self._id(request.name))
+            record = await self.jobs.delete((await self._record(request.name)).id)
             if record is None:
                 raise self._not_found(request.name)
             if record.state == RUNNING:

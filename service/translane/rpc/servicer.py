@@ -16,8 +16,10 @@ from ..engine import Engine, Job, JobResult, Stats
 from ..errors import InvalidRequest, TranslaneError
 from ..tenants import current_caller
 from ..tracing import enabled as tracing_enabled
+from ..usage import UsageQuery, UsageRow
 from ..v1 import translate_pb2 as pb
 from ..v1 import translate_pb2_grpc as pb_grpc
+from .identity import caller, usage_tenant
 from .record import Recorder, Served
 from .status import grpc_status_of, trailers
 from .validation import Validator
@@ -41,6 +43,23 @@ def _usage(stats: Stats) -> pb.Usage:
         estimated=stats.estimated,
         reasoning_tokens=stats.reasoning_tokens,
         cached_segments=stats.cached_segments,
+    )
+
+
+def _usage_row(row: UsageRow) -> pb.UsageRow:
+    k, t = row.key, row.tally
+    return pb.UsageRow(
+        tenant=k.tenant,
+        model=k.model,
+        day=k.day,
+        task_id=k.task_id,
+        requests=t.requests,
+        prompt_tokens=t.prompt_tokens,
+        completion_tokens=t.completion_tokens,
+        total_tokens=t.prompt_tokens + t.completion_tokens,
+        cached_tokens=t.cached_tokens,
+        cost=round(t.cost, 8),
+        currency=k.currency,
     )
 
 
@@ -71,7 +90,8 @@ def translate_response(
 
 
 class TranslatorService(pb_grpc.TranslatorServicer):
-    """translane.v1.Translator backed by an Engine; BatchTranslate is the job runner's (`operations`)."""
+    """translane.v1.Translator backed by an Engine; BatchTranslate is the job runner's (`operations`). The
+    caller's tenant (translane.tenants) is charged for its calls and decides whose usage it may read."""
 
     def __init__(self, engine: Engine, operations: OperationsService | None = None) -> None:
         self.engine = engine
@@ -159,7 +179,23 @@ class TranslatorService(pb_grpc.TranslatorServicer):
         if self.operations is None:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "BatchTranslate: this server runs no jobs")
         assert self.operations is not None
-        return await self.operations.BatchTranslate(request, context)
+        return await self.operations.BatchTranslate(request, context, caller().tenant)
+
+    async def GetUsage(
+        self, request: pb.GetUsageRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetUsageResponse:
+        ledger = self.engine.ledger
+        try:
+            tenant = usage_tenant(caller(), request.tenant)
+            query = UsageQuery.parse(tenant, request.start_day, request.end_day, request.group_by, ledger.today())
+            rows = await ledger.usage(query)
+        except TranslaneError as exc:
+            code = grpc_status_of(exc)
+            await context.abort(code, exc.message, trailing_metadata=trailers(exc, code))
+            raise AssertionError("unreachable") from exc
+        return pb.GetUsageResponse(
+            rows=[_usage_row(r) for r in rows], start_day=query.start.isoformat(), end_day=query.end.isoformat()
+        )
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -221,6 +257,11 @@ def add_translator(service: TranslatorService, server: grpc.aio.Server) -> None:
             unary("BatchTranslate", service.BatchTranslate, service.refuse),
             request_deserializer=parser(pb.BatchTranslateRequest),
             response_serializer=lro.Operation.SerializeToString,
+        ),
+        "GetUsage": grpc.unary_unary_rpc_method_handler(
+            unary("GetUsage", service.GetUsage, service.refuse),
+            request_deserializer=parser(pb.GetUsageRequest),
+            response_serializer=pb.GetUsageResponse.SerializeToString,
         ),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))

@@ -28,6 +28,7 @@ from ..errors import (
     ProviderTimeout,
     TranslaneError,
     Unauthenticated,
+    UsageUnavailable,
     WindowPassed,
 )
 
@@ -44,6 +45,7 @@ _GRPC_CODES: tuple[tuple[type[TranslaneError], grpc.StatusCode], ...] = (
     (JobNotFound, grpc.StatusCode.NOT_FOUND),
     (JobNotFinished, grpc.StatusCode.FAILED_PRECONDITION),
     (WindowPassed, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (UsageUnavailable, grpc.StatusCode.UNAVAILABLE),
     (ProviderRateLimited, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (ProviderQuotaExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (BatchQuotaSpent, grpc.StatusCode.RESOURCE_EXHAUSTED),

@@ -1,8 +1,10 @@
-"""`translane translate` and `translane models`: one call to a running service, its answer printed."""
+"""`translane translate`, `translane models` and `translane usage`: one call to a running service, its answer
+printed."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Any
 
@@ -10,6 +12,7 @@ import grpc
 
 from translane import tls
 from translane.calls import report_failure
+from translane.settings import client_api_key
 from translane.v1 import translate_pb2 as pb
 from translane.v1 import translate_pb2_grpc as pb_grpc
 
@@ -35,6 +38,20 @@ def add_parser(sub: Any, default_target: str) -> None:
     models.add_argument("--target", default=default_target)
     models.set_defaults(func=list_models)
 
+    usage = sub.add_parser(
+        "usage", help="calls, tokens and cost the provider answered, per tenant (and model, day, task)"
+    )
+    usage.add_argument("--start", default="", help="first day, YYYY-MM-DD (default: the first of --end's month)")
+    usage.add_argument("--end", default="", help="last day, YYYY-MM-DD, inclusive (default: today)")
+    usage.add_argument(
+        "--group-by", default="", help="comma-separated, any of model, day, task (default: one row per tenant)"
+    )
+    usage.add_argument("--tenant", default="", help="whose usage (default: yours; another's, or '*', as an admin)")
+    usage.add_argument("--json", action="store_true", help="print the answer as JSON")
+    usage.add_argument("--timeout", type=float, default=30.0)
+    usage.add_argument("--target", default=default_target)
+    usage.set_defaults(func=show_usage)
+
 
 async def translate(args: argparse.Namespace) -> int:
     """`translane translate`: the translations on stdout, one per segment (or the deltas as they come)."""
@@ -47,7 +64,7 @@ async def translate(args: argparse.Namespace) -> int:
         task_id=args.task_id,
         priority=pb.PRIORITY_BATCH if args.batch else pb.PRIORITY_INTERACTIVE,
     )
-    async with tls.channel(args.target, tls=tls.ClientTLS.from_env()) as channel:
+    async with tls.channel(args.target, tls=tls.ClientTLS.from_env(), api_key=client_api_key()) as channel:
         stub = pb_grpc.TranslatorStub(channel)
         try:
             if args.stream:
@@ -78,7 +95,7 @@ async def translate(args: argparse.Namespace) -> int:
 
 async def list_models(args: argparse.Namespace) -> int:
     """`translane models`: one line per model, the default starred."""
-    async with tls.channel(args.target, tls=tls.ClientTLS.from_env()) as channel:
+    async with tls.channel(args.target, tls=tls.ClientTLS.from_env(), api_key=client_api_key()) as channel:
         try:
             resp = await pb_grpc.TranslatorStub(channel).ListModels(pb.ListModelsRequest(), timeout=10)
         except grpc.aio.AioRpcError as exc:
@@ -95,5 +112,66 @@ async def list_models(args: argparse.Namespace) -> int:
         print(
             f"{star} {m.name:34} lane={m.lane:5} rpm={m.rpm} tpm={m.tpm} concurrency={m.max_concurrency}"
             f" api={m.api_style}{price}{fallbacks}{budget}{'' if m.available else ' (out of rotation)'}"
+        )
+    return 0
+
+
+_USAGE_COLUMNS = (("day", "day"), ("model", "model"), ("task", "task_id"))
+
+
+async def show_usage(args: argparse.Namespace) -> int:
+    """`translane usage`: a table of the rows (or --json), the range they cover on top."""
+    groups = [g.strip() for g in args.group_by.split(",") if g.strip()]
+    req = pb.GetUsageRequest(tenant=args.tenant, start_day=args.start, end_day=args.end, group_by=groups)
+    async with tls.channel(args.target, tls=tls.ClientTLS.from_env(), api_key=client_api_key()) as channel:
+        try:
+            resp = await pb_grpc.TranslatorStub(channel).GetUsage(req, timeout=args.timeout)
+        except grpc.aio.AioRpcError as exc:
+            return report_failure(exc, args.target)
+    if args.json:
+        rows = [
+            {
+                "tenant": r.tenant,
+                "model": r.model,
+                "day": r.day,
+                "task_id": r.task_id,
+                "requests": r.requests,
+                "prompt_tokens": r.prompt_tokens,
+                "completion_tokens": r.completion_tokens,
+                "total_tokens": r.total_tokens,
+                "cached_tokens": r.cached_tokens,
+                "cost": r.cost,
+                "currency": r.currency,
+            }
+            for r in resp.rows
+        ]
+        print(json.dumps({"start": resp.start_day, "end": resp.end_day, "rows": rows}, ensure_ascii=False, indent=2))
+        return 0
+    shown = [(title, field) for title, field in _USAGE_COLUMNS if title in {g.lower() for g in groups}]
+    header = ["tenant", *(t for t, _ in shown), "requests", "prompt", "completion", "cached", "cost"]
+    table = [
+        [
+            r.tenant or "(default)",
+            *(getattr(r, field) for _, field in shown),
+            str(r.requests),
+            str(r.prompt_tokens),
+            str(r.completion_tokens),
+            str(r.cached_tokens),
+            f"{r.cost:.6f} {r.currency}",
+        ]
+        for r in resp.rows
+    ]
+    print(f"usage from {resp.start_day} to {resp.end_day}")
+    if not table:
+        print("(none)")
+        return 0
+    widths = [max(len(row[i]) for row in [header, *table]) for i in range(len(header))]
+    # Names to the left, numbers to the right.
+    numbers = len(header) - 5
+    for row in [header, *table]:
+        print(
+            "  ".join(
+                c.ljust(w) if i < numbers else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
         )
     return 0

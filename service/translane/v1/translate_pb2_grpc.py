@@ -57,6 +57,11 @@ class TranslatorStub:
                 request_serializer=translane_dot_v1_dot_translate__pb2.BatchTranslateRequest.SerializeToString,
                 response_deserializer=google_dot_longrunning_dot_operations__pb2.Operation.FromString,
                 _registered_method=True)
+        self.GetUsage = channel.unary_unary(
+                '/translane.v1.Translator/GetUsage',
+                request_serializer=translane_dot_v1_dot_translate__pb2.GetUsageRequest.SerializeToString,
+                response_deserializer=translane_dot_v1_dot_translate__pb2.GetUsageResponse.FromString,
+                _registered_method=True)
 
 
 class TranslatorServicer:
@@ -95,6 +100,15 @@ class TranslatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetUsage(self, request, context):
+        """GetUsage sums what the provider answered for a tenant (calls, tokens, cost) over a range of days,
+        grouped by model, day and/or task. A caller reads its own tenant's usage; another's, or every
+        tenant's, needs an admin identity (PERMISSION_DENIED otherwise).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TranslatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -117,6 +131,11 @@ def add_TranslatorServicer_to_server(servicer, server):
                     servicer.BatchTranslate,
                     request_deserializer=translane_dot_v1_dot_translate__pb2.BatchTranslateRequest.FromString,
                     response_serializer=google_dot_longrunning_dot_operations__pb2.Operation.SerializeToString,
+            ),
+            'GetUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsage,
+                    request_deserializer=translane_dot_v1_dot_translate__pb2.GetUsageRequest.FromString,
+                    response_serializer=translane_dot_v1_dot_translate__pb2.GetUsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -229,6 +248,33 @@ class Translator:
             '/translane.v1.Translator/BatchTranslate',
             translane_dot_v1_dot_translate__pb2.BatchTranslateRequest.SerializeToString,
             google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/translane.v1.Translator/GetUsage',
+            translane_dot_v1_dot_translate__pb2.GetUsageRequest.SerializeToString,
+            translane_dot_v1_dot_translate__pb2.GetUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -49,6 +49,11 @@ class TranslatorStub:
     google.longrunning.Operation: `metadata` is a BatchTranslateMetadata (progress), `response`, when
     done, a BatchTranslateResponse. Follow it with google.longrunning.Operations on the same port.
     """
+    GetUsage: _grpc.UnaryUnaryMultiCallable[_translate_pb2.GetUsageRequest, _translate_pb2.GetUsageResponse]
+    """GetUsage sums what the provider answered for a tenant (calls, tokens, cost) over a range of days,
+    grouped by model, day and/or task. A caller reads its own tenant's usage; another's, or every
+    tenant's, needs an admin identity (PERMISSION_DENIED otherwise).
+    """
 
 @_typing.type_check_only
 class TranslatorAsyncStub(TranslatorStub):
@@ -69,6 +74,11 @@ class TranslatorAsyncStub(TranslatorStub):
     """BatchTranslate takes many requests as one job that outlives the call and answers at once with a
     google.longrunning.Operation: `metadata` is a BatchTranslateMetadata (progress), `response`, when
     done, a BatchTranslateResponse. Follow it with google.longrunning.Operations on the same port.
+    """
+    GetUsage: _aio.UnaryUnaryMultiCallable[_translate_pb2.GetUsageRequest, _translate_pb2.GetUsageResponse]  # type: ignore[assignment]
+    """GetUsage sums what the provider answered for a tenant (calls, tokens, cost) over a range of days,
+    grouped by model, day and/or task. A caller reads its own tenant's usage; another's, or every
+    tenant's, needs an admin identity (PERMISSION_DENIED otherwise).
     """
 
 class TranslatorServicer(metaclass=_abc_1.ABCMeta):
@@ -111,6 +121,17 @@ class TranslatorServicer(metaclass=_abc_1.ABCMeta):
         """BatchTranslate takes many requests as one job that outlives the call and answers at once with a
         google.longrunning.Operation: `metadata` is a BatchTranslateMetadata (progress), `response`, when
         done, a BatchTranslateResponse. Follow it with google.longrunning.Operations on the same port.
+        """
+
+    @_abc_1.abstractmethod
+    def GetUsage(
+        self,
+        request: _translate_pb2.GetUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_translate_pb2.GetUsageResponse, _abc.Awaitable[_translate_pb2.GetUsageResponse]]:
+        """GetUsage sums what the provider answered for a tenant (calls, tokens, cost) over a range of days,
+        grouped by model, day and/or task. A caller reads its own tenant's usage; another's, or every
+        tenant's, needs an admin identity (PERMISSION_DENIED otherwise).
         """
 
 def add_TranslatorServicer_to_server(servicer: TranslatorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
