@@ -344,7 +344,10 @@ async def open_store(path: str, keep_s: float = math.inf) -> AsyncIterator[JobSt
             raise
         log.warning("job file %s cannot be opened (%s): jobs are kept in memory only", path, exc)
         db = await _connect(":memory:")
+    store = JobStore(db, keep_s)
     try:
-        yield JobStore(db, keep_s)
+        yield store
     finally:
-        await db.close()
+        # A transaction its cancelled caller left running (shielded: a write is never cut short) ends first.
+        async with store._lock:
+            await db.close()
