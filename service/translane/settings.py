@@ -34,7 +34,6 @@ __all__ = [
     "at_most",
     "below",
     "build",
-    "client_api_key",
     "declaration",
     "derived",
     "flag",
@@ -129,11 +128,6 @@ def words(env: Mapping[str, str], var: str, default: tuple[str, ...] = ()) -> tu
 def grpc_target(env: Mapping[str, str] | None = None) -> str:
     """Where the service is: $TRANSLANE_GRPC_TARGET, else 127.0.0.1:50051."""
     return text(os.environ if env is None else env, GRPC_TARGET_ENV, DEFAULT_GRPC_TARGET)
-
-
-def client_api_key(env: Mapping[str, str] | None = None) -> str:
-    """The key the commands present to the service: $TRANSLANE_API_KEY, "" (none) when unset."""
-    return text(os.environ if env is None else env, API_KEY_ENV, "")
 
 
 # -- declarations ------------------------------------------------------------------

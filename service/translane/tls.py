@@ -29,9 +29,9 @@ from typing import Any
 import grpc
 
 from .config import ConfigError, ServerConfig
-from .settings import text
+from .settings import API_KEY_ENV, text
 
-__all__ = ["BearerKey", "ClientTLS", "ServerCertificates", "channel"]
+__all__ = ["BearerKey", "ClientTLS", "ServerCertificates", "channel", "client_api_key"]
 
 log = logging.getLogger("translane.tls")
 
@@ -188,6 +188,11 @@ class ClientTLS:
         if self.cert_file:
             _check_pair(self.cert_file, self.key_file, "TRANSLANE_CLIENT_TLS_CERT_FILE / _KEY_FILE")
         return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+
+
+def client_api_key(env: Mapping[str, str] | None = None) -> str:
+    """The key the commands present to the service: $TRANSLANE_API_KEY, "" (none) when unset."""
+    return text(os.environ if env is None else env, API_KEY_ENV, "")
 
 
 class BearerKey(

@@ -12,7 +12,6 @@ import grpc
 
 from translane import tls
 from translane.calls import report_failure
-from translane.settings import client_api_key
 from translane.v1 import translate_pb2 as pb
 from translane.v1 import translate_pb2_grpc as pb_grpc
 
@@ -64,7 +63,7 @@ async def translate(args: argparse.Namespace) -> int:
         task_id=args.task_id,
         priority=pb.PRIORITY_BATCH if args.batch else pb.PRIORITY_INTERACTIVE,
     )
-    async with tls.channel(args.target, tls=tls.ClientTLS.from_env(), api_key=client_api_key()) as channel:
+    async with tls.channel(args.target, tls=tls.ClientTLS.from_env(), api_key=tls.client_api_key()) as channel:
         stub = pb_grpc.TranslatorStub(channel)
         try:
             if args.stream:
@@ -95,7 +94,7 @@ async def translate(args: argparse.Namespace) -> int:
 
 async def list_models(args: argparse.Namespace) -> int:
     """`translane models`: one line per model, the default starred."""
-    async with tls.channel(args.target, tls=tls.ClientTLS.from_env(), api_key=client_api_key()) as channel:
+    async with tls.channel(args.target, tls=tls.ClientTLS.from_env(), api_key=tls.client_api_key()) as channel:
         try:
             resp = await pb_grpc.TranslatorStub(channel).ListModels(pb.ListModelsRequest(), timeout=10)
         except grpc.aio.AioRpcError as exc:
@@ -123,7 +122,7 @@ async def show_usage(args: argparse.Namespace) -> int:
     """`translane usage`: a table of the rows (or --json), the range they cover on top."""
     groups = [g.strip() for g in args.group_by.split(",") if g.strip()]
     req = pb.GetUsageRequest(tenant=args.tenant, start_day=args.start, end_day=args.end, group_by=groups)
-    async with tls.channel(args.target, tls=tls.ClientTLS.from_env(), api_key=client_api_key()) as channel:
+    async with tls.channel(args.target, tls=tls.ClientTLS.from_env(), api_key=tls.client_api_key()) as channel:
         try:
             resp = await pb_grpc.TranslatorStub(channel).GetUsage(req, timeout=args.timeout)
         except grpc.aio.AioRpcError as exc:

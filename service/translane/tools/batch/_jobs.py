@@ -25,7 +25,6 @@ from google.protobuf import duration_pb2
 
 from translane import tls
 from translane.calls import persist, report_failure
-from translane.settings import client_api_key
 from translane.v1 import translate_pb2 as pb
 from translane.v1 import translate_pb2_grpc as pb_grpc
 
@@ -69,7 +68,9 @@ def _bare(job: str) -> str:
 async def _stubs(target: str) -> AsyncIterator[tuple[pb_grpc.TranslatorStub, lro_grpc.OperationsStub]]:
     # A finished job's Operation carries every line's answer: past gRPC's 4 MB default for a big job.
     options = [("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES)]
-    async with tls.channel(target, tls=tls.ClientTLS.from_env(), options=options, api_key=client_api_key()) as channel:
+    async with tls.channel(
+        target, tls=tls.ClientTLS.from_env(), options=options, api_key=tls.client_api_key()
+    ) as channel:
         yield pb_grpc.TranslatorStub(channel), lro_grpc.OperationsStub(channel)
 
 

@@ -15,7 +15,6 @@ import grpc
 
 from translane import tls
 from translane.calls import persist, reach_hint
-from translane.settings import client_api_key
 from translane.v1 import translate_pb2 as pb
 from translane.v1 import translate_pb2_grpc as pb_grpc
 from translane.wire import completion, usage_json
@@ -240,7 +239,7 @@ async def run_batch(s: BatchSettings) -> BatchSummary:
     todo = _plan(s, done, summary)
     show = sys.stderr.isatty() if s.progress is None else s.progress
     with open_output(s.output, done) as out:
-        async with tls.channel(s.grpc_target, tls=tls.ClientTLS.from_env(), api_key=client_api_key()) as channel:
+        async with tls.channel(s.grpc_target, tls=tls.ClientTLS.from_env(), api_key=tls.client_api_key()) as channel:
             job = _Job(s, pb_grpc.TranslatorStub(channel), out, summary)
             # Every line of the plan is written once, answered or failed, and each write ticks: the bar ends full.
             with _progress(show, len(todo), job):

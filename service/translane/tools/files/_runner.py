@@ -15,7 +15,6 @@ import grpc
 
 from translane import tls
 from translane.calls import persist
-from translane.settings import client_api_key
 from translane.tasks import all_or_first_failure
 from translane.v1 import translate_pb2 as pb
 from translane.v1 import translate_pb2_grpc as pb_grpc
@@ -310,7 +309,7 @@ async def translate_files(
     outputs: list[str] = []
     checker = LeakChecker(s.target_language, s.source_language)
     cut = (s.target_language, s.source_language, s.keys, s.preset)
-    async with tls.channel(s.grpc_target, tls=tls.ClientTLS.from_env(), api_key=client_api_key()) as channel:
+    async with tls.channel(s.grpc_target, tls=tls.ClientTLS.from_env(), api_key=tls.client_api_key()) as channel:
         stub = pb_grpc.TranslatorStub(channel)
         listed = await stub.ListModels(pb.ListModelsRequest(), timeout=10)
         chosen = s.model or listed.default_model

@@ -13,7 +13,6 @@ import grpc
 
 from translane import tls
 from translane.calls import retry_after_s
-from translane.settings import client_api_key
 from translane.v1 import translate_pb2 as pb
 from translane.v1 import translate_pb2_grpc as pb_grpc
 
@@ -178,7 +177,7 @@ class GrpcClient:
 
     def __init__(self, cfg: LoadConfig, target: Target) -> None:
         self.cfg = cfg
-        self._channel = tls.channel(target.grpc, tls=tls.ClientTLS.from_env(), api_key=client_api_key())
+        self._channel = tls.channel(target.grpc, tls=tls.ClientTLS.from_env(), api_key=tls.client_api_key())
         self._stub = pb_grpc.TranslatorStub(self._channel)
         self._priority = pb.PRIORITY_BATCH if cfg.priority == "batch" else pb.PRIORITY_INTERACTIVE
 
