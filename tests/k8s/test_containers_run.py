@@ -236,6 +236,9 @@ class Pods:
                     key = (name, item["key"])
                     assert key in FAKE_SECRETS, f"{c.deployment}: unknown Secret reference {key}"
                     (target / item["path"]).write_text(FAKE_SECRETS[key], encoding="utf-8")
+            elif "persistentVolumeClaim" in v:
+                # A claim of the rendered manifests, empty at first start: a directory of its own here.
+                assert self.r.get("PersistentVolumeClaim", v["persistentVolumeClaim"]["claimName"])
             elif "emptyDir" not in v:
                 pytest.fail(f"{c.deployment}: volume {m['name']} of an unsupported kind")
             if "subPath" in m:
