@@ -172,6 +172,17 @@ async def test_a_bad_upload_is_refused_naming_the_field_and_line(
     assert not (await stub.ListFiles(pb.ListFilesRequest())).files
 
 
+async def test_a_refusal_reaches_a_client_still_sending_chunks(stub: pb_grpc.TranslatorStub) -> None:
+    # Refused at its first chunk with more to come: a grpc.aio client whose write fails as the call ends may
+    # report INTERNAL instead of the status (grpc/grpc#36066; one upload in a hundred or so), unless the server
+    # reads what it still sends first.
+    codes = set()
+    for _ in range(200):
+        refused = await _refused(upload(stub, GOOD * 4, size=16, first=pb.FileChunk(purpose="fine-tune")))
+        codes.add((refused.code(), refused.details()))
+    assert codes == {(grpc.StatusCode.INVALID_ARGUMENT, "purpose: 'fine-tune' is not one; the one accepted is 'batch'")}
+
+
 async def test_names_on_a_later_chunk_and_no_chunk_at_all_are_refused(stub: pb_grpc.TranslatorStub) -> None:
     async def renamed() -> AsyncIterator[pb.FileChunk]:
         yield pb.FileChunk(purpose="batch", data=GOOD)

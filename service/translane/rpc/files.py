@@ -174,8 +174,7 @@ class FilesService:
             raise self._not_found(field, file_id)
         return record, requests
 
-    async def _read(self, chunks: AsyncIterator[pb.FileChunk | Undecodable]) -> FileRecord:
-        reader = LineReader(self.config.jobs.max_file_bytes)
+    async def _read(self, chunks: AsyncIterator[pb.FileChunk | Undecodable], reader: LineReader) -> FileRecord:
         filename = purpose = ""
         first = True
         async for chunk in chunks:
@@ -211,11 +210,25 @@ class FilesService:
     async def UploadFile(
         self, chunks: AsyncIterator[pb.FileChunk | Undecodable], context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.File:
+        reader = LineReader(self.config.jobs.max_file_bytes)
         try:
-            return file_message(await self._read(chunks))
+            return file_message(await self._read(chunks, reader))
         except TranslaneError as exc:
+            await self._drain(chunks, reader.max_bytes - reader.size)
             await self._abort(context, exc)
             raise AssertionError("unreachable") from exc
+
+    @staticmethod
+    async def _drain(chunks: AsyncIterator[pb.FileChunk | Undecodable], budget: int) -> None:
+        """Read (and drop) what the caller still sends, within the bytes its upload was allowed, before refusing
+        it: a grpc.aio client still writing when the call ends may report INTERNAL instead of our status
+        (grpc/grpc#36066). Past the budget, or on bytes that do not parse, the refusal goes at once."""
+        async for chunk in chunks:
+            if isinstance(chunk, Undecodable):
+                return
+            budget -= len(chunk.data)
+            if budget < 0:
+                return
 
     async def GetFile(self, request: pb.GetFileRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.File:
         try:
