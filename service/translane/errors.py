@@ -15,6 +15,7 @@ TranslaneError
 ├── ModelUnavailable            every candidate model is paused or disabled
 │   └── BudgetSpent             the model's daily budget is spent; retry_after_s is the next day
 ├── JobNotFound                 no job (long-running operation) of that name
+├── FileNotFound                no uploaded file of that id (the caller's)
 ├── JobNotFinished              the job is still running (it cannot be deleted yet)
 ├── WindowPassed                a job's completion window passed before its line started
 ├── PermissionDenied            the caller may not see what it asked for (another tenant's usage)
@@ -42,6 +43,7 @@ __all__ = [
     "RATE_CODES",
     "BatchQuotaSpent",
     "BudgetSpent",
+    "FileNotFound",
     "InvalidRequest",
     "JobNotFinished",
     "JobNotFound",
@@ -132,6 +134,10 @@ class BudgetSpent(ModelUnavailable):
 
 
 class JobNotFound(TranslaneError):
+    pass
+
+
+class FileNotFound(TranslaneError):
     pass
 
 

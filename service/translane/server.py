@@ -17,8 +17,9 @@ from grpc_reflection.v1alpha import reflection
 from .config import Config
 from .contract import MAX_TASK_ID_CHARS
 from .engine import Engine
-from .jobs import JobControl, open_jobs, open_shared_jobs
+from .jobs import FileControl, JobControl, open_file_store, open_jobs, open_redis_file_store, open_shared_jobs
 from .prometheus import serve_metrics
+from .rpc.files import FilesService
 from .rpc.operations import OPERATIONS_SERVICE, BatchLines, OperationsService, add_operations
 from .rpc.servicer import SERVICE_NAME, TranslatorService, add_translator
 from .rpc.status import NO_RETRY, grpc_status_of
@@ -109,19 +110,26 @@ async def running_server(config: Config, *, grace_s: float | None = None) -> Asy
         # Jobs (BatchTranslate) in Redis when the governor is shared there (every replica runs their lines),
         # else beside the segment cache's file, or in memory when the cache keeps none; every unfinished one
         # runs on from here. Closed before the engine, after the server stops taking calls.
+        # The files jobs may be submitted from (UploadFile) are kept where the jobs are.
         jobs: JobControl
+        files: FileControl
         if config.governor.kind == "redis":
             g = config.governor
             jobs = await stack.enter_async_context(
                 open_shared_jobs(g.redis_url, g.redis_prefix, BatchLines(engine), config.jobs)
             )
+            files = await stack.enter_async_context(
+                open_redis_file_store(g.redis_url, g.redis_prefix, config.jobs.keep_s)
+            )
         else:
             on_disk = config.cache.kind == "sqlite"
             jobs_path = str(Path(config.cache.path).with_name("jobs.sqlite3")) if on_disk else ":memory:"
+            files_path = str(Path(config.cache.path).with_name("files.sqlite3")) if on_disk else ":memory:"
             jobs = await stack.enter_async_context(
                 open_jobs(jobs_path, BatchLines(engine), config.jobs.max_concurrency_per_job, config.jobs.keep_s)
             )
-        operations = OperationsService(jobs, config)
+            files = await stack.enter_async_context(open_file_store(files_path, config.jobs.keep_s))
+        operations = OperationsService(jobs, config, FilesService(files, config))
         add_translator(TranslatorService(engine, operations), server)
         add_operations(operations, server)
         health_servicer = health.aio.HealthServicer()

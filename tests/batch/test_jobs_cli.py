@@ -10,10 +10,13 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from openai.types.chat import ChatCompletion
 from translane.cli import _parser
 from translane.server import RunningServer
+from translane.v1 import translate_pb2 as pb
+from translane.v1 import translate_pb2_grpc as pb_grpc
 
 from ..conftest import Sim
 from ..helpers.eventually import eventually
@@ -108,6 +111,59 @@ async def test_submit_wait_download_answers_as_batch_run_does(
 
     assert await cli("batch", "list", "--target", target(server)) == 0
     assert capsys.readouterr().out.startswith(f"{name}: SUCCEEDED")
+
+
+async def _files_left(server: RunningServer) -> list[str]:
+    async with grpc.aio.insecure_channel(target(server)) as channel:
+        listed = await pb_grpc.TranslatorStub(channel).ListFiles(pb.ListFilesRequest(), timeout=10)
+    return [f.id for f in listed.files]
+
+
+async def test_a_job_sent_as_a_file_downloads_as_the_same_job_sent_inline(
+    server: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write(
+        tmp_path / "in.jsonl",
+        [
+            openai_line("a", "Hello\n\n%%\n\nWorld"),
+            {"custom_id": "b", "text": "Good night.", "target_language": "ja"},
+            "this is not json",
+            {"custom_id": "e", "text": "x", "target_language": "klingon"},
+            {"custom_id": "f", "text": "no target: --to's"},
+        ],
+    )
+    downloads = {}
+    for upload in ("always", "never"):
+        name, said = await submit(server, tmp_path, capsys, "--to", "zh", "--upload", upload)
+        sent_as_file = "4 lines sent as a file (" in said and " bytes uploaded as file-" in said
+        assert sent_as_file == (upload == "always"), said
+        assert await cli("batch", "wait", name, "--target", target(server), "--quiet", "--timeout", "30") == 0
+        got = tmp_path / f"{upload}.jsonl"
+        jobs = str(tmp_path / "jobs")
+        assert await cli("batch", "download", name, "-o", str(got), "--target", target(server), "--jobs-dir", jobs) == 0
+        downloads[upload] = {cid: comparable(line) for cid, line in outputs(got).items()}
+        capsys.readouterr()
+    assert list(downloads["always"]) == ["a", "b", "line-3", "e", "f"]
+    assert downloads["always"] == downloads["never"]
+    # The file went once the job had taken its copy.
+    assert await _files_left(server) == []
+
+
+async def test_a_50000_line_job_of_long_lines_is_submitted_as_one_file(
+    server: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 50,000 lines of about 700 characters: about 36 MB of requests, past the server's 32 MiB message bound (the
+    # same lines inline are refused RESOURCE_EXHAUSTED), sent as a file without a word from the user.
+    filler = "x" * 680
+    write(tmp_path / "in.jsonl", [{"custom_id": f"x{i}", "text": f"line {i} {filler}"} for i in range(50_000)])
+    name, said = await submit(server, tmp_path, capsys, "--to", "zh", "--timeout", "300")
+    assert "50000 lines sent as a file (" in said and ", 0 refused" in said, said
+    assert await cli("batch", "status", name, "--target", target(server)) == 0
+    assert " of 50000;" in capsys.readouterr().out
+    # Cheap: the job stops here; its record is what download would read.
+    assert await cli("batch", "cancel", name, "--target", target(server)) == 0
+    assert capsys.readouterr().out.startswith(f"{name}: CANCELLED")
+    assert await _files_left(server) == []
 
 
 async def test_cancel_stops_a_job_and_wait_says_why(

@@ -323,6 +323,9 @@ class JobsConfig:
     # ...and how long a line claimed by a replica may go without word from it (a live replica renews its
     # claims every third of this) before another replica takes it over.
     claim_idle_s: float = setting(30.0, check=positive)
+    # A file of requests UploadFile takes for BatchTranslate's input_file_id: at most this many bytes (OpenAI's
+    # bound on a batch file; its lines, at most 50,000, are bounded as a job's requests are).
+    max_file_bytes: int = setting(200 * 1000 * 1000, check=(positive, at_most(1 << 31)))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,9 +1,11 @@
 """BatchTranslate and google.longrunning.Operations: jobs (translane.jobs) as the Google API convention shows them.
 
-A job is named `operations/<id>`; its Operation carries a BatchTranslateMetadata (state, counts, usage,
-times) and, once every line is answered, a BatchTranslateResponse with one result per request in order
-(a TranslateResponse, or the google.rpc.Status the line failed with). A cancelled job's Operation is done
-with the error CANCELLED, whose details hold a BatchTranslateResponse of the lines answered before it stopped.
+A job's requests come inline (`requests`) or as a file UploadFile stored (`input_file_id`, rpc.files: the
+job takes its own copy). A job is named `operations/<id>`; its Operation carries a BatchTranslateMetadata
+(state, counts, usage, times) and, once every line is answered, a BatchTranslateResponse with one result per
+request in order (a TranslateResponse, or the google.rpc.Status the line failed with). A cancelled job's
+Operation is done with the error CANCELLED, whose details hold a BatchTranslateResponse of the lines answered
+before it stopped.
 Each line runs as Translate would run it (`BatchLines`), at the job's priority.
 """
 
@@ -34,6 +36,7 @@ from ..errors import (
 )
 from ..jobs import CANCELLED, RUNNING, SUCCEEDED, JobControl, JobRecord, LineResult
 from ..v1 import translate_pb2 as pb
+from .files import FilesService
 from .identity import caller
 from .servicer import translate_response
 from .status import grpc_status_of, rpc_status, trailers
@@ -154,9 +157,11 @@ class BatchLines:
 class OperationsService:
     """google.longrunning.Operations over `jobs`, and BatchTranslate's submission."""
 
-    def __init__(self, jobs: JobControl, config: Config) -> None:
+    def __init__(self, jobs: JobControl, config: Config, files: FilesService | None = None) -> None:
         self.jobs = jobs
         self.config = config
+        # The files a job may be submitted from (UploadFile); None: only inline requests.
+        self.files = files
 
     async def refuse(self, rpc: str, request: Undecodable, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         """Answer a request whose bytes did not parse: INVALID_ARGUMENT saying what is wrong."""
@@ -170,8 +175,17 @@ class OperationsService:
     def _validate(self, request: pb.BatchTranslateRequest) -> tuple[pb.BatchTranslateRequest, float]:
         """The job's own fields (window, priority, labels) as stored, and its window in seconds."""
         count = len(request.requests)
-        if not count:
-            raise InvalidRequest("requests: at least one request is required")
+        if count and request.input_file_id:
+            raise InvalidRequest(
+                f"requests, input_file_id: give the requests inline or as a file, not both ({count} requests "
+                f"and the file {quote(request.input_file_id)})"
+            )
+        if not count and not request.input_file_id:
+            raise InvalidRequest(
+                "requests: at least one request is required (or input_file_id: a file of them UploadFile stored)"
+            )
+        if request.input_file_id and self.files is None:
+            raise InvalidRequest("input_file_id: this server keeps no files; send the requests inline")
         if count > MAX_BATCH_REQUESTS:
             raise InvalidRequest(f"requests: {count} requests, over the limit of {MAX_BATCH_REQUESTS} a job")
         window = request.completion_window or DEFAULT_WINDOW
@@ -187,7 +201,12 @@ class OperationsService:
                     f"labels: {quote(key)}: keys of 1 to {MAX_LABEL_CHARS} characters, values of at most as many"
                 )
         priority = request.priority or pb.PRIORITY_BATCH
-        spec = pb.BatchTranslateRequest(completion_window=window, priority=priority, labels=dict(request.labels))
+        spec = pb.BatchTranslateRequest(
+            completion_window=window,
+            priority=priority,
+            labels=dict(request.labels),
+            input_file_id=request.input_file_id,
+        )
         return spec, window_s
 
     async def BatchTranslate(
@@ -197,12 +216,15 @@ class OperationsService:
         try:
             spec, window_s = self._validate(request)
             spec.tenant = tenant
+            if request.input_file_id and self.files is not None:
+                # The caller's file only (another tenant's is not found); the job keeps its own copy.
+                _, requests = await self.files.requests_of("input_file_id", request.input_file_id)
+            else:
+                requests = [r.SerializeToString() for r in request.requests]
         except TranslaneError as exc:
             await self._abort(context, exc)
             raise AssertionError("unreachable") from exc
-        record = await self.jobs.submit(
-            spec.SerializeToString(), window_s, [r.SerializeToString() for r in request.requests]
-        )
+        record = await self.jobs.submit(spec.SerializeToString(), window_s, requests)
         return await self.operation(record)
 
     async def operation(self, record: JobRecord, results: bool = True) -> lro.Operation:
@@ -226,6 +248,7 @@ class OperationsService:
             completion_window=spec.completion_window,
             priority=spec.priority,
             labels=dict(spec.labels),
+            input_file_id=spec.input_file_id,
         )
         if record.ended:
             metadata.end_time.CopyFrom(_timestamp(record.ended))

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.longrunning import operations_pb2 as lro
+from google.protobuf import empty_pb2
 from opentelemetry import trace
 
 from ..decoding import Undecodable, parser, streaming, unary
@@ -25,6 +26,7 @@ from .status import grpc_status_of, trailers
 from .validation import Validator
 
 if TYPE_CHECKING:
+    from .files import FilesService
     from .operations import OperationsService
 
 __all__ = ["SERVICE_NAME", "TranslatorService", "add_translator", "translate_response"]
@@ -181,6 +183,31 @@ class TranslatorService(pb_grpc.TranslatorServicer):
         assert self.operations is not None
         return await self.operations.BatchTranslate(request, context, caller().tenant)
 
+    async def _files(self, context: grpc.aio.ServicerContext[Any, Any]) -> FilesService:
+        files = self.operations.files if self.operations is not None else None
+        if files is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this server keeps no files")
+        assert files is not None
+        return files
+
+    async def UploadFile(
+        self, request_iterator: AsyncIterator[pb.FileChunk | Undecodable], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.File:
+        return await (await self._files(context)).UploadFile(request_iterator, context)
+
+    async def GetFile(self, request: pb.GetFileRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.File:
+        return await (await self._files(context)).GetFile(request, context)
+
+    async def ListFiles(
+        self, request: pb.ListFilesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListFilesResponse:
+        return await (await self._files(context)).ListFiles(request, context)
+
+    async def DeleteFile(
+        self, request: pb.DeleteFileRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> empty_pb2.Empty:
+        return await (await self._files(context)).DeleteFile(request, context)
+
     async def GetUsage(
         self, request: pb.GetUsageRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetUsageResponse:
@@ -262,6 +289,27 @@ def add_translator(service: TranslatorService, server: grpc.aio.Server) -> None:
             unary("GetUsage", service.GetUsage, service.refuse),
             request_deserializer=parser(pb.GetUsageRequest),
             response_serializer=pb.GetUsageResponse.SerializeToString,
+        ),
+        # Chunks that do not parse reach UploadFile as Undecodable: it refuses them, naming what is wrong.
+        "UploadFile": grpc.stream_unary_rpc_method_handler(
+            service.UploadFile,
+            request_deserializer=parser(pb.FileChunk),
+            response_serializer=pb.File.SerializeToString,
+        ),
+        "GetFile": grpc.unary_unary_rpc_method_handler(
+            unary("GetFile", service.GetFile, service.refuse),
+            request_deserializer=parser(pb.GetFileRequest),
+            response_serializer=pb.File.SerializeToString,
+        ),
+        "ListFiles": grpc.unary_unary_rpc_method_handler(
+            unary("ListFiles", service.ListFiles, service.refuse),
+            request_deserializer=parser(pb.ListFilesRequest),
+            response_serializer=pb.ListFilesResponse.SerializeToString,
+        ),
+        "DeleteFile": grpc.unary_unary_rpc_method_handler(
+            unary("DeleteFile", service.DeleteFile, service.refuse),
+            request_deserializer=parser(pb.DeleteFileRequest),
+            response_serializer=empty_pb2.Empty.SerializeToString,
         ),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))

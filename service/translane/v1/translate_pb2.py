@@ -23,11 +23,12 @@ _sym_db = _symbol_database.Default()
 
 
 from google.longrunning import operations_pb2 as google_dot_longrunning_dot_operations__pb2
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctranslane/v1/translate.proto\x12\x0ctranslane.v1\x1a#google/longrunning/operations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"/\n\rGlossaryEntry\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\"\xd5\x02\n\x10TranslateRequest\x12\x10\n\x08segments\x18\x01 \x03(\t\x12\x17\n\x0ftarget_language\x18\x02 \x01(\t\x12\x17\n\x0fsource_language\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0f\n\x07task_id\x18\x05 \x01(\t\x12(\n\x08priority\x18\x06 \x01(\x0e\x32\x16.translane.v1.Priority\x12\x19\n\x11max_output_tokens\x18\x07 \x01(\r\x12-\n\x08glossary\x18\x08 \x03(\x0b\x32\x1b.translane.v1.GlossaryEntry\x12\x11\n\tmime_type\x18\t \x01(\t\x12\x17\n\x0f\x61llow_truncated\x18\n \x01(\x08\x12\x10\n\x08no_cache\x18\x0b \x01(\x08\x12+\n\x08messages\x18\x0c \x03(\x0b\x32\x19.translane.v1.ChatMessage\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xcc\x01\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x04\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x04\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x04\x12\x15\n\rcached_tokens\x18\x04 \x01(\x04\x12\x0c\n\x04\x63ost\x18\x05 \x01(\x01\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12\x11\n\testimated\x18\x07 \x01(\x08\x12\x18\n\x10reasoning_tokens\x18\x08 \x01(\x04\x12\x17\n\x0f\x63\x61\x63hed_segments\x18\t \x01(\r\"W\n\x06Timing\x12\x11\n\tqueued_ms\x18\x01 \x01(\x01\x12\x13\n\x0bgoverned_ms\x18\x02 \x01(\x01\x12\x13\n\x0bupstream_ms\x18\x03 \x01(\x01\x12\x10\n\x08total_ms\x18\x04 \x01(\x01\"o\n\x0bTranslation\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12 \n\x18\x64\x65tected_source_language\x18\x03 \x01(\t\x12\x11\n\ttruncated\x18\x04 \x01(\x08\x12\x0e\n\x06\x63\x61\x63hed\x18\x05 \x01(\x08\"\xc7\x01\n\x11TranslateResponse\x12/\n\x0ctranslations\x18\x01 \x03(\x0b\x32\x19.translane.v1.Translation\x12\r\n\x05model\x18\x02 \x01(\t\x12\"\n\x05usage\x18\x03 \x01(\x0b\x32\x13.translane.v1.Usage\x12$\n\x06timing\x18\x04 \x01(\x0b\x32\x14.translane.v1.Timing\x12\x0f\n\x07task_id\x18\x05 \x01(\t\x12\x17\n\x0frequested_model\x18\x06 \x01(\t\"\xf1\x01\n\x0eTranslateChunk\x12\x15\n\rsegment_index\x18\x01 \x01(\r\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\t\x12\"\n\x05usage\x18\x03 \x01(\x0b\x32\x13.translane.v1.Usage\x12\x14\n\x0csegment_done\x18\x04 \x01(\x08\x12\r\n\x05\x66inal\x18\x05 \x01(\x08\x12\r\n\x05model\x18\x06 \x01(\t\x12$\n\x06timing\x18\x07 \x01(\x0b\x32\x14.translane.v1.Timing\x12\x0f\n\x07task_id\x18\x08 \x01(\t\x12\x11\n\ttruncated\x18\t \x01(\x08\x12\x17\n\x0frequested_model\x18\n \x01(\t\"\x13\n\x11ListModelsRequest\"\xae\x03\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04lane\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x11\n\tapi_style\x18\x04 \x01(\t\x12\x0b\n\x03rpm\x18\x05 \x01(\x04\x12\x0b\n\x03tpm\x18\x06 \x01(\x04\x12\x17\n\x0fmax_concurrency\x18\x07 \x01(\r\x12\x18\n\x10max_input_tokens\x18\x08 \x01(\r\x12\x19\n\x11max_output_tokens\x18\t \x01(\r\x12\x16\n\x0e\x63ontext_tokens\x18\n \x01(\r\x12\x1c\n\x14input_price_per_mtok\x18\x0b \x01(\x01\x12\x1d\n\x15output_price_per_mtok\x18\x0c \x01(\x01\x12\x10\n\x08\x63urrency\x18\r \x01(\t\x12\x11\n\tfallbacks\x18\x0e \x03(\t\x12\x11\n\tavailable\x18\x0f \x01(\x08\x12\x1a\n\x12\x64\x61ily_token_budget\x18\x10 \x01(\x04\x12\x1a\n\x12\x64\x61ily_tokens_spent\x18\x11 \x01(\x04\x12\x19\n\x11\x64\x61ily_cost_budget\x18\x12 \x01(\x01\x12\x18\n\x10\x64\x61ily_cost_spent\x18\x13 \x01(\x01\"T\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.translane.v1.ModelInfo\x12\x15\n\rdefault_model\x18\x02 \x01(\t\"\x8e\x02\n\x15\x42\x61tchTranslateRequest\x12\x30\n\x08requests\x18\x01 \x03(\x0b\x32\x1e.translane.v1.TranslateRequest\x12\x19\n\x11\x63ompletion_window\x18\x02 \x01(\t\x12(\n\x08priority\x18\x03 \x01(\x0e\x32\x16.translane.v1.Priority\x12?\n\x06labels\x18\x04 \x03(\x0b\x32/.translane.v1.BatchTranslateRequest.LabelsEntry\x12\x0e\n\x06tenant\x18\x05 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb5\x04\n\x16\x42\x61tchTranslateMetadata\x12\x39\n\x05state\x18\x01 \x01(\x0e\x32*.translane.v1.BatchTranslateMetadata.State\x12\r\n\x05total\x18\x02 \x01(\r\x12\x0c\n\x04\x64one\x18\x03 \x01(\r\x12\x0e\n\x06\x66\x61iled\x18\x04 \x01(\r\x12\"\n\x05usage\x18\x05 \x01(\x0b\x32\x13.translane.v1.Usage\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11\x63ompletion_window\x18\t \x01(\t\x12(\n\x08priority\x18\n \x01(\x0e\x32\x16.translane.v1.Priority\x12@\n\x06labels\x18\x0b \x03(\x0b\x32\x30.translane.v1.BatchTranslateMetadata.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"I\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07RUNNING\x10\x01\x12\r\n\tSUCCEEDED\x10\x02\x12\r\n\tCANCELLED\x10\x03\"\x80\x01\n\x0b\x42\x61tchResult\x12\r\n\x05index\x18\x01 \x01(\r\x12\x33\n\x08response\x18\x02 \x01(\x0b\x32\x1f.translane.v1.TranslateResponseH\x00\x12#\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\x08\n\x06result\"D\n\x16\x42\x61tchTranslateResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.translane.v1.BatchResult\"W\n\x0fGetUsageRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tstart_day\x18\x02 \x01(\t\x12\x0f\n\x07\x65nd_day\x18\x03 \x01(\t\x12\x10\n\x08group_by\x18\x04 \x03(\t\"\xd8\x01\n\x08UsageRow\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0b\n\x03\x64\x61y\x18\x03 \x01(\t\x12\x0f\n\x07task_id\x18\x04 \x01(\t\x12\x10\n\x08requests\x18\x05 \x01(\x04\x12\x15\n\rprompt_tokens\x18\x06 \x01(\x04\x12\x19\n\x11\x63ompletion_tokens\x18\x07 \x01(\x04\x12\x14\n\x0ctotal_tokens\x18\x08 \x01(\x04\x12\x15\n\rcached_tokens\x18\t \x01(\x04\x12\x0c\n\x04\x63ost\x18\n \x01(\x01\x12\x10\n\x08\x63urrency\x18\x0b \x01(\t\"\\\n\x10GetUsageResponse\x12$\n\x04rows\x18\x01 \x03(\x0b\x32\x16.translane.v1.UsageRow\x12\x11\n\tstart_day\x18\x02 \x01(\t\x12\x0f\n\x07\x65nd_day\x18\x03 \x01(\t*R\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x18\n\x14PRIORITY_INTERACTIVE\x10\x01\x12\x12\n\x0ePRIORITY_BATCH\x10\x02\x32\x9f\x03\n\nTranslator\x12L\n\tTranslate\x12\x1e.translane.v1.TranslateRequest\x1a\x1f.translane.v1.TranslateResponse\x12Q\n\x0fTranslateStream\x12\x1e.translane.v1.TranslateRequest\x1a\x1c.translane.v1.TranslateChunk0\x01\x12O\n\nListModels\x12\x1f.translane.v1.ListModelsRequest\x1a .translane.v1.ListModelsResponse\x12T\n\x0e\x42\x61tchTranslate\x12#.translane.v1.BatchTranslateRequest\x1a\x1d.google.longrunning.Operation\x12I\n\x08GetUsage\x12\x1d.translane.v1.GetUsageRequest\x1a\x1e.translane.v1.GetUsageResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctranslane/v1/translate.proto\x12\x0ctranslane.v1\x1a#google/longrunning/operations.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"/\n\rGlossaryEntry\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\"\xd5\x02\n\x10TranslateRequest\x12\x10\n\x08segments\x18\x01 \x03(\t\x12\x17\n\x0ftarget_language\x18\x02 \x01(\t\x12\x17\n\x0fsource_language\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0f\n\x07task_id\x18\x05 \x01(\t\x12(\n\x08priority\x18\x06 \x01(\x0e\x32\x16.translane.v1.Priority\x12\x19\n\x11max_output_tokens\x18\x07 \x01(\r\x12-\n\x08glossary\x18\x08 \x03(\x0b\x32\x1b.translane.v1.GlossaryEntry\x12\x11\n\tmime_type\x18\t \x01(\t\x12\x17\n\x0f\x61llow_truncated\x18\n \x01(\x08\x12\x10\n\x08no_cache\x18\x0b \x01(\x08\x12+\n\x08messages\x18\x0c \x03(\x0b\x32\x19.translane.v1.ChatMessage\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xcc\x01\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x04\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x04\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x04\x12\x15\n\rcached_tokens\x18\x04 \x01(\x04\x12\x0c\n\x04\x63ost\x18\x05 \x01(\x01\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12\x11\n\testimated\x18\x07 \x01(\x08\x12\x18\n\x10reasoning_tokens\x18\x08 \x01(\x04\x12\x17\n\x0f\x63\x61\x63hed_segments\x18\t \x01(\r\"W\n\x06Timing\x12\x11\n\tqueued_ms\x18\x01 \x01(\x01\x12\x13\n\x0bgoverned_ms\x18\x02 \x01(\x01\x12\x13\n\x0bupstream_ms\x18\x03 \x01(\x01\x12\x10\n\x08total_ms\x18\x04 \x01(\x01\"o\n\x0bTranslation\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12 \n\x18\x64\x65tected_source_language\x18\x03 \x01(\t\x12\x11\n\ttruncated\x18\x04 \x01(\x08\x12\x0e\n\x06\x63\x61\x63hed\x18\x05 \x01(\x08\"\xc7\x01\n\x11TranslateResponse\x12/\n\x0ctranslations\x18\x01 \x03(\x0b\x32\x19.translane.v1.Translation\x12\r\n\x05model\x18\x02 \x01(\t\x12\"\n\x05usage\x18\x03 \x01(\x0b\x32\x13.translane.v1.Usage\x12$\n\x06timing\x18\x04 \x01(\x0b\x32\x14.translane.v1.Timing\x12\x0f\n\x07task_id\x18\x05 \x01(\t\x12\x17\n\x0frequested_model\x18\x06 \x01(\t\"\xf1\x01\n\x0eTranslateChunk\x12\x15\n\rsegment_index\x18\x01 \x01(\r\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\t\x12\"\n\x05usage\x18\x03 \x01(\x0b\x32\x13.translane.v1.Usage\x12\x14\n\x0csegment_done\x18\x04 \x01(\x08\x12\r\n\x05\x66inal\x18\x05 \x01(\x08\x12\r\n\x05model\x18\x06 \x01(\t\x12$\n\x06timing\x18\x07 \x01(\x0b\x32\x14.translane.v1.Timing\x12\x0f\n\x07task_id\x18\x08 \x01(\t\x12\x11\n\ttruncated\x18\t \x01(\x08\x12\x17\n\x0frequested_model\x18\n \x01(\t\"\x13\n\x11ListModelsRequest\"\xae\x03\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04lane\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x11\n\tapi_style\x18\x04 \x01(\t\x12\x0b\n\x03rpm\x18\x05 \x01(\x04\x12\x0b\n\x03tpm\x18\x06 \x01(\x04\x12\x17\n\x0fmax_concurrency\x18\x07 \x01(\r\x12\x18\n\x10max_input_tokens\x18\x08 \x01(\r\x12\x19\n\x11max_output_tokens\x18\t \x01(\r\x12\x16\n\x0e\x63ontext_tokens\x18\n \x01(\r\x12\x1c\n\x14input_price_per_mtok\x18\x0b \x01(\x01\x12\x1d\n\x15output_price_per_mtok\x18\x0c \x01(\x01\x12\x10\n\x08\x63urrency\x18\r \x01(\t\x12\x11\n\tfallbacks\x18\x0e \x03(\t\x12\x11\n\tavailable\x18\x0f \x01(\x08\x12\x1a\n\x12\x64\x61ily_token_budget\x18\x10 \x01(\x04\x12\x1a\n\x12\x64\x61ily_tokens_spent\x18\x11 \x01(\x04\x12\x19\n\x11\x64\x61ily_cost_budget\x18\x12 \x01(\x01\x12\x18\n\x10\x64\x61ily_cost_spent\x18\x13 \x01(\x01\"T\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.translane.v1.ModelInfo\x12\x15\n\rdefault_model\x18\x02 \x01(\t\"\xa5\x02\n\x15\x42\x61tchTranslateRequest\x12\x30\n\x08requests\x18\x01 \x03(\x0b\x32\x1e.translane.v1.TranslateRequest\x12\x19\n\x11\x63ompletion_window\x18\x02 \x01(\t\x12(\n\x08priority\x18\x03 \x01(\x0e\x32\x16.translane.v1.Priority\x12?\n\x06labels\x18\x04 \x03(\x0b\x32/.translane.v1.BatchTranslateRequest.LabelsEntry\x12\x0e\n\x06tenant\x18\x05 \x01(\t\x12\x15\n\rinput_file_id\x18\x06 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xcc\x04\n\x16\x42\x61tchTranslateMetadata\x12\x39\n\x05state\x18\x01 \x01(\x0e\x32*.translane.v1.BatchTranslateMetadata.State\x12\r\n\x05total\x18\x02 \x01(\r\x12\x0c\n\x04\x64one\x18\x03 \x01(\r\x12\x0e\n\x06\x66\x61iled\x18\x04 \x01(\r\x12\"\n\x05usage\x18\x05 \x01(\x0b\x32\x13.translane.v1.Usage\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11\x63ompletion_window\x18\t \x01(\t\x12(\n\x08priority\x18\n \x01(\x0e\x32\x16.translane.v1.Priority\x12@\n\x06labels\x18\x0b \x03(\x0b\x32\x30.translane.v1.BatchTranslateMetadata.LabelsEntry\x12\x15\n\rinput_file_id\x18\x0c \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"I\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07RUNNING\x10\x01\x12\r\n\tSUCCEEDED\x10\x02\x12\r\n\tCANCELLED\x10\x03\"\x80\x01\n\x0b\x42\x61tchResult\x12\r\n\x05index\x18\x01 \x01(\r\x12\x33\n\x08response\x18\x02 \x01(\x0b\x32\x1f.translane.v1.TranslateResponseH\x00\x12#\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\x08\n\x06result\"D\n\x16\x42\x61tchTranslateResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.translane.v1.BatchResult\"<\n\tFileChunk\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x0f\n\x07purpose\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\xc2\x01\n\x04\x46ile\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x04\x12\x15\n\rrequest_count\x18\x05 \x01(\r\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x1c\n\x0eGetFileRequest\x12\n\n\x02id\x18\x01 \x01(\t\"9\n\x10ListFilesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"O\n\x11ListFilesResponse\x12!\n\x05\x66iles\x18\x01 \x03(\x0b\x32\x12.translane.v1.File\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1f\n\x11\x44\x65leteFileRequest\x12\n\n\x02id\x18\x01 \x01(\t\"W\n\x0fGetUsageRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tstart_day\x18\x02 \x01(\t\x12\x0f\n\x07\x65nd_day\x18\x03 \x01(\t\x12\x10\n\x08group_by\x18\x04 \x03(\t\"\xd8\x01\n\x08UsageRow\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0b\n\x03\x64\x61y\x18\x03 \x01(\t\x12\x0f\n\x07task_id\x18\x04 \x01(\t\x12\x10\n\x08requests\x18\x05 \x01(\x04\x12\x15\n\rprompt_tokens\x18\x06 \x01(\x04\x12\x19\n\x11\x63ompletion_tokens\x18\x07 \x01(\x04\x12\x14\n\x0ctotal_tokens\x18\x08 \x01(\x04\x12\x15\n\rcached_tokens\x18\t \x01(\x04\x12\x0c\n\x04\x63ost\x18\n \x01(\x01\x12\x10\n\x08\x63urrency\x18\x0b \x01(\t\"\\\n\x10GetUsageResponse\x12$\n\x04rows\x18\x01 \x03(\x0b\x32\x16.translane.v1.UsageRow\x12\x11\n\tstart_day\x18\x02 \x01(\t\x12\x0f\n\x07\x65nd_day\x18\x03 \x01(\t*R\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x18\n\x14PRIORITY_INTERACTIVE\x10\x01\x12\x12\n\x0ePRIORITY_BATCH\x10\x02\x32\xae\x05\n\nTranslator\x12L\n\tTranslate\x12\x1e.translane.v1.TranslateRequest\x1a\x1f.translane.v1.TranslateResponse\x12Q\n\x0fTranslateStream\x12\x1e.translane.v1.TranslateRequest\x1a\x1c.translane.v1.TranslateChunk0\x01\x12O\n\nListModels\x12\x1f.translane.v1.ListModelsRequest\x1a .translane.v1.ListModelsResponse\x12T\n\x0e\x42\x61tchTranslate\x12#.translane.v1.BatchTranslateRequest\x1a\x1d.google.longrunning.Operation\x12;\n\nUploadFile\x12\x17.translane.v1.FileChunk\x1a\x12.translane.v1.File(\x01\x12;\n\x07GetFile\x12\x1c.translane.v1.GetFileRequest\x1a\x12.translane.v1.File\x12L\n\tListFiles\x12\x1e.translane.v1.ListFilesRequest\x1a\x1f.translane.v1.ListFilesResponse\x12\x45\n\nDeleteFile\x12\x1f.translane.v1.DeleteFileRequest\x1a\x16.google.protobuf.Empty\x12I\n\x08GetUsage\x12\x1d.translane.v1.GetUsageRequest\x1a\x1e.translane.v1.GetUsageResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,50 +39,62 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BATCHTRANSLATEREQUEST_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_BATCHTRANSLATEMETADATA_LABELSENTRY']._loaded_options = None
   _globals['_BATCHTRANSLATEMETADATA_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_PRIORITY']._serialized_start=3419
-  _globals['_PRIORITY']._serialized_end=3501
-  _globals['_GLOSSARYENTRY']._serialized_start=141
-  _globals['_GLOSSARYENTRY']._serialized_end=188
-  _globals['_TRANSLATEREQUEST']._serialized_start=191
-  _globals['_TRANSLATEREQUEST']._serialized_end=532
-  _globals['_CHATMESSAGE']._serialized_start=534
-  _globals['_CHATMESSAGE']._serialized_end=578
-  _globals['_USAGE']._serialized_start=581
-  _globals['_USAGE']._serialized_end=785
-  _globals['_TIMING']._serialized_start=787
-  _globals['_TIMING']._serialized_end=874
-  _globals['_TRANSLATION']._serialized_start=876
-  _globals['_TRANSLATION']._serialized_end=987
-  _globals['_TRANSLATERESPONSE']._serialized_start=990
-  _globals['_TRANSLATERESPONSE']._serialized_end=1189
-  _globals['_TRANSLATECHUNK']._serialized_start=1192
-  _globals['_TRANSLATECHUNK']._serialized_end=1433
-  _globals['_LISTMODELSREQUEST']._serialized_start=1435
-  _globals['_LISTMODELSREQUEST']._serialized_end=1454
-  _globals['_MODELINFO']._serialized_start=1457
-  _globals['_MODELINFO']._serialized_end=1887
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1889
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1973
-  _globals['_BATCHTRANSLATEREQUEST']._serialized_start=1976
-  _globals['_BATCHTRANSLATEREQUEST']._serialized_end=2246
-  _globals['_BATCHTRANSLATEREQUEST_LABELSENTRY']._serialized_start=2201
-  _globals['_BATCHTRANSLATEREQUEST_LABELSENTRY']._serialized_end=2246
-  _globals['_BATCHTRANSLATEMETADATA']._serialized_start=2249
-  _globals['_BATCHTRANSLATEMETADATA']._serialized_end=2814
-  _globals['_BATCHTRANSLATEMETADATA_LABELSENTRY']._serialized_start=2201
-  _globals['_BATCHTRANSLATEMETADATA_LABELSENTRY']._serialized_end=2246
-  _globals['_BATCHTRANSLATEMETADATA_STATE']._serialized_start=2741
-  _globals['_BATCHTRANSLATEMETADATA_STATE']._serialized_end=2814
-  _globals['_BATCHRESULT']._serialized_start=2817
-  _globals['_BATCHRESULT']._serialized_end=2945
-  _globals['_BATCHTRANSLATERESPONSE']._serialized_start=2947
-  _globals['_BATCHTRANSLATERESPONSE']._serialized_end=3015
-  _globals['_GETUSAGEREQUEST']._serialized_start=3017
-  _globals['_GETUSAGEREQUEST']._serialized_end=3104
-  _globals['_USAGEROW']._serialized_start=3107
-  _globals['_USAGEROW']._serialized_end=3323
-  _globals['_GETUSAGERESPONSE']._serialized_start=3325
-  _globals['_GETUSAGERESPONSE']._serialized_end=3417
-  _globals['_TRANSLATOR']._serialized_start=3504
-  _globals['_TRANSLATOR']._serialized_end=3919
+  _globals['_PRIORITY']._serialized_start=3956
+  _globals['_PRIORITY']._serialized_end=4038
+  _globals['_GLOSSARYENTRY']._serialized_start=170
+  _globals['_GLOSSARYENTRY']._serialized_end=217
+  _globals['_TRANSLATEREQUEST']._serialized_start=220
+  _globals['_TRANSLATEREQUEST']._serialized_end=561
+  _globals['_CHATMESSAGE']._serialized_start=563
+  _globals['_CHATMESSAGE']._serialized_end=607
+  _globals['_USAGE']._serialized_start=610
+  _globals['_USAGE']._serialized_end=814
+  _globals['_TIMING']._serialized_start=816
+  _globals['_TIMING']._serialized_end=903
+  _globals['_TRANSLATION']._serialized_start=905
+  _globals['_TRANSLATION']._serialized_end=1016
+  _globals['_TRANSLATERESPONSE']._serialized_start=1019
+  _globals['_TRANSLATERESPONSE']._serialized_end=1218
+  _globals['_TRANSLATECHUNK']._serialized_start=1221
+  _globals['_TRANSLATECHUNK']._serialized_end=1462
+  _globals['_LISTMODELSREQUEST']._serialized_start=1464
+  _globals['_LISTMODELSREQUEST']._serialized_end=1483
+  _globals['_MODELINFO']._serialized_start=1486
+  _globals['_MODELINFO']._serialized_end=1916
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1918
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2002
+  _globals['_BATCHTRANSLATEREQUEST']._serialized_start=2005
+  _globals['_BATCHTRANSLATEREQUEST']._serialized_end=2298
+  _globals['_BATCHTRANSLATEREQUEST_LABELSENTRY']._serialized_start=2253
+  _globals['_BATCHTRANSLATEREQUEST_LABELSENTRY']._serialized_end=2298
+  _globals['_BATCHTRANSLATEMETADATA']._serialized_start=2301
+  _globals['_BATCHTRANSLATEMETADATA']._serialized_end=2889
+  _globals['_BATCHTRANSLATEMETADATA_LABELSENTRY']._serialized_start=2253
+  _globals['_BATCHTRANSLATEMETADATA_LABELSENTRY']._serialized_end=2298
+  _globals['_BATCHTRANSLATEMETADATA_STATE']._serialized_start=2816
+  _globals['_BATCHTRANSLATEMETADATA_STATE']._serialized_end=2889
+  _globals['_BATCHRESULT']._serialized_start=2892
+  _globals['_BATCHRESULT']._serialized_end=3020
+  _globals['_BATCHTRANSLATERESPONSE']._serialized_start=3022
+  _globals['_BATCHTRANSLATERESPONSE']._serialized_end=3090
+  _globals['_FILECHUNK']._serialized_start=3092
+  _globals['_FILECHUNK']._serialized_end=3152
+  _globals['_FILE']._serialized_start=3155
+  _globals['_FILE']._serialized_end=3349
+  _globals['_GETFILEREQUEST']._serialized_start=3351
+  _globals['_GETFILEREQUEST']._serialized_end=3379
+  _globals['_LISTFILESREQUEST']._serialized_start=3381
+  _globals['_LISTFILESREQUEST']._serialized_end=3438
+  _globals['_LISTFILESRESPONSE']._serialized_start=3440
+  _globals['_LISTFILESRESPONSE']._serialized_end=3519
+  _globals['_DELETEFILEREQUEST']._serialized_start=3521
+  _globals['_DELETEFILEREQUEST']._serialized_end=3552
+  _globals['_GETUSAGEREQUEST']._serialized_start=3554
+  _globals['_GETUSAGEREQUEST']._serialized_end=3641
+  _globals['_USAGEROW']._serialized_start=3644
+  _globals['_USAGEROW']._serialized_end=3860
+  _globals['_GETUSAGERESPONSE']._serialized_start=3862
+  _globals['_GETUSAGERESPONSE']._serialized_end=3954
+  _globals['_TRANSLATOR']._serialized_start=4041
+  _globals['_TRANSLATOR']._serialized_end=4727
 # @@protoc_insertion_point(module_scope)

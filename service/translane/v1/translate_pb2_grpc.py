@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from google.longrunning import operations_pb2 as google_dot_longrunning_dot_operations__pb2
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from translane.v1 import translate_pb2 as translane_dot_v1_dot_translate__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -57,6 +58,26 @@ class TranslatorStub:
                 request_serializer=translane_dot_v1_dot_translate__pb2.BatchTranslateRequest.SerializeToString,
                 response_deserializer=google_dot_longrunning_dot_operations__pb2.Operation.FromString,
                 _registered_method=True)
+        self.UploadFile = channel.stream_unary(
+                '/translane.v1.Translator/UploadFile',
+                request_serializer=translane_dot_v1_dot_translate__pb2.FileChunk.SerializeToString,
+                response_deserializer=translane_dot_v1_dot_translate__pb2.File.FromString,
+                _registered_method=True)
+        self.GetFile = channel.unary_unary(
+                '/translane.v1.Translator/GetFile',
+                request_serializer=translane_dot_v1_dot_translate__pb2.GetFileRequest.SerializeToString,
+                response_deserializer=translane_dot_v1_dot_translate__pb2.File.FromString,
+                _registered_method=True)
+        self.ListFiles = channel.unary_unary(
+                '/translane.v1.Translator/ListFiles',
+                request_serializer=translane_dot_v1_dot_translate__pb2.ListFilesRequest.SerializeToString,
+                response_deserializer=translane_dot_v1_dot_translate__pb2.ListFilesResponse.FromString,
+                _registered_method=True)
+        self.DeleteFile = channel.unary_unary(
+                '/translane.v1.Translator/DeleteFile',
+                request_serializer=translane_dot_v1_dot_translate__pb2.DeleteFileRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
         self.GetUsage = channel.unary_unary(
                 '/translane.v1.Translator/GetUsage',
                 request_serializer=translane_dot_v1_dot_translate__pb2.GetUsageRequest.SerializeToString,
@@ -100,6 +121,45 @@ class TranslatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UploadFile(self, request_iterator, context):
+        """UploadFile stores a file of TranslateRequests for BatchTranslate's `input_file_id`, for jobs too big
+        for one message: a stream of chunks, the first naming the file (`purpose` "batch", a `filename`),
+        each carrying the next bytes of its content in `data` (any size under the server's message limit;
+        1 MiB is a good one). The content is JSONL: one TranslateRequest a line, in the proto3 JSON mapping
+        (`{"segments": ["Hello"], "targetLanguage": "zh"}`; field names in either case), UTF-8, a final
+        newline optional. At most 50,000 lines and `[jobs] max_file_bytes` (200 MB). It is checked as it
+        arrives: a line that is not a TranslateRequest (not JSON, an unknown field, a wrong type) or is
+        blank refuses the whole upload with INVALID_ARGUMENT naming its line ("data: line 7 ..."), nothing
+        stored (OpenAI's Files refuse a bad batch file the same way). A well-formed request that cannot be
+        served (no target_language, an unknown model) is not checked here: it fails alone when its line
+        runs, as an inline request would. The file is the uploading tenant's (another tenant is told
+        NOT_FOUND) and is forgotten `[jobs] keep_s` after its upload.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetFile(self, request, context):
+        """GetFile answers what UploadFile answered; NOT_FOUND once it expired or was deleted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListFiles(self, request, context):
+        """ListFiles lists the caller's files, oldest first, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteFile(self, request, context):
+        """DeleteFile forgets a file now (a job submitted from it keeps its own copy of the requests).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetUsage(self, request, context):
         """GetUsage sums what the provider answered for a tenant (calls, tokens, cost) over a range of days,
         grouped by model, day and/or task. A caller reads its own tenant's usage; another's, or every
@@ -131,6 +191,26 @@ def add_TranslatorServicer_to_server(servicer, server):
                     servicer.BatchTranslate,
                     request_deserializer=translane_dot_v1_dot_translate__pb2.BatchTranslateRequest.FromString,
                     response_serializer=google_dot_longrunning_dot_operations__pb2.Operation.SerializeToString,
+            ),
+            'UploadFile': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadFile,
+                    request_deserializer=translane_dot_v1_dot_translate__pb2.FileChunk.FromString,
+                    response_serializer=translane_dot_v1_dot_translate__pb2.File.SerializeToString,
+            ),
+            'GetFile': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFile,
+                    request_deserializer=translane_dot_v1_dot_translate__pb2.GetFileRequest.FromString,
+                    response_serializer=translane_dot_v1_dot_translate__pb2.File.SerializeToString,
+            ),
+            'ListFiles': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFiles,
+                    request_deserializer=translane_dot_v1_dot_translate__pb2.ListFilesRequest.FromString,
+                    response_serializer=translane_dot_v1_dot_translate__pb2.ListFilesResponse.SerializeToString,
+            ),
+            'DeleteFile': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteFile,
+                    request_deserializer=translane_dot_v1_dot_translate__pb2.DeleteFileRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
             'GetUsage': grpc.unary_unary_rpc_method_handler(
                     servicer.GetUsage,
@@ -248,6 +328,114 @@ class Translator:
             '/translane.v1.Translator/BatchTranslate',
             translane_dot_v1_dot_translate__pb2.BatchTranslateRequest.SerializeToString,
             google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadFile(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/translane.v1.Translator/UploadFile',
+            translane_dot_v1_dot_translate__pb2.FileChunk.SerializeToString,
+            translane_dot_v1_dot_translate__pb2.File.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/translane.v1.Translator/GetFile',
+            translane_dot_v1_dot_translate__pb2.GetFileRequest.SerializeToString,
+            translane_dot_v1_dot_translate__pb2.File.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFiles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/translane.v1.Translator/ListFiles',
+            translane_dot_v1_dot_translate__pb2.ListFilesRequest.SerializeToString,
+            translane_dot_v1_dot_translate__pb2.ListFilesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteFile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/translane.v1.Translator/DeleteFile',
+            translane_dot_v1_dot_translate__pb2.DeleteFileRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

@@ -5,6 +5,7 @@ translane: a translation service in front of rate-limited LLM providers."""
 
 from collections import abc as _abc
 from google.longrunning import operations_pb2 as _operations_pb2
+from google.protobuf import empty_pb2 as _empty_pb2
 from grpc import aio as _aio
 from translane.v1 import translate_pb2 as _translate_pb2
 import abc as _abc_1
@@ -49,6 +50,26 @@ class TranslatorStub:
     google.longrunning.Operation: `metadata` is a BatchTranslateMetadata (progress), `response`, when
     done, a BatchTranslateResponse. Follow it with google.longrunning.Operations on the same port.
     """
+    UploadFile: _grpc.StreamUnaryMultiCallable[_translate_pb2.FileChunk, _translate_pb2.File]
+    """UploadFile stores a file of TranslateRequests for BatchTranslate's `input_file_id`, for jobs too big
+    for one message: a stream of chunks, the first naming the file (`purpose` "batch", a `filename`),
+    each carrying the next bytes of its content in `data` (any size under the server's message limit;
+    1 MiB is a good one). The content is JSONL: one TranslateRequest a line, in the proto3 JSON mapping
+    (`{"segments": ["Hello"], "targetLanguage": "zh"}`; field names in either case), UTF-8, a final
+    newline optional. At most 50,000 lines and `[jobs] max_file_bytes` (200 MB). It is checked as it
+    arrives: a line that is not a TranslateRequest (not JSON, an unknown field, a wrong type) or is
+    blank refuses the whole upload with INVALID_ARGUMENT naming its line ("data: line 7 ..."), nothing
+    stored (OpenAI's Files refuse a bad batch file the same way). A well-formed request that cannot be
+    served (no target_language, an unknown model) is not checked here: it fails alone when its line
+    runs, as an inline request would. The file is the uploading tenant's (another tenant is told
+    NOT_FOUND) and is forgotten `[jobs] keep_s` after its upload.
+    """
+    GetFile: _grpc.UnaryUnaryMultiCallable[_translate_pb2.GetFileRequest, _translate_pb2.File]
+    """GetFile answers what UploadFile answered; NOT_FOUND once it expired or was deleted."""
+    ListFiles: _grpc.UnaryUnaryMultiCallable[_translate_pb2.ListFilesRequest, _translate_pb2.ListFilesResponse]
+    """ListFiles lists the caller's files, oldest first, a page at a time."""
+    DeleteFile: _grpc.UnaryUnaryMultiCallable[_translate_pb2.DeleteFileRequest, _empty_pb2.Empty]
+    """DeleteFile forgets a file now (a job submitted from it keeps its own copy of the requests)."""
     GetUsage: _grpc.UnaryUnaryMultiCallable[_translate_pb2.GetUsageRequest, _translate_pb2.GetUsageResponse]
     """GetUsage sums what the provider answered for a tenant (calls, tokens, cost) over a range of days,
     grouped by model, day and/or task. A caller reads its own tenant's usage; another's, or every
@@ -75,6 +96,26 @@ class TranslatorAsyncStub(TranslatorStub):
     google.longrunning.Operation: `metadata` is a BatchTranslateMetadata (progress), `response`, when
     done, a BatchTranslateResponse. Follow it with google.longrunning.Operations on the same port.
     """
+    UploadFile: _aio.StreamUnaryMultiCallable[_translate_pb2.FileChunk, _translate_pb2.File]  # type: ignore[assignment]
+    """UploadFile stores a file of TranslateRequests for BatchTranslate's `input_file_id`, for jobs too big
+    for one message: a stream of chunks, the first naming the file (`purpose` "batch", a `filename`),
+    each carrying the next bytes of its content in `data` (any size under the server's message limit;
+    1 MiB is a good one). The content is JSONL: one TranslateRequest a line, in the proto3 JSON mapping
+    (`{"segments": ["Hello"], "targetLanguage": "zh"}`; field names in either case), UTF-8, a final
+    newline optional. At most 50,000 lines and `[jobs] max_file_bytes` (200 MB). It is checked as it
+    arrives: a line that is not a TranslateRequest (not JSON, an unknown field, a wrong type) or is
+    blank refuses the whole upload with INVALID_ARGUMENT naming its line ("data: line 7 ..."), nothing
+    stored (OpenAI's Files refuse a bad batch file the same way). A well-formed request that cannot be
+    served (no target_language, an unknown model) is not checked here: it fails alone when its line
+    runs, as an inline request would. The file is the uploading tenant's (another tenant is told
+    NOT_FOUND) and is forgotten `[jobs] keep_s` after its upload.
+    """
+    GetFile: _aio.UnaryUnaryMultiCallable[_translate_pb2.GetFileRequest, _translate_pb2.File]  # type: ignore[assignment]
+    """GetFile answers what UploadFile answered; NOT_FOUND once it expired or was deleted."""
+    ListFiles: _aio.UnaryUnaryMultiCallable[_translate_pb2.ListFilesRequest, _translate_pb2.ListFilesResponse]  # type: ignore[assignment]
+    """ListFiles lists the caller's files, oldest first, a page at a time."""
+    DeleteFile: _aio.UnaryUnaryMultiCallable[_translate_pb2.DeleteFileRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """DeleteFile forgets a file now (a job submitted from it keeps its own copy of the requests)."""
     GetUsage: _aio.UnaryUnaryMultiCallable[_translate_pb2.GetUsageRequest, _translate_pb2.GetUsageResponse]  # type: ignore[assignment]
     """GetUsage sums what the provider answered for a tenant (calls, tokens, cost) over a range of days,
     grouped by model, day and/or task. A caller reads its own tenant's usage; another's, or every
@@ -122,6 +163,50 @@ class TranslatorServicer(metaclass=_abc_1.ABCMeta):
         google.longrunning.Operation: `metadata` is a BatchTranslateMetadata (progress), `response`, when
         done, a BatchTranslateResponse. Follow it with google.longrunning.Operations on the same port.
         """
+
+    @_abc_1.abstractmethod
+    def UploadFile(
+        self,
+        request_iterator: _MaybeAsyncIterator[_translate_pb2.FileChunk],
+        context: _ServicerContext,
+    ) -> _typing.Union[_translate_pb2.File, _abc.Awaitable[_translate_pb2.File]]:
+        """UploadFile stores a file of TranslateRequests for BatchTranslate's `input_file_id`, for jobs too big
+        for one message: a stream of chunks, the first naming the file (`purpose` "batch", a `filename`),
+        each carrying the next bytes of its content in `data` (any size under the server's message limit;
+        1 MiB is a good one). The content is JSONL: one TranslateRequest a line, in the proto3 JSON mapping
+        (`{"segments": ["Hello"], "targetLanguage": "zh"}`; field names in either case), UTF-8, a final
+        newline optional. At most 50,000 lines and `[jobs] max_file_bytes` (200 MB). It is checked as it
+        arrives: a line that is not a TranslateRequest (not JSON, an unknown field, a wrong type) or is
+        blank refuses the whole upload with INVALID_ARGUMENT naming its line ("data: line 7 ..."), nothing
+        stored (OpenAI's Files refuse a bad batch file the same way). A well-formed request that cannot be
+        served (no target_language, an unknown model) is not checked here: it fails alone when its line
+        runs, as an inline request would. The file is the uploading tenant's (another tenant is told
+        NOT_FOUND) and is forgotten `[jobs] keep_s` after its upload.
+        """
+
+    @_abc_1.abstractmethod
+    def GetFile(
+        self,
+        request: _translate_pb2.GetFileRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_translate_pb2.File, _abc.Awaitable[_translate_pb2.File]]:
+        """GetFile answers what UploadFile answered; NOT_FOUND once it expired or was deleted."""
+
+    @_abc_1.abstractmethod
+    def ListFiles(
+        self,
+        request: _translate_pb2.ListFilesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_translate_pb2.ListFilesResponse, _abc.Awaitable[_translate_pb2.ListFilesResponse]]:
+        """ListFiles lists the caller's files, oldest first, a page at a time."""
+
+    @_abc_1.abstractmethod
+    def DeleteFile(
+        self,
+        request: _translate_pb2.DeleteFileRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """DeleteFile forgets a file now (a job submitted from it keeps its own copy of the requests)."""
 
     @_abc_1.abstractmethod
     def GetUsage(

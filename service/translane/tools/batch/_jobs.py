@@ -2,7 +2,9 @@
 
 The job runs in the service and outlives this command; these are its client through
 google.longrunning.Operations. `submit` reads lines as `batch run` does and keeps a local record of
-them (`_record`), which `download` needs to answer by custom_id, as `batch run` writes.
+them (`_record`), which `download` needs to answer by custom_id, as `batch run` writes. Requests past
+gRPC's default message size go up as a file first (UploadFile, then BatchTranslate's input_file_id), so a
+job of 50,000 long lines is one job still.
 """
 
 from __future__ import annotations
@@ -13,15 +15,16 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 from google.longrunning import operations_pb2 as lro
 from google.longrunning import operations_pb2_grpc as lro_grpc
-from google.protobuf import duration_pb2
+from google.protobuf import duration_pb2, json_format
 
 from translane import tls
 from translane.calls import persist, report_failure
@@ -49,6 +52,11 @@ _MAX_MESSAGE_BYTES = 1 << 30
 _RESTART_ATTEMPTS = 8
 # How long one WaitOperation call waits before the progress bar is brought up to date.
 _POLL_S = 1.0
+# Requests past this many bytes go as a file (UploadFile) rather than in the BatchTranslate message: gRPC's
+# default bound on a message, so a service (or a proxy) that keeps it takes them too.
+_INLINE_MAX_BYTES = 4 << 20
+# An upload's chunks carry about this many bytes each.
+_CHUNK_BYTES = 1 << 20
 
 
 class _NoSuchJob(Exception):
@@ -157,17 +165,57 @@ async def _submit(args: argparse.Namespace) -> int:
             f"translane batch: nothing to send: none of the {refused} lines of {args.input} is valid", file=sys.stderr
         )
         return 1
-    request = pb.BatchTranslateRequest(requests=requests, completion_window=args.window, labels=labels)
+    as_file = args.upload == "always" or (
+        args.upload == "auto" and sum(r.ByteSize() for r in requests) > _INLINE_MAX_BYTES
+    )
     async with _stubs(args.target) as (stub, _):
-        op = await stub.BatchTranslate(request, timeout=args.timeout)
+        if as_file:
+            op, how = await _submit_file(stub, requests, args, labels)
+        else:
+            request = pb.BatchTranslateRequest(requests=requests, completion_window=args.window, labels=labels)
+            op, how = await stub.BatchTranslate(request, timeout=args.timeout), "sent"
     path = record.save(args.jobs_dir, _bare(op.name))
     print(op.name)
     print(
-        f"translane batch: {len(requests)} lines sent, {refused} refused (error lines in the download); "
+        f"translane batch: {len(requests)} lines {how}, {refused} refused (error lines in the download); "
         f"record kept in {path}",
         file=sys.stderr,
     )
     return 0
+
+
+async def _file_chunks(requests: Sequence[pb.TranslateRequest], filename: str) -> AsyncIterator[pb.FileChunk]:
+    """The requests as UploadFile takes them: the file named first, then JSONL in chunks of about _CHUNK_BYTES."""
+    yield pb.FileChunk(filename=filename, purpose="batch")
+    lines: list[bytes] = []
+    size = 0
+    for request in requests:
+        line = json_format.MessageToJson(request, indent=None).encode() + b"\n"
+        lines.append(line)
+        size += len(line)
+        if size >= _CHUNK_BYTES:
+            yield pb.FileChunk(data=b"".join(lines))
+            lines, size = [], 0
+    if lines:
+        yield pb.FileChunk(data=b"".join(lines))
+
+
+async def _submit_file(
+    stub: pb_grpc.TranslatorStub,
+    requests: Sequence[pb.TranslateRequest],
+    args: argparse.Namespace,
+    labels: dict[str, str],
+) -> tuple[lro.Operation, str]:
+    """Upload the requests as a file and submit the job from it; the file goes once the job has taken its copy."""
+    name = Path(args.input).name[:255] or "input.jsonl"
+    uploaded = await stub.UploadFile(_file_chunks(requests, name), timeout=args.timeout)
+    try:
+        request = pb.BatchTranslateRequest(input_file_id=uploaded.id, completion_window=args.window, labels=labels)
+        op = await stub.BatchTranslate(request, timeout=args.timeout)
+    finally:
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await stub.DeleteFile(pb.DeleteFileRequest(id=uploaded.id), timeout=args.timeout)
+    return op, f"sent as a file ({uploaded.size_bytes} bytes uploaded as {uploaded.id})"
 
 
 async def _status(args: argparse.Namespace) -> int:
@@ -404,6 +452,12 @@ def add_job_parsers(actions: Any, default_target: str) -> None:
     submit.add_argument("--window", default="24h", help="completion window, e.g. 30m, 24h, 7d (default 24h)")
     submit.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="a label (repeatable)")
     submit.add_argument("--timeout", type=float, default=120.0, help="seconds the submission may take")
+    submit.add_argument(
+        "--upload",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="send the requests as an uploaded file first: auto (default) when they pass 4 MiB, always, or never",
+    )
     submit.add_argument(
         "--jobs-dir", default=DEFAULT_JOBS_DIR, help=f"where the local record is kept (default ./{DEFAULT_JOBS_DIR})"
     )
