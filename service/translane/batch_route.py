@@ -7,7 +7,8 @@ its own limits. Its lane takes `batch_max_concurrency` calls at once and is gate
 the provider's day (the daily budgets' day), reserved before a call and settled with its real usage after, as the
 governor does. A provider's 429 QuotaExceeded on the route closes it until the time the provider says (or the
 next day). A closed route sends work online, or holds it in the lane until the route opens again, within the
-job's window (`batch_when_spent`). The quota is this process's own: replicas do not share it.
+job's window (`batch_when_spent`). The quota is this process's own; with the governor shared in Redis, the
+replicas share it there instead (shared_batch_quota.py).
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ BATCH_MAX_QUEUE = 100_000
 class DailyQuota:
     """A lane's gate (translane.lanes.Gate) for the batch routes: per model, the day's tokens against its quota."""
 
-    def __init__(self, models: Mapping[str, ModelConfig], budgets: Budgets) -> None:
-        self.tpd = {name: m.batch_tpd for name, m in models.items()}
+    def __init__(self, models: Mapping[str, ModelConfig], budgets: Budgets, share: float = 1.0) -> None:
+        """`share`: of each quota, the part this counts to (a replica that cannot reach the shared count: 1/N)."""
+        self.tpd = {name: max(1, int(m.batch_tpd * share)) if m.batch_tpd else 0 for name, m in models.items()}
         self._budgets = budgets
         self._day = ""
         # Tokens reserved or spent on the route today, by model.
@@ -126,9 +128,17 @@ class DailyQuota:
 class BatchRoutes:
     """The batch route of every model that has one: which work may take it, its lane, and its quota."""
 
-    def __init__(self, models: Mapping[str, ModelConfig], budgets: Budgets, clock: Clock, call_at: CallAt) -> None:
+    def __init__(
+        self,
+        models: Mapping[str, ModelConfig],
+        budgets: Budgets,
+        clock: Clock,
+        call_at: CallAt,
+        quota: DailyQuota | None = None,
+    ) -> None:
+        """`quota`: the routes' daily quota (default: this process's own, of the routed models)."""
         routed = {name: m for name, m in models.items() if m.batch_api}
-        self.quota = DailyQuota(routed, budgets)
+        self.quota = quota if quota is not None else DailyQuota(routed, budgets)
         self.lanes = {
             name: Lane(
                 LaneConfig(f"batch/{name}", max_concurrency=m.batch_max_concurrency, max_queue=BATCH_MAX_QUEUE),

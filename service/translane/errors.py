@@ -25,6 +25,9 @@ TranslaneError
     ├── ProviderQuotaExhausted  spending limit reached (SetLimitExceeded): fatal
     ├── BatchQuotaSpent         429 QuotaExceeded on a model's batch route: its daily quota is
     │                           spent; the work goes online or waits (the model's batch_when_spent)
+    ├── BatchRouteFailed        the provider's batch holding the call (openai-batch) expired, failed or
+    │                           was cancelled without answering it; the call goes online or fails (the
+    │                           model's batch_when_failed)
     ├── ProviderRejected        400: the request itself is wrong, never retried
     ├── ProviderAuthError       401/403: our key or account is wrong
     ├── ProviderModelNotFound   404: model not opened / no such endpoint
@@ -42,6 +45,7 @@ __all__ = [
     "ERROR_DOMAIN",
     "RATE_CODES",
     "BatchQuotaSpent",
+    "BatchRouteFailed",
     "BudgetSpent",
     "FileNotFound",
     "InvalidRequest",
@@ -187,6 +191,13 @@ class ProviderQuotaExhausted(ProviderError):
 
 class BatchQuotaSpent(ProviderError):
     """The batch route's quota is spent for its day; `retry_after_s` is the provider's word on when it turns."""
+
+    retryable = True
+
+
+class BatchRouteFailed(ProviderError):
+    """The provider's batch that held the call ended without answering it; `code` is how it ended (`expired`,
+    `failed`, `cancelled`, or the result line's error code)."""
 
     retryable = True
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import functools
 import json
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -25,6 +26,7 @@ from .errors import (
     provider_error,
 )
 from .languages import language_name
+from .openai_batch import OpenAIBatches
 from .tokens import count_tokens
 from .tracing import aiohttp_client_trace_configs
 
@@ -235,6 +237,10 @@ class UpstreamClient:
         self._closed = False
         self._headers = {name: self._provider_headers(p) for name, p in config.providers.items()}
         self._timeouts: dict[tuple[str, bool], aiohttp.ClientTimeout] = {}
+        # The openai-batch routes' upstream batches (gathering, polled).
+        self._openai_batches = OpenAIBatches(
+            self._open_session, config.providers, functools.partial(self._raise_for, batch=True)
+        )
 
     @staticmethod
     def _provider_headers(p: ProviderConfig) -> dict[str, str]:
@@ -260,9 +266,15 @@ class UpstreamClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+    def _open_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("UpstreamClient is not open")
+        return self._session
+
     async def aclose(self) -> None:
-        """Close the pooled session (idempotent)."""
+        """Cancel the upstream batches still running, close the pooled session (idempotent)."""
         self._closed = True
+        await self._openai_batches.aclose()
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
@@ -320,16 +332,19 @@ class UpstreamClient:
         return _completion(model, call, data)
 
     async def batch_complete(self, model: ModelConfig, call: SegmentCall, timeout_s: float) -> Completion:
-        """One call on the model's batch route (Ark Batch Chat): the chat request as online, unstreamed, POSTed to
-        {batch_url}/batch/chat/completions, given up to the route's long timeout."""
+        """One call on the model's batch route, the chat request as online, unstreamed: Ark Batch Chat POSTs it to
+        {batch_url}/batch/chat/completions, given up to the route's long timeout; openai-batch sends it as a line
+        of an upstream batch (translane.openai_batch) and waits for its answer up to `timeout_s`."""
         if self._session is None:
             raise RuntimeError("UpstreamClient is not open")
         provider = self._config.providers[model.provider]
-        timeout_s = min(timeout_s, model.batch_timeout_s)
-        timeout = aiohttp.ClientTimeout(total=max(0.001, timeout_s), sock_connect=provider.connect_timeout_s)
         body = _body(model, call, stream=False)
         if model.batch_upstream_model:
             body["model"] = model.batch_upstream_model
+        if model.batch_api == "openai-batch":
+            return _completion(model, call, await self._openai_batches.call(model, body, timeout_s))
+        timeout_s = min(timeout_s, model.batch_timeout_s)
+        timeout = aiohttp.ClientTimeout(total=max(0.001, timeout_s), sock_connect=provider.connect_timeout_s)
         with _transport_errors(model, timeout_s):
             async with self._session.post(
                 (model.batch_url or provider.base_url).rstrip("/") + "/batch/chat/completions",

@@ -393,4 +393,15 @@ async def test_reset_forgets_files_and_batches(sim: Sim, client: openai.AsyncOpe
     await sim.reset()
     with pytest.raises(openai.NotFoundError):
         await client.batches.retrieve(submitted.id)
-    assert (await sim.stats())["openai_batch"] == {"files": 0, "batches": {}, "models": {}}
+    assert (await sim.stats())["openai_batch"] == {"files": 0, "uploads": 0, "batches": {}, "models": {}}
+
+
+async def test_a_batch_may_fail_as_it_starts(sim: Sim, client: openai.AsyncOpenAI) -> None:
+    await sim.set(batch_fail_rate=1.0)
+    submitted = await _submit(client, _jsonl([_line("one", "a"), _line("two", "b")]))
+    failed = await _finished(client, submitted.id)
+    assert failed.status == "failed" and failed.failed_at is not None
+    assert failed.errors is not None and failed.errors.data and failed.errors.data[0].code == "sim_failed"
+    assert failed.output_file_id is None and failed.error_file_id is None
+    stats = (await sim.stats())["openai_batch"]
+    assert stats["batches"] == {"failed": 1} and stats["uploads"] == 1 and stats["models"] == {}

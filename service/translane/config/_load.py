@@ -61,6 +61,8 @@ def _check_batch_route(m: ModelConfig, where: str) -> None:
             f"{where}.batch_api: {m.batch_api!r} carries chat completions only; {m.name} speaks the "
             f"{m.api_style!r} API (remove batch_api, or set it on a chat_completions model)"
         )
+    if m.batch_poll_min_s > m.batch_poll_max_s:
+        raise ConfigError(f"{where}.batch_poll_min_s: larger than batch_poll_max_s ({m.batch_poll_max_s:g})")
     if not m.batch_api:
         tuned = [f for f in ("batch_url", "batch_upstream_model", "batch_tpd") if getattr(m, f)]
         if tuned:

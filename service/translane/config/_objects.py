@@ -47,12 +47,20 @@ __all__ = [
 ApiStyle = Literal["chat_completions", "responses"]
 API_STYLES: tuple[str, ...] = get_args(ApiStyle)
 # The provider's batch route of a model: "" none; "ark-batch-chat" Volcengine Ark's Batch Chat (the chat request
-# unchanged, POSTed to {batch_url}/batch/chat/completions, no streaming, answers in minutes, a daily token quota).
-BatchApi = Literal["", "ark-batch-chat"]
+# unchanged, POSTed to {batch_url}/batch/chat/completions, no streaming, answers in minutes, a daily token quota);
+# "openai-batch" OpenAI's Batch API (calls gathered into a JSONL file POSTed to {batch_url}/files, run as one
+# {batch_url}/batches batch with a 24h window, each answered from the batch's result files by its custom_id).
+BatchApi = Literal["", "ark-batch-chat", "openai-batch"]
 BATCH_APIS: tuple[str, ...] = get_args(BatchApi)
 # When a batch route's daily quota is spent: go on through the online lanes, or wait for the next day (within
 # the job's completion window).
 WhenSpent = Literal["online", "wait"]
+# When an openai-batch upstream batch ends (expired, failed, cancelled) without answering a call: the call goes
+# on through the online lanes, or fails naming the batch.
+WhenFailed = Literal["online", "fail"]
+# OpenAI's limits on a batch input file.
+_OPENAI_BATCH_LINES = 50_000
+_OPENAI_BATCH_BYTES = 200 * 1024 * 1024
 # Thinking models (chat completions): "" leaves the provider's default; "disabled" sends
 # `thinking: {type: disabled}`; minimal/low/medium/high send `reasoning_effort`.
 Reasoning = Literal["", "disabled", "minimal", "low", "medium", "high"]
@@ -152,6 +160,16 @@ class ModelConfig:
     batch_timeout_s: float = setting(3600.0, check=positive)
     batch_min_window_s: float = setting(3600.0, check=non_negative)
     batch_when_spent: WhenSpent = setting("online")
+    # openai-batch: the calls that arrive within batch_gather_s of the first (at most batch_file_max_lines lines and
+    # batch_file_max_bytes bytes) go up as one input file and one upstream batch, whose status is polled every
+    # batch_poll_min_s at first, growing to batch_poll_max_s; batch_timeout_s bounds each request to the Files and
+    # Batches API, and a call waits for its batch until its job's window ends. See WhenFailed.
+    batch_gather_s: float = setting(2.0, check=positive)
+    batch_file_max_lines: int = setting(_OPENAI_BATCH_LINES, check=(positive, at_most(_OPENAI_BATCH_LINES)))
+    batch_file_max_bytes: int = setting(_OPENAI_BATCH_BYTES, check=(positive, at_most(_OPENAI_BATCH_BYTES)))
+    batch_poll_min_s: float = setting(5.0, check=positive)
+    batch_poll_max_s: float = setting(60.0, check=positive)
+    batch_when_failed: WhenFailed = setting("online")
 
     @property
     def wire_name(self) -> str:

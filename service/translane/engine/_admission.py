@@ -115,8 +115,13 @@ class Admission(Layer):
             return None
         # "wait": the route may hold the call until its quota's next day, within the window.
         start_by = job.deadline if model.batch_when_spent == "wait" else min(job.deadline, now + job.max_queue_wait_s)
+        # "online": a call queued on the route leaves for the online lanes when the route finds its quota spent.
+        leave = model.batch_when_spent == "online"
         try:
-            return await lane.admit(model, tokens, job.priority, start_by=start_by, deadline=job.deadline).__aenter__()
+            admission = lane.admit(
+                model, tokens, job.priority, start_by=start_by, deadline=job.deadline, may_leave=leave
+            )
+            return await admission.__aenter__()
         except (Overloaded, ModelUnavailable):
             return None
 

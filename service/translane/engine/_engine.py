@@ -8,7 +8,7 @@ import contextlib
 import dataclasses
 from collections.abc import AsyncGenerator, AsyncIterator
 
-from ..batch_route import BatchRoutes
+from ..batch_route import BatchRoutes, DailyQuota
 from ..budget import Budgets, open_budgets
 from ..cache import SegmentCache, open_cache
 from ..config import Config
@@ -18,6 +18,7 @@ from ..governor_choice import open_governor
 from ..lanes import BATCH, INTERACTIVE, CallAt, Clock, Lane
 from ..metrics import EngineMetrics
 from ..outbox import Outbox
+from ..shared_batch_quota import open_batch_quota
 from ..tasks import all_or_first_failure
 from ..tenants import LocalLimits, TenantLimits, TenantsFile, open_limits
 from ..tokens import warm_up
@@ -86,10 +87,12 @@ class Engine:
         ledger: Ledger | None = None,
         tenants: TenantsFile | None = None,
         tenant_limits: TenantLimits | None = None,
+        batch_quota: DailyQuota | None = None,
     ) -> None:
         """`clock` and `call_at` default to the running loop's (tests pass their own to own the time); without
         `budgets`, the day's spending is kept in memory, and without `ledger`, the usage; without `tenants`, there
-        are none; without `tenant_limits`, tenants' limits are kept in this process."""
+        are none; without `tenant_limits`, tenants' limits are kept in this process; without `batch_quota`, the
+        batch routes' daily quotas too."""
         loop = asyncio.get_running_loop()
         self._clock: Clock = clock or loop.time
         self.config = config
@@ -117,7 +120,7 @@ class Engine:
         self.estimators = {n: TokenEstimator(m.output_ratio, m.max_output_tokens) for n, m in config.models.items()}
         self.rotation = Rotation(config.models, governor, self.budgets, self._clock)
         self.batch = (
-            BatchRoutes(config.models, self.budgets, self._clock, call_at)
+            BatchRoutes(config.models, self.budgets, self._clock, call_at, batch_quota)
             if BatchRoutes.configured(config.models)
             else None
         )
@@ -158,8 +161,8 @@ class Engine:
         config: Config,
         governor: Governor | None = None,
     ) -> AsyncIterator[Engine]:
-        """Build the engine, its governor (unless given), cache, budgets, usage ledger and upstream session; close
-        them on exit."""
+        """Build the engine, its governor (unless given), cache, budgets, usage ledger, batch routes' quota and
+        upstream session; close them on exit."""
         warm_up()  # not inside the first request, where it would stall the loop
         async with contextlib.AsyncExitStack() as stack:
             gov = governor if governor is not None else await stack.enter_async_context(open_governor(config))
@@ -172,6 +175,7 @@ class Engine:
                 open_limits(config.governor, clock, budgets.day, budgets.seconds_to_next_day)
             )
             ledger = await stack.enter_async_context(open_ledger(config))
+            batch_quota = await stack.enter_async_context(open_batch_quota(config, budgets, clock))
             upstream = await stack.enter_async_context(UpstreamClient(config))
             engine = cls(
                 config,
@@ -182,6 +186,7 @@ class Engine:
                 ledger=ledger,
                 tenants=tenants,
                 tenant_limits=limits,
+                batch_quota=batch_quota,
             )
             stack.callback(engine.close)
             yield engine

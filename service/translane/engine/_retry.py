@@ -3,10 +3,18 @@ failed one is now paused, else after a backoff; within the provider's retry coun
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from ..config import ModelConfig
-from ..errors import BatchQuotaSpent, ModelUnavailable, Overloaded, ProviderError, ProviderQuotaExhausted
+from ..errors import (
+    BatchQuotaSpent,
+    BatchRouteFailed,
+    ModelUnavailable,
+    Overloaded,
+    ProviderError,
+    ProviderQuotaExhausted,
+)
 from ._layer import Layer
 from ._work import Attempt, Job, Outcome, Work
 
@@ -38,8 +46,13 @@ class Retry(Layer):
             number += 1
             if not self._should_retry(failure, number, work.job, bool(attempt.streamed)):
                 raise failure
+            if isinstance(failure, BatchRouteFailed):
+                # The provider's batch ended without answering: the work goes online now, or fails as it is.
+                if model.batch_when_failed != "online":
+                    raise failure
+                work = dataclasses.replace(work, batch=False)
             # A batch route whose quota is spent: the next try goes online, or waits in the route's lane, at once.
-            ready = isinstance(failure, BatchQuotaSpent) or self.parts.rotation.fallback_ready(
+            ready = isinstance(failure, BatchQuotaSpent | BatchRouteFailed) or self.parts.rotation.fallback_ready(
                 job.model, model, bool(job.messages)
             )
             delay = 0.0 if ready else self._backoff(model, number, failure)

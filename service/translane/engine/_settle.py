@@ -10,6 +10,7 @@ import time
 from ..config import ModelConfig
 from ..errors import (
     BatchQuotaSpent,
+    BatchRouteFailed,
     ProviderConnectionError,
     ProviderEmptyAnswer,
     ProviderError,
@@ -99,6 +100,9 @@ class Settle(Layer):
             ticket.settle(0)
             assert self.parts.batch is not None
             self.parts.batch.quota.close(model.name, exc.retry_after_s, now)
+        elif isinstance(exc, BatchRouteFailed):
+            # The provider's batch ended without answering the call (expired, failed, cancelled): not billed.
+            ticket.settle(0)
         elif isinstance(exc, ProviderRateLimited):
             # Turned away: no tokens were used, but the request still counts.
             ticket.settle(0)

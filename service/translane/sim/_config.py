@@ -21,6 +21,7 @@ _RATES = (
     "garbage_rate",
     "stall_rate",
     "untranslated_rate",
+    "batch_fail_rate",
 )
 RUNTIME_FIELDS: tuple[str, ...] = (
     "ttft_s",
@@ -114,6 +115,8 @@ class SimConfig:
     # expires). Defaults: a batch done in 0.1 s, a window of 2.4 s.
     batch_hour_s: float = 0.1
     batch_job_hours: float = 1.0
+    # Share of OpenAI batches that fail as they start (status `failed`, no line run).
+    batch_fail_rate: float = 0.0
     # OpenAI's limits on a batch input file.
     batch_file_max_bytes: int = 200 * 1024 * 1024
     batch_file_max_lines: int = 50_000

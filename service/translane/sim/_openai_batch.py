@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import random
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -90,6 +91,8 @@ class _Job:
     output_file_id: str | None = None
     error_file_id: str | None = None
     cancel_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    # Why the batch failed, in OpenAI's shape ({"object": "list", "data": [{code, message, ...}]}).
+    errors: dict[str, Any] | None = None
 
     def now(self, loop_now: float) -> int:
         """The compressed clock: the Unix time a batch that started at created_at would show by now."""
@@ -106,7 +109,7 @@ class _Job:
             "object": "batch",
             "endpoint": self.endpoint,
             "model": None,
-            "errors": None,
+            "errors": self.errors,
             "input_file_id": self.input_file_id,
             "completion_window": f"{_WINDOW_HOURS}h",
             "status": self.status,
@@ -184,8 +187,10 @@ class OpenAIBatches:
         self._jobs: dict[str, _Job] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._ids = itertools.count(1)
-        # Lines run per model, for /_sim/stats.
+        # Lines run per model, and input files uploaded, for /_sim/stats.
         self._models: dict[str, dict[str, int]] = {}
+        self._uploads = 0
+        self._rng = random.Random(config().seed)
 
     def routes(self) -> list[web.RouteDef]:
         """The handlers, under /v1 as OpenAI serves them."""
@@ -208,6 +213,7 @@ class OpenAIBatches:
             statuses[job.status] = statuses.get(job.status, 0) + 1
         return {
             "files": len(self._files),
+            "uploads": self._uploads,
             "batches": statuses,
             "models": {name: dict(counts) for name, counts in self._models.items()},
         }
@@ -222,6 +228,7 @@ class OpenAIBatches:
         self._jobs.clear()
         self._files.clear()
         self._models.clear()
+        self._uploads = 0
 
     def _authorize(self, request: web.Request) -> None:
         key = self._config().api_key
@@ -252,6 +259,7 @@ class OpenAIBatches:
         except _ApiError as exc:
             return exc.response()
         self._files[stored.id] = stored
+        self._uploads += 1
         return web.json_response(stored.object())
 
     async def _upload(self, request: web.Request) -> _File:
@@ -388,6 +396,13 @@ class OpenAIBatches:
         job.total = len(lines)
         out: list[bytes] = []
         errors: list[bytes] = []
+        cfg = self._config()
+        if cfg.batch_fail_rate and self._rng.random() < cfg.batch_fail_rate:
+            message = "The simulator failed the batch (batch_fail_rate)."
+            job.errors = {"object": "list", "data": [{"code": "sim_failed", "message": message, "line": None}]}
+            job.enter("failed", loop.time())
+            self._tasks.pop(job.id, None)
+            return
         if job.status == "validating":
             job.enter("in_progress", loop.time())
         window_end = job.started + _WINDOW_HOURS * job.hour_s
