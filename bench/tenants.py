@@ -210,7 +210,8 @@ async def one_run(name: str, tenants: list[Tenant], seconds: float, tmp: Path) -
 
 def report(r: Result) -> None:
     print(
-        f"\n[{r.name}] provider: {r.share_of_rpm * 100:.2f}% of RPM in the measured window, {r.provider_429s:.0f} 429s"
+        f"\n[{r.name}] provider: {r.share_of_rpm * 100:.2f}% of RPM measured, {r.provider_429s:.0f} 429s; "
+        f"CPU meanwhile: the benchmark's processes {r.ours_cores:.2f} cores, everything else {r.others_cores:.2f}"
     )
     total_tokens = sum(t.window(r.t0, r.t1)[1] for t in r.tenants.values())
     for t in r.tenants.values():
