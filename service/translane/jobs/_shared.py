@@ -7,8 +7,8 @@ at most `max_lines_per_replica` lines in flight, and every `claim_idle_s / 3` re
 without renewal (their replica was killed, or cut off) are taken over with XAUTOCLAIM. A line's result is
 recorded once, and its entry acknowledged in the same step (RedisJobStore.finish). A clean stop puts its
 lines in flight back in the stream for the others. What a crash costs: the lines in flight on the dead
-replica run again elsewhere (their calls may have been paid for; the segment cache of the replica that
-takes them over does not know them).
+replica run again elsewhere: those it had an answer for and cached are answered by the shared segment
+cache, those whose calls were still at the provider (a batch route's for minutes) are paid again.
 """
 
 from __future__ import annotations
