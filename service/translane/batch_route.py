@@ -159,6 +159,13 @@ class BatchRoutes:
         """Whether a job's line with a completion window of `window_s` may go to `model`'s batch route."""
         return bool(model.batch_api) and window_s > 0 and window_s >= model.batch_min_window_s
 
+    @staticmethod
+    def room(models: Mapping[str, ModelConfig], window_s: float) -> int:
+        """The lines a job with a completion window of `window_s` may have in flight on the batch routes (on top of
+        its online bound): each route's `batch_max_concurrency` that such a window may take. A batch answer takes
+        minutes, so only that many lines at once keep a route busy."""
+        return sum(m.batch_max_concurrency for m in models.values() if BatchRoutes.takes(m, window_s))
+
     def lane_for(self, model: ModelConfig, window_s: float, tokens: int, now: float) -> Lane | None:
         """The lane of `model`'s batch route for a call of `tokens`, or None when the call goes online: no route
         for such a window, or its quota is spent and the model sends such work online."""

@@ -78,6 +78,8 @@ _ASK_AGAIN_S = 1.0
 _LATE_S = 0.1
 # This host's monotonic clock and Redis's TIME tick at rates parts per million apart.
 _CLOCK_MARGIN_S = 0.02
+# Connections a client of `connect` pools at most (redis-py's default).
+_MAX_CONNECTIONS = 100
 
 
 class RedisGovernor(Governor):
@@ -316,12 +318,18 @@ def connect(url: str) -> aioredis.Redis:
     """A client that fails fast, so an outage turns into the local fallback within a fraction of a second."""
     # One immediate retry (a pooled connection may have died with an earlier
     # Redis), no backoff: redis-py's default retries with backoff would hold the
-    # lanes for seconds before the fallback could take over.
-    return aioredis.Redis.from_url(
+    # lanes for seconds before the fallback could take over. A burst of calls (a job's
+    # thousands of lines reading the shared cache at once) waits as long for one of
+    # the pooled connections: redis-py's default pool refuses the 101st at once,
+    # which the cache took for a Redis down.
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=_MAX_CONNECTIONS,
+        timeout=0.25,
         socket_timeout=0.25,
         socket_connect_timeout=0.25,
         retry=Retry(NoBackoff(), 1),
         retry_on_timeout=False,
         health_check_interval=0,
     )
+    return aioredis.Redis.from_pool(pool)

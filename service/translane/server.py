@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 from collections.abc import AsyncIterator
@@ -14,6 +15,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from .batch_route import BatchRoutes
 from .config import Config
 from .contract import MAX_TASK_ID_CHARS
 from .engine import Engine
@@ -110,13 +112,15 @@ async def running_server(config: Config, *, grace_s: float | None = None) -> Asy
         # Jobs (BatchTranslate) in Redis when the governor is shared there (every replica runs their lines),
         # else beside the segment cache's file, or in memory when the cache keeps none; every unfinished one
         # runs on from here. Closed before the engine, after the server stops taking calls.
-        # The files jobs may be submitted from (UploadFile) are kept where the jobs are.
+        # The files jobs may be submitted from (UploadFile) are kept where the jobs are. A job whose window takes
+        # the batch routes may have their lines in flight on top of its own bound.
         jobs: JobControl
         files: FileControl
+        route_room = functools.partial(BatchRoutes.room, config.models)
         if config.governor.kind == "redis":
             g = config.governor
             jobs = await stack.enter_async_context(
-                open_shared_jobs(g.redis_url, g.redis_prefix, BatchLines(engine), config.jobs)
+                open_shared_jobs(g.redis_url, g.redis_prefix, BatchLines(engine), config.jobs, route_room)
             )
             files = await stack.enter_async_context(
                 open_redis_file_store(g.redis_url, g.redis_prefix, config.jobs.keep_s)
@@ -125,8 +129,9 @@ async def running_server(config: Config, *, grace_s: float | None = None) -> Asy
             on_disk = config.cache.kind == "sqlite"
             jobs_path = str(Path(config.cache.path).with_name("jobs.sqlite3")) if on_disk else ":memory:"
             files_path = str(Path(config.cache.path).with_name("files.sqlite3")) if on_disk else ":memory:"
+            per_job, keep_s = config.jobs.max_concurrency_per_job, config.jobs.keep_s
             jobs = await stack.enter_async_context(
-                open_jobs(jobs_path, BatchLines(engine), config.jobs.max_concurrency_per_job, config.jobs.keep_s)
+                open_jobs(jobs_path, BatchLines(engine), per_job, keep_s, route_room)
             )
             files = await stack.enter_async_context(open_file_store(files_path, config.jobs.keep_s))
         operations = OperationsService(jobs, config, FilesService(files, config))

@@ -114,6 +114,33 @@ class TestBatchRoute:
         assert _calls(await sim.stats()) == (1, 0)
 
 
+class TestRouteKeptBusy:
+    """A job may have its lines in flight on the batch route beyond its own online bound (a batch answer takes
+    minutes: at max_concurrency_per_job lines at once, a route would take days over a large job)."""
+
+    @pytest.fixture
+    def config(self, sim: Sim) -> Config:
+        cfg = with_batch(server_config(sim), batch_min_window_s=3600.0, batch_max_concurrency=30)
+        return dataclasses.replace(cfg, jobs=dataclasses.replace(cfg.jobs, max_concurrency_per_job=2))
+
+    async def test_a_long_window_has_the_routes_concurrency_on_top_of_the_jobs_bound(
+        self, stub: pb_grpc.TranslatorStub, ops: lro_grpc.OperationsStub, sim: Sim
+    ) -> None:
+        await sim.set(batch_latency_s=0.5)
+        meta, _ = await _run(stub, ops, 40, "24h")
+        assert (meta.done, meta.failed) == (40, 0)
+        # 2 + 30 lines at once on the route: its own bound, not the job's 2.
+        assert (await sim.stats())["batch"][CHAT]["max_in_flight"] == 30
+
+    async def test_a_short_window_keeps_the_jobs_bound(
+        self, stub: pb_grpc.TranslatorStub, ops: lro_grpc.OperationsStub, sim: Sim
+    ) -> None:
+        await sim.set(ttft_s=0.2)
+        meta, _ = await _run(stub, ops, 8, "30m")
+        assert (meta.done, meta.failed) == (8, 0)
+        assert (await sim.stats())["models"][CHAT]["max_in_flight"] == 2
+
+
 class TestOurQuotaSpent:
     """batch_tpd holds about two lines' tokens: the rest of the job goes online."""
 

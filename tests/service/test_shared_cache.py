@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import time
 from pathlib import Path
 
 import grpc
+from translane.cache import Entry, open_cache
 from translane.config import CacheConfig, Config, GovernorConfig
 from translane.server import running_server
 from translane.v1 import translate_pb2 as pb
@@ -54,3 +57,21 @@ async def test_a_budget_spent_on_one_replica_is_spent_on_all(
     listed = {m.name: m for m in models.models}[TR]
     assert listed.daily_tokens_spent >= 20 and not listed.available
     assert second.model != TR  # served by a fallback
+
+
+async def test_a_burst_of_reads_waits_for_a_connection_rather_than_taking_redis_for_down(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    # A job's lines taken over by another replica all look in the shared cache at once: far more reads at a time
+    # than the client pools connections (100). Each waits its turn; none is a miss that pays again.
+    governor = GovernorConfig(kind="redis", redis_url=redis_server.url, redis_prefix="burst")
+    cfg = CacheConfig(kind="sqlite", path=str(tmp_path / "cache.sqlite3"))
+    entry = Entry("译文", TR, 3, 4, time.time())
+    async with open_cache(cfg, governor) as writer:
+        assert writer is not None
+        for i in range(500):
+            writer.put(f"key-{i}", entry)
+    async with open_cache(cfg, governor) as reader:
+        assert reader is not None
+        found = await asyncio.gather(*(reader.get(f"key-{i}", 0.0) for i in range(500)))
+    assert found == [entry] * 500

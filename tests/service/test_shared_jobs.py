@@ -4,9 +4,11 @@ mid-job has its lines taken over, every line recorded once; an ended job expires
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import signal
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -18,8 +20,8 @@ from google.longrunning import operations_pb2 as lro
 from google.longrunning import operations_pb2_grpc as lro_grpc
 from google.protobuf import duration_pb2
 from google.rpc import code_pb2
-from translane.config import Config, default_models_text
-from translane.jobs import LineResult, RedisJobStore
+from translane.config import Config, JobsConfig, default_models_text
+from translane.jobs import SUCCEEDED, JobRecord, LineResult, RedisJobStore, open_shared_jobs
 from translane.server import RunningServer, running_server
 from translane.v1 import translate_pb2 as pb
 from translane.v1 import translate_pb2_grpc as pb_grpc
@@ -280,3 +282,32 @@ async def test_consumers_gone_are_forgotten_those_with_claims_are_not(redis_serv
         assert [c["name"] for c in await client.xinfo_consumers(store.stream, "runners")] == [b"holder"]
     finally:
         await client.aclose()
+
+
+# --- many lines in flight -----------------------------------------------------------------------------------------
+
+
+async def test_hundreds_of_lines_in_flight_share_the_replicas_redis_connections(redis_server: RedisServer) -> None:
+    # A job whose window takes a batch route has that route's room on top of its own bound (here 10 + 290): all
+    # 300 lines are in flight at once, and they start and are recorded at once, far more Redis steps at a time
+    # than a connection pool of redis-py's default 100 gives (which refuses the rest: lines run again).
+    lines, runs = 300, Counter[int]()
+    everyone_in = asyncio.Event()
+
+    async def run_line(record: JobRecord, index: int, request: bytes) -> LineResult:
+        runs[index] += 1
+        if len(runs) == lines:
+            everyone_in.set()
+        await everyone_in.wait()
+        return LineResult(True, request, 1, 1, 0.0, "CNY")
+
+    config = JobsConfig(max_concurrency_per_job=10, max_lines_per_replica=10, claim_idle_s=30.0)
+    room = lambda window_s: 290 if window_s >= 3600 else 0  # noqa: E731
+    async with open_shared_jobs(redis_server.url, "many", run_line, config, room) as jobs:
+        record = await jobs.submit(b"", 86400.0, [str(i).encode() for i in range(lines)])
+        done = await jobs.wait(record.id, 30.0)
+        assert done is not None and done.state == SUCCEEDED, done
+        results = await jobs.results(record.id)
+    assert [(i, ok, r) for i, ok, r in results] == [(i, True, str(i).encode()) for i in range(lines)]
+    # Every line ran once: none failed a Redis step and went back to run again.
+    assert runs == Counter(range(lines))

@@ -332,11 +332,13 @@ class CacheConfig:
 @dataclass(frozen=True, slots=True)
 class JobsConfig:
     # BatchTranslate jobs: lines of one job in flight at once (each a Translate call at the job's
-    # priority, inside the same lanes, limits and budgets as any call).
+    # priority, inside the same lanes, limits and budgets as any call); a job whose window takes a
+    # batch route may have that route's batch_max_concurrency more.
     max_concurrency_per_job: int = setting(16, check=(positive, at_most(10_000)))
     # An ended job (its results too) is forgotten this long after it ended.
     keep_s: float = setting(7 * 86400.0, check=positive)
-    # Jobs shared in Redis (governor.kind = "redis"): the lines one replica runs at once, all jobs together...
+    # Jobs shared in Redis (governor.kind = "redis"): the lines one replica runs at once, all jobs together
+    # (plus every batch route's batch_max_concurrency)...
     max_lines_per_replica: int = setting(64, check=(positive, at_most(10_000)))
     # ...and how long a line claimed by a replica may go without word from it (a live replica renews its
     # claims every third of this) before another replica takes it over.

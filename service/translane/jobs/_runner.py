@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from ._store import CANCELLED, RUNNING, SUCCEEDED, JobRecord, JobStore, LineResult, open_store
 
-__all__ = ["Jobs", "LineRunner", "open_jobs"]
+__all__ = ["Jobs", "LineRunner", "RouteRoom", "no_route_room", "open_jobs"]
 
 log = logging.getLogger("translane.jobs")
 
@@ -29,6 +29,13 @@ log = logging.getLogger("translane.jobs")
 # line's result, a failure included; it raises only when the line could not be answered at all.
 LineRunner = Callable[[JobRecord, int, bytes], Awaitable[LineResult]]
 WallClock = Callable[[], float]
+# The lines a job with a completion window of so many seconds may have in flight on the provider's batch routes,
+# on top of its online bound (a batch answer takes minutes: only many lines at once keep such a route busy).
+RouteRoom = Callable[[float], int]
+
+
+def no_route_room(window_s: float) -> int:
+    return 0
 
 
 @dataclass(slots=True)
@@ -42,12 +49,20 @@ class _Live:
 
 class Jobs:
     """The jobs of this process: submitted, resumed, cancelled, waited for; lines answered by `run_line`,
-    at most `concurrency` of a job's at once."""
+    at most `concurrency` of a job's at once, plus its `route_room` for its window."""
 
-    def __init__(self, store: JobStore, run_line: LineRunner, concurrency: int, wall: WallClock = time.time) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        run_line: LineRunner,
+        concurrency: int,
+        wall: WallClock = time.time,
+        route_room: RouteRoom = no_route_room,
+    ) -> None:
         self.store = store
         self.run_line = run_line
         self.concurrency = concurrency
+        self.route_room = route_room
         self.wall = wall
         self._live: dict[str, _Live] = {}
         self._closed = False
@@ -97,7 +112,7 @@ class Jobs:
         try:
             pending.extend(await self.store.pending(job_id))
             async with asyncio.TaskGroup() as group:
-                for _ in range(min(self.concurrency, len(pending))):
+                for _ in range(min(self.concurrency + self.route_room(record.window_s), len(pending))):
                     group.create_task(lines())
         except asyncio.CancelledError:
             # Its lines in flight go back to pending; cancelled, the job ends, else it runs on at the next start.
@@ -176,12 +191,18 @@ async def _sweeping(store: JobStore, every_s: float) -> None:
 
 
 @contextlib.asynccontextmanager
-async def open_jobs(path: str, run_line: LineRunner, concurrency: int, keep_s: float = math.inf) -> AsyncIterator[Jobs]:
+async def open_jobs(
+    path: str,
+    run_line: LineRunner,
+    concurrency: int,
+    keep_s: float = math.inf,
+    route_room: RouteRoom = no_route_room,
+) -> AsyncIterator[Jobs]:
     """The jobs kept at `path` (":memory:" for none beyond the process), every unfinished one resumed, an ended
     one forgotten `keep_s` after it ended; on exit the lines in flight stop and the jobs wait in the store for
     the next start."""
     async with open_store(path, keep_s) as store:
-        jobs = Jobs(store, run_line, concurrency)
+        jobs = Jobs(store, run_line, concurrency, route_room=route_room)
         sweeper = None
         if math.isfinite(keep_s):
             sweeper = asyncio.get_running_loop().create_task(_sweeping(store, min(keep_s, _SWEEP_MAX_S)))

@@ -7,8 +7,8 @@ at most `max_lines_per_replica` lines in flight, and every `claim_idle_s / 3` re
 without renewal (their replica was killed, or cut off) are taken over with XAUTOCLAIM. A line's result is
 recorded once, and its entry acknowledged in the same step (RedisJobStore.finish). A clean stop puts its
 lines in flight back in the stream for the others. What a crash costs: the lines in flight on the dead
-replica run again elsewhere (their calls may have been paid for; the segment cache of the replica that
-takes them over does not know them).
+replica run again elsewhere: those it had an answer for and cached are answered by the shared segment
+cache, those whose calls were still at the provider (a batch route's for minutes) are paid again.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import secrets
 import socket
@@ -27,7 +28,7 @@ import redis.asyncio as aioredis
 
 from ..config import JobsConfig
 from ._redis_store import Entry, RedisJobStore
-from ._runner import LineRunner, WallClock
+from ._runner import LineRunner, RouteRoom, WallClock, no_route_room
 from ._store import CANCELLED, RUNNING, JobRecord
 
 __all__ = ["SharedJobs", "open_shared_jobs"]
@@ -42,6 +43,10 @@ _RETRY_S = 1.0
 _WAIT_POLL_S = 0.2
 # The renewal loop runs at least this often, so a cancel on another replica stops the lines here soon.
 _WATCH_MAX_S = 0.5
+# Connections to Redis this replica's jobs use at most (the lines in flight wait their turn for one)...
+_MAX_CONNECTIONS = 64
+# ...and how long one waits before its step fails (as a Redis that does not answer fails it).
+_CONNECTION_WAIT_S = 10.0
 # Consumers that claim nothing and have not read for this many claim_idle_s are replicas gone: forgotten.
 _FORGET_AFTER_IDLE = 10
 _FORGET_EVERY_S = 60.0
@@ -62,10 +67,12 @@ class SharedJobs:
         config: JobsConfig,
         consumer: str,
         wall: WallClock = time.time,
+        route_room: RouteRoom = no_route_room,
     ) -> None:
         self.store = store
         self.run_line = run_line
         self.config = config
+        self.route_room = route_room
         self.consumer = consumer
         self.wall = wall
         self._lines: dict[bytes, tuple[str, asyncio.Task[None]]] = {}
@@ -88,7 +95,7 @@ class SharedJobs:
         if self._closed:
             raise RuntimeError("the job runner is closed")
         job_id = uuid.uuid4().hex
-        feed = self.config.max_concurrency_per_job
+        feed = self.config.max_concurrency_per_job + self.route_room(window_s)
         await self.store.create(job_id, spec, window_s, requests, self.wall(), feed)
         record = await self.store.get(job_id)
         assert record is not None
@@ -134,7 +141,8 @@ class SharedJobs:
     async def _reading(self) -> None:
         """Take work while there is room: entries others left idle past claim_idle_s, else new ones."""
         loop = asyncio.get_running_loop()
-        bound = self.config.max_lines_per_replica
+        # Room for the batch routes' lines too (any job's window: the longest takes every route).
+        bound = self.config.max_lines_per_replica + self.route_room(math.inf)
         idle_ms = int(self.config.claim_idle_s * 1000)
         grouped = False
         next_takeover = next_forget = 0.0
@@ -229,14 +237,23 @@ class SharedJobs:
 
 @contextlib.asynccontextmanager
 async def open_shared_jobs(
-    redis_url: str, prefix: str, run_line: LineRunner, config: JobsConfig
+    redis_url: str, prefix: str, run_line: LineRunner, config: JobsConfig, route_room: RouteRoom = no_route_room
 ) -> AsyncIterator[SharedJobs]:
     """The jobs shared in the Redis at `redis_url` under `prefix`, this process running lines as one replica;
     on exit its lines in flight go back to the stream and it leaves the group."""
-    # Reads block for up to _BLOCK_MS: the socket waits longer than that.
-    client = aioredis.Redis.from_url(redis_url, socket_timeout=_BLOCK_MS / 1000 + 5, socket_connect_timeout=2)
+    # Reads block for up to _BLOCK_MS: the socket waits longer than that. Thousands of lines share a bounded
+    # pool, each waiting its turn for a connection (redis-py's default pool refuses the 101st at once).
+    pool = aioredis.BlockingConnectionPool.from_url(
+        redis_url,
+        max_connections=_MAX_CONNECTIONS,
+        timeout=_CONNECTION_WAIT_S,
+        socket_timeout=_BLOCK_MS / 1000 + 5,
+        socket_connect_timeout=2,
+    )
+    client = aioredis.Redis.from_pool(pool)
     try:
-        jobs = SharedJobs(RedisJobStore(client, prefix, config.keep_s), run_line, config, consumer_name())
+        store = RedisJobStore(client, prefix, config.keep_s)
+        jobs = SharedJobs(store, run_line, config, consumer_name(), route_room=route_room)
         jobs.start()
         try:
             yield jobs
