@@ -153,6 +153,10 @@ class UsageUnavailable(TranslaneError):
     pass
 
 
+class JobsUnavailable(TranslaneError):
+    """The store of jobs and files (Redis) cannot be reached now."""
+
+
 class WindowPassed(TranslaneError):
     pass
 

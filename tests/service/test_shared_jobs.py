@@ -311,3 +311,40 @@ async def test_hundreds_of_lines_in_flight_share_the_replicas_redis_connections(
     assert [(i, ok, r) for i, ok, r in results] == [(i, True, str(i).encode()) for i in range(lines)]
     # Every line ran once: none failed a Redis step and went back to run again.
     assert runs == Counter(range(lines))
+
+
+async def test_while_redis_is_down_the_job_rpcs_are_unavailable_and_answer_again_after(
+    sim: Sim, redis_server: RedisServer
+) -> None:
+    cfg = shared_config(sim, redis_server, "down", claim_idle_s=3.0)
+    async with replicas(cfg) as [(_, ch)]:
+        stub, ops = pb_grpc.TranslatorStub(ch), lro_grpc.OperationsStub(ch)
+        op = await stub.BatchTranslate(pb.BatchTranslateRequest(requests=_requests(2)))
+        await ops.WaitOperation(lro.WaitOperationRequest(name=op.name, timeout=_timeout(20)), timeout=30)
+        redis_server.stop()
+        try:
+            for call in (
+                ops.GetOperation(lro.GetOperationRequest(name=op.name), timeout=10),
+                ops.ListOperations(lro.ListOperationsRequest(), timeout=10),
+                stub.BatchTranslate(pb.BatchTranslateRequest(requests=_requests(1)), timeout=10),
+                stub.ListFiles(pb.ListFilesRequest(), timeout=10),
+            ):
+                with pytest.raises(grpc.aio.AioRpcError) as down:
+                    await call
+                # Not UNKNOWN: the caller is told to try again, and when.
+                assert down.value.code() == grpc.StatusCode.UNAVAILABLE, down.value
+                assert "job store (Redis) cannot be reached" in (down.value.details() or "")
+                assert dict(down.value.trailing_metadata() or ())["retry-after"] == "1"
+        finally:
+            redis_server.start()
+
+        # This Redis keeps nothing across its restart; the service takes jobs again and runs them.
+        async def runs_a_job() -> bool:
+            try:
+                again = await stub.BatchTranslate(pb.BatchTranslateRequest(requests=_requests(2)), timeout=5)
+                done = await ops.WaitOperation(lro.WaitOperationRequest(name=again.name, timeout=_timeout(5)))
+            except grpc.aio.AioRpcError:
+                return False
+            return _metadata(done).done == 2
+
+        await eventually(runs_a_job, 30.0, "a job run once Redis is back")

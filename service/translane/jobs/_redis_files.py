@@ -15,6 +15,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from ._files import FileRecord
+from ._reachable import reachable
 
 __all__ = ["RedisFileStore", "open_redis_file_store"]
 
@@ -39,6 +40,7 @@ class RedisFileStore:
         """The file's fields, its requests."""
         return self.base + "file:" + file_id, self.base + "req:" + file_id
 
+    @reachable
     async def put(self, record: FileRecord, requests: Sequence[bytes]) -> FileRecord:
         """Store a file and its requests (in order) in one transaction; the record as stored."""
         seq = int(await self.client.incr(self.base + "seq"))
@@ -84,9 +86,11 @@ class RedisFileStore:
             int(f["seq"]),
         )
 
+    @reachable
     async def get(self, file_id: str) -> FileRecord | None:
         return self._record(await self.client.hgetall(self._keys(file_id)[0]))
 
+    @reachable
     async def requests(self, file_id: str) -> list[bytes] | None:
         """The file's requests in order; None when there is no such file (or it expired)."""
         record = await self.get(file_id)
@@ -97,6 +101,7 @@ class RedisFileStore:
             return None  # it expired between the two reads
         return [bytes(r) for r in got]
 
+    @reachable
     async def page(self, after_seq: int, limit: int) -> list[FileRecord]:
         """Up to `limit` files uploaded after the one numbered `after_seq`, oldest first (expired ones leave the
         index as they are met)."""
@@ -121,6 +126,7 @@ class RedisFileStore:
             after_seq = int(found[-1][1])
         return out
 
+    @reachable
     async def delete(self, file_id: str) -> bool:
         """Forget the file and its requests; False when there was no such file."""
         meta, req = self._keys(file_id)

@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Sequence
 import redis.asyncio as aioredis
 
 from ..config import JobsConfig
+from ._reachable import reachable
 from ._redis_store import Entry, RedisJobStore
 from ._runner import LineRunner, RouteRoom, WallClock, no_route_room
 from ._store import CANCELLED, RUNNING, JobRecord
@@ -90,6 +91,7 @@ class SharedJobs:
 
     # --- the face (JobControl) --------------------------------------------------------------------------
 
+    @reachable
     async def submit(self, spec: bytes, window_s: float, requests: Sequence[bytes]) -> JobRecord:
         """Store a new job; its first lines go to the stream at once, for whichever replica reads first."""
         if self._closed:
@@ -101,15 +103,19 @@ class SharedJobs:
         assert record is not None
         return record
 
+    @reachable
     async def get(self, job_id: str) -> JobRecord | None:
         return await self.store.get(job_id)
 
+    @reachable
     async def page(self, after_seq: int, limit: int) -> list[JobRecord]:
         return await self.store.page(after_seq, limit)
 
+    @reachable
     async def results(self, job_id: str) -> list[tuple[int, bool, bytes]]:
         return await self.store.results(job_id)
 
+    @reachable
     async def cancel(self, job_id: str) -> JobRecord | None:
         """End the job CANCELLED (no line of it is recorded from now on); its lines here stop now, those on
         other replicas at their next renewal. A job already ended is left as it is."""
@@ -117,6 +123,7 @@ class SharedJobs:
         await self._stop([task for job, task in self._lines.values() if job == job_id])
         return await self.store.get(job_id)
 
+    @reachable
     async def delete(self, job_id: str) -> JobRecord | None:
         """Forget an ended job and its results; a running job is left (the record says so), None when unknown."""
         record = await self.store.get(job_id)
@@ -125,6 +132,7 @@ class SharedJobs:
         await self.store.delete(job_id)
         return record
 
+    @reachable
     async def wait(self, job_id: str, timeout_s: float) -> JobRecord | None:
         """The job once it has ended (on any replica), or as it is when `timeout_s` passes first."""
         loop = asyncio.get_running_loop()

@@ -221,11 +221,11 @@ class OperationsService:
                 _, requests = await self.files.requests_of("input_file_id", request.input_file_id)
             else:
                 requests = [r.SerializeToString() for r in request.requests]
+            record = await self.jobs.submit(spec.SerializeToString(), window_s, requests)
+            return await self.operation(record)
         except TranslaneError as exc:
             await self._abort(context, exc)
             raise AssertionError("unreachable") from exc
-        record = await self.jobs.submit(spec.SerializeToString(), window_s, requests)
-        return await self.operation(record)
 
     async def operation(self, record: JobRecord, results: bool = True) -> lro.Operation:
         """The job as an Operation: its metadata, and (`results`) its response once succeeded."""
