@@ -99,9 +99,11 @@ async def running_server(config: Config, *, grace_s: float | None = None) -> Asy
             metrics = serve_metrics(engine.metrics.registry, config.server.host, config.server.metrics_port)
             metrics_port = await stack.enter_async_context(metrics)
         # Every RPC but health and reflection names its caller when a tenants file is in force (tenants/_identity).
+        # Without a file there are never tenants: no interceptor, which grpc.aio would run on every call.
         tenants = engine.tenants
+        identify = [Identify(lambda: tenants.current)] if tenants.path else []
         server = grpc.aio.server(
-            interceptors=[*grpc_server_interceptors(), Identify(lambda: tenants.current)],
+            interceptors=[*grpc_server_interceptors(), *identify] or None,
             options=[
                 ("grpc.max_receive_message_length", 32 * 1024 * 1024),
                 ("grpc.so_reuseport", 0),

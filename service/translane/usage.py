@@ -20,6 +20,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
@@ -316,17 +317,30 @@ class Ledger:
         self.flush_s = flush_s
         self.flush_entries = flush_entries
         self.max_pending = max_pending
-        # Recorded, not yet handed to the store.
-        self._pending: dict[UsageKey, Tally] = {}
+        # Recorded, not yet handed to the store; by UsageKey's fields as a plain tuple (hashed and compared in C:
+        # this is on every call), made UsageKeys when they leave the buffer.
+        self._pending: dict[tuple[str, str, str, str, str], Tally] = {}
         # Charges not kept because the buffer was full (the store down for long): logged, and counted here.
         self.dropped = 0
         self._timer: asyncio.TimerHandle | None = None
         self._writing: asyncio.Task[None] | None = None
         self._failing = False
+        # The day of the last wall second a call was recorded in: a zone's dates change only on whole seconds
+        # (midnights and offset changes fall on them), so every call within that second has the same day.
+        self._second = -1
+        self._day = ""
 
     def today(self) -> dt.date:
         """The budget's date now."""
         return dt.datetime.fromtimestamp(self.wall(), self.zone).date()
+
+    def _day_of(self, now: float) -> str:
+        """The date at wall time `now`, ISO: worked out once a second, not once a call."""
+        second = math.floor(now)
+        if second != self._second:
+            self._day = dt.datetime.fromtimestamp(second, self.zone).date().isoformat()
+            self._second = second
+        return self._day
 
     def record(
         self,
@@ -340,7 +354,7 @@ class Ledger:
         cost: float,
     ) -> None:
         """One answered call: summed into the buffer now, written with the next batch (never waited for)."""
-        key = UsageKey(tenant, model, self.today().isoformat(), task_id, currency)
+        key = (tenant, model, self._day_of(self.wall()), task_id, currency)
         tally = self._pending.get(key)
         if tally is None:
             if len(self._pending) >= self.max_pending:
@@ -377,7 +391,7 @@ class Ledger:
                 batch = list(self._pending.items())
                 self._pending = {}
                 try:
-                    await self.store.add_many(batch)
+                    await self.store.add_many([(UsageKey(*key), tally) for key, tally in batch])
                 except Exception as exc:
                     # Kept for the next try, summed with what came meanwhile.
                     for key, tally in batch:
@@ -421,7 +435,8 @@ class Ledger:
             rows = await self.store.rows(query)
         except Exception as exc:
             raise UsageUnavailable(f"usage cannot be read now: {type(exc).__name__}: {exc}") from exc
-        unwritten = [(k, t) for k, t in self._pending.items() if query.covers(k)]
+        unwritten = [(UsageKey(*k), t) for k, t in self._pending.items()]
+        unwritten = [(k, t) for k, t in unwritten if query.covers(k)]
         return query.grouped([*rows, *unwritten])
 
     async def aclose(self) -> None:

@@ -288,6 +288,26 @@ async def test_sighup_reads_the_tenants_file_again(sim: Sim, tmp_path: Path) -> 
         await asyncio.wait_for(serving, 10)
 
 
+async def test_a_file_that_names_no_tenant_yet_lets_anyone_in_until_it_does(sim: Sim, tmp_path: Path) -> None:
+    path = write(tmp_path / "tenants.toml", "# no tenants yet\n")
+    async with (
+        running_server(with_tenants(server_config(sim), path)) as server,
+        grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch,
+    ):
+        stub = pb_grpc.TranslatorStub(ch)
+        assert await code_of(stub.Translate(REQ, timeout=10)) == grpc.StatusCode.OK
+        write(path, TENANTS)
+        assert server.engine.tenants.reload()
+        assert await code_of(stub.Translate(REQ, timeout=10)) == grpc.StatusCode.UNAUTHENTICATED
+        assert await code_of(stub.Translate(REQ, timeout=10, metadata=bearer(KEY_B))) == grpc.StatusCode.OK
+        write(path, "# no tenants again\n")
+        assert server.engine.tenants.reload()
+        assert await code_of(stub.Translate(REQ, timeout=10)) == grpc.StatusCode.OK
+        # Anonymous again: its calls are the default tenant's.
+        usage = await stub.GetUsage(pb.GetUsageRequest(), timeout=10)
+        assert [(row.tenant, row.requests) for row in usage.rows] == [("", 2)]
+
+
 def _free_port() -> int:
     from ..helpers.processes import free_port
 

@@ -17,6 +17,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import grpc
 import pytest
@@ -356,6 +357,34 @@ async def test_the_day_is_the_budget_day_and_a_range_reads_only_its_days() -> No
         ("u", "", 1, 1),
     ]
     assert await ledger.usage(UsageQuery.parse("other", "", "", [], ledger.today())) == []
+
+
+@pytest.mark.parametrize(
+    ("zone", "moments"),
+    [
+        # Midnight in Shanghai, to the millisecond either side.
+        ("Asia/Shanghai", [(2026, 3, 31, 15, 59, 59.999), (2026, 3, 31, 16, 0, 0.0), (2026, 3, 31, 16, 0, 0.001)]),
+        # Santiago: clocks go from 00:00 to 01:00 (no midnight) in September, back from 24:00 to 23:00 in April.
+        ("America/Santiago", [(2026, 9, 6, 3, 59, 59.5), (2026, 9, 6, 4, 0, 0.0), (2026, 9, 6, 4, 0, 0.5)]),
+        (
+            "America/Santiago",
+            [(2026, 4, 5, 2, 59, 59.5), (2026, 4, 5, 3, 0, 0.25), (2026, 4, 5, 3, 59, 59.75), (2026, 4, 5, 4, 0, 0.0)],
+        ),
+    ],
+)
+async def test_each_call_is_recorded_on_the_zones_date_at_its_moment(
+    zone: str, moments: list[tuple[int, int, int, int, int, float]]
+) -> None:
+    now = [0.0]
+    ledger = Ledger(zone, wall=lambda: now[0])
+    expected = []
+    for i, (y, mo, d, h, mi, s) in enumerate(moments):
+        now[0] = dt.datetime(y, mo, d, h, mi, tzinfo=dt.UTC).timestamp() + s
+        ledger.record("acme", TR, f"t{i}", "CNY", 1, 1, 0, 0.0)
+        expected.append((f"t{i}", dt.datetime.fromtimestamp(now[0], ZoneInfo(zone)).date().isoformat()))
+    rows = await ledger.usage(UsageQuery.parse("acme", "2026-01-01", "2026-12-31", ["task", "day"], ledger.today()))
+    assert sorted((r.key.task_id, r.key.day) for r in rows) == expected
+    assert len({day for _, day in expected}) == 2  # each case crosses one change of date
 
 
 def test_a_query_parses_its_fields_once() -> None:

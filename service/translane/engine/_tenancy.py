@@ -14,11 +14,14 @@ from collections.abc import AsyncIterator, Callable, Mapping
 
 from ..config import Config
 from ..estimate import TokenEstimator
-from ..tenants import TenantLimits, TenantsFile
+from ..tenants import Tenant, TenantLimits, TenantsFile
 from ..upstream import SegmentCall, prompt_tokens
 from ._work import Job, Stats
 
 __all__ = ["TenantGate"]
+
+# What a job nothing limits passes through: stateless, so one serves every such job.
+_UNLIMITED: contextlib.AbstractAsyncContextManager[None] = contextlib.nullcontext()
 
 
 class TenantGate:
@@ -52,14 +55,17 @@ class TenantGate:
             total += estimator.estimate(prompt_tokens(model, call), job.max_output_tokens)
         return total
 
-    @contextlib.asynccontextmanager
-    async def admit(self, job: Job, stats: Stats) -> AsyncIterator[None]:
+    def admit(self, job: Job, stats: Stats) -> contextlib.AbstractAsyncContextManager[None]:
         """Hold the tenant's request while the job runs; settle its real tokens and cost on the way out. A job
         that failed before any call reached the provider gives its request back."""
         tenant = self.tenants.current.get(job.tenant) if job.tenant else None
         if tenant is None or not tenant.limited:
-            yield
-            return
+            # Most jobs (no tenants file, or a tenant without limits): no generator-based context a call.
+            return _UNLIMITED
+        return self._held(tenant, job, stats)
+
+    @contextlib.asynccontextmanager
+    async def _held(self, tenant: Tenant, job: Job, stats: Stats) -> AsyncIterator[None]:
         tokens = self.estimate(job) if tenant.tpm else 0
         # A slot is forgotten past the job's deadline even if this process dies holding it (shared store).
         hold = await self.limits.admit(tenant, tokens, max(1.0, job.deadline - self.clock()) + 5.0)
