@@ -248,11 +248,14 @@ def create_app(
     app.router.add_routes(batch_routes())
 
     async def run_batches(_: web.Application) -> AsyncIterator[None]:
-        sweeper = asyncio.get_running_loop().create_task(batches.sweep_forever(), name="shim file sweeper")
+        loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(batches.sweep_forever(), name="shim file sweeper")]
+        if access.tenants.path:  # a changed tenants file is read while no call comes to ask
+            tasks.append(loop.create_task(access.tenants.watch(), name="tenants file"))
         yield
-        sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sweeper
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         batches.close()
 
     app.cleanup_ctx.append(run_batches)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import sqlite3
 import time
 import uuid
@@ -23,7 +24,7 @@ import grpc
 from aiohttp import BodyPartReader, web
 from google.longrunning import operations_pb2 as lro
 from google.rpc import code_pb2
-from translane.errors import quote
+from translane.errors import quote, quote_id
 from translane.v1 import translate_pb2 as pb
 from translane.wire import ChatRequest, WireError, completion, from_status, parse_chat
 
@@ -53,6 +54,8 @@ _CHUNK_BYTES = 1 << 16
 _ENDED = ("completed", "failed", "expired", "cancelled")
 _CODES = {c.value[0]: c for c in grpc.StatusCode}
 _UNNAMED_MODEL = "translane"
+# How the service names a job's line in a failed line's message.
+_PLACE = re.compile(r"requests\[[0-9]+\](?:\.|: )")
 
 
 class Batches:
@@ -115,7 +118,7 @@ def _expiry(anchor: Any, seconds: Any, param: str) -> int:
 
 
 def _not_found(what: str, ident: str) -> WireError:
-    return WireError(404, f"no such {what}: {quote(ident)}", kind="not_found_error", code="not_found")
+    return WireError(404, f"no such {what}: {quote_id(ident)}", kind="not_found_error", code="not_found")
 
 
 # -- files ----------------------------------------------------------------------------------------------------------
@@ -391,13 +394,16 @@ async def create_batch(request: web.Request) -> web.Response:
     if row is None:
         raise _not_found("file", file_id)
     if row.purpose != "batch":
-        raise WireError(400, f"input_file_id: {quote(file_id)} is not a batch input", param="input_file_id")
+        raise WireError(400, f"input_file_id: {quote_id(file_id)} is not a batch input", param="input_file_id")
     data = await asyncio.to_thread(store.path(file_id).read_bytes)
     config = state.config
     lines = await asyncio.to_thread(_read_lines, data, config.default_target_language, config.passthrough_model)
     if not lines:
         raise WireError(
-            400, f"input_file_id: {quote(file_id)} holds no lines", param="input_file_id", code="empty_file"
+            400,
+            f"input_file_id: {quote_id(file_id)} holds no lines",
+            param="input_file_id",
+            code="empty_file",
         )
     seen: set[str] = set()
     for line in lines:
@@ -627,7 +633,11 @@ def _results(lines: Sequence[LineRow], ops: Sequence[lro.Operation], default_tar
             gone = {"code": "batch_cancelled", "message": "the batch was cancelled before this line was answered"}
             errors.append(_line_json(line.custom_id, 0, None, gone))
         elif result.HasField("error"):
-            error = from_status(_CODES.get(result.error.code, grpc.StatusCode.UNKNOWN), result.error.message)
+            # The service names the line by its place in the job ("requests[4].model: ..."); the caller's line is
+            # its own request, whose field is `model`.
+            message = _PLACE.match(result.error.message)
+            text = result.error.message[message.end() :] if message else result.error.message
+            error = from_status(_CODES.get(result.error.code, grpc.StatusCode.UNKNOWN), text)
             errors.append(_line_json(line.custom_id, error.status, json.loads(error.body())))
         else:
             resp = result.response

@@ -95,6 +95,13 @@ class ShimConfig:
                 f"set TRANSLANE_API_KEYS (or {API_KEYS_FILE_ENV}), listen on 127.0.0.1, "
                 "or set TRANSLANE_SHIM_ALLOW_PUBLIC=1 to accept that"
             )
+        if self.tenants_file and not self.service_key and not (self.backend_tls and self.backend_tls.cert_file):
+            # The service would take no tenant the shim names (and refuse every call): say so now, not per call.
+            raise ConfigError(
+                f"{TENANTS_FILE_ENV} is set but the shim has no identity at the service to name tenants with: set "
+                "TRANSLANE_SHIM_SERVICE_KEY to a key of a tenant with `gateway = true` (or give the shim a client "
+                "certificate, TRANSLANE_CLIENT_TLS_CERT_FILE, that such a tenant names)"
+            )
 
     @property
     def open_to_anyone(self) -> bool:

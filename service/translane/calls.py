@@ -160,4 +160,10 @@ def report_failure(exc: grpc.aio.AioRpcError, target: str) -> int:
     hint = reach_hint(exc, target)
     if hint:
         print(f"translane: {hint}", file=sys.stderr)
+    elif exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+        print("translane: the commands send the key in TRANSLANE_API_KEY (or a client certificate)", file=sys.stderr)
+    else:
+        wait = retry_after_s(exc)
+        if wait is not None and exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            print(f"translane: the service says to try again in {wait:g} s", file=sys.stderr)
     return 1

@@ -73,11 +73,14 @@ __all__ = [
     "WindowPassed",
     "provider_error",
     "quote",
+    "quote_id",
 ]
 
 # Characters of a rejected value an error message shows: a gRPC status message travels in a
 # header, which a 20,000-character model name would push past the metadata limit.
 QUOTED_CHARS = 40
+# An id or resource name is quoted whole up to this many characters, so that it can be copied from the message.
+QUOTED_ID_CHARS = 80
 
 
 # google.rpc.ErrorInfo's domain for the reasons the service sends with a failed call (TranslaneError.reason).
@@ -277,6 +280,11 @@ def provider_error(
     else:
         kind = ProviderRejected
     return kind(text, status=status, code=code, retry_after_s=retry_after_s)
+
+
+def quote_id(value: str) -> str:
+    """An id or resource name for an error message: whole, so it can be copied, up to QUOTED_ID_CHARS."""
+    return quote(value, QUOTED_ID_CHARS)
 
 
 def quote(value: str, limit: int = QUOTED_CHARS) -> str:

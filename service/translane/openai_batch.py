@@ -29,6 +29,7 @@ import aiohttp
 
 from .config import ModelConfig, ProviderConfig
 from .errors import (
+    BatchQuotaSpent,
     BatchRouteFailed,
     ProviderConnectionError,
     ProviderError,
@@ -193,8 +194,12 @@ class OpenAIBatches:
         model = batch.model
         try:
             await self._send_and_answer(batch)
-        except ProviderError as exc:
+        except BatchQuotaSpent as exc:
             batch.fail(exc)
+        except ProviderError as exc:
+            # The route itself failed (an upload, a batch refused, a poll): its lines may go online
+            # (`batch_when_failed`), told where it failed.
+            batch.fail(BatchRouteFailed(f"{model.name}: the openai-batch route at {batch.url} failed: {exc.message}"))
         except asyncio.CancelledError:
             batch.fail(ProviderConnectionError(f"{model.name}: the openai-batch route closed"))
             if batch.id:

@@ -102,6 +102,9 @@ async def running_server(config: Config, *, grace_s: float | None = None) -> Asy
         # Without a file there are never tenants: no interceptor, which grpc.aio would run on every call.
         tenants = engine.tenants
         identify = [Identify(lambda: tenants.current)] if tenants.path else []
+        if tenants.path:
+            watcher = asyncio.get_running_loop().create_task(tenants.watch(), name="tenants file")
+            stack.callback(watcher.cancel)
         server = grpc.aio.server(
             interceptors=[*grpc_server_interceptors(), *identify] or None,
             options=[
@@ -186,6 +189,13 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
             config.default_model,
             config.governor.kind,
         )
+        if config.server.tenants_file:
+            current = running.engine.tenants.current
+            log.info(
+                "tenants file %s: %d tenants; every RPC but health and reflection needs a key or a certificate",
+                config.server.tenants_file,
+                len(current.by_name),
+            )
         if ready is not None:
             ready.set()
         await stop.wait()

@@ -31,7 +31,7 @@ import grpc
 from .config import ConfigError, ServerConfig
 from .settings import API_KEY_ENV, text
 
-__all__ = ["BearerKey", "ClientTLS", "ServerCertificates", "channel", "client_api_key"]
+__all__ = ["ClientTLS", "ServerCertificates", "bearer_key", "channel", "client_api_key"]
 
 log = logging.getLogger("translane.tls")
 
@@ -195,13 +195,8 @@ def client_api_key(env: Mapping[str, str] | None = None) -> str:
     return text(os.environ if env is None else env, API_KEY_ENV, "")
 
 
-class BearerKey(
-    grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[misc]
-    grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[misc]
-    grpc.aio.StreamUnaryClientInterceptor,  # type: ignore[misc]
-    grpc.aio.StreamStreamClientInterceptor,  # type: ignore[misc]
-):
-    """Every call of the channel bears `authorization: Bearer KEY` (unless the call sets its own)."""
+class _Key:
+    """Adds `authorization: Bearer KEY` to a call's metadata (unless the call sets its own)."""
 
     def __init__(self, key: str) -> None:
         self._header = ("authorization", f"Bearer {key}")
@@ -212,17 +207,32 @@ class BearerKey(
             metadata.add(*self._header)
         return details._replace(metadata=metadata)
 
+
+# One class a kind of call: grpc.aio files an interceptor under the first kind it is an instance of, so one
+# class of all four would only ever see unary calls.
+class _UnaryUnary(_Key, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._with_key(details), request)
 
+
+class _UnaryStream(_Key, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
     async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._with_key(details), request)
 
+
+class _StreamUnary(_Key, grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
     async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
         return await continuation(self._with_key(details), requests)
 
+
+class _StreamStream(_Key, grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
     async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
         return await continuation(self._with_key(details), requests)
+
+
+def bearer_key(key: str) -> list[Any]:
+    """Client interceptors that make every call of a channel, of every kind, bear `key`."""
+    return [kind(key) for kind in (_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream)]
 
 
 def channel(
@@ -235,7 +245,7 @@ def channel(
 ) -> grpc.aio.Channel:
     """A channel to the service: TLS with `tls`, plaintext without; each call bearing `api_key` when given."""
     if api_key:
-        interceptors = [*(interceptors or ()), BearerKey(api_key)]
+        interceptors = [*(interceptors or ()), *bearer_key(api_key)]
     if tls is None:
         return grpc.aio.insecure_channel(target, options=list(options), interceptors=interceptors)
     opts = list(options)

@@ -155,6 +155,9 @@ async def test_a_line_the_service_fails_is_an_error_line_with_its_status(client:
     assert list(errors) == ["no-model"]
     response = errors["no-model"]["response"]
     assert response["status_code"] == 400 and "no-such-model" in response["body"]["error"]["message"]
+    # Named as the caller's own request names it, not by its place in the service's job.
+    assert response["body"]["error"]["param"] == "model", response
+    assert not response["body"]["error"]["message"].startswith("requests[")
     assert list(await _lines(client, done.output_file_id)) == ["ok"]
 
 

@@ -154,7 +154,8 @@ def test_every_setting_is_declared_with_its_variable_and_read_from_it() -> None:
             continue
         assert decl.env.startswith("TRANSLANE_"), f.name
         raw, value = samples[hints[f.name]]
-        cfg = ShimConfig.from_env(env={"TRANSLANE_API_KEYS": "k", decl.env: raw})
+        # (A tenants file needs the shim's key at the service beside it.)
+        cfg = ShimConfig.from_env(env={"TRANSLANE_API_KEYS": "k", "TRANSLANE_SHIM_SERVICE_KEY": "g", decl.env: raw})
         assert getattr(cfg, f.name) == value, decl.env
         if hints[f.name] in (int, float, bool):
             with pytest.raises(ConfigError, match=f"^{decl.env}: "):
@@ -220,3 +221,12 @@ async def test_a_client_that_leaves_mid_stream_is_counted_as_499(shim: RunningSh
 
         text = await eventually(counted, 4.0, "a 499 in the shim's metrics", interval_s=0.02)
     assert 'route="/v1/chat/completions",status="200"' not in text
+
+
+def test_a_tenants_file_without_an_identity_at_the_service_is_refused(tmp_path: Path) -> None:
+    tenants = tmp_path / "tenants.toml"
+    tenants.write_text('[tenants.a]\napi_keys = ["k"]\n')
+    # Every caller would be refused by the service, one call at a time: the start says why instead.
+    with pytest.raises(ConfigError, match="TRANSLANE_SHIM_SERVICE_KEY"):
+        ShimConfig.from_env(env={"TRANSLANE_TENANTS_FILE": str(tenants)})
+    assert ShimConfig.from_env(env={"TRANSLANE_TENANTS_FILE": str(tenants), "TRANSLANE_SHIM_SERVICE_KEY": "g"})

@@ -158,3 +158,22 @@ async def test_files_and_batches_are_their_tenants_alone(shim: RunningShim) -> N
         with pytest.raises(openai.NotFoundError):
             await other.files.content(done.output_file_id)
         assert json.loads((await b.files.content(done.output_file_id)).content)["custom_id"] == "a"
+
+
+async def test_the_shims_api_keys_beside_a_tenants_file_are_the_tenant_default(
+    server: object, shim_config: ShimConfig
+) -> None:
+    from translane.server import RunningServer
+
+    from gateway_shim import running_shim
+
+    assert isinstance(server, RunningServer)
+    # The file names no tenant `default`: the service still takes the shim's word for it, with no limits.
+    cfg = dataclasses.replace(shim_config, grpc_target=f"127.0.0.1:{server.port}", api_keys=frozenset({"sk-legacy"}))
+    async with running_shim(cfg) as shim:
+        for _ in range(2):  # past team-a's rpm of 1: `default` has no limit of its own
+            status, _, body = await chat(shim, "sk-legacy")
+            assert status == 200, body
+        status, own = await usage(shim, "sk-legacy")
+    assert status == 200, own
+    assert [(r["tenant"], r["requests"]) for r in own["data"]] == [("default", 2)]  # type: ignore[index, union-attr]

@@ -216,6 +216,48 @@ class TestFailedGoesOnline:
         assert meta.usage.cost == pytest.approx(_online_cost(config, results), rel=1e-6)
 
 
+class TestRouteNotFound:
+    @pytest.fixture
+    def config(self, sim: Sim) -> Config:
+        # A batch URL where no Files API answers (404): the route fails, its lines go online.
+        return with_openai_batch(server_config(sim), sim, batch_url=f"{sim.root}/no-such-api")
+
+    async def test_the_lines_go_online(
+        self, stub: pb_grpc.TranslatorStub, ops: lro_grpc.OperationsStub, sim: Sim, config: Config
+    ) -> None:
+        meta, results = await _run(stub, ops, 3)
+        assert (meta.done, meta.failed) == (3, 0)
+        assert _texts(results) == _echo(3)
+        assert (await sim.stats())["models"][CHAT]["requests"] == 3
+
+
+class TestRouteNotFoundFails:
+    @pytest.fixture
+    def config(self, sim: Sim) -> Config:
+        return with_openai_batch(server_config(sim), sim, batch_url=f"{sim.root}/no-such-api", batch_when_failed="fail")
+
+    async def test_the_lines_fail_naming_the_route_and_its_url(
+        self, stub: pb_grpc.TranslatorStub, ops: lro_grpc.OperationsStub, sim: Sim
+    ) -> None:
+        meta, results = await _run(stub, ops, 2)
+        assert (meta.done, meta.failed) == (0, 2)
+        assert all(f"the openai-batch route at {sim.root}/no-such-api failed" in r.error.message for r in results)
+
+
+class TestUnderTheUpstreamURL:
+    @pytest.fixture
+    def config(self, sim: Sim) -> Config:
+        # As `serve --upstream-url .../api/v3` leaves it: the route's URL is the provider's, the sim's /api/v3.
+        return with_openai_batch(server_config(sim), sim, batch_url=sim.url)
+
+    async def test_the_sim_serves_the_batch_api_there_too(
+        self, stub: pb_grpc.TranslatorStub, ops: lro_grpc.OperationsStub, sim: Sim
+    ) -> None:
+        meta, results = await _run(stub, ops, 3)
+        assert (meta.done, meta.failed) == (3, 0) and _texts(results) == _echo(3)
+        assert (await sim.stats())["openai_batch"]["batches"] == {"completed": 1}
+
+
 class TestCancel:
     """A batch that takes 10 simulated hours of 0.2 s: the job is cancelled while it runs."""
 

@@ -359,3 +359,11 @@ async def test_the_sweep_deletes_only_jobs_ended_longer_ago_than_the_keep(tmp_pa
         assert await store.line_states("old") == {} and await store.line_states("recent") == {"pending": 2}
         now[0] = 10**9
         assert await store.sweep() == 1 and [r.id for r in await store.page(0, 10)] == ["running"]
+
+
+async def test_an_unknown_operation_is_named_whole_in_its_not_found(ops: lro_grpc.OperationsStub) -> None:
+    name = "operations/" + "0123456789abcdef" * 2  # as long as the ids the service gives
+    with pytest.raises(grpc.aio.AioRpcError) as gone:
+        await ops.GetOperation(lro.GetOperationRequest(name=name))
+    assert gone.value.code() == grpc.StatusCode.NOT_FOUND
+    assert f"no operation {name!r}: it expired" in (gone.value.details() or "")

@@ -49,6 +49,10 @@ weight = 3
 [tenants.shim]
 api_keys = ["{KEY_GATE}"]
 gateway = true
+
+[tenants.tiny]
+api_keys = ["sk-tiny"]
+tpm = 50
 """
 
 
@@ -237,6 +241,19 @@ async def test_only_a_gateway_may_name_the_tenant_it_acts_for(stub: pb_grpc.Tran
     assert await stub.Translate(REQ, timeout=10, metadata=bearer(KEY_B))  # others untouched
 
 
+async def test_a_request_larger_than_the_tenants_whole_tpm_is_invalid_not_retried(
+    stub: pb_grpc.TranslatorStub,
+) -> None:
+    big = pb.TranslateRequest(segments=["A sentence of some length to translate. " * 20], target_language="zh")
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.Translate(big, timeout=10, metadata=bearer("sk-tiny"))
+    # No retry hint: waiting never makes it fit.
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "more than tenant tiny's whole tpm of 50" in (refused.value.details() or "")
+    assert "retry-after" not in dict(refused.value.trailing_metadata() or ())
+    assert await stub.Translate(REQ, timeout=10, metadata=bearer("sk-tiny"))  # a small one fits
+
+
 async def test_a_job_is_its_tenants_alone_and_its_lines_keep_the_tenants_rules(
     stub: pb_grpc.TranslatorStub, channel: grpc.aio.Channel
 ) -> None:
@@ -388,3 +405,17 @@ async def test_a_tenants_rpm_is_shared_by_replicas_and_others_are_served(two_rep
             assert (limited.value.details() or "").startswith("tenant team-a: rpm 3 reached")
             # team-b, on the same replicas at the same moment, is untouched.
             assert await stub.Translate(REQ, timeout=10, metadata=bearer(KEY_B))
+
+
+async def test_a_changed_file_is_read_while_no_call_comes(sim: Sim, tmp_path: Path) -> None:
+    path = write(tmp_path / "tenants.toml", TENANTS)
+    cfg = with_tenants(server_config(sim), path, tenants_reload_check_s=0.05)
+    async with running_server(cfg) as server:
+        write(path, TENANTS + '\n[tenants.late]\napi_keys = ["sk-late"]\n')
+        os.utime(path, (os.stat(path).st_atime, os.stat(path).st_mtime + 2))
+
+        def read_again() -> bool:
+            return server.engine.tenants.reloads == 1
+
+        await eventually(read_again, 5.0, "the changed tenants file read again without a call")
+        assert "late" in server.engine.tenants.current.by_name

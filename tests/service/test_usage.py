@@ -425,6 +425,21 @@ async def test_the_commands_present_the_key_in_translane_api_key(server: Running
     assert code == 1 and "UNAUTHENTICATED" in err and "Bearer" in err
 
 
+async def test_the_key_goes_with_every_kind_of_call(server: RunningServer, tmp_path: Path) -> None:
+    """A streamed reply and a client-streamed upload bear the key as a unary call does."""
+    target = f"127.0.0.1:{server.port}"
+    code, out, err = await translane(
+        "translate", "stream me", "--to", "de", "--stream", "--target", target, key="key-a"
+    )
+    assert code == 0 and "stream me" in out, err
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"custom_id": "x", "text": "Hello"}\n')
+    jobs = str(tmp_path / "jobs")
+    args = ("batch", "submit", str(source), "--to", "zh", "--upload", "always", "--jobs-dir", jobs, "--target", target)
+    code, out, err = await translane(*args, key="key-a")
+    assert code == 0 and out.startswith("operations/"), err
+
+
 async def test_translane_usage_prints_a_table_or_json(sim: Sim) -> None:
     async with running_server(server_config(sim)) as server:  # no tenants: every call is the default tenant's
         await translane_usage_prints_a_table_or_json(server)

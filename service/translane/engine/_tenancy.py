@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
 
 from ..config import Config
+from ..errors import InvalidRequest
 from ..estimate import TokenEstimator
 from ..tenants import Tenant, TenantLimits, TenantsFile
 from ..upstream import SegmentCall, prompt_tokens
@@ -67,6 +68,12 @@ class TenantGate:
     @contextlib.asynccontextmanager
     async def _held(self, tenant: Tenant, job: Job, stats: Stats) -> AsyncIterator[None]:
         tokens = self.estimate(job) if tenant.tpm else 0
+        if tenant.tpm and tokens > tenant.tpm:
+            # Never fits: a 429 would have its caller retry for ever.
+            raise InvalidRequest(
+                f"segments: this request needs about {tokens} tokens, more than tenant {tenant.name}'s whole tpm "
+                f"of {tenant.tpm} can ever admit: send it in smaller requests"
+            )
         # A slot is forgotten past the job's deadline even if this process dies holding it (shared store).
         hold = await self.limits.admit(tenant, tokens, max(1.0, job.deadline - self.clock()) + 5.0)
         # What this job adds to `stats` (a job's line that is tried again shares its stats with the try before).

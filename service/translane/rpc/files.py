@@ -23,7 +23,7 @@ from google.protobuf import empty_pb2, json_format, timestamp_pb2
 
 from ..config import Config
 from ..decoding import Undecodable
-from ..errors import FileNotFound, InvalidRequest, TranslaneError, quote
+from ..errors import FileNotFound, InvalidRequest, TranslaneError, quote, quote_id
 from ..jobs import FileControl, FileRecord
 from ..v1 import translate_pb2 as pb
 from .identity import caller
@@ -153,7 +153,7 @@ class FilesService:
             f"{keep_s / 86400:g}d" if keep_s >= 86400 else f"{keep_s / 3600:g}h" if keep_s >= 3600 else f"{keep_s:g}s"
         )
         return FileNotFound(
-            f"{field}: no file {quote(file_id)}: it expired (files are kept {keep} after their upload), "
+            f"{field}: no file {quote_id(file_id)}: it expired (files are kept {keep} after their upload), "
             "was deleted, or never existed"
         )
 

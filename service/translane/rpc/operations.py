@@ -33,6 +33,7 @@ from ..errors import (
     TranslaneError,
     WindowPassed,
     quote,
+    quote_id,
 )
 from ..jobs import CANCELLED, RUNNING, SUCCEEDED, JobControl, JobRecord, LineResult
 from ..v1 import translate_pb2 as pb
@@ -298,13 +299,13 @@ class OperationsService:
             f"{keep_s / 86400:g}d" if keep_s >= 86400 else f"{keep_s / 3600:g}h" if keep_s >= 3600 else f"{keep_s:g}s"
         )
         return JobNotFound(
-            f"name: no operation {quote(name)}: it expired (ended jobs are kept {keep}) or never existed"
+            f"name: no operation {quote_id(name)}: it expired (ended jobs are kept {keep}) or never existed"
         )
 
     @staticmethod
     def _id(name: str) -> str:
         if not name.startswith(NAME_PREFIX) or not name[len(NAME_PREFIX) :]:
-            raise InvalidRequest(f"name: {quote(name)} is not an operation's name (operations/ID)")
+            raise InvalidRequest(f"name: {quote_id(name)} is not an operation's name (operations/ID)")
         return name[len(NAME_PREFIX) :]
 
     async def GetOperation(
@@ -324,7 +325,7 @@ class OperationsService:
             if request.filter:
                 raise InvalidRequest("filter: not supported; every operation is listed, a page at a time")
             if request.name not in ("", "operations"):
-                raise InvalidRequest(f"name: {quote(request.name)}: the one collection is 'operations'")
+                raise InvalidRequest(f"name: {quote_id(request.name)}: the one collection is 'operations'")
             if request.page_size < 0:
                 raise InvalidRequest(f"page_size: must be 0 (the default, {DEFAULT_PAGE_SIZE}) or more")
             size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
@@ -364,7 +365,7 @@ class OperationsService:
             if record is None:
                 raise self._not_found(request.name)
             if record.state == RUNNING:
-                raise JobNotFinished(f"name: {quote(request.name)} is still running; cancel it first")
+                raise JobNotFinished(f"name: {quote_id(request.name)} is still running; cancel it first")
         except TranslaneError as exc:
             await self._abort(context, exc)
         return empty_pb2.Empty()

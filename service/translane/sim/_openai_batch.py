@@ -193,18 +193,23 @@ class OpenAIBatches:
         self._rng = random.Random(config().seed)
 
     def routes(self) -> list[web.RouteDef]:
-        """The handlers, under /v1 as OpenAI serves them."""
-        return [
-            web.post("/v1/files", self.create_file),
-            web.get("/v1/files", self.list_files),
-            web.get("/v1/files/{file_id}", self.retrieve_file),
-            web.get("/v1/files/{file_id}/content", self.file_content),
-            web.delete("/v1/files/{file_id}", self.delete_file),
-            web.post("/v1/batches", self.create_batch),
-            web.get("/v1/batches", self.list_batches),
-            web.get("/v1/batches/{batch_id}", self.retrieve_batch),
-            web.post("/v1/batches/{batch_id}/cancel", self.cancel_batch),
-        ]
+        """The handlers, under /v1 as OpenAI serves them, and under /api/v3 too: the sim is one provider at one
+        base URL, so a service pointed at it (`--upstream-url .../api/v3`, which moves a batch route's URL with
+        the rest) finds the Files and Batches API there as well."""
+        out: list[web.RouteDef] = []
+        for prefix in ("/v1", "/api/v3"):
+            out += [
+                web.post(f"{prefix}/files", self.create_file),
+                web.get(f"{prefix}/files", self.list_files),
+                web.get(f"{prefix}/files/{{file_id}}", self.retrieve_file),
+                web.get(f"{prefix}/files/{{file_id}}/content", self.file_content),
+                web.delete(f"{prefix}/files/{{file_id}}", self.delete_file),
+                web.post(f"{prefix}/batches", self.create_batch),
+                web.get(f"{prefix}/batches", self.list_batches),
+                web.get(f"{prefix}/batches/{{batch_id}}", self.retrieve_batch),
+                web.post(f"{prefix}/batches/{{batch_id}}/cancel", self.cancel_batch),
+            ]
+        return out
 
     def stats(self) -> dict[str, Any]:
         """Files, batches by status and lines run per model, as /_sim/stats reports them."""

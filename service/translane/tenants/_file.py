@@ -10,6 +10,7 @@ file that cannot be used keeps the tenants in force and logs why.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -229,6 +230,13 @@ class TenantsFile:
                 if _signature(self.path) != self._seen:
                     self.reload()
         return self._tenants
+
+    async def watch(self) -> None:
+        """Look at the file every `check_s` until cancelled, so a change is read (or its fault logged) while no
+        call comes to ask."""
+        while True:
+            await asyncio.sleep(self.check_s)
+            _ = self.current
 
     def weight(self, tenant: str) -> float:
         """A tenant's weight (1.0 when the file does not name it)."""

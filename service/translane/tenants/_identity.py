@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 
 from ..errors import PermissionDenied, TranslaneError, Unauthenticated, quote
-from ._file import Tenant, Tenants
+from ._file import DEFAULT_TENANT, Tenant, Tenants
 
 __all__ = ["ACTING_FOR", "OPEN_SERVICES", "Caller", "Identify", "current_caller", "identify"]
 
@@ -40,6 +40,7 @@ class Caller:
 
 
 _ANONYMOUS = Caller(None)
+_DEFAULT = Tenant(name=DEFAULT_TENANT)
 _CALLER: contextvars.ContextVar[Caller] = contextvars.ContextVar("translane_caller", default=_ANONYMOUS)
 
 
@@ -82,6 +83,10 @@ def identify(tenants: Tenants, metadata: Mapping[str, str], auth: Mapping[str, S
             f"{ACTING_FOR}: tenant {caller.name} is not a trusted gateway and may not name a tenant to act for"
         )
     acting = tenants.get(named)
+    if acting is None and named == DEFAULT_TENANT:
+        # The shim's TRANSLANE_API_KEYS are the tenant `default` there; a file of the service's that does not
+        # name it gives it no limits here (as TRANSLANE_API_KEYS alone had none), its usage its own.
+        acting = _DEFAULT
     if acting is None:
         raise PermissionDenied(f"{ACTING_FOR}: no tenant {quote(named)}")
     return Caller(acting, f"gateway {caller.name}")
