@@ -62,16 +62,18 @@ async def test_a_budget_spent_on_one_replica_is_spent_on_all(
 async def test_a_burst_of_reads_waits_for_a_connection_rather_than_taking_redis_for_down(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    # A job's lines taken over by another replica all look in the shared cache at once: far more reads at a time
-    # than the client pools connections (100). Each waits its turn; none is a miss that pays again.
+    # A job's lines taken over by another replica all look in the shared cache at once: more reads at a time than
+    # the client pools connections (100). Each waits its turn; none is a miss that pays again. (Twice the pool: a
+    # read waits for one round of others, well within the 0.25 s a wait may take on a busy machine; redis-py's
+    # default pool refused the 101st at once.)
     governor = GovernorConfig(kind="redis", redis_url=redis_server.url, redis_prefix="burst")
     cfg = CacheConfig(kind="sqlite", path=str(tmp_path / "cache.sqlite3"))
     entry = Entry("译文", TR, 3, 4, time.time())
     async with open_cache(cfg, governor) as writer:
         assert writer is not None
-        for i in range(500):
+        for i in range(200):
             writer.put(f"key-{i}", entry)
     async with open_cache(cfg, governor) as reader:
         assert reader is not None
-        found = await asyncio.gather(*(reader.get(f"key-{i}", 0.0) for i in range(500)))
-    assert found == [entry] * 500
+        found = await asyncio.gather(*(reader.get(f"key-{i}", 0.0) for i in range(200)))
+    assert found == [entry] * 200
