@@ -197,13 +197,17 @@ class Trickle:
     rate: float
     model: str
     latencies: list[float] = field(default_factory=list)
+    # When each answered call was sent, in seconds from the trickle's start (beside `latencies`).
+    sent_at: list[float] = field(default_factory=list)
     failures: int = 0
     sent: int = 0
+    started: float = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         tasks: list[asyncio.Task[None]] = []
         start = loop.time()
+        self.started = time.perf_counter()
         while not stop.is_set():
             tasks.append(asyncio.create_task(self._one(self.sent)))
             self.sent += 1
@@ -225,12 +229,15 @@ class Trickle:
             self.failures += 1
             return
         self.latencies.append(time.perf_counter() - t0)
+        self.sent_at.append(t0 - self.started)
 
     def text(self) -> str:
         ms = [x * 1000 for x in self.latencies]
+        slowest = sorted(zip(ms, self.sent_at, strict=True), reverse=True)[:3]
         return (
             f"{len(ms)} interactive calls ({self.failures} failed): p50 {percentile(ms, 50):.0f} ms, "
-            f"p99 {percentile(ms, 99):.0f} ms"
+            f"p99 {percentile(ms, 99):.0f} ms; the slowest "
+            + ", ".join(f"{x:.0f} ms (sent at {at:.1f}s)" for x, at in slowest)
         )
 
 
