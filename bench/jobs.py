@@ -1,16 +1,22 @@
 """A BatchTranslate job of mixed models on the simulated provider: wall time, cost, interactive latency, a crash.
 
-The job (`--lines`, default 50,000) is half lines for the translation model (Responses API: online only)
-and half for a chat model that has an Ark Batch Chat route (`batch_api = "ark-batch-chat"`, half the online
-price). Both models get the slow model's rate (RPM 5,000, TPM 500,000 per minute, scaled to the provider's
-and the governor's sliding `--window-s`, as bench/batch.py does). The simulated provider answers online
-calls after `--ttft-s` and batch calls after `--batch-latency-s` (Ark's "minutes", scaled down to seconds).
+The job (`--lines`, default 50,000) is two models, line by line in turn (`--mix`):
+  translation  (the default, the mix of the 2026-12-05 figures) half lines for the translation model
+               (Responses API: online only, Ark documents no batch route for it) and half for the flash chat
+               model, which has an Ark Batch Chat route (`batch_api = "ark-batch-chat"`, half the online price)
+  chat         half for the flash chat model and half for the DeepSeek chat model, both with that route: every
+               line may take it
+Every model gets the slow model's rate (RPM 5,000, TPM 500,000 per minute, scaled to the provider's and the
+governor's sliding `--window-s`, as bench/batch.py does); each route takes 2,000 calls at once. The
+interactive trickle goes to the mix's first model. The simulated provider answers online calls after
+`--ttft-s` and batch calls after `--batch-latency-s` (Ark's "minutes", scaled down to seconds).
 Every line's text is distinct and the provider echoes it (`--echo`), so each answer can be checked.
 
-  baseline   a steady trickle of interactive Translate calls (`--trickle-rate`/s) to the translation model,
+  baseline   a steady trickle of interactive Translate calls (`--trickle-rate`/s) to the mix's first model,
              no job: their p50/p99
   batch      the job with its window long enough for the batch route (24h), the trickle running on:
-             wall time against the online floor (the translation half at its RPM), cost, trickle p50/p99
+             wall time against the online floor (each half at its model's RPM, in parallel), cost, trickle
+             p50/p99
   online     the same job with a window shorter than the route's batch_min_window_s (1h): all online;
              wall time against its floor (each half at its model's RPM, in parallel), cost
   kill       two `translane serve` replicas sharing a real redis-server (governor, jobs and segment cache
@@ -51,9 +57,15 @@ from translane.v1 import translate_pb2 as pb
 from translane.v1 import translate_pb2_grpc as pb_grpc
 
 CHAT_MODEL = "doubao-seed-1-6-flash-250828"
+DEEPSEEK_MODEL = "deepseek-v3-2-251201"
+# Each mix's two models (line i goes to the model i % 2) and which of them have the batch route.
+MIXES = {"translation": (SLOW_MODEL, CHAT_MODEL), "chat": (CHAT_MODEL, DEEPSEEK_MODEL)}
+ROUTED = (CHAT_MODEL, DEEPSEEK_MODEL)
 BATCH_WINDOW, ONLINE_WINDOW = "24h", "1h"
 # A job at least this long goes to the batch route; the online run's window is shorter.
 BATCH_MIN_WINDOW_S = 7200
+# Each route's calls at once (the setting's default).
+BATCH_MAX_CONCURRENCY = 2000
 # The client reads a whole finished job's results in one reply.
 CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 512 * 1024 * 1024), ("grpc.max_send_message_length", -1)]
 TEXT = "Line {i} of the {run} job, which can wait for its answer."
@@ -102,16 +114,26 @@ output_price_per_mtok = 1.5
 extra_body = {{ thinking = {{ type = "disabled" }} }}
 batch_api = "ark-batch-chat"
 batch_min_window_s = {BATCH_MIN_WINDOW_S}
+batch_max_concurrency = {BATCH_MAX_CONCURRENCY}
+[models."{DEEPSEEK_MODEL}"]
+provider = "ark"
+api_style = "chat_completions"
+lane = "fast"
+{limits}
+context_tokens = 128000
+input_price_per_mtok = 2.0
+output_price_per_mtok = 3.0
+batch_api = "ark-batch-chat"
+batch_min_window_s = {BATCH_MIN_WINDOW_S}
+batch_max_concurrency = {BATCH_MAX_CONCURRENCY}
 """
 
 
-def job_requests(lines: int, run: str) -> list[pb.TranslateRequest]:
-    """Even lines for the translation model, odd ones for the chat model; each text distinct (in the run too:
+def job_requests(lines: int, run: str, mix: tuple[str, str]) -> list[pb.TranslateRequest]:
+    """Even lines for the mix's first model, odd ones for its second; each text distinct (in the run too:
     the segment cache answers nothing a run before it paid for)."""
     return [
-        pb.TranslateRequest(
-            segments=[TEXT.format(i=i, run=run)], target_language="zh", model=CHAT_MODEL if i % 2 else SLOW_MODEL
-        )
+        pb.TranslateRequest(segments=[TEXT.format(i=i, run=run)], target_language="zh", model=mix[i % 2])
         for i in range(lines)
     ]
 
@@ -121,15 +143,20 @@ def sim_stats(port: int) -> dict[str, object]:
         return json.loads(r.read())  # type: ignore[no-any-return]
 
 
-def provider_calls(stats: dict[str, object]) -> dict[str, int]:
-    """Calls the provider answered or admitted, per model and route."""
+def provider_calls(stats: dict[str, object], mix: tuple[str, str]) -> dict[str, int]:
+    """Calls the provider answered or admitted, per model of the mix and route."""
     models: dict[str, dict[str, int]] = stats["models"]  # type: ignore[assignment]
     batch: dict[str, dict[str, int]] = stats["batch"]  # type: ignore[assignment]
-    return {
-        "online " + SLOW_MODEL: int(models[SLOW_MODEL]["admitted"]),
-        "online " + CHAT_MODEL: int(models[CHAT_MODEL]["admitted"]),
-        "batch " + CHAT_MODEL: int(batch[CHAT_MODEL]["requests"]),
-    }
+    calls = {"online " + m: int(models[m]["admitted"]) for m in mix}
+    calls.update({"batch " + m: int(batch[m]["requests"]) for m in mix if m in ROUTED})
+    return calls
+
+
+def provider_in_flight(stats: dict[str, object], mix: tuple[str, str]) -> int:
+    """Calls the provider has taken and not answered yet, the mix's models on both routes."""
+    models: dict[str, dict[str, int]] = stats["models"]  # type: ignore[assignment]
+    batch: dict[str, dict[str, int]] = stats["batch"]  # type: ignore[assignment]
+    return sum(int(models[m]["in_flight"]) for m in mix) + sum(int(batch[m]["in_flight"]) for m in mix if m in ROUTED)
 
 
 def configure_sim(port: int, changes: dict[str, float]) -> None:
@@ -164,18 +191,23 @@ def serve_args(models: Path, port: int, sim_port: int) -> list[str]:
 
 @dataclass
 class Trickle:
-    """Interactive Translate calls at a steady rate until stopped; their latencies (s) and failures."""
+    """Interactive Translate calls to `model` at a steady rate until stopped; their latencies (s) and failures."""
 
     stub: pb_grpc.TranslatorStub
     rate: float
+    model: str
     latencies: list[float] = field(default_factory=list)
+    # When each answered call was sent, in seconds from the trickle's start (beside `latencies`).
+    sent_at: list[float] = field(default_factory=list)
     failures: int = 0
     sent: int = 0
+    started: float = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         tasks: list[asyncio.Task[None]] = []
         start = loop.time()
+        self.started = time.perf_counter()
         while not stop.is_set():
             tasks.append(asyncio.create_task(self._one(self.sent)))
             self.sent += 1
@@ -187,7 +219,7 @@ class Trickle:
         request = pb.TranslateRequest(
             segments=[f"An interactive sentence {i} that a person waits for."],
             target_language="zh",
-            model=SLOW_MODEL,
+            model=self.model,
             no_cache=True,
         )
         t0 = time.perf_counter()
@@ -197,12 +229,15 @@ class Trickle:
             self.failures += 1
             return
         self.latencies.append(time.perf_counter() - t0)
+        self.sent_at.append(t0 - self.started)
 
     def text(self) -> str:
         ms = [x * 1000 for x in self.latencies]
+        slowest = sorted(zip(ms, self.sent_at, strict=True), reverse=True)[:3]
         return (
             f"{len(ms)} interactive calls ({self.failures} failed): p50 {percentile(ms, 50):.0f} ms, "
-            f"p99 {percentile(ms, 99):.0f} ms"
+            f"p99 {percentile(ms, 99):.0f} ms; the slowest "
+            + ", ".join(f"{x:.0f} ms (sent at {at:.1f}s)" for x, at in slowest)
         )
 
 
@@ -228,7 +263,7 @@ async def wait_done(ops: lro_grpc.OperationsStub, name: str, until: float, progr
 
 
 def half_costs(op: lro.Operation) -> tuple[float, float]:
-    """What the job's lines cost: the translation model's half, the chat model's half."""
+    """What the job's lines cost: the first model's half (even lines), the second model's (odd lines)."""
     answer = pb.BatchTranslateResponse()
     if op.HasField("response"):
         op.response.Unpack(answer)
@@ -268,11 +303,12 @@ class JobRun:
     failed: int
     calls: dict[str, int]
     halves: tuple[float, float]
+    mix: tuple[str, str]
 
     def text(self, floor_s: float) -> str:
         return (
             f"  wall {self.wall_s:.1f}s = {self.wall_s / floor_s:.2f}x the online floor ({floor_s:.1f}s)\n"
-            f"  cost {self.cost:.4f} {self.currency} (translation half {self.halves[0]:.4f}, chat half "
+            f"  cost {self.cost:.4f} {self.currency} ({self.mix[0]} half {self.halves[0]:.4f}, {self.mix[1]} half "
             f"{self.halves[1]:.4f}); lines failed {self.failed}, missing {self.missing}, "
             f"duplicated {self.duplicated}, wrong {self.wrong}\n"
             f"  provider calls {self.calls}"
@@ -280,17 +316,17 @@ class JobRun:
 
 
 async def run_job(
-    target: str, sim_port: int, lines: int, window: str, trickle: Trickle | None = None
+    target: str, sim_port: int, lines: int, window: str, mix: tuple[str, str], trickle: Trickle | None = None
 ) -> tuple[JobRun, float]:
     """Submit the job, wait for it (the trickle running meanwhile); the run, and the submit call's time."""
-    before = provider_calls(sim_stats(sim_port))
+    before = provider_calls(sim_stats(sim_port), mix)
     async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
         stub, ops = pb_grpc.TranslatorStub(channel), lro_grpc.OperationsStub(channel)
         stop = asyncio.Event()
         trickling = asyncio.create_task(trickle.run(stop)) if trickle else None
         t0 = time.perf_counter()
         op = await stub.BatchTranslate(
-            pb.BatchTranslateRequest(requests=job_requests(lines, window), completion_window=window), timeout=120
+            pb.BatchTranslateRequest(requests=job_requests(lines, window, mix), completion_window=window), timeout=120
         )
         submit_s = time.perf_counter() - t0
         done = await wait_done(ops, op.name, time.monotonic() + 4 * 3600)
@@ -299,10 +335,12 @@ async def run_job(
         if trickling:
             await trickling
     meta, missing, duplicated, wrong = check(done, lines, window)
-    after = provider_calls(sim_stats(sim_port))
+    after = provider_calls(sim_stats(sim_port), mix)
     calls = {k: after[k] - before[k] for k in after}
     usage = meta.usage
-    run = JobRun(wall, usage.cost, usage.currency, missing, duplicated, wrong, meta.failed, calls, half_costs(done))
+    run = JobRun(
+        wall, usage.cost, usage.currency, missing, duplicated, wrong, meta.failed, calls, half_costs(done), mix
+    )
     return run, submit_s
 
 
@@ -312,7 +350,7 @@ def floor_s(lines: int, rpm_per_s: float) -> float:
 
 async def baseline(target: str, args: argparse.Namespace) -> Trickle:
     async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
-        trickle = Trickle(pb_grpc.TranslatorStub(channel), args.trickle_rate)
+        trickle = Trickle(pb_grpc.TranslatorStub(channel), args.trickle_rate, MIXES[args.mix][0])
         stop = asyncio.Event()
         task = asyncio.create_task(trickle.run(stop))
         await asyncio.sleep(args.baseline_s)
@@ -323,29 +361,44 @@ async def baseline(target: str, args: argparse.Namespace) -> Trickle:
 
 async def single_replica(args: argparse.Namespace, sim_port: int, grpc_port: int) -> None:
     target = f"127.0.0.1:{grpc_port}"
+    mix = MIXES[args.mix]
     rate = SLOW_RPM / 60
-    slow_lines, chat_lines = (args.lines + 1) // 2, args.lines // 2
+    halves = ((args.lines + 1) // 2, args.lines // 2)
+    # All online, each half at its model's RPM, the two in parallel.
+    online_floor = max(floor_s(n, rate) for n in halves)
+    # With the route on: the halves that have no route at their RPM; the routed ones at the routes' concurrency.
+    unrouted = [floor_s(n, rate) for n, m in zip(halves, mix, strict=True) if m not in ROUTED]
+    routed_lines = sum(n for n, m in zip(halves, mix, strict=True) if m in ROUTED)
+    routes = sum(1 for m in mix if m in ROUTED)
+    route_floor = routed_lines * args.batch_latency_s / (routes * BATCH_MAX_CONCURRENCY)
     trickle = await baseline(target, args)
-    print(f"\n[baseline] no job, {args.baseline_s:g}s: {trickle.text()}")
+    print(f"\n[baseline] no job, {args.baseline_s:g}s, interactive calls to {mix[0]}: {trickle.text()}")
 
     async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
-        trickle = Trickle(pb_grpc.TranslatorStub(channel), args.trickle_rate)
-        batch, submit_s = await run_job(target, sim_port, args.lines, BATCH_WINDOW, trickle)
-    print(f"\n[batch] {args.lines} lines, window {BATCH_WINDOW}: the chat half on the batch route")
-    print(f"  submit {submit_s:.1f}s; the online floor: {slow_lines} translation lines / RPM")
-    print(batch.text(floor_s(slow_lines, rate)))
+        trickle = Trickle(pb_grpc.TranslatorStub(channel), args.trickle_rate, mix[0])
+        batch, submit_s = await run_job(target, sim_port, args.lines, BATCH_WINDOW, mix, trickle)
+    print(f"\n[batch] {args.lines} lines, window {BATCH_WINDOW}: {routed_lines} lines may take the batch route")
+    print(
+        f"  submit {submit_s:.1f}s; the online floor: each half / its model's RPM, in parallel; with the route "
+        f"on, the floor is {max([route_floor, *unrouted]):.1f}s ({routed_lines} routed lines x "
+        f"{args.batch_latency_s:g}s / ({routes} x {BATCH_MAX_CONCURRENCY}) = {route_floor:.1f}s"
+        + (f"; unrouted lines / RPM = {max(unrouted):.1f}s)" if unrouted else ")")
+    )
+    print(batch.text(online_floor))
     print(f"  while it ran: {trickle.text()}")
     if args.skip_online:
         return
-    online, submit_s = await run_job(target, sim_port, args.lines, ONLINE_WINDOW)
+    online, submit_s = await run_job(target, sim_port, args.lines, ONLINE_WINDOW, mix)
     print(f"\n[online] the same job, window {ONLINE_WINDOW}: all online")
     print(f"  submit {submit_s:.1f}s; the online floor: each half / its model's RPM, in parallel")
-    print(online.text(max(floor_s(slow_lines, rate), floor_s(chat_lines, rate))))
+    print(online.text(online_floor))
     ratio = batch.cost / online.cost if online.cost else float("nan")
     verdict = "met" if ratio <= 0.55 else "NOT met"
     print(f"\n  cost with the batch route / all online: {ratio:.3f}x (target <= 0.55x: {verdict})")
-    routed = batch.halves[1] / online.halves[1] if online.halves[1] else float("nan")
-    print(f"  the chat half alone (the lines the route may take): {routed:.3f}x")
+    for half, model in enumerate(mix):
+        if model in ROUTED:
+            share = batch.halves[half] / online.halves[half] if online.halves[half] else float("nan")
+            print(f"  the {model} half alone (lines the route may take): {share:.3f}x")
 
 
 @contextlib.contextmanager
@@ -365,10 +418,11 @@ def redis_server(tmp: Path) -> Iterator[str]:
 
 
 async def kill_mid_job(args: argparse.Namespace, models: Path, sim_port: int, tmp: Path) -> None:
+    mix = MIXES[args.mix]
     with redis_server(tmp) as redis_url:
         env = {"TRANSLANE_GOVERNOR": "redis", "TRANSLANE_REDIS_URL": redis_url}
         port_a, port_b = free_port(), free_port()
-        before = provider_calls(sim_stats(sim_port))
+        before = provider_calls(sim_stats(sim_port), mix)
         with (
             process(serve_args(models, port_a, sim_port), port_a, env) as replica_a,
             process(serve_args(models, port_b, sim_port), port_b, env),
@@ -378,9 +432,9 @@ async def kill_mid_job(args: argparse.Namespace, models: Path, sim_port: int, tm
                 grpc.aio.insecure_channel(f"127.0.0.1:{port_b}", options=CHANNEL_OPTIONS) as b,
             ):
                 t0 = time.perf_counter()
+                requests = job_requests(args.lines, "kill", mix)
                 op = await pb_grpc.TranslatorStub(a).BatchTranslate(
-                    pb.BatchTranslateRequest(requests=job_requests(args.lines, "kill"), completion_window=BATCH_WINDOW),
-                    timeout=120,
+                    pb.BatchTranslateRequest(requests=requests, completion_window=BATCH_WINDOW), timeout=120
                 )
                 ops_b = lro_grpc.OperationsStub(b)
                 while True:
@@ -388,8 +442,7 @@ async def kill_mid_job(args: argparse.Namespace, models: Path, sim_port: int, tm
                     if meta.done + meta.failed >= args.kill_at * args.lines:
                         break
                     await asyncio.sleep(0.2)
-                stats = sim_stats(sim_port)
-                in_flight = int(stats["models"][SLOW_MODEL]["in_flight"]) + int(stats["batch"][CHAT_MODEL]["in_flight"])  # type: ignore[index]
+                in_flight = provider_in_flight(sim_stats(sim_port), mix)
                 replica_a.send_signal(signal.SIGKILL)
                 replica_a.wait(10)
                 killed_at = meta.done + meta.failed
@@ -405,7 +458,7 @@ async def kill_mid_job(args: argparse.Namespace, models: Path, sim_port: int, tm
     done.response.Unpack(answer)
     # Lines the dead replica had an answer for but had not recorded: the survivor finds them in the shared cache.
     cached = sum(1 for r in answer.results if r.response.translations[0].cached)
-    after = provider_calls(sim_stats(sim_port))
+    after = provider_calls(sim_stats(sim_port), mix)
     calls = {k: after[k] - before[k] for k in after}
     paid = sum(calls.values())
     print(
@@ -425,6 +478,13 @@ async def kill_mid_job(args: argparse.Namespace, models: Path, sim_port: int, tm
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lines", type=int, default=50_000)
+    p.add_argument(
+        "--mix",
+        choices=sorted(MIXES),
+        default="translation",
+        help="translation: the translation model (online only) and a chat model with the batch route; "
+        "chat: two chat models, both with it",
+    )
     p.add_argument("--window-s", type=float, default=10.0, help="the provider's and governor's sliding window")
     p.add_argument("--ttft-s", type=float, default=0.3, help="the provider's online answer time")
     p.add_argument("--batch-latency-s", type=float, default=5.0, help="the batch route's answer time (Ark: minutes)")
@@ -438,7 +498,8 @@ def main() -> None:
     p.add_argument("--skip-online", action="store_true")
     args = p.parse_args()
     print(
-        f"bench/jobs.py on {machine()}, {time.strftime('%Y-%m-%d %H:%M')}: {args.lines} lines, both models at "
+        f"bench/jobs.py on {machine()}, {time.strftime('%Y-%m-%d %H:%M')}: {args.lines} lines of "
+        f"{' and '.join(MIXES[args.mix])} (--mix {args.mix}), each model at "
         f"RPM {SLOW_RPM} / TPM {SLOW_TPM} scaled to a {args.window_s:g}s window; online answers after "
         f"{args.ttft_s:g}s, batch-route answers after {args.batch_latency_s:g}s (Ark: minutes)"
     )
