@@ -8,23 +8,19 @@ as bytes the caller encodes and knows no protobuf; whose a file is (its tenant) 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import math
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import aiosqlite
+from ._sqlite import SqliteStore, open_db
 
 __all__ = ["FileRecord", "FileStore", "open_file_store"]
 
 log = logging.getLogger("translane.jobs")
 
-_T = TypeVar("_T")
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS files (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, "
@@ -52,34 +48,8 @@ class FileRecord:
     seq: int = 0
 
 
-class FileStore:
+class FileStore(SqliteStore):
     """Files in one SQLite connection; each write one transaction, finished even if its caller is cancelled."""
-
-    def __init__(
-        self, db: aiosqlite.Connection, keep_s: float = math.inf, wall: Callable[[], float] = time.time
-    ) -> None:
-        self.db = db
-        self.keep_s = keep_s
-        self.wall = wall
-        self._lock = asyncio.Lock()
-
-    async def _locked(self, body: Callable[[], Awaitable[_T]]) -> _T:
-        async with self._lock:
-            try:
-                out = await body()
-                await self.db.commit()
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await self.db.rollback()
-                raise
-            return out
-
-    def _tx(self, body: Callable[[], Awaitable[_T]]) -> Awaitable[_T]:
-        return asyncio.shield(self._locked(body))
-
-    def _kept_since(self) -> float:
-        """Files uploaded before this wall time are forgotten."""
-        return self.wall() - self.keep_s
 
     async def put(self, record: FileRecord, requests: Sequence[bytes]) -> FileRecord:
         """Store a file and its requests (in order); the record as stored (its seq and expiry). Files past their
@@ -161,38 +131,14 @@ class FileStore:
         return await self._tx(body)
 
 
-async def _connect(path: str) -> aiosqlite.Connection:
-    if path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    db = await aiosqlite.connect(path)
-    try:
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA synchronous=NORMAL")
-        for statement in _SCHEMA:
-            await db.execute(statement)
-        await db.commit()
-    except BaseException:
-        await db.close()
-        raise
-    return db
-
-
 @contextlib.asynccontextmanager
 async def open_file_store(path: str, keep_s: float = math.inf) -> AsyncIterator[FileStore]:
     """The file store in the SQLite file at `path` (":memory:": in memory), keeping a file `keep_s` after its
     upload (those past it deleted now); a file that cannot be opened falls back to memory, saying so."""
-    try:
-        db = await _connect(path)
-    except (OSError, aiosqlite.Error) as exc:
-        if path == ":memory:":
-            raise
-        log.warning("file store %s cannot be opened (%s): uploaded files are kept in memory only", path, exc)
-        db = await _connect(":memory:")
-    store = FileStore(db, keep_s)
+    store = FileStore(await open_db(path, _SCHEMA, "uploaded files are"), keep_s)
     try:
         if swept := await store.sweep():
             log.info("forgot %d file(s) uploaded more than %.0fs ago", swept, keep_s)
         yield store
     finally:
-        async with store._lock:
-            await db.close()
+        await store.aclose()

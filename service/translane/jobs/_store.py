@@ -10,17 +10,14 @@ store holds requests, results and the job's own fields as bytes the caller encod
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import math
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import aiosqlite
+from ._sqlite import SqliteStore, open_db
 
 __all__ = ["CANCELLED", "RUNNING", "SUCCEEDED", "JobRecord", "JobStore", "LineResult", "Progress", "open_store"]
 
@@ -36,7 +33,6 @@ CLAIMED = "running"
 DONE = "done"
 FAILED = "failed"
 
-_T = TypeVar("_T")
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS jobs (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, "
@@ -102,36 +98,9 @@ class LineResult:
     currency: str = ""
 
 
-class JobStore:
+class JobStore(SqliteStore):
     """Jobs and lines in one SQLite connection; each write is one transaction, finished even if its caller
     is cancelled mid-way (so a line's result and its job's counters are never split)."""
-
-    def __init__(
-        self, db: aiosqlite.Connection, keep_s: float = math.inf, wall: Callable[[], float] = time.time
-    ) -> None:
-        self.db = db
-        self.keep_s = keep_s
-        self.wall = wall
-        self._lock = asyncio.Lock()
-
-    def _kept_since(self) -> float:
-        """Jobs that ended before this wall time are forgotten."""
-        return self.wall() - self.keep_s
-
-    async def _locked(self, body: Callable[[], Awaitable[_T]]) -> _T:
-        async with self._lock:
-            try:
-                out = await body()
-                await self.db.commit()
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await self.db.rollback()
-                raise
-            return out
-
-    def _tx(self, body: Callable[[], Awaitable[_T]]) -> Awaitable[_T]:
-        """Run `body` and commit, alone on the connection; a cancelled caller does not cut it short."""
-        return asyncio.shield(self._locked(body))
 
     async def create(self, job_id: str, spec: bytes, window_s: float, requests: Sequence[bytes], now: float) -> None:
         """Store a new job with every line pending."""
@@ -316,38 +285,12 @@ class JobStore:
             return {str(s): int(n) for s, n in await cur.fetchall()}
 
 
-async def _connect(path: str) -> aiosqlite.Connection:
-    if path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    db = await aiosqlite.connect(path)
-    try:
-        # WAL with synchronous=NORMAL: a commit survives a killed process (a power cut: up to the last checkpoint).
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA synchronous=NORMAL")
-        for statement in _SCHEMA:
-            await db.execute(statement)
-        await db.commit()
-    except BaseException:
-        await db.close()
-        raise
-    return db
-
-
 @contextlib.asynccontextmanager
 async def open_store(path: str, keep_s: float = math.inf) -> AsyncIterator[JobStore]:
     """The job store in the SQLite file at `path` (":memory:": in memory, gone with the process), keeping ended
     jobs `keep_s`; a file that cannot be opened falls back to memory, saying so."""
-    try:
-        db = await _connect(path)
-    except (OSError, aiosqlite.Error) as exc:
-        if path == ":memory:":
-            raise
-        log.warning("job file %s cannot be opened (%s): jobs are kept in memory only", path, exc)
-        db = await _connect(":memory:")
-    store = JobStore(db, keep_s)
+    store = JobStore(await open_db(path, _SCHEMA, "jobs are"), keep_s)
     try:
         yield store
     finally:
-        # A transaction its cancelled caller left running (shielded: a write is never cut short) ends first.
-        async with store._lock:
-            await db.close()
+        await store.aclose()
