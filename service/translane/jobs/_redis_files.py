@@ -16,15 +16,12 @@ import redis.asyncio as aioredis
 
 from ._files import FileRecord
 from ._reachable import reachable
+from ._redis_index import page_index, text
 
 __all__ = ["RedisFileStore", "open_redis_file_store"]
 
 # Requests go to Redis this many to a command (one transaction still).
 _FIELDS_PER_COMMAND = 5000
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class RedisFileStore:
@@ -72,13 +69,13 @@ class RedisFileStore:
     def _record(self, raw: dict[bytes, bytes]) -> FileRecord | None:
         if not raw:
             return None
-        f = {_text(k): v for k, v in raw.items()}
+        f = {text(k): v for k, v in raw.items()}
         created = float(f["created"])
         return FileRecord(
-            _text(f["id"]),
-            _text(f["tenant"]),
-            _text(f["filename"]),
-            _text(f["purpose"]),
+            text(f["id"]),
+            text(f["tenant"]),
+            text(f["filename"]),
+            text(f["purpose"]),
             int(f["size_bytes"]),
             int(f["count"]),
             created,
@@ -105,26 +102,9 @@ class RedisFileStore:
     async def page(self, after_seq: int, limit: int) -> list[FileRecord]:
         """Up to `limit` files uploaded after the one numbered `after_seq`, oldest first (expired ones leave the
         index as they are met)."""
-        out: list[FileRecord] = []
-        index = self.base + "index"
-        while len(out) < limit:
-            found = await self.client.zrangebyscore(
-                index, f"({after_seq}", "+inf", start=0, num=limit - len(out), withscores=True
-            )
-            if not found:
-                break
-            async with self.client.pipeline(transaction=False) as pipe:
-                for raw_id, _ in found:
-                    pipe.hgetall(self._keys(_text(raw_id))[0])
-                got = await pipe.execute()
-            for (raw_id, _), raw in zip(found, got, strict=True):
-                record = self._record(raw)
-                if record is None:
-                    await self.client.zrem(index, raw_id)
-                else:
-                    out.append(record)
-            after_seq = int(found[-1][1])
-        return out
+        return await page_index(
+            self.client, self.base + "index", after_seq, limit, lambda ident: self._keys(ident)[0], self._record
+        )
 
     @reachable
     async def delete(self, file_id: str) -> bool:

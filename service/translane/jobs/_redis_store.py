@@ -20,6 +20,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from ._redis_index import page_index, text
 from ._store import JobRecord, LineResult, Progress
 
 __all__ = ["GROUP", "Entry", "RedisJobStore"]
@@ -109,10 +110,6 @@ return state or ''
 """
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 class RedisJobStore:
     """The jobs under `{prefix}:jobs:` on `client`; an ended job kept `keep_s`."""
 
@@ -174,12 +171,12 @@ class RedisJobStore:
 
     async def end(self, job_id: str, state: str, now: float) -> str:
         """End a running job in `state` (its keys expire after the keep); the state it had ('' when none)."""
-        return _text(await self._end(list(self._keys(job_id)), [state, repr(now), self.keep_ms]))
+        return text(await self._end(list(self._keys(job_id)), [state, repr(now), self.keep_ms]))
 
     async def delete(self, job_id: str) -> str:
         """Forget an ended job; the state it had ('' when none; a running job stays)."""
         job, res, req = self._keys(job_id)
-        return _text(await self._delete([job, res, req, self.base + "index"], [job_id]))
+        return text(await self._delete([job, res, req, self.base + "index"], [job_id]))
 
     async def read(self, consumer: str, count: int, block_ms: int) -> list[Entry]:
         """Up to `count` new entries for `consumer`, waiting up to `block_ms` for one."""
@@ -214,7 +211,7 @@ class RedisJobStore:
         out: list[Entry] = []
         for entry_id, fields in raw:
             if fields:
-                out.append((entry_id, _text(fields[b"job"]), int(fields[b"line"])))
+                out.append((entry_id, text(fields[b"job"]), int(fields[b"line"])))
         return out
 
     async def states(self, job_ids: Sequence[str]) -> dict[str, str]:
@@ -223,13 +220,13 @@ class RedisJobStore:
             for job_id in job_ids:
                 pipe.hget(self._keys(job_id)[0], "state")
             got = await pipe.execute()
-        return {job_id: _text(s) if s is not None else "" for job_id, s in zip(job_ids, got, strict=True)}
+        return {job_id: text(s) if s is not None else "" for job_id, s in zip(job_ids, got, strict=True)}
 
     @staticmethod
     def _record(raw: dict[bytes, bytes]) -> JobRecord | None:
         if not raw:
             return None
-        f = {_text(k): v for k, v in raw.items()}
+        f = {text(k): v for k, v in raw.items()}
 
         def num(name: str) -> float:
             return float(f[name])
@@ -241,12 +238,12 @@ class RedisJobStore:
             int(f["prompt_tokens"]),
             int(f["completion_tokens"]),
             num("cost"),
-            _text(f["currency"]),
+            text(f["currency"]),
         )
         return JobRecord(
-            _text(f["id"]),
+            text(f["id"]),
             int(f["seq"]),
-            _text(f["state"]),
+            text(f["state"]),
             bytes(f["spec"]),
             num("window_s"),
             num("created"),
@@ -261,26 +258,9 @@ class RedisJobStore:
     async def page(self, after_seq: int, limit: int) -> list[JobRecord]:
         """Up to `limit` jobs created after the one numbered `after_seq`, oldest first (expired ones leave
         the index as they are met)."""
-        out: list[JobRecord] = []
-        index = self.base + "index"
-        while len(out) < limit:
-            found = await self.client.zrangebyscore(
-                index, f"({after_seq}", "+inf", start=0, num=limit - len(out), withscores=True
-            )
-            if not found:
-                break
-            async with self.client.pipeline(transaction=False) as pipe:
-                for raw_id, _ in found:
-                    pipe.hgetall(self._keys(_text(raw_id))[0])
-                got = await pipe.execute()
-            for (raw_id, _), raw in zip(found, got, strict=True):
-                record = self._record(raw)
-                if record is None:
-                    await self.client.zrem(index, raw_id)
-                else:
-                    out.append(record)
-            after_seq = int(found[-1][1])
-        return out
+        return await page_index(
+            self.client, self.base + "index", after_seq, limit, lambda ident: self._keys(ident)[0], self._record
+        )
 
     async def results(self, job_id: str) -> list[tuple[int, bool, bytes]]:
         """The job's answered lines as (index, ok, result), in order."""

@@ -27,6 +27,7 @@ from ..errors import FileNotFound, InvalidRequest, TranslaneError, quote, quote_
 from ..jobs import FileControl, FileRecord
 from ..v1 import translate_pb2 as pb
 from .identity import caller
+from .paging import page
 from .status import grpc_status_of, trailers
 
 __all__ = ["BATCH_PURPOSE", "FILE_ID_PREFIX", "MAX_FILE_LINES", "FilesService", "LineReader"]
@@ -37,8 +38,6 @@ DEFAULT_FILENAME = "input.jsonl"
 MAX_FILENAME_CHARS = 255
 # A job's bound on its requests (rpc.operations.MAX_BATCH_REQUESTS), and OpenAI's on a batch file's lines.
 MAX_FILE_LINES = 50_000
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 1000
 # What a refusal quotes of a parser's complaint.
 _COMPLAINT_CHARS = 300
 
@@ -242,13 +241,8 @@ class FilesService:
     ) -> pb.ListFilesResponse:
         """The caller's files, oldest first, a page at a time (a page may be short, or empty, with a token)."""
         try:
-            if request.page_size < 0:
-                raise InvalidRequest(f"page_size: must be 0 (the default, {DEFAULT_PAGE_SIZE}) or more")
-            size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-            token = request.page_token
-            if token and not token.isdigit():
-                raise InvalidRequest(f"page_token: {quote(token)} is not one this server gave")
-            records = await self.store.page(int(token or 0), size + 1)
+            after, size = page(request.page_size, request.page_token)
+            records = await self.store.page(after, size + 1)
         except TranslaneError as exc:
             await self._abort(context, exc)
             raise AssertionError("unreachable") from exc

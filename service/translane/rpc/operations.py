@@ -39,6 +39,7 @@ from ..jobs import CANCELLED, RUNNING, SUCCEEDED, JobControl, JobRecord, LineRes
 from ..v1 import translate_pb2 as pb
 from .files import FilesService
 from .identity import caller
+from .paging import page
 from .servicer import translate_response
 from .status import grpc_status_of, rpc_status, trailers
 from .validation import Validator
@@ -64,8 +65,6 @@ _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _WINDOW_BOUNDS_S = (60, 7 * 86400)
 MAX_LABELS = 64
 MAX_LABEL_CHARS = 256
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 1000
 _STATES = {
     RUNNING: pb.BatchTranslateMetadata.RUNNING,
     SUCCEEDED: pb.BatchTranslateMetadata.SUCCEEDED,
@@ -326,13 +325,8 @@ class OperationsService:
                 raise InvalidRequest("filter: not supported; every operation is listed, a page at a time")
             if request.name not in ("", "operations"):
                 raise InvalidRequest(f"name: {quote_id(request.name)}: the one collection is 'operations'")
-            if request.page_size < 0:
-                raise InvalidRequest(f"page_size: must be 0 (the default, {DEFAULT_PAGE_SIZE}) or more")
-            size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-            token = request.page_token
-            if token and not token.isdigit():
-                raise InvalidRequest(f"page_token: {quote(token)} is not one this server gave")
-            records = await self.jobs.page(int(token or 0), size + 1)
+            after, size = page(request.page_size, request.page_token)
+            records = await self.jobs.page(after, size + 1)
         except TranslaneError as exc:
             await self._abort(context, exc)
             raise AssertionError("unreachable") from exc
