@@ -20,10 +20,10 @@ from translane.tracing import aiohttp_server_middleware, grpc_client_interceptor
 from translane.wire import WireError, from_rpc_error
 
 from ._backend import ACTING_TENANT, Backend
-from ._batches import BATCHES, Batches
 from ._batches import routes as batch_routes
 from ._config import ShimConfig
 from ._description import OPENAPI_PATH, openapi_handler
+from ._files import BATCHES, Batches
 from ._http import IS_ADMIN, STATE, TASK_ID, TASK_ID_HEADER, TENANT, ShimState, json_response
 from ._metrics import METRICS_PATH, ShimMetrics
 from ._openai import chat_completions, list_models

@@ -1,4 +1,5 @@
-"""OpenAI Files + Batches, /v1/files and /v1/batches, onto BatchTranslate and google.longrunning.Operations.
+"""OpenAI Batches, /v1/batches (the files they read and write: _files), onto BatchTranslate and
+google.longrunning.Operations.
 
 A batch's input lines are read as the online chat route reads a body (translane.wire.parse_chat); the good
 ones go to the service as BatchTranslate jobs at batch priority, a line that cannot be read becomes an error
@@ -10,47 +11,35 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import re
-import sqlite3
 import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import grpc
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 from google.longrunning import operations_pb2 as lro
 from google.rpc import code_pb2
 from translane.errors import quote, quote_id
 from translane.v1 import translate_pb2 as pb
 from translane.wire import ChatRequest, WireError, completion, from_status, parse_chat
 
+from ._files import BATCHES, expiry, file_routes, not_found, page
 from ._http import STATE, TENANT, json_response, read_json
-from ._store import LineRow, Store, new_id
+from ._store import LineRow, new_id
 
-__all__ = ["BATCHES", "Batches", "routes"]
-
-log = logging.getLogger("translane.shim")
+__all__ = ["routes"]
 
 ENDPOINT = "/v1/chat/completions"
 WINDOW = "24h"
 _WINDOW_S = 24 * 3600
 # OpenAI's bounds.
-MAX_LINES = 50_000
 MAX_METADATA_PAIRS, MAX_METADATA_KEY_CHARS, MAX_METADATA_VALUE_CHARS = 16, 64, 512
-LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 20, 100
-MAX_FILENAME_CHARS = 255
-# The bounds OpenAI puts on `expires_after.seconds` (an hour to 30 days).
-EXPIRY_BOUNDS_S = (3600, 30 * 86400)
-# The longest the sweeper sleeps between looks for expired files.
-_SWEEP_MAX_S = 60.0
 # A BatchTranslate call's requests stay under this many bytes, so the call and its finished operation (the
 # results, somewhat larger than the requests) stay under the 32 MiB both ends take: a larger batch is several jobs.
 _JOB_BYTES = 8 * 1024 * 1024
-_CHUNK_BYTES = 1 << 16
 _ENDED = ("completed", "failed", "expired", "cancelled")
 _CODES = {c.value[0]: c for c in grpc.StatusCode}
 _UNNAMED_MODEL = "translane"
@@ -58,229 +47,15 @@ _UNNAMED_MODEL = "translane"
 _PLACE = re.compile(r"requests\[[0-9]+\](?:\.|: )")
 
 
-class Batches:
-    """The shim's files and batches (`store`), and what turns them into service calls and back."""
-
-    def __init__(self, store: Store, keep_s: int) -> None:
-        self.store = store
-        # How long a file is kept when its upload or batch does not say.
-        self.keep_s = keep_s
-        # One refresh of a batch at a time: its result files are written once.
-        self._lock = asyncio.Lock()
-
-    def close(self) -> None:
-        self.store.close()
-
-    async def sweep_forever(self) -> None:
-        """Forget each file when it expires (an expired file is already a 404; this frees its bytes)."""
-        while True:
-            try:
-                # On the loop, as every use of the store's connection (a few rows and unlinks).
-                self.store.sweep()
-                due = self.store.next_expiry()
-            except (OSError, sqlite3.Error):
-                log.exception("expired files could not be removed; trying again")
-                due = None
-            wait = _SWEEP_MAX_S if due is None else min(_SWEEP_MAX_S, max(0.0, due - self.store.wall()))
-            await asyncio.sleep(wait)
-
-
-BATCHES = web.AppKey("translane_shim_batches", Batches)
-
-
 def routes() -> list[web.RouteDef]:
     """The Files + Batches handlers."""
     return [
-        web.post("/v1/files", create_file),
-        web.get("/v1/files", list_files),
-        web.get("/v1/files/{file_id}", retrieve_file),
-        web.delete("/v1/files/{file_id}", delete_file),
-        web.get("/v1/files/{file_id}/content", file_content),
+        *file_routes(),
         web.post("/v1/batches", create_batch),
         web.get("/v1/batches", list_batches),
         web.get("/v1/batches/{batch_id}", retrieve_batch),
         web.post("/v1/batches/{batch_id}/cancel", cancel_batch),
     ]
-
-
-def _expiry(anchor: Any, seconds: Any, param: str) -> int:
-    """An `expires_after` policy's seconds; a 400 naming `param` when it is not one OpenAI accepts."""
-    low, high = EXPIRY_BOUNDS_S
-    if anchor != "created_at":
-        raise WireError.bad_field(f"{param}.anchor", "'created_at' (the one anchor)", anchor)
-    if isinstance(seconds, str) and seconds.strip().isdigit():
-        seconds = int(seconds)
-    elif isinstance(seconds, float) and seconds.is_integer():
-        seconds = int(seconds)  # JSON's 7200.0 is the integer 7200
-    if isinstance(seconds, bool) or not isinstance(seconds, int) or not low <= seconds <= high:
-        raise WireError.bad_field(f"{param}.seconds", f"a whole number of seconds from {low} to {high}", seconds)
-    return seconds
-
-
-def _not_found(what: str, ident: str) -> WireError:
-    return WireError(404, f"no such {what}: {quote_id(ident)}", kind="not_found_error", code="not_found")
-
-
-# -- files ----------------------------------------------------------------------------------------------------------
-
-
-async def create_file(request: web.Request) -> web.Response:
-    """POST /v1/files: multipart `file` and `purpose` ("batch")."""
-    batches = request.app[BATCHES]
-    store = batches.store
-    max_bytes = request.app[STATE].config.max_file_bytes
-    if not request.content_type.startswith("multipart/"):
-        raise WireError(
-            400, "an upload is multipart/form-data with the fields `file` and `purpose`", code="invalid_body"
-        )
-    file_id = new_id("file-")
-    part_path = store.path(file_id + ".part")
-    purpose: str | None = None
-    expires: dict[str, str] = {}
-    filename = ""
-    size: int | None = None
-    lines = 0
-    try:
-        try:
-            reader = await request.multipart()
-            while (part := await reader.next()) is not None:
-                if not isinstance(part, BodyPartReader):
-                    continue
-                if part.name == "purpose":
-                    purpose = (await part.read(decode=False))[:100].decode("utf-8", "replace").strip()
-                elif part.name in ("expires_after[anchor]", "expires_after[seconds]"):
-                    value = (await part.read(decode=False))[:100].decode("utf-8", "replace").strip()
-                    expires[part.name[len("expires_after[") : -1]] = value
-                elif part.name == "file" and size is not None:
-                    await part.release()  # a form may repeat a field: the first file is the upload
-                elif part.name == "file":
-                    filename = (part.filename or "file")[:MAX_FILENAME_CHARS]
-                    size, lines = await _save_part(part, part_path, max_bytes)
-                else:
-                    # As OpenAI: an argument not understood is refused, not ignored.
-                    named = quote((part.name or "")[:40])
-                    raise WireError(
-                        400, f"{named}: unknown argument (send file, purpose, expires_after)", code="unknown_field"
-                    )
-        except WireError:
-            raise
-        except Exception as exc:
-            # aiohttp's multipart reader raises what it meets (ValueError, AssertionError, HTTPException...) on a
-            # malformed body: the caller's fault, whatever the type.
-            raise WireError(400, f"the multipart body could not be read: {exc}", code="invalid_body") from None
-        if size is None:
-            raise WireError(400, "file: required (the JSONL file to upload)", param="file", code="missing_field")
-        if purpose is None:
-            raise WireError(400, 'purpose: required ("batch")', param="purpose", code="missing_field")
-        if purpose != "batch":
-            raise WireError(
-                400,
-                f'purpose: the shim keeps only batch inputs ("batch"), got {quote(purpose)}',
-                param="purpose",
-                code="invalid_value",
-            )
-        keep_s = _expiry(expires.get("anchor"), expires.get("seconds"), "expires_after") if expires else None
-        if lines > MAX_LINES:
-            raise WireError(
-                400, f"file: {lines} lines, over the limit of {MAX_LINES} a batch", param="file", code="too_many_lines"
-            )
-        part_path.replace(store.path(file_id))
-    finally:
-        part_path.unlink(missing_ok=True)
-    row = store.add_file(file_id, filename, purpose, size, keep_s or batches.keep_s, request.get(TENANT, ""))
-    return json_response(row.object())
-
-
-async def _save_part(part: BodyPartReader, path: Path, max_bytes: int) -> tuple[int, int]:
-    """Write the part to `path` as it arrives; its size and line count. 400 past `max_bytes`."""
-    size = lines = 0
-    last = b"\n"
-    out = await asyncio.to_thread(path.open, "wb")
-    with out:
-        while chunk := await part.read_chunk(_CHUNK_BYTES):
-            size += len(chunk)
-            if size > max_bytes:
-                raise WireError(
-                    400,
-                    f"file: larger than the limit of {max_bytes} bytes a batch input may hold "
-                    "(TRANSLANE_SHIM_MAX_FILE_BYTES)",
-                    param="file",
-                    code="file_too_large",
-                )
-            lines += chunk.count(b"\n")
-            last = chunk[-1:]
-            out.write(chunk)
-    return size, lines + (last != b"\n")
-
-
-async def list_files(request: web.Request) -> web.Response:
-    """GET /v1/files: newest first, `purpose`, `after`, `limit`."""
-    store = request.app[BATCHES].store
-    purpose = request.query.get("purpose")
-    return json_response(_page([f.object() for f in store.files(purpose, request.get(TENANT, ""))], request.query))
-
-
-async def retrieve_file(request: web.Request) -> web.Response:
-    """GET /v1/files/{file_id}."""
-    return json_response(_file(request).object())
-
-
-async def delete_file(request: web.Request) -> web.Response:
-    """DELETE /v1/files/{file_id}."""
-    row = _file(request)
-    request.app[BATCHES].store.delete_file(row.id)
-    return json_response({"id": row.id, "object": "file", "deleted": True})
-
-
-async def file_content(request: web.Request) -> web.StreamResponse:
-    """GET /v1/files/{file_id}/content: the bytes as uploaded or written."""
-    row = _file(request)
-    path = request.app[BATCHES].store.path(row.id)
-    return web.FileResponse(path, headers={"Content-Type": "application/jsonl"})
-
-
-def _file(request: web.Request) -> Any:
-    file_id = request.match_info["file_id"]
-    row = request.app[BATCHES].store.file(file_id, request.get(TENANT, ""))
-    if row is None:
-        raise _not_found("file", file_id)
-    return row
-
-
-def _page(items: list[dict[str, Any]], query: Mapping[str, str]) -> dict[str, Any]:
-    """A cursor page of `items` (newest first): those after the id `after`, at most `limit`."""
-    raw = query.get("limit", str(LIST_LIMIT_DEFAULT))
-    try:
-        limit = int(raw)
-    except ValueError:
-        limit = 0
-    if not 1 <= limit <= LIST_LIMIT_MAX:
-        raise WireError(
-            400,
-            f"limit: expected an integer from 1 to {LIST_LIMIT_MAX}, got {quote(raw[:40])}",
-            param="limit",
-            code="invalid_value",
-        )
-    after = query.get("after")
-    if after:
-        ids = [item["id"] for item in items]
-        if after not in ids:
-            raise WireError(
-                404,
-                f"after: no such object {quote(after[:80])}",
-                kind="not_found_error",
-                param="after",
-                code="not_found",
-            )
-        items = items[ids.index(after) + 1 :]
-    data = items[:limit]
-    return {
-        "object": "list",
-        "data": data,
-        "first_id": data[0]["id"] if data else None,
-        "last_id": data[-1]["id"] if data else None,
-        "has_more": len(items) > limit,
-    }
 
 
 # -- reading a batch's lines ----------------------------------------------------------------------------------------
@@ -389,10 +164,10 @@ async def create_batch(request: web.Request) -> web.Response:
     if policy is not None:
         if not isinstance(policy, dict):
             raise WireError.bad_field("output_expires_after", "an object {anchor, seconds}", policy)
-        output_keep_s = _expiry(policy.get("anchor"), policy.get("seconds"), "output_expires_after")
+        output_keep_s = expiry(policy.get("anchor"), policy.get("seconds"), "output_expires_after")
     row = store.file(file_id, request.get(TENANT, ""))
     if row is None:
-        raise _not_found("file", file_id)
+        raise not_found("file", file_id)
     if row.purpose != "batch":
         raise WireError(400, f"input_file_id: {quote_id(file_id)} is not a batch input", param="input_file_id")
     data = await asyncio.to_thread(store.path(file_id).read_bytes)
@@ -509,9 +284,9 @@ async def retrieve_batch(request: web.Request) -> web.Response:
 async def list_batches(request: web.Request) -> web.Response:
     """GET /v1/batches: newest first, `after`, `limit`; the batches shown are brought up to date."""
     store = request.app[BATCHES].store
-    page = _page([{"id": ident} for ident in store.batch_ids(request.get(TENANT, ""))], request.query)
-    page["data"] = [await _refresh(request, item["id"]) for item in page["data"]]
-    return json_response(page)
+    shown = page([{"id": ident} for ident in store.batch_ids(request.get(TENANT, ""))], request.query)
+    shown["data"] = [await _refresh(request, item["id"]) for item in shown["data"]]
+    return json_response(shown)
 
 
 async def cancel_batch(request: web.Request) -> web.Response:
@@ -520,7 +295,7 @@ async def cancel_batch(request: web.Request) -> web.Response:
     batches = request.app[BATCHES]
     row = batches.store.batch(batch_id, request.get(TENANT, ""))
     if row is None:
-        raise _not_found("batch", batch_id)
+        raise not_found("batch", batch_id)
     status = row.object["status"]
     if status in ("completed", "failed", "expired"):
         raise WireError(409, f"the batch is {status}: only a batch in progress can be cancelled", code="conflict")
@@ -541,7 +316,7 @@ async def _refresh(request: web.Request, batch_id: str) -> dict[str, Any]:
     async with batches._lock:
         row = batches.store.batch(batch_id, request.get(TENANT, ""))
         if row is None:
-            raise _not_found("batch", batch_id)
+            raise not_found("batch", batch_id)
         obj = row.object
         if obj["status"] in _ENDED:
             return obj
