@@ -7,7 +7,7 @@ import grpc
 from aiohttp import web
 from translane.errors import quote
 from translane.v1 import translate_pb2 as pb
-from translane.wire import WireError, from_rpc_error
+from translane.wire import WireError, from_rpc_error, usage_row_json
 
 from ._http import IS_ADMIN, STATE, TENANT, json_response
 
@@ -65,21 +65,6 @@ async def get_usage(request: web.Request) -> web.Response:
             "start": answer.start_day,
             "end": answer.end_day,
             "group_by": groups,
-            "data": [
-                {
-                    "tenant": r.tenant,
-                    "model": r.model,
-                    "day": r.day,
-                    "task_id": r.task_id,
-                    "requests": r.requests,
-                    "prompt_tokens": r.prompt_tokens,
-                    "completion_tokens": r.completion_tokens,
-                    "total_tokens": r.total_tokens,
-                    "cached_tokens": r.cached_tokens,
-                    "cost": r.cost,
-                    "currency": r.currency,
-                }
-                for r in answer.rows
-            ],
+            "data": [usage_row_json(r) for r in answer.rows],
         }
     )

@@ -14,6 +14,7 @@ from translane import tls
 from translane.calls import report_failure
 from translane.v1 import translate_pb2 as pb
 from translane.v1 import translate_pb2_grpc as pb_grpc
+from translane.wire import usage_row_json
 
 __all__ = ["add_parser"]
 
@@ -128,22 +129,7 @@ async def show_usage(args: argparse.Namespace) -> int:
         except grpc.aio.AioRpcError as exc:
             return report_failure(exc, args.target)
     if args.json:
-        rows = [
-            {
-                "tenant": r.tenant,
-                "model": r.model,
-                "day": r.day,
-                "task_id": r.task_id,
-                "requests": r.requests,
-                "prompt_tokens": r.prompt_tokens,
-                "completion_tokens": r.completion_tokens,
-                "total_tokens": r.total_tokens,
-                "cached_tokens": r.cached_tokens,
-                "cost": r.cost,
-                "currency": r.currency,
-            }
-            for r in resp.rows
-        ]
+        rows = [usage_row_json(r) for r in resp.rows]
         print(json.dumps({"start": resp.start_day, "end": resp.end_day, "rows": rows}, ensure_ascii=False, indent=2))
         return 0
     shown = [(title, field) for title, field in _USAGE_COLUMNS if title in {g.lower() for g in groups}]

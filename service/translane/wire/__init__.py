@@ -11,6 +11,7 @@ these formats through this package, so each format has one owner.
                parse_custom, render_custom (its custom API)
     languages  languages as clients name them, in fields and in prompts
     errors     WireError, from_rpc_error, from_status (the one mapping from gRPC status to HTTP status)
+    usage      usage_row_json (a usage ledger row as JSON)
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from .openai import (
     usage_json,
 )
 from .plugin import Batch, CustomRequest, custom_fields, language_field, parse_custom, render_custom, split_message
+from .usage import usage_row_json
 
 __all__ = [
     "MAX_OUTPUT_TOKENS",
@@ -59,4 +61,5 @@ __all__ = [
     "resolve",
     "split_message",
     "usage_json",
+    "usage_row_json",
 ]
